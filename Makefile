@@ -1,0 +1,36 @@
+# Every target bootstraps its own virtual environment in .venv on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?= -n 2
+
+.PHONY: demo test lint bench install clean browser
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,graphviz]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/graphtrace demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check graphtrace tests benchmarks
+	$(BIN)/ruff format --check graphtrace tests benchmarks
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_w1.py
+	$(BIN)/python benchmarks/bench_export.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis

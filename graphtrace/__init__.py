@@ -1,0 +1,40 @@
+"""graphtrace: a scalar autograd engine whose computation graph is a NetworkX DiGraph.
+
+Every :class:`Value` is a node of a ``networkx.DiGraph``; each op adds a node and one edge per
+distinct operand carrying the local derivative ``local_grad``; :func:`backward` walks a networkx
+topological order and leaves each gradient as the node attribute ``grad``.
+
+Examples
+--------
+>>> import graphtrace as gt
+>>> a = gt.Value(2.0, label="a"); b = gt.Value(-3.0, label="b"); c = gt.Value(10.0, label="c")
+>>> f = gt.Value(-2.0, label="f")
+>>> L = (a * b + c) * f
+>>> L.backward()
+>>> L.data, a.grad, b.grad, c.grad, f.grad
+(-8.0, 6.0, -4.0, -2.0, 4.0)
+"""
+
+from __future__ import annotations
+
+from . import nn
+from .backward import backward
+from .check import GradcheckError, gradcheck, numerical_grad
+from .rules import RULES
+from .snapshot import to_networkx
+from .store import no_grad
+from .value import Value
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RULES",
+    "GradcheckError",
+    "Value",
+    "backward",
+    "gradcheck",
+    "nn",
+    "no_grad",
+    "numerical_grad",
+    "to_networkx",
+]

@@ -1,0 +1,425 @@
+"""The :class:`Value` handle and its operators.
+
+A Value is a thin handle on one node of the live store (:mod:`graphtrace.store`): ``data``, ``grad``,
+``op``, ``label`` and ``role`` are that node's attributes. Each operator evaluates its rule from
+:data:`graphtrace.rules.RULES` first (so a domain error records nothing), then adds one node and one
+edge per distinct operand carrying ``local_grad``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+from . import store
+from .rules import RULES
+
+__all__ = ["Value", "ROLES"]
+
+#: Roles a user may give a leaf; op results get ``"intermediate"``.
+ROLES = ("leaf", "parameter", "constant")
+
+_NODE = store.NODE
+_SUCC = store.SUCC
+_PRED = store.PRED
+_LOCK = store.LOCK
+_acquire = _LOCK.acquire
+_unlock = _LOCK.release
+_pending = store._pending
+_flush = store.flush
+_new_id = store.new_id
+_mode = store._mode
+
+_ADD = RULES["+"].fn
+_SUB = RULES["-"].fn
+_MUL = RULES["*"].fn
+_DIV = RULES["/"].fn
+_POW = RULES["**"].fn
+_NEG = RULES["neg"].fn
+_EXP = RULES["exp"].fn
+_LOG = RULES["log"].fn
+_TANH = RULES["tanh"].fn
+_SIGMOID = RULES["sigmoid"].fn
+_RELU = RULES["relu"].fn
+
+_DOMAIN_ERRORS = (ValueError, ArithmeticError)
+
+# Flyweight edge-attribute dicts for the constant local derivatives of +, -, neg: about half the
+# edges of a typical trace. The live store treats edge dicts as read-only (snapshots copy them),
+# so sharing saves one dict (~190 bytes) and one allocation per such edge.
+_SHARED_EDGES: dict[float, dict[str, float]] = {1.0: {"local_grad": 1.0}, -1.0: {"local_grad": -1.0}}
+_shared_edge = _SHARED_EDGES.get
+
+
+def _as_float(x: object) -> float | None:
+    """``x`` as a Python float, or None when ``x`` is not a real number."""
+    t = type(x)
+    if t is float:
+        return x  # type: ignore[return-value]
+    if t is int or t is bool:
+        return float(x)  # type: ignore[arg-type]
+    if isinstance(x, (str, bytes, Value)):
+        return None
+    if isinstance(x, numbers.Complex) and not isinstance(x, numbers.Real):
+        return None
+    if getattr(t, "__float__", None) is None:
+        return None
+    return float(x)  # type: ignore[arg-type]
+
+
+def _describe(x: object) -> str:
+    if isinstance(x, Value):
+        a = x._attrs
+        name = a["label"] or f"node {x._id}"
+        return f"{name} = {a['data']!r}"
+    return repr(x)
+
+
+def _domain_error(exc: Exception, op: str, *operands: object) -> Exception:
+    """The same exception type, with the op and its operands named."""
+    args = ", ".join(_describe(x) for x in operands)
+    err = type(exc)(f"{op}: {exc} (operands: {args}); nothing was recorded")
+    return err
+
+
+def _leaf(data: float, label: str, role: str) -> Value:
+    n = _new_id()
+    attrs = {"data": data, "grad": 0.0, "op": "", "label": label, "role": role}
+    v = _new(Value)
+    v._id = n
+    v._attrs = attrs
+    v._p0 = v._p1 = None
+    _acquire()
+    try:
+        if _pending:
+            _flush()
+        _NODE[n] = attrs
+        _SUCC[n] = {}
+        _PRED[n] = {}
+    finally:
+        _unlock()
+    return v
+
+
+def _unary(op: str, fn: Any, x: Value) -> Value:
+    xv = x._attrs["data"]
+    try:
+        out, dx = fn(xv)
+    except _DOMAIN_ERRORS as e:
+        raise _domain_error(e, op, x) from None
+    if not _mode.enabled:
+        return _leaf(out, "", "leaf")
+    n = _new_id()
+    attrs = {"data": out, "grad": 0.0, "op": op, "label": "", "role": "intermediate"}
+    v = _new(Value)
+    v._id = n
+    v._attrs = attrs
+    v._p0 = x
+    v._p1 = None
+    i = x._id
+    e = _shared_edge(dx) or {"local_grad": dx}
+    _acquire()
+    try:
+        if _pending:
+            _flush()
+        _NODE[n] = attrs
+        _SUCC[n] = {}
+        _PRED[n] = {i: e}
+        _SUCC[i][n] = e
+    finally:
+        _unlock()
+    return v
+
+
+def _binary(op: str, fn: Any, x: Any, y: Any) -> Any:
+    """``x op y`` where at least one of x, y is a Value; NotImplemented for a non-number."""
+    if isinstance(x, Value):
+        xv = x._attrs["data"]
+    else:
+        xv = _as_float(x)
+        if xv is None:
+            return NotImplemented
+    if isinstance(y, Value):
+        yv = y._attrs["data"]
+    else:
+        yv = _as_float(y)
+        if yv is None:
+            return NotImplemented
+    try:
+        out, dx, dy = fn(xv, yv)
+    except _DOMAIN_ERRORS as e:
+        raise _domain_error(e, op, x, y) from None
+    if not _mode.enabled:
+        return _leaf(out, "", "leaf")
+    if not isinstance(x, Value):
+        x = _leaf(xv, "", "constant")
+    if not isinstance(y, Value):
+        y = _leaf(yv, "", "constant")
+    n = _new_id()
+    attrs = {"data": out, "grad": 0.0, "op": op, "label": "", "role": "intermediate"}
+    v = _new(Value)
+    v._id = n
+    v._attrs = attrs
+    v._p0 = x
+    v._p1 = y
+    i = x._id
+    j = y._id
+    if i == j:
+        dx += dy
+        ex = _shared_edge(dx) or {"local_grad": dx}
+        preds = {i: ex}
+    else:
+        ex = _shared_edge(dx) or {"local_grad": dx}
+        ey = _shared_edge(dy) or {"local_grad": dy}
+        preds = {i: ex, j: ey}
+    _acquire()
+    try:
+        if _pending:
+            _flush()
+        _NODE[n] = attrs
+        _SUCC[n] = {}
+        _PRED[n] = preds
+        _SUCC[i][n] = ex
+        if i != j:
+            _SUCC[j][n] = ey
+    finally:
+        _unlock()
+    return v
+
+
+class Value:
+    """A scalar recorded as one node of the live NetworkX graph store.
+
+    Parameters
+    ----------
+    data : real number
+        int, float, or any real number with ``__float__`` (numpy scalars too); stored as a Python float.
+    label : str, optional
+        A human-readable name shown in tables and pictures.
+    role : {"leaf", "parameter", "constant"}, optional
+        How exports colour the node; :mod:`graphtrace.nn` marks weights and biases ``"parameter"``.
+
+    Raises
+    ------
+    TypeError
+        If ``data`` is not a real number (a str, None, a complex, another Value, ...) or ``label`` is
+        not a str.
+    ValueError
+        If ``role`` is not one of the roles above.
+
+    Examples
+    --------
+    >>> from graphtrace import Value
+    >>> a = Value(2.0, label="a"); b = Value(-3.0, label="b")
+    >>> y = a * b + 10
+    >>> y.backward()
+    >>> y.data, a.grad, b.grad
+    (4.0, -3.0, 2.0)
+    """
+
+    __slots__ = ("_id", "_attrs", "_p0", "_p1")
+    # numpy scalars defer to our reflected operators instead of building object arrays
+    __array_ufunc__ = None
+
+    _id: int
+    _attrs: dict[str, Any]
+    _p0: Value | None
+    _p1: Value | None
+
+    def __init__(self, data: Any, label: str = "", *, role: str = "leaf") -> None:
+        x = _as_float(data)
+        if x is None:
+            what = "another Value (use it directly, or its .data)" if isinstance(data, Value) else type(data).__name__
+            raise TypeError(f"Value() takes a real number (int, float, numpy scalar), got {what}: {data!r}")
+        if not isinstance(label, str):
+            raise TypeError(f"Value label must be a str, got {type(label).__name__}: {label!r}")
+        if role not in ROLES:
+            raise ValueError(f"Value role must be one of {ROLES}, got {role!r}")
+        n = _new_id()
+        attrs = {"data": x, "grad": 0.0, "op": "", "label": label, "role": role}
+        self._id = n
+        self._attrs = attrs
+        self._p0 = self._p1 = None
+        _acquire()
+        try:
+            if _pending:
+                _flush()
+            _NODE[n] = attrs
+            _SUCC[n] = {}
+            _PRED[n] = {}
+        finally:
+            _unlock()
+
+    def __del__(self) -> None:
+        # store.release, inlined: this runs once per freed node
+        try:
+            n = self._id
+        except AttributeError:  # __init__ raised before recording anything
+            return
+        try:
+            if _acquire(False):
+                try:
+                    preds = _PRED.pop(n, None)
+                    if preds is not None:
+                        for p in preds:
+                            s = _SUCC.get(p)
+                            if s is not None:
+                                s.pop(n, None)
+                        del _SUCC[n]
+                        del _NODE[n]
+                    if _pending:
+                        _flush()
+                finally:
+                    _unlock()
+            else:
+                _pending.append(n)
+        except Exception:  # interpreter shutdown: the store may already be gone
+            pass
+
+    # -- node attributes -------------------------------------------------------------------
+    @property
+    def data(self) -> float:
+        """The forward value (node attribute ``data``)."""
+        return self._attrs["data"]  # type: ignore[no-any-return]
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        x = _as_float(value)
+        if x is None:
+            raise TypeError(f"Value.data must be a real number, got {type(value).__name__}: {value!r}")
+        self._attrs["data"] = x
+
+    @property
+    def grad(self) -> float:
+        """d(root)/d(this node) after ``backward`` (node attribute ``grad``)."""
+        return self._attrs["grad"]  # type: ignore[no-any-return]
+
+    @grad.setter
+    def grad(self, value: Any) -> None:
+        x = _as_float(value)
+        if x is None:
+            raise TypeError(f"Value.grad must be a real number, got {type(value).__name__}: {value!r}")
+        self._attrs["grad"] = x
+
+    @property
+    def label(self) -> str:
+        """The user's name for this node; ``""`` if none (snapshots fill in a short name)."""
+        return self._attrs["label"]  # type: ignore[no-any-return]
+
+    @label.setter
+    def label(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"Value label must be a str, got {type(value).__name__}: {value!r}")
+        self._attrs["label"] = value
+
+    @property
+    def op(self) -> str:
+        """The op that produced this node (``"+"``, ``"tanh"``, ...), ``""`` for a leaf."""
+        return self._attrs["op"]  # type: ignore[no-any-return]
+
+    @property
+    def role(self) -> str:
+        """``"leaf"``, ``"parameter"``, ``"constant"`` or ``"intermediate"``."""
+        return self._attrs["role"]  # type: ignore[no-any-return]
+
+    @property
+    def node_id(self) -> int:
+        """This Value's node id in the store and in every snapshot (an int)."""
+        return self._id
+
+    @property
+    def operands(self) -> tuple[Value, ...]:
+        """The Values this one was computed from (empty for a leaf)."""
+        if self._p0 is None:
+            return ()
+        if self._p1 is None:
+            return (self._p0,)
+        return (self._p0, self._p1)
+
+    def __repr__(self) -> str:
+        a = self._attrs
+        extra = f", label={a['label']!r}" if a["label"] else ""
+        extra += f", op={a['op']!r}" if a["op"] else ""
+        return f"Value(data={a['data']!r}, grad={a['grad']!r}{extra})"
+
+    # -- operators -------------------------------------------------------------------------
+    def __add__(self, other: Any) -> Value:
+        return _binary("+", _ADD, self, other)  # type: ignore[no-any-return]
+
+    def __radd__(self, other: Any) -> Value:
+        return _binary("+", _ADD, other, self)  # type: ignore[no-any-return]
+
+    def __sub__(self, other: Any) -> Value:
+        return _binary("-", _SUB, self, other)  # type: ignore[no-any-return]
+
+    def __rsub__(self, other: Any) -> Value:
+        return _binary("-", _SUB, other, self)  # type: ignore[no-any-return]
+
+    def __mul__(self, other: Any) -> Value:
+        return _binary("*", _MUL, self, other)  # type: ignore[no-any-return]
+
+    def __rmul__(self, other: Any) -> Value:
+        return _binary("*", _MUL, other, self)  # type: ignore[no-any-return]
+
+    def __truediv__(self, other: Any) -> Value:
+        return _binary("/", _DIV, self, other)  # type: ignore[no-any-return]
+
+    def __rtruediv__(self, other: Any) -> Value:
+        return _binary("/", _DIV, other, self)  # type: ignore[no-any-return]
+
+    def __pow__(self, other: Any) -> Value:
+        return _binary("**", _POW, self, other)  # type: ignore[no-any-return]
+
+    def __rpow__(self, other: Any) -> Value:
+        return _binary("**", _POW, other, self)  # type: ignore[no-any-return]
+
+    def __neg__(self) -> Value:
+        return _unary("neg", _NEG, self)
+
+    def exp(self) -> Value:
+        """e ** self (OverflowError past ~709.78)."""
+        return _unary("exp", _EXP, self)
+
+    def log(self) -> Value:
+        """Natural log (ValueError for data <= 0)."""
+        return _unary("log", _LOG, self)
+
+    def tanh(self) -> Value:
+        """Hyperbolic tangent; saturates to +-1.0, never overflows."""
+        return _unary("tanh", _TANH, self)
+
+    def sigmoid(self) -> Value:
+        """Logistic sigmoid 1 / (1 + e ** -x), computed without overflow."""
+        return _unary("sigmoid", _SIGMOID, self)
+
+    def relu(self) -> Value:
+        """max(0, x); its gradient at exactly 0 is 0."""
+        return _unary("relu", _RELU, self)
+
+    # -- backward ----------------------------------------------------------------------------
+    def backward(self, grad: float = 1.0) -> None:
+        """Backpropagate from this Value: fill ``grad`` on it and every ancestor.
+
+        Non-leaf nodes receive exactly d(self)/d(node) of this call; leaves accumulate (``+=``)
+        until zeroed, as in PyTorch.
+
+        Parameters
+        ----------
+        grad : float, optional
+            The seed d(self)/d(self), 1.0 by default.
+
+        Examples
+        --------
+        >>> from graphtrace import Value
+        >>> x = Value(3.0)
+        >>> y = x * x
+        >>> y.backward()
+        >>> x.grad
+        6.0
+        """
+        from .backward import backward_value
+
+        backward_value(self, grad)
+
+
+_new = object.__new__
