@@ -50,25 +50,34 @@ def _topological_order(G: nx.DiGraph, root: Hashable) -> list[Hashable]:
 
 
 def _propagate(G: nx.DiGraph, root: Hashable, seed: float) -> dict[Hashable, float]:
-    """d(root)/d(node) for the root and each ancestor, computed without writing anything."""
-    pred = G._pred
+    """d(root)/d(node) for the root and each ancestor, computed without writing anything.
+
+    Each node pulls ``sum(local_grad(u, v) * grad(v))`` over its children ``v`` in the order of its
+    successor dict (creation order), so the result is bit-for-bit the same whatever else is in the
+    graph and whichever valid topological order networkx returns.
+    """
+    succ = G._succ
     order = _topological_order(G, root)
     acc: dict[Hashable, float] = {root: seed}
     get = acc.get
     try:
-        for v in reversed(order):
-            g = get(v)
-            if g is None:  # pragma: no cover - every ancestor has a path to the root
+        for u in reversed(order):
+            if u == root:
                 continue
-            for u, e in pred[v].items():
-                acc[u] = get(u, 0.0) + e["local_grad"] * g
+            g = None
+            for v, e in succ[u].items():
+                gv = get(v)
+                if gv is not None:
+                    g = e["local_grad"] * gv if g is None else g + e["local_grad"] * gv
+            if g is not None:
+                acc[u] = g
     except (KeyError, TypeError) as exc:
         bad = next(
             (
                 (u, v)
-                for v in order
-                for u, e in pred[v].items()
-                if not isinstance(e.get("local_grad"), (int, float)) or isinstance(e.get("local_grad"), bool)
+                for u in order
+                for v, e in succ[u].items()
+                if isinstance(e.get("local_grad"), bool) or not isinstance(e.get("local_grad"), (int, float))
             ),
             None,
         )
@@ -85,6 +94,15 @@ def _write(G: nx.DiGraph, acc: dict[Hashable, float]) -> None:
             attrs["grad"] = g
         else:
             attrs["grad"] = attrs.get("grad", 0.0) + g
+
+
+def _seed(grad: Any) -> float:
+    from .value import _as_float
+
+    seed = _as_float(grad)
+    if seed is None:
+        raise TypeError(f"backward: grad must be a real number, got {type(grad).__name__}: {grad!r}")
+    return seed
 
 
 def backward(G: nx.DiGraph, root: Any = None, grad: float = 1.0) -> nx.DiGraph:
@@ -133,16 +151,15 @@ def backward(G: nx.DiGraph, root: Any = None, grad: float = 1.0) -> nx.DiGraph:
         root = G.graph.get("root")
         if root is None:
             raise ValueError("backward: no root given and G.graph has no 'root' entry")
-    if isinstance(grad, bool) or not isinstance(grad, (int, float)):
-        raise TypeError(f"backward: grad must be a real number, got {type(grad).__name__}")
+    seed = _seed(grad)
     if root not in G:
         raise ValueError(f"backward: root {root!r} is not a node of G")
     if G is store.GRAPH:
         with store.graph_lock():
-            _write(G, _propagate(G, root, float(grad)))
+            _write(G, _propagate(G, root, seed))
         return G
     try:
-        acc = _propagate(G, root, float(grad))
+        acc = _propagate(G, root, seed)
     except nx.NetworkXUnfeasible as exc:
         raise ValueError("backward: G has a cycle, so it is not a computation graph") from exc
     _write(G, acc)
@@ -151,11 +168,7 @@ def backward(G: nx.DiGraph, root: Any = None, grad: float = 1.0) -> nx.DiGraph:
 
 def backward_value(v: Any, grad: float = 1.0) -> None:
     """``Value.backward``: backpropagate over the live store from Value ``v``."""
-    if isinstance(grad, bool) or not isinstance(grad, (int, float)):
-        try:
-            grad = float(grad)
-        except (TypeError, ValueError):
-            raise TypeError(f"backward: grad must be a real number, got {type(grad).__name__}") from None
+    seed = _seed(grad)
     G = store.GRAPH
     with store.graph_lock():
-        _write(G, _propagate(G, v._id, float(grad)))
+        _write(G, _propagate(G, v._id, seed))

@@ -8,7 +8,7 @@ from typing import Any
 from .store import no_grad
 from .value import Value
 
-__all__ = ["numerical_grad", "gradcheck", "GradcheckError"]
+__all__ = ["GradcheckError", "gradcheck", "numerical_grad"]
 
 
 class GradcheckError(AssertionError):

@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable
 from typing import NamedTuple
 
-__all__ = ["RULES", "Rule", "BINARY_OPS", "UNARY_OPS"]
+__all__ = ["BINARY_OPS", "RULES", "UNARY_OPS", "Rule"]
 
 _inf = math.inf
 _exp = math.exp

@@ -10,7 +10,7 @@ import networkx as nx
 from . import store
 from .backward import _ancestors
 
-__all__ = ["to_networkx", "auto_name", "as_graph"]
+__all__ = ["as_graph", "auto_name", "to_networkx"]
 
 
 def auto_name(i: int) -> str:
@@ -86,7 +86,7 @@ def to_networkx(root: Any) -> nx.DiGraph:
     with store.graph_lock():
         pred = store.PRED
         node = store.NODE
-        ids = sorted(_ancestors(pred, root.node_id))  # creation order is a topological order
+        ids: list[int] = sorted(_ancestors(pred, root.node_id))  # type: ignore[arg-type]  # creation order is a topological order
         G.add_nodes_from((n, dict(node[n])) for n in ids)
         G.add_edges_from((u, v, dict(e)) for v in ids for u, e in pred[v].items())
     attrs = G._node

@@ -14,7 +14,7 @@ from typing import Any
 from . import store
 from .rules import RULES
 
-__all__ = ["Value", "ROLES"]
+__all__ = ["ROLES", "Value"]
 
 #: Roles a user may give a leaf; op results get ``"intermediate"``.
 ROLES = ("leaf", "parameter", "constant")
@@ -105,8 +105,8 @@ def _unary(op: str, fn: Any, x: Value) -> Value:
     xv = x._attrs["data"]
     try:
         out, dx = fn(xv)
-    except _DOMAIN_ERRORS as e:
-        raise _domain_error(e, op, x) from None
+    except _DOMAIN_ERRORS as exc:
+        raise _domain_error(exc, op, x) from None
     if not _mode.enabled:
         return _leaf(out, "", "leaf")
     n = _new_id()
@@ -147,8 +147,8 @@ def _binary(op: str, fn: Any, x: Any, y: Any) -> Any:
             return NotImplemented
     try:
         out, dx, dy = fn(xv, yv)
-    except _DOMAIN_ERRORS as e:
-        raise _domain_error(e, op, x, y) from None
+    except _DOMAIN_ERRORS as exc:
+        raise _domain_error(exc, op, x, y) from None
     if not _mode.enabled:
         return _leaf(out, "", "leaf")
     if not isinstance(x, Value):
@@ -217,7 +217,7 @@ class Value:
     (4.0, -3.0, 2.0)
     """
 
-    __slots__ = ("_id", "_attrs", "_p0", "_p1")
+    __slots__ = ("_attrs", "_id", "_p0", "_p1")
     # numpy scalars defer to our reflected operators instead of building object arrays
     __array_ufunc__ = None
 

@@ -1,0 +1,155 @@
+"""The live store: networkx internals it relies on, node lifetime, memory, threads."""
+
+from __future__ import annotations
+
+import gc
+import random
+import threading
+import tracemalloc
+from collections.abc import Iterator
+
+import networkx as nx
+import pytest
+
+import graphtrace as gt
+from graphtrace import Value, store
+
+
+@pytest.fixture
+def no_cyclic_gc() -> Iterator[None]:
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def test_networkx_internals_have_the_shape_store_py_relies_on() -> None:
+    # store.py and backward.py write DiGraph._node/_succ/_pred directly; fail loudly if that changes.
+    G = nx.DiGraph()
+    assert G._adj is G._succ
+    G.add_node(1, data=1.0)
+    G.add_edge(1, 2, local_grad=3.0)
+    assert G._node == {1: {"data": 1.0}, 2: {}}
+    assert G._succ == {1: {2: {"local_grad": 3.0}}, 2: {}}
+    assert G._pred == {1: {}, 2: {1: {"local_grad": 3.0}}}
+    assert G._succ[1][2] is G._pred[2][1]
+    # and a graph written that way is a normal graph to networkx
+    H = nx.DiGraph()
+    H._node[1] = {"data": 1.0}
+    H._node[2] = {}
+    H._succ[1] = {2: {"local_grad": 3.0}}
+    H._succ[2] = {}
+    H._pred[1] = {}
+    H._pred[2] = {1: H._succ[1][2]}
+    assert nx.utils.graphs_equal(G, H)
+    assert list(nx.topological_sort(H)) == [1, 2]
+
+
+def test_store_matches_what_networkx_would_build() -> None:
+    a = Value(2.0, label="a")
+    b = a * a + a
+    G = store.GRAPH
+    with store.graph_lock():
+        assert G.has_edge(a.node_id, b.operands[0].node_id)
+        assert G.in_degree(b.node_id) == 2
+        assert G.nodes[b.node_id]["op"] == "+"
+        assert nx.is_directed_acyclic_graph(G.subgraph(nx.ancestors(G, b.node_id) | {b.node_id}))
+
+
+def test_nodes_live_exactly_as_long_as_their_values(no_cyclic_gc: None) -> None:
+    base = len(store.GRAPH)
+    a = Value(1.0)
+    b = a * 2
+    c = b + 1
+    assert len(store.GRAPH) == base + 5  # a, 2, b, 1, c
+    del a, b  # c keeps its ancestors alive
+    assert len(store.GRAPH) == base + 5
+    del c
+    assert len(store.GRAPH) == base
+
+
+def _train_steps(model: gt.nn.MLP, data: list[tuple[list[float], float]], steps: int) -> None:
+    for _ in range(steps):
+        scores = [model(x) for x, _ in data]
+        loss = sum(((1 + -y * s).relu() for (_, y), s in zip(data, scores, strict=True)), Value(0.0))
+        loss = loss + 1e-4 * sum(p * p for p in model.parameters())
+        model.zero_grad()
+        loss.backward()
+        for p in model.parameters():
+            p.data -= 0.05 * p.grad
+        del scores, loss
+
+
+def test_a_training_step_is_freed_by_reference_counting_alone(no_cyclic_gc: None) -> None:
+    random.seed(0)
+    model = gt.nn.MLP(2, [8, 8, 1])
+    data = [([random.uniform(-1, 1), random.uniform(-1, 1)], random.choice([-1.0, 1.0])) for _ in range(20)]
+    unrelated = Value(5.0) * 3  # forces backward's subgraph path too
+    base = len(store.GRAPH)
+    _train_steps(model, data, 3)
+    assert len(store.GRAPH) == base
+    g = gt.to_networkx(unrelated)
+    del g
+    assert gc.collect() == 0, "the engine left cyclic garbage"
+
+
+def test_memory_stays_flat_over_1000_training_steps() -> None:
+    random.seed(1)
+    model = gt.nn.MLP(2, [4, 1])
+    data = [([random.uniform(-1, 1), random.uniform(-1, 1)], random.choice([-1.0, 1.0])) for _ in range(4)]
+    _train_steps(model, data, 20)
+    tracemalloc.start()
+    try:
+        _train_steps(model, data, 100)
+        at_100 = tracemalloc.get_traced_memory()[0]
+        _train_steps(model, data, 900)
+        at_1000 = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert at_1000 - at_100 < 20_000, (at_100, at_1000)
+
+
+def test_eight_threads_get_exactly_the_serial_results() -> None:
+    random.seed(2)
+    model = gt.nn.MLP(3, [6, 6, 1], activation="tanh")
+    inputs = [[random.uniform(-1, 1) for _ in range(3)] for _ in range(8)]
+
+    def job(i: int) -> tuple[float, list[float], list[float]]:
+        out = None
+        for _ in range(30):  # many graphs built and freed while the other threads work
+            xs = [Value(v) for v in inputs[i]]
+            out = model(xs) * (i + 1)
+            h = out.tanh() * out
+            h.backward()
+        assert out is not None
+        return h.data, [x.grad for x in xs], [out.grad]
+
+    serial = [job(i) for i in range(8)]
+    for p in model.parameters():
+        p.grad = 0.0
+    results: list[tuple[float, list[float], list[float]] | None] = [None] * 8
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(8)
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait()
+            results[i] = job(i)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert results == serial
+    with store.graph_lock() as G:
+        # the store is still a consistent DAG: every edge is mirrored and every node has its dicts
+        assert set(G._node) == set(G._succ) == set(G._pred)
+        for v, preds in G._pred.items():
+            for u, e in preds.items():
+                assert G._succ[u][v] is e
