@@ -20,6 +20,8 @@ from __future__ import annotations
 from . import nn
 from .backward import backward
 from .check import GradcheckError, gradcheck, numerical_grad
+from .export import draw_dot, edges_frame, html_text, nodes_frame, show, to_dot, to_html
+from .io import load, save
 from .rules import RULES
 from .snapshot import to_networkx
 from .store import no_grad
@@ -32,9 +34,18 @@ __all__ = [
     "GradcheckError",
     "Value",
     "backward",
+    "draw_dot",
+    "edges_frame",
     "gradcheck",
+    "html_text",
+    "load",
     "nn",
     "no_grad",
+    "nodes_frame",
     "numerical_grad",
+    "save",
+    "show",
+    "to_dot",
+    "to_html",
     "to_networkx",
 ]

@@ -1,0 +1,161 @@
+"""pandas tables of a trace: one row per node, and the chain-rule ledger with one row per edge."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+
+from ..snapshot import as_graph
+
+__all__ = ["edges_frame", "node_roles", "nodes_frame", "topological_nodes"]
+
+_STR = pd.StringDtype()
+
+
+def topological_nodes(G: nx.DiGraph) -> list[Hashable]:
+    """Nodes in networkx topological order; ValueError naming the problem if ``G`` has a cycle."""
+    try:
+        return list(nx.topological_sort(G))
+    except nx.NetworkXUnfeasible as exc:
+        raise ValueError("the graph has a cycle, so it is not a computation trace") from exc
+
+
+def node_roles(G: nx.DiGraph) -> dict[Hashable, str]:
+    """constant / leaf / parameter / intermediate / root for every node.
+
+    The stored ``role`` attribute wins for leaves; the root is ``G.graph["root"]`` when set, else
+    every node without successors.
+    """
+    root = G.graph.get("root")
+    pred, succ, node = G._pred, G._succ, G._node
+    roles = {}
+    for n, attrs in node.items():
+        if (n == root) if root is not None else not succ[n]:
+            roles[n] = "root"
+        elif pred[n]:
+            roles[n] = "intermediate"
+        else:
+            stored = attrs.get("role")
+            roles[n] = stored if stored in ("constant", "leaf", "parameter") else "leaf"
+    return roles
+
+
+def _id_column(ids: list[Hashable]) -> Any:
+    if all(type(n) is int for n in ids):
+        return np.asarray(ids, dtype=np.int64)
+    return pd.array([str(n) for n in ids], dtype=_STR)
+
+
+def _floats(values: list[Any]) -> Any:
+    return np.asarray(values, dtype=np.float64)
+
+
+def nodes_frame(x: Any) -> pd.DataFrame:
+    """One row per node, in topological order.
+
+    Parameters
+    ----------
+    x : Value or networkx.DiGraph
+        A root Value (snapshotted with :func:`graphtrace.to_networkx`) or a snapshot.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``node_id`` (int64), ``label``, ``op``, ``role`` (string), ``data``, ``grad``
+        (float64), ``in_degree``, ``out_degree`` and ``depth`` (int64: the longest path from any leaf).
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is neither a Value nor a DiGraph.
+    ValueError
+        If the graph has a cycle.
+
+    Examples
+    --------
+    >>> import graphtrace as gt
+    >>> a = gt.Value(2.0, label="a"); b = gt.Value(-3.0, label="b")
+    >>> L = a * b; L.label = "L"
+    >>> L.backward()
+    >>> gt.nodes_frame(L)[["label", "op", "role", "data", "grad", "depth"]]
+      label op  role  data  grad  depth
+    0     a     leaf   2.0  -3.0      0
+    1     b     leaf  -3.0   2.0      0
+    2     L  *  root  -6.0   1.0      1
+    """
+    G = as_graph(x)
+    order = topological_nodes(G)
+    node, pred, succ = G._node, G._pred, G._succ
+    roles = node_roles(G)
+    depth: dict[Hashable, int] = {}
+    for n in order:
+        ps = pred[n]
+        depth[n] = 1 + max(depth[p] for p in ps) if ps else 0
+    attrs = [node[n] for n in order]
+    return pd.DataFrame(
+        {
+            "node_id": _id_column(order),
+            "label": pd.array([str(a.get("label", "")) for a in attrs], dtype=_STR),
+            "op": pd.array([str(a.get("op", "")) for a in attrs], dtype=_STR),
+            "role": pd.array([roles[n] for n in order], dtype=_STR),
+            "data": _floats([a.get("data", np.nan) for a in attrs]),
+            "grad": _floats([a.get("grad", np.nan) for a in attrs]),
+            "in_degree": np.fromiter((len(pred[n]) for n in order), dtype=np.int64, count=len(order)),
+            "out_degree": np.fromiter((len(succ[n]) for n in order), dtype=np.int64, count=len(order)),
+            "depth": np.fromiter((depth[n] for n in order), dtype=np.int64, count=len(order)),
+        }
+    )
+
+
+def edges_frame(x: Any) -> pd.DataFrame:
+    """The chain-rule ledger: one row per edge, networkx's ``to_pandas_edgelist`` convention.
+
+    ``grad_contribution = local_grad * grad(target)`` is the term the seed computes by hand; for every
+    non-root node, its ``grad`` is the sum of its outgoing contributions.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``source``, ``target`` (int64), ``source_label``, ``target_label``, ``op`` (of the
+        target; string), ``local_grad`` (d target / d source) and ``grad_contribution`` (float64).
+        Rows are grouped by target in topological order.
+
+    Examples
+    --------
+    >>> import graphtrace as gt
+    >>> a = gt.Value(2.0, label="a"); b = gt.Value(-3.0, label="b")
+    >>> L = a * b; L.label = "L"
+    >>> L.backward()
+    >>> gt.edges_frame(L)[["source_label", "target_label", "op", "local_grad", "grad_contribution"]]
+      source_label target_label op  local_grad  grad_contribution
+    0            a            L  *        -3.0               -3.0
+    1            b            L  *         2.0                2.0
+    """
+    G = as_graph(x)
+    order = topological_nodes(G)
+    node, pred = G._node, G._pred
+    src: list[Hashable] = []
+    dst: list[Hashable] = []
+    local: list[Any] = []
+    for v in order:
+        for u, e in pred[v].items():
+            src.append(u)
+            dst.append(v)
+            local.append(e.get("local_grad", np.nan))
+    lg = _floats(local)
+    target_grad = _floats([node[v].get("grad", np.nan) for v in dst])
+    return pd.DataFrame(
+        {
+            "source": _id_column(src),
+            "target": _id_column(dst),
+            "source_label": pd.array([str(node[u].get("label", "")) for u in src], dtype=_STR),
+            "target_label": pd.array([str(node[v].get("label", "")) for v in dst], dtype=_STR),
+            "op": pd.array([str(node[v].get("op", "")) for v in dst], dtype=_STR),
+            "local_grad": lg,
+            "grad_contribution": lg * target_grad,
+        }
+    )

@@ -1,0 +1,295 @@
+"""Save and load traces, losslessly: ``.json``, ``.graphml`` and ``.parquet``.
+
+Formats
+-------
+``.json``
+    networkx node-link data (``edges="edges"``) plus ``{"graphtrace": 1}``. Floats are written with
+    ``repr`` (bit-exact); NaN and infinities use Python's ``NaN`` / ``Infinity`` tokens.
+``.graphml``
+    GraphML with typed keys (``data``/``grad``/``local_grad`` as double, strings as string). Characters
+    XML 1.0 cannot hold (most control characters, and ``\\r``, which XML folds into ``\\n``) are
+    written as ``\\uXXXX`` escapes, with a literal backslash written ``\\\\``; the graph attribute
+    ``graphtrace_escape`` marks this.
+``.parquet``
+    One Parquet file holding both tables in long form, told apart by the ``kind`` column:
+    node rows (``kind="node"``: ``node_id``, ``label``, ``op``, ``role``, ``data``, ``grad``) and edge
+    rows (``kind="edge"``: ``source``, ``target``, ``local_grad``); the other columns are null. The
+    root id is in the schema metadata (``graphtrace.root``). Float columns are Arrow float64 built
+    directly (never via pandas), so NaN stays NaN, not null. Query it with DuckDB, e.g.
+    ``SELECT * FROM 'trace.parquet' WHERE kind = 'node'``.
+
+Every write is atomic (a temporary file, then a rename); every load checks that the file is a
+graphtrace trace and raises ``ValueError`` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import networkx as nx
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ._files import atomic_write
+from .snapshot import as_graph
+
+__all__ = ["FORMATS", "load", "save"]
+
+FORMATS = (".json", ".graphml", ".parquet")
+NODE_KEYS = ("data", "grad", "op", "label", "role")
+_FLOAT_KEYS = ("data", "grad")
+_STR_KEYS = ("op", "label", "role")
+
+
+def _suffix(path: Path, verb: str) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(f"{verb}: {str(path)!r} has suffix {path.suffix!r}; use one of {', '.join(FORMATS)}")
+    return suffix
+
+
+def _check_trace(G: nx.DiGraph, source: str) -> nx.DiGraph:
+    """ValueError naming ``source`` unless G is an acyclic graphtrace trace with int ids."""
+    for n, attrs in G.nodes(data=True):
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise ValueError(f"{source}: node id {n!r} is not an int")
+        missing = [k for k in NODE_KEYS if k not in attrs]
+        if missing:
+            raise ValueError(f"{source}: node {n} lacks {', '.join(missing)}")
+        for k in _FLOAT_KEYS:
+            if isinstance(attrs[k], bool) or not isinstance(attrs[k], (int, float)):
+                raise ValueError(f"{source}: node {n} has a non-numeric {k!r}: {attrs[k]!r}")
+        for k in _STR_KEYS:
+            if not isinstance(attrs[k], str):
+                raise ValueError(f"{source}: node {n} has a non-string {k!r}: {attrs[k]!r}")
+    for u, v, e in G.edges(data=True):
+        lg = e.get("local_grad")
+        if isinstance(lg, bool) or not isinstance(lg, (int, float)):
+            raise ValueError(f"{source}: edge ({u}, {v}) lacks a numeric 'local_grad'")
+    if not nx.is_directed_acyclic_graph(G):
+        raise ValueError(f"{source}: the graph has a cycle, so it is not a computation trace")
+    root = G.graph.get("root")
+    if root is not None and root not in G:
+        raise ValueError(f"{source}: root {root!r} is not a node")
+    return G
+
+
+# --- JSON ---------------------------------------------------------------------------------------
+def _write_json(G: nx.DiGraph, fh: IO[str]) -> None:
+    doc = nx.node_link_data(G, edges="edges")
+    doc["graphtrace"] = 1
+    json.dump(doc, fh, ensure_ascii=False, allow_nan=True)
+
+
+def _read_json(path: Path) -> nx.DiGraph:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("graphtrace") != 1 or "nodes" not in doc or "edges" not in doc:
+        raise ValueError(f"{path}: not a graphtrace trace (no 'graphtrace': 1 node-link document)")
+    try:
+        G = nx.node_link_graph(doc, directed=True, multigraph=False, edges="edges")
+    except (KeyError, TypeError, nx.NetworkXError) as exc:
+        raise ValueError(f"{path}: malformed node-link data ({exc!r})") from None
+    G.graph.pop("graphtrace", None)
+    return G
+
+
+# --- GraphML ------------------------------------------------------------------------------------
+_XML_BAD = re.compile("[\\\\\x00-\x08\x0b\x0c\x0d\x0e-\x1f\ufffe\uffff]")
+
+
+def _xml_escape(s: str) -> str:
+    return _XML_BAD.sub(lambda m: "\\\\" if m.group() == "\\" else f"\\u{ord(m.group()):04x}", s)
+
+
+def _xml_unescape(s: str) -> str:
+    return re.sub(r"\\(\\|u[0-9a-f]{4})", lambda m: "\\" if m.group(1) == "\\" else chr(int(m.group(1)[1:], 16)), s)
+
+
+def _write_graphml(G: nx.DiGraph, fh: IO[bytes]) -> None:
+    H = nx.DiGraph()
+    H.graph["graphtrace_escape"] = 1
+    if G.graph.get("root") is not None:
+        H.graph["root"] = int(G.graph["root"])
+    for n, a in G.nodes(data=True):
+        H.add_node(
+            n,
+            data=float(a["data"]),
+            grad=float(a["grad"]),
+            op=_xml_escape(a["op"]),
+            label=_xml_escape(a["label"]),
+            role=_xml_escape(a["role"]),
+        )
+    H.add_edges_from((u, v, {"local_grad": float(e["local_grad"])}) for u, v, e in G.edges(data=True))
+    for line in nx.generate_graphml(H, encoding="utf-8", prettyprint=False):
+        fh.write(line.encode("utf-8"))
+        fh.write(b"\n")
+
+
+def _read_graphml(path: Path) -> nx.DiGraph:
+    try:
+        G = nx.read_graphml(path, node_type=int, force_multigraph=False)
+    except Exception as exc:  # networkx raises several types for broken XML
+        raise ValueError(f"{path}: not a readable GraphML file ({exc})") from None
+    if not G.is_directed() or G.is_multigraph():
+        raise ValueError(f"{path}: not a graphtrace trace (needs a directed simple graph)")
+    if G.graph.pop("graphtrace_escape", None) != 1:
+        raise ValueError(f"{path}: not a graphtrace trace (no graphtrace_escape graph attribute)")
+    for _, a in G.nodes(data=True):
+        for k in _STR_KEYS:
+            if k in a:
+                a[k] = _xml_unescape(str(a[k]))
+    return nx.DiGraph(G)
+
+
+# --- Parquet ------------------------------------------------------------------------------------
+_PARQUET_SCHEMA = pa.schema(
+    [
+        ("kind", pa.string()),
+        ("node_id", pa.int64()),
+        ("label", pa.string()),
+        ("op", pa.string()),
+        ("role", pa.string()),
+        ("data", pa.float64()),
+        ("grad", pa.float64()),
+        ("source", pa.int64()),
+        ("target", pa.int64()),
+        ("local_grad", pa.float64()),
+    ]
+)
+
+
+def _write_parquet(G: nx.DiGraph, fh: IO[bytes]) -> None:
+    nodes = list(G.nodes(data=True))
+    edges = list(G.edges(data=True))
+    nn, ne = len(nodes), len(edges)
+    none_n, none_e = [None] * nn, [None] * ne
+
+    def floats(values: list[Any]) -> pa.Array:
+        return pa.array(values, type=pa.float64(), from_pandas=False)  # NaN stays NaN
+
+    columns = {
+        "kind": pa.array(["node"] * nn + ["edge"] * ne, pa.string()),
+        "node_id": pa.array([n for n, _ in nodes] + none_e, pa.int64()),
+        "label": pa.array([a["label"] for _, a in nodes] + none_e, pa.string()),
+        "op": pa.array([a["op"] for _, a in nodes] + none_e, pa.string()),
+        "role": pa.array([a["role"] for _, a in nodes] + none_e, pa.string()),
+        "data": floats([float(a["data"]) for _, a in nodes] + none_e),
+        "grad": floats([float(a["grad"]) for _, a in nodes] + none_e),
+        "source": pa.array(none_n + [u for u, _, _ in edges], pa.int64()),
+        "target": pa.array(none_n + [v for _, v, _ in edges], pa.int64()),
+        "local_grad": floats(none_n + [float(e["local_grad"]) for _, _, e in edges]),
+    }
+    meta = {b"graphtrace": b"1"}
+    if G.graph.get("root") is not None:
+        meta[b"graphtrace.root"] = str(int(G.graph["root"])).encode()
+    table = pa.table(columns, schema=_PARQUET_SCHEMA.with_metadata(meta))
+    pq.write_table(table, fh)
+
+
+def _read_parquet(path: Path) -> nx.DiGraph:
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(f"{path}: not a readable Parquet file ({exc})") from None
+    meta = table.schema.metadata or {}
+    if meta.get(b"graphtrace") != b"1":
+        raise ValueError(f"{path}: not a graphtrace trace (no graphtrace schema metadata)")
+    missing = [f.name for f in _PARQUET_SCHEMA if f.name not in table.column_names]
+    if missing:
+        raise ValueError(f"{path}: missing columns {', '.join(missing)}")
+    cols = {name: table.column(name).to_pylist() for name in _PARQUET_SCHEMA.names}
+    G = nx.DiGraph()
+    for i, kind in enumerate(cols["kind"]):
+        if kind == "node":
+            G.add_node(cols["node_id"][i], **{k: cols[k][i] for k in NODE_KEYS})
+        elif kind == "edge":
+            G.add_edge(cols["source"][i], cols["target"][i], local_grad=cols["local_grad"][i])
+        else:
+            raise ValueError(f"{path}: row {i} has kind {kind!r} (expected 'node' or 'edge')")
+    if b"graphtrace.root" in meta:
+        G.graph["root"] = int(meta[b"graphtrace.root"])
+    return G
+
+
+_WRITERS: dict[str, tuple[Callable[[nx.DiGraph, Any], None], bool]] = {
+    ".json": (_write_json, False),
+    ".graphml": (_write_graphml, True),
+    ".parquet": (_write_parquet, True),
+}
+_READERS = {".json": _read_json, ".graphml": _read_graphml, ".parquet": _read_parquet}
+
+
+def save(x: Any, path: str | Path) -> Path:
+    """Save a trace (a root Value or a snapshot) to ``path``; the suffix picks the format.
+
+    Parameters
+    ----------
+    x : Value or networkx.DiGraph
+    path : str or Path
+        Ending in ``.json``, ``.graphml`` or ``.parquet``.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    ValueError
+        For an unknown suffix or a graph that is not a graphtrace trace; nothing is written.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import graphtrace as gt
+    >>> L = gt.Value(2.0, label="a") * 3
+    >>> L.backward()
+    >>> p = gt.save(L, pathlib.Path(tempfile.mkdtemp()) / "L.parquet")
+    >>> G = gt.load(p)
+    >>> sorted(d["label"] for _, d in G.nodes(data=True)), G.graph["root"] == L.node_id
+    (['a', 'b', 'c'], True)
+    """
+    target = Path(path)
+    suffix = _suffix(target, "save")
+    G = _check_trace(as_graph(x), "save")
+    write, binary = _WRITERS[suffix]
+    return atomic_write(target, lambda fh: write(G, fh), binary=binary)
+
+
+def load(path: str | Path) -> nx.DiGraph:
+    """Load a trace saved by :func:`save`: an ``nx.DiGraph`` ready for :func:`graphtrace.backward`.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and the problem: wrong suffix, unreadable or corrupt file, missing attributes
+        or ``local_grad``, or a cycle.
+    FileNotFoundError
+        If ``path`` does not exist.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import graphtrace as gt
+    >>> L = gt.Value(2.0) * gt.Value(5.0)
+    >>> G = gt.load(gt.save(L, pathlib.Path(tempfile.mkdtemp()) / "L.json"))
+    >>> _ = gt.backward(G)
+    >>> sorted(d["grad"] for _, d in G.nodes(data=True))
+    [1.0, 2.0, 5.0]
+    """
+    source = Path(path)
+    suffix = _suffix(source, "load")
+    if not source.is_file():
+        raise FileNotFoundError(f"load: no such file {str(source)!r}")
+    G = _READERS[suffix](source)
+    for _, a in G.nodes(data=True):
+        for k in _FLOAT_KEYS:
+            if isinstance(a.get(k), int) and not isinstance(a.get(k), bool):
+                a[k] = float(a[k])
+    return _check_trace(G, str(source))

@@ -1,0 +1,40 @@
+"""to_dot / draw_dot, checked with the real Graphviz `dot` when installed."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+import graphtrace as gt
+from graphtrace import Value
+
+
+def test_dot_text_in_draw_dot_style() -> None:
+    a, b = Value(2.0, label="a"), Value(-3.0, label="b")
+    L = a * b + 1
+    L.label = "L"
+    L.backward()
+    text = gt.to_dot(L)
+    assert text.startswith("digraph graphtrace {") and "rankdir=LR" in text
+    assert '[label="{ a | data 2.0000 | grad -3.0000 }", shape=record]' in text
+    assert text.count("_op [label=") == 2  # '*' and '+'
+    assert "rankdir=TB" in gt.to_dot(L, rankdir="TB")
+    with pytest.raises(ValueError, match="rankdir"):
+        gt.to_dot(L, rankdir="XX")
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'dot' is not installed")
+def test_dot_is_valid_for_graphviz_even_with_hostile_labels() -> None:
+    x = Value(1.0, label='{a|b} <c> "d" \\ e\nf')
+    out = (x * 2).tanh()
+    svg = subprocess.run(["dot", "-Tsvg"], input=gt.to_dot(out), capture_output=True, text=True, check=True).stdout
+    assert "<svg" in svg and "tanh" in svg
+
+
+def test_draw_dot_returns_a_graphviz_digraph() -> None:
+    graphviz = pytest.importorskip("graphviz")
+    dot = gt.draw_dot(Value(1.0, label="x") + 2)
+    assert isinstance(dot, graphviz.Digraph)
+    assert "data 1.0000" in dot.source
