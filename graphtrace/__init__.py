@@ -17,7 +17,7 @@ Examples
 
 from __future__ import annotations
 
-from . import nn
+from . import analysis, nn
 from .backward import backward
 from .check import GradcheckError, gradcheck, numerical_grad
 from .export import draw_dot, edges_frame, html_text, nodes_frame, show, to_dot, to_html
@@ -31,6 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "RULES",
+    "analysis",
     "GradcheckError",
     "Value",
     "backward",

@@ -12,6 +12,12 @@ from typing import IO, Any
 __all__ = ["atomic_write"]
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], object], *, binary: bool = False) -> Path:
     """Call ``write(file)`` on a temporary file next to ``path``, then rename it over ``path``.
 
@@ -22,6 +28,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], object
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         fh: IO[Any]
         fh = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")
         with fh:

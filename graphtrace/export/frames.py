@@ -17,7 +17,15 @@ _STR = pd.StringDtype()
 
 
 def topological_nodes(G: nx.DiGraph) -> list[Hashable]:
-    """Nodes in networkx topological order; ValueError naming the problem if ``G`` has a cycle."""
+    """Nodes in a topological order; ValueError naming the problem if ``G`` has a cycle.
+
+    graphtrace node ids grow with creation time, so when every edge goes from a smaller id to a
+    larger one, ascending id order is used: it is topological and reads in the order the user wrote
+    the expression. Otherwise networkx's topological sort decides.
+    """
+    ids = list(G)
+    if all(type(n) is int for n in ids) and all(u < v for u, v in G.edges()):  # type: ignore[operator]
+        return sorted(ids)  # type: ignore[type-var]
     try:
         return list(nx.topological_sort(G))
     except nx.NetworkXUnfeasible as exc:

@@ -1,0 +1,260 @@
+"""The ``graphtrace`` command: ``demo``, ``train`` and ``export``.
+
+Bad arguments and failed inputs print one line and exit with status 2, never a traceback; every
+file is written atomically, so a failed run leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any, NoReturn
+
+import pandas as pd
+
+from . import __version__
+from ._files import atomic_write
+
+__all__ = ["main"]
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _table(df: pd.DataFrame, title: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for col in df.columns:
+        numeric = pd.api.types.is_numeric_dtype(df[col])
+        table.add_column(str(col), justify="right" if numeric else "left")
+    for row in df.itertuples(index=False):
+        table.add_row(*(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row))
+    return table
+
+
+def seed_expression() -> Any:
+    """The seed walk-through's expression ``L = (a*b + c) * f``, labelled as in the seed."""
+    from .value import Value
+
+    a = Value(2.0, label="a")
+    b = Value(-3.0, label="b")
+    c = Value(10.0, label="c")
+    e = a * b
+    e.label = "e"
+    d = e + c
+    d.label = "d"
+    f = Value(-2.0, label="f")
+    L = d * f
+    L.label = "L"
+    return L
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> Path:
+    return atomic_write(path, lambda fh: df.to_csv(fh, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n"))
+
+
+def _write_png(fig: Any, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return atomic_write(path, lambda fh: fh.write(buf.getvalue()), binary=True)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .export import edges_frame, nodes_frame, to_dot, to_html
+    from .io import save
+    from .snapshot import to_networkx
+
+    out = Path(args.out)
+    L = seed_expression()
+    L.backward()
+    G = to_networkx(L)
+    console = _console()
+    console.print("[bold]L = (a*b + c) * f[/bold], after L.backward():")
+    nodes = nodes_frame(G)[["node_id", "label", "op", "role", "data", "grad", "depth"]]
+    console.print(_table(nodes, "nodes: each gradient is dL/d(node)"))
+    edges = edges_frame(G)[["source_label", "target_label", "op", "local_grad", "grad_contribution"]]
+    console.print(_table(edges, "edges: the chain rule, grad_contribution = local_grad * grad(target)"))
+    written = [
+        to_html(G, out / "seed.html", title="graphtrace: the seed expression L = (a*b + c) * f"),
+        save(G, out / "seed.json"),
+        atomic_write(out / "seed.dot", lambda fh: fh.write(to_dot(G))),
+    ]
+    for p in written:
+        console.print(f"wrote {p}")
+    return 0
+
+
+def _hidden(text: str) -> list[int]:
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--hidden takes comma-separated layer sizes, got {text!r}") from None
+    if not sizes or any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(f"--hidden takes positive layer sizes, got {text!r}")
+    return sizes
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return n
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from tqdm import tqdm
+
+    from .export import to_html
+    from .train import decision_grid, moons_demo, train_steps
+    from .value import Value
+
+    if args.samples < 2:
+        raise CLIError("--samples must be at least 2")
+    out = Path(args.out)
+    model, X, y = moons_demo(args.samples, args.seed, args.hidden)
+    history = []
+    bar = tqdm(train_steps(model, X, y, args.steps), total=args.steps, desc="training", unit="step")
+    for r in bar:
+        history.append(r)
+        bar.set_postfix(loss=f"{r.loss:.6f}", acc=f"{r.accuracy:.0%}")
+    bar.close()
+    df = pd.DataFrame([vars(r) for r in history])
+    written = [_write_csv(df, out / "train_history.csv")]
+
+    fig, ax1 = plt.subplots(figsize=(7, 4))
+    ax1.plot(df["step"], df["loss"], color="tab:blue", label="loss")
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("loss", color="tab:blue")
+    ax1.set_yscale("log")
+    ax2 = ax1.twinx()
+    ax2.plot(df["step"], df["accuracy"], color="tab:green", label="accuracy")
+    ax2.set_ylabel("accuracy", color="tab:green")
+    ax2.set_ylim(0, 1.05)
+    ax1.set_title(f"MLP(2, {[*args.hidden, 1]}) on make_moons({args.samples}, noise=0.1)")
+    written.append(_write_png(fig, out / "train_loss.png"))
+    plt.close(fig)
+
+    xx, yy, Z = decision_grid(model, X)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.contourf(xx, yy, Z, cmap=plt.cm.Spectral, alpha=0.8)
+    ax.scatter(X[:, 0], X[:, 1], c=y, s=40, cmap=plt.cm.Spectral, edgecolors="k")
+    ax.set_title("decision boundary")
+    written.append(_write_png(fig, out / "train_boundary.png"))
+    plt.close(fig)
+
+    x0 = [Value(float(X[0, 0]), label="x0"), Value(float(X[0, 1]), label="x1")]
+    score = model(x0)
+    score.label = "score"
+    sample_loss = (1 + -int(y[0]) * score).relu()
+    sample_loss.label = "loss"
+    model.zero_grad()
+    sample_loss.backward()
+    written.append(to_html(sample_loss, out / "train_sample.html", title="one moons sample through the trained MLP"))
+
+    last = history[-1]
+    first_full = next((r.step for r in history if r.accuracy == 1.0), None)
+    console = _console()
+    console.print(
+        f"step {last.step}: loss {last.loss!r}, accuracy {last.accuracy:.0%}; "
+        f"100% accuracy first reached at step {first_full}"
+    )
+    for p in written:
+        console.print(f"wrote {p}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import edges_frame, nodes_frame, to_dot, to_html
+    from .io import load
+
+    src = Path(args.file)
+    try:
+        G = load(src)
+    except FileNotFoundError:
+        raise CLIError(f"no such file: {src}") from None
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    stem = Path(args.out) if args.out else src.with_suffix("")
+    if args.to == "html":
+        written = [to_html(G, stem.with_suffix(".html"))]
+    elif args.to == "dot":
+        written = [atomic_write(stem.with_suffix(".dot"), lambda fh: fh.write(to_dot(G)))]
+    else:
+        written = [
+            _write_csv(nodes_frame(G), stem.with_name(stem.name + ".nodes.csv")),
+            _write_csv(edges_frame(G), stem.with_name(stem.name + ".edges.csv")),
+        ]
+    for p in written:
+        print(f"wrote {p}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="graphtrace", description="Scalar autograd whose computation graph is a NetworkX DiGraph.")
+    p.add_argument("--version", action="version", version=f"graphtrace {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    d = sub.add_parser("demo", help="the seed's expression: backward, tables, HTML/JSON/DOT exports")
+    d.add_argument("--out", default="exports", help="output folder (default: exports/)")
+    d.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser("train", help="micrograd's moons demo with a progress bar, history, plots and a sample's graph")
+    t.add_argument("--steps", type=_positive, default=100, help="training steps (default 100)")
+    t.add_argument("--samples", type=_positive, default=100, help="make_moons samples (default 100)")
+    t.add_argument("--seed", type=int, default=1337, help="seed for numpy and random (default 1337)")
+    t.add_argument("--hidden", type=_hidden, default=[16, 16], help="hidden layer sizes (default 16,16)")
+    t.add_argument("--out", default="exports", help="output folder (default: exports/)")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("export", help="convert a saved trace (.json, .graphml, .parquet)")
+    e.add_argument("file", help="a trace written by graphtrace.save")
+    e.add_argument("--to", choices=["html", "dot", "csv"], required=True, help="output format")
+    e.add_argument("--out", help="output path without suffix (default: next to FILE)")
+    e.set_defaults(func=cmd_export)
+    return p
+
+
+def main(argv: Sequence[str] | None = None, *, stderr: IO[str] | None = None) -> int:
+    """Entry point of the ``graphtrace`` console script; returns the exit status."""
+    err = stderr or sys.stderr
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CLIError as exc:
+        print(f"graphtrace {args.command}: error: {exc}", file=err)
+        return 2
+    except OSError as exc:
+        print(f"graphtrace {args.command}: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=err)
+        return 2
+    except KeyboardInterrupt:
+        print(f"graphtrace {args.command}: interrupted", file=err)
+        return 130
+
+
+def run() -> None:
+    """Console-script wrapper: ``sys.exit(main())``."""
+    sys.exit(main())

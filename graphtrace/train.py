@@ -1,0 +1,85 @@
+"""micrograd's moons demo as a library function: the loss, one SGD step, a training loop."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .datasets import make_moons
+from .nn import MLP
+from .store import no_grad
+from .value import Value
+
+__all__ = ["StepResult", "svm_loss", "moons_demo", "train_steps", "decision_grid"]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One training step: its index, loss, accuracy and learning rate."""
+
+    step: int
+    loss: float
+    accuracy: float
+    learning_rate: float
+
+
+def svm_loss(model: MLP, X: Any, y: Any, alpha: float = 1e-4) -> tuple[Value, float]:
+    """micrograd's demo loss: mean SVM max-margin hinge + ``alpha`` * L2, and the accuracy.
+
+    ``y`` holds labels -1 / +1. The expression is built in micrograd's order, so with micrograd's
+    weights it gives micrograd's loss to the last bit.
+
+    Examples
+    --------
+    >>> import random, numpy as np
+    >>> from graphtrace.nn import MLP
+    >>> random.seed(0)
+    >>> loss, acc = svm_loss(MLP(2, [4, 1]), np.array([[0.5, -0.5], [1.0, 1.0]]), np.array([1, -1]))
+    >>> loss.op, 0.0 <= acc <= 1.0
+    ('+', True)
+    """
+    inputs = [list(map(Value, xrow)) for xrow in X]
+    scores = list(map(model, inputs))
+    losses = [(1 + -yi * scorei).relu() for yi, scorei in zip(y, scores, strict=True)]
+    data_loss = sum(losses) * (1.0 / len(losses))
+    reg_loss = alpha * sum(p * p for p in model.parameters())
+    total_loss = data_loss + reg_loss
+    accuracy = [(yi > 0) == (scorei.data > 0) for yi, scorei in zip(y, scores, strict=True)]
+    return total_loss, float(sum(accuracy)) / len(accuracy)
+
+
+def moons_demo(samples: int = 100, seed: int = 1337, hidden: Sequence[int] = (16, 16)) -> tuple[MLP, Any, Any]:
+    """micrograd's demo setup: seeded moons (labels -1/+1) and ``MLP(2, [*hidden, 1])``."""
+    np.random.seed(seed)
+    random.seed(seed)
+    X, y = make_moons(n_samples=samples, noise=0.1)
+    y = y * 2 - 1
+    model = MLP(2, [*hidden, 1])
+    return model, X, y
+
+
+def train_steps(model: MLP, X: Any, y: Any, steps: int = 100) -> Iterator[StepResult]:
+    """Forward, backward and SGD with micrograd's schedule ``lr = 1.0 - 0.9 * k / 100``; yields each step."""
+    for k in range(steps):
+        total_loss, acc = svm_loss(model, X, y)
+        model.zero_grad()
+        total_loss.backward()
+        learning_rate = 1.0 - 0.9 * k / 100
+        for p in model.parameters():
+            p.data -= learning_rate * p.grad
+        yield StepResult(k, total_loss.data, acc, learning_rate)
+
+
+def decision_grid(model: Callable[[list[Any]], Any], X: Any, h: float = 0.25) -> tuple[Any, Any, Any]:
+    """Scores of ``model`` on a grid around ``X`` (evaluated under ``no_grad``): ``xx, yy, Z``."""
+    x_min, x_max = X[:, 0].min() - 1, X[:, 0].max() + 1
+    y_min, y_max = X[:, 1].min() - 1, X[:, 1].max() + 1
+    xx, yy = np.meshgrid(np.arange(x_min, x_max, h), np.arange(y_min, y_max, h))
+    with no_grad():
+        scores = [model([Value(a), Value(b)]).data for a, b in np.c_[xx.ravel(), yy.ravel()]]
+    Z = (np.array(scores) > 0).reshape(xx.shape)
+    return xx, yy, Z

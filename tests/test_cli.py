@@ -1,0 +1,110 @@
+"""The graphtrace command, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import graphtrace as gt
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "graphtrace", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_demo_prints_both_tables_and_writes_the_files(tmp_path: Path) -> None:
+    r = run("demo", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "grad_contribution" in r.stdout and "depth" in r.stdout
+    for name in ("seed.html", "seed.json", "seed.dot"):
+        assert (tmp_path / "exports" / name).is_file()
+        assert f"exports/{name}" in r.stdout
+    G = gt.load(tmp_path / "exports" / "seed.json")
+    grads = {d["label"]: d["grad"] for _, d in G.nodes(data=True)}
+    assert grads == {"a": 6.0, "b": -4.0, "c": -2.0, "e": -2.0, "d": -2.0, "f": 4.0, "L": 1.0}
+    assert (tmp_path / "exports" / "seed.dot").read_text().startswith("digraph")
+
+
+def test_train_with_defaults_reproduces_micrograds_demo(tmp_path: Path) -> None:
+    r = run("train", "--out", "out", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    hist = pd.read_csv(tmp_path / "out" / "train_history.csv")
+    assert len(hist) == 100
+    assert hist["loss"].iloc[-1] == pytest.approx(0.010978370135492717, abs=1e-9)
+    assert hist["accuracy"].iloc[-1] == 1.0
+    assert int(hist.index[hist["accuracy"] == 1.0][0]) <= 40
+    for name in ("train_loss.png", "train_boundary.png"):
+        assert (tmp_path / "out" / name).read_bytes()[:4] == b"\x89PNG"
+    assert "vis.Network(" in (tmp_path / "out" / "train_sample.html").read_text()
+    assert "100% accuracy first reached at step 40" in r.stdout.replace("\n", " ")
+
+
+def test_train_small_run_and_options(tmp_path: Path) -> None:
+    r = run("train", "--steps", "3", "--samples", "20", "--hidden", "4", "--seed", "1", "--out", "o", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert len(pd.read_csv(tmp_path / "o" / "train_history.csv")) == 3
+
+
+def test_export_converts_saved_traces(tmp_path: Path) -> None:
+    a = gt.Value(2.0, label="a")
+    L = a * a + 1
+    L.backward()
+    for suffix in (".json", ".graphml", ".parquet"):
+        src = gt.save(L, tmp_path / f"t{suffix}")
+        for fmt in ("html", "dot", "csv"):
+            r = run("export", str(src), "--to", fmt, cwd=tmp_path)
+            assert r.returncode == 0, r.stderr
+    nodes = pd.read_csv(tmp_path / "t.nodes.csv")
+    assert nodes["grad"].tolist() == [4.0, 1.0, 1.0, 1.0]
+    assert (tmp_path / "t.html").is_file() and (tmp_path / "t.dot").is_file()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--steps", "zero"],
+        ["train", "--hidden", "16,x"],
+        ["train", "--steps", "-3"],
+        ["export", "missing.json", "--to", "html"],
+        ["export", "notes.txt", "--to", "html"],
+        ["export", "broken.json", "--to", "dot"],
+        ["export", "broken.json", "--to", "pdf"],
+        ["frobnicate"],
+        [],
+    ],
+)
+def test_bad_arguments_give_one_line_and_status_2(tmp_path: Path, args: list[str]) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "broken.json").write_text('{"graphtrace": 1, "nodes": [')
+    r = run(*args, cwd=tmp_path)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith("graphtrace")
+
+
+def test_failed_write_leaves_no_partial_file(tmp_path: Path) -> None:
+    (tmp_path / "exports").write_text("a file where the output folder should be")
+    r = run("demo", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exports"]
+
+
+def test_help_on_every_command(tmp_path: Path) -> None:
+    for cmd in ([], ["demo"], ["train"], ["export"]):
+        r = run(*cmd, "--help", cwd=tmp_path)
+        assert r.returncode == 0 and "usage: graphtrace" in r.stdout
+
+
+def test_json_export_is_a_node_link_document(tmp_path: Path) -> None:
+    run("demo", cwd=tmp_path)
+    doc = json.loads((tmp_path / "exports" / "seed.json").read_text())
+    assert doc["graphtrace"] == 1 and doc["directed"] is True and len(doc["nodes"]) == 7
