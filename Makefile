@@ -26,7 +26,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS) --nbmake tests graphtrace notebooks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_w1.py
