@@ -25,8 +25,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check graphtrace tests benchmarks
 	$(BIN)/mypy
 
+# The browser tests time a first draw, so they run first, alone on the machine; then the rest in parallel.
 test: lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS) --nbmake tests graphtrace notebooks
+	$(BIN)/python -m pytest -m browser tests/test_browser.py
+	$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not browser" --nbmake tests graphtrace notebooks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_w1.py

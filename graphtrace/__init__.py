@@ -31,9 +31,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "RULES",
-    "analysis",
     "GradcheckError",
     "Value",
+    "analysis",
     "backward",
     "draw_dot",
     "edges_frame",

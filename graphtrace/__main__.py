@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
-
-
 from .cli import run
 
 run()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from itertools import pairwise
 from typing import Any
 
 import networkx as nx
@@ -12,7 +13,7 @@ import pandas as pd
 from .export.frames import node_roles, topological_nodes
 from .snapshot import as_graph
 
-__all__ = ["path_contributions", "influence", "op_counts", "critical_path", "depth", "fan_out"]
+__all__ = ["critical_path", "depth", "fan_out", "influence", "op_counts", "path_contributions"]
 
 _STR = pd.StringDtype()
 
@@ -68,7 +69,7 @@ def path_contributions(x: Any, leaf: Any, *, max_paths: int = 100_000) -> pd.Dat
         raise ValueError(f"path_contributions: {leaf!r} is not a node of the trace")
     rows = []
     for path in nx.all_simple_paths(G, node, root) if node != root else [[root]]:
-        grads = [G.edges[u, v]["local_grad"] for u, v in zip(path, path[1:], strict=False)]
+        grads = [G.edges[u, v]["local_grad"] for u, v in pairwise(path)]
         rows.append(
             (
                 " -> ".join(str(G.nodes[n].get("label", n)) for n in path),

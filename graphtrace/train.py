@@ -14,7 +14,7 @@ from .nn import MLP
 from .store import no_grad
 from .value import Value
 
-__all__ = ["StepResult", "svm_loss", "moons_demo", "train_steps", "decision_grid"]
+__all__ = ["StepResult", "decision_grid", "moons_demo", "svm_loss", "train_steps"]
 
 
 @dataclass(frozen=True)

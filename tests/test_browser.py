@@ -107,6 +107,8 @@ def _hover_every_node(page: Page) -> list[str]:
             "(id) => window.graphtraceNetwork.canvasToDOM(window.graphtraceNetwork.getPosition(id))", i
         )
         box = page.page.locator("#graph").bounding_box()
+        page.page.mouse.move(box["x"] + 2, box["y"] + 2)  # leave the previous node so its tooltip hides
+        page.page.wait_for_timeout(100)
         page.page.mouse.move(box["x"] + pt["x"], box["y"] + pt["y"])
         page.page.wait_for_timeout(150)
         tip = page.page.locator("div.vis-tooltip")

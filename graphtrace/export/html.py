@@ -37,7 +37,8 @@ ROLE_COLORS = {
     "root": "#a1d99b",
 }
 DEFAULT_DIR = Path("exports")
-X_STEP, Y_STEP = 240, 110
+Y_STEP = 110
+CHAR_PX, GAP_PX, MAX_LABEL = 8.5, 70, 32  # monospace 14px; labels longer than MAX_LABEL are cut
 _TEMPLATES = Path(__file__).parent / "templates"
 
 
@@ -57,24 +58,51 @@ def _fmt(x: Any) -> str:
     return f"{x:.4g}" if isinstance(x, float) else str(x)
 
 
-def _layout(G: nx.DiGraph) -> dict[Any, tuple[int, int]]:
-    """Left to right by topological generation, each generation centred vertically."""
+def _box_label(a: dict[str, Any]) -> str:
+    label = str(a.get("label", ""))
+    if len(label) > MAX_LABEL:
+        label = label[: MAX_LABEL - 1] + "…"
+    op = str(a.get("op", ""))
+    data, grad = a.get("data", float("nan")), a.get("grad", float("nan"))
+    return f"{label}{f'  ({op})' if op else ''}\ndata {_fmt(data)}\ngrad {_fmt(grad)}"
+
+
+def _layout(G: nx.DiGraph, texts: dict[Any, str]) -> dict[Any, tuple[int, int]]:
+    """Left to right by topological generation, each generation centred vertically.
+
+    A leaf sits in the column just before its first use (not all leaves in column 0), so inputs and
+    constants are drawn next to the op that reads them.
+    """
     pos = {}
     try:
         generations = list(nx.topological_generations(G))
     except nx.NetworkXUnfeasible as exc:
         raise ValueError("the graph has a cycle, so it is not a computation trace") from exc
-    for i, gen in enumerate(generations):
-        gen.sort(key=str)
+    level = {n: i for i, gen in enumerate(generations) for n in gen}
+    succ = G._succ
+    columns: dict[int, list[Any]] = {}
+    for n, i in level.items():
+        if i == 0 and succ[n]:
+            i = min(level[s] for s in succ[n]) - 1
+        columns.setdefault(i, []).append(n)
+    generations = [columns[i] for i in sorted(columns)]
+    x = 0.0
+    previous = 0.0
+    for gen in generations:
+        gen.sort(key=lambda n: (0, n, "") if isinstance(n, int) else (1, 0, str(n)))
+        width = CHAR_PX * max(len(line) for n in gen for line in texts[n].split("\n"))
+        x += (previous + width) / 2 + GAP_PX if previous else 0.0
+        previous = width
         half = (len(gen) - 1) / 2
         for j, n in enumerate(gen):
-            pos[n] = (i * X_STEP, int((j - half) * Y_STEP))
+            pos[n] = (int(x), int((j - half) * Y_STEP))
     return pos
 
 
 def _network(G: nx.DiGraph, title: str) -> Network:
     roles = node_roles(G)
-    pos = _layout(G)
+    texts = {n: _box_label(a) for n, a in G._node.items()}
+    pos = _layout(G, texts)
     nodes = []
     for n in topological_nodes(G):
         a = G._node[n]
@@ -86,7 +114,7 @@ def _network(G: nx.DiGraph, title: str) -> Network:
             {
                 "id": n if isinstance(n, int) else str(n),
                 "name": label,
-                "label": f"{label}{f'  ({op})' if op else ''}\ndata {_fmt(data)}\ngrad {_fmt(grad)}",
+                "label": texts[n],
                 "title": f"{label}\nop: {op or '(leaf)'}\nrole: {roles[n]}\ndata: {data!r}\ngrad: {grad!r}\nnode: {n}",
                 "color": {"background": ROLE_COLORS[roles[n]], "border": "#555"},
                 "x": x,
