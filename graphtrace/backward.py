@@ -37,9 +37,11 @@ def _ancestors(pred: Any, root: Hashable) -> set[Hashable]:
 
 def _topological_order(G: nx.DiGraph, root: Hashable) -> list[Hashable]:
     """Root and ancestors in a networkx topological order, creating no reference cycle."""
-    anc = _ancestors(G._pred, root)
-    if len(anc) == G.number_of_nodes():
+    # In a DAG every node reaches some sink; if the root is the only sink, every node is an
+    # ancestor and the whole graph is sorted (the common case: a training step's store).
+    if all(s or n == root for n, s in G._succ.items()):
         return list(nx.topological_sort(G))
+    anc = _ancestors(G._pred, root)
     # A subgraph view caches views of itself in its __dict__ (a reference cycle); drop them once
     # the order is read so the view is freed by reference counting alone.
     H = G.subgraph(anc)
@@ -49,48 +51,41 @@ def _topological_order(G: nx.DiGraph, root: Hashable) -> list[Hashable]:
         H.__dict__.clear()
 
 
-def _propagate(G: nx.DiGraph, root: Hashable, seed: float) -> dict[Hashable, float]:
-    """d(root)/d(node) for the root and each ancestor, computed without writing anything.
+def _check_edges(G: nx.DiGraph, order: list[Hashable]) -> None:
+    """ValueError naming the first edge into ``order`` without a numeric ``local_grad``."""
+    pred = G._pred
+    for v in order:
+        for u, e in pred[v].items():
+            lg = e.get("local_grad")
+            if isinstance(lg, bool) or not isinstance(lg, (int, float)):
+                raise ValueError(f"backward: edge {(u, v)} has no numeric 'local_grad' attribute")
+
+
+def _propagate(G: nx.DiGraph, root: Hashable, seed: float, order: list[Hashable]) -> None:
+    """Set ``grad`` on the root and each ancestor: d(root)/d(node), leaves accumulating.
 
     Each node pulls ``sum(local_grad(u, v) * grad(v))`` over its children ``v`` in the order of its
     successor dict (creation order), so the result is bit-for-bit the same whatever else is in the
-    graph and whichever valid topological order networkx returns.
+    graph and whichever valid topological order networkx returns. Nodes outside ``order`` and
+    non-ancestors in it are left alone.
     """
-    succ = G._succ
-    order = _topological_order(G, root)
+    succ, pred, node = G._succ, G._pred, G._node
     acc: dict[Hashable, float] = {root: seed}
     get = acc.get
-    try:
-        for u in reversed(order):
-            if u == root:
-                continue
+    for u in reversed(order):
+        if u == root:
+            g: float | None = seed
+        else:
             g = None
             for v, e in succ[u].items():
                 gv = get(v)
                 if gv is not None:
                     g = e["local_grad"] * gv if g is None else g + e["local_grad"] * gv
-            if g is not None:
-                acc[u] = g
-    except (KeyError, TypeError) as exc:
-        bad = next(
-            (
-                (u, v)
-                for u in order
-                for v, e in succ[u].items()
-                if isinstance(e.get("local_grad"), bool) or not isinstance(e.get("local_grad"), (int, float))
-            ),
-            None,
-        )
-        raise ValueError(f"backward: edge {bad} has no numeric 'local_grad' attribute") from exc
-    return acc
-
-
-def _write(G: nx.DiGraph, acc: dict[Hashable, float]) -> None:
-    node = G._node
-    pred = G._pred
-    for v, g in acc.items():
-        attrs = node[v]
-        if pred[v]:
+            if g is None:
+                continue
+            acc[u] = g
+        attrs = node[u]
+        if pred[u]:
             attrs["grad"] = g
         else:
             attrs["grad"] = attrs.get("grad", 0.0) + g
@@ -156,13 +151,14 @@ def backward(G: nx.DiGraph, root: Any = None, grad: float = 1.0) -> nx.DiGraph:
         raise ValueError(f"backward: root {root!r} is not a node of G")
     if G is store.GRAPH:
         with store.graph_lock():
-            _write(G, _propagate(G, root, seed))
+            _propagate(G, root, seed, _topological_order(G, root))
         return G
     try:
-        acc = _propagate(G, root, seed)
+        order = _topological_order(G, root)
     except nx.NetworkXUnfeasible as exc:
         raise ValueError("backward: G has a cycle, so it is not a computation graph") from exc
-    _write(G, acc)
+    _check_edges(G, order)  # before anything is written
+    _propagate(G, root, seed, order)
     return G
 
 
@@ -171,4 +167,4 @@ def backward_value(v: Any, grad: float = 1.0) -> None:
     seed = _seed(grad)
     G = store.GRAPH
     with store.graph_lock():
-        _write(G, _propagate(G, v._id, seed))
+        _propagate(G, v._id, seed, _topological_order(G, v._id))
