@@ -53,7 +53,16 @@ def svm_loss(model: MLP, X: Any, y: Any, alpha: float = 1e-4) -> tuple[Value, fl
 
 
 def moons_demo(samples: int = 100, seed: int = 1337, hidden: Sequence[int] = (16, 16)) -> tuple[MLP, Any, Any]:
-    """micrograd's demo setup: seeded moons (labels -1/+1) and ``MLP(2, [*hidden, 1])``."""
+    """micrograd's demo setup: seeded moons (labels -1/+1) and ``MLP(2, [*hidden, 1])``.
+
+    Seeds numpy's and Python's global generators with ``seed`` first, as micrograd's demo does.
+
+    Examples
+    --------
+    >>> model, X, y = moons_demo(samples=10, hidden=(4,))
+    >>> X.shape, sorted(set(y.tolist())), len(model.parameters())
+    ((10, 2), [-1, 1], 17)
+    """
     np.random.seed(seed)
     random.seed(seed)
     X, y = make_moons(n_samples=samples, noise=0.1)
@@ -63,7 +72,15 @@ def moons_demo(samples: int = 100, seed: int = 1337, hidden: Sequence[int] = (16
 
 
 def train_steps(model: MLP, X: Any, y: Any, steps: int = 100) -> Iterator[StepResult]:
-    """Forward, backward and SGD with micrograd's schedule ``lr = 1.0 - 0.9 * k / 100``; yields each step."""
+    """Forward, backward and SGD with micrograd's schedule ``lr = 1.0 - 0.9 * k / 100``; yields each step.
+
+    Examples
+    --------
+    >>> model, X, y = moons_demo(samples=20, hidden=(8,))
+    >>> steps = list(train_steps(model, X, y, steps=3))
+    >>> [s.step for s in steps], steps[-1].learning_rate
+    ([0, 1, 2], 0.982)
+    """
     for k in range(steps):
         total_loss, acc = svm_loss(model, X, y)
         model.zero_grad()
@@ -75,7 +92,17 @@ def train_steps(model: MLP, X: Any, y: Any, steps: int = 100) -> Iterator[StepRe
 
 
 def decision_grid(model: Callable[[list[Any]], Any], X: Any, h: float = 0.25) -> tuple[Any, Any, Any]:
-    """Scores of ``model`` on a grid around ``X`` (evaluated under ``no_grad``): ``xx, yy, Z``."""
+    """Scores of ``model`` on a grid around ``X`` (evaluated under ``no_grad``): ``xx, yy, Z``.
+
+    ``Z`` holds ``score > 0`` for each grid point, ready for ``plt.contourf(xx, yy, Z)``.
+
+    Examples
+    --------
+    >>> model, X, y = moons_demo(samples=10, hidden=(4,))
+    >>> xx, yy, Z = decision_grid(model, X, h=0.5)
+    >>> xx.shape == yy.shape == Z.shape, Z.dtype.name
+    (True, 'bool')
+    """
     x_min, x_max = X[:, 0].min() - 1, X[:, 0].max() + 1
     y_min, y_max = X[:, 1].min() - 1, X[:, 1].max() + 1
     xx, yy = np.meshgrid(np.arange(x_min, x_max, h), np.arange(y_min, y_max, h))
