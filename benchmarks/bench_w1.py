@@ -15,6 +15,7 @@ import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -148,7 +149,7 @@ def memory_over_steps(steps: int, batch: int = 10) -> list[tuple[int, float]]:
     random.seed(1337)
     model = gt.nn.MLP(2, [16, 16, 1])
     loss = make_loss(gt.Value, model, X, y)
-    marks = {10, steps}
+    marks = {10, 100, steps}
     out = []
     tracemalloc.start()
     for k in range(steps):
@@ -169,7 +170,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100, help="training steps per engine (default 100)")
     ap.add_argument("--memory-steps", type=int, default=1000, help="steps for the flat-memory check")
     ap.add_argument("--chain", type=int, default=1_000_000, help="length of the backward chain")
+    ap.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.memory_only:  # run in a fresh process, so the store starts empty
+        for k, mb in memory_over_steps(args.memory_steps):
+            print(f"{k} {mb}")
+        return
 
     print(f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} cores; gc on")
     cold = bytes_per_node("graphtrace")  # first, while the store's index dicts are still empty
@@ -193,9 +199,16 @@ def main() -> None:
         f"store's node/succ/pred dicts from empty, {bytes_per_node('graphtrace'):.0f} once they are sized; "
         f"micrograd {bytes_per_node('micrograd'):.0f} (target <= 1024)"
     )
-    mem = memory_over_steps(args.memory_steps)
+    fresh = subprocess.run(
+        [sys.executable, __file__, "--memory-only", "--memory-steps", str(args.memory_steps)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    mem = [(int(k), float(mb)) for k, mb in (line.split() for line in fresh.stdout.splitlines())]
     print(
-        "traced memory, demo model on 10-point batches: " + ", ".join(f"after {k} steps {mb:.2f} MB" for k, mb in mem)
+        "traced memory (fresh process), demo model on 10-point batches: "
+        + ", ".join(f"after {k} steps {mb:.3f} MB" for k, mb in mem)
     )
     sys.stdout.flush()
 
