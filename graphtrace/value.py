@@ -51,6 +51,17 @@ _SHARED_EDGES: dict[float, dict[str, float]] = {1.0: {"local_grad": 1.0}, -1.0: 
 _shared_edge = _SHARED_EDGES.get
 
 
+class _EdgeAttrs:
+    """Its instances' ``__dict__`` are edge-attribute dicts sharing one key table (CPython's
+    key-sharing instance dicts): about 96 bytes instead of 190 for a one-key dict literal."""
+
+
+def _edge_attrs(local_grad: float) -> dict[str, float]:
+    o = _EdgeAttrs()
+    o.local_grad = local_grad  # type: ignore[attr-defined]
+    return o.__dict__  # outlives o: an ordinary dict from here on
+
+
 def _as_float(x: object) -> float | None:
     """``x`` as a Python float, or None when ``x`` is not a real number."""
     t = type(x)
@@ -117,7 +128,7 @@ def _unary(op: str, fn: Any, x: Value) -> Value:
     v._p0 = x
     v._p1 = None
     i = x._id
-    e = _shared_edge(dx) or {"local_grad": dx}
+    e = _shared_edge(dx) or _edge_attrs(dx)
     _acquire()
     try:
         if _pending:
@@ -166,11 +177,11 @@ def _binary(op: str, fn: Any, x: Any, y: Any) -> Any:
     j = y._id
     if i == j:
         dx += dy
-        ex = _shared_edge(dx) or {"local_grad": dx}
+        ex = _shared_edge(dx) or _edge_attrs(dx)
         preds = {i: ex}
     else:
-        ex = _shared_edge(dx) or {"local_grad": dx}
-        ey = _shared_edge(dy) or {"local_grad": dy}
+        ex = _shared_edge(dx) or _edge_attrs(dx)
+        ey = _shared_edge(dy) or _edge_attrs(dy)
         preds = {i: ex, j: ey}
     _acquire()
     try:
