@@ -1,10 +1,14 @@
-"""The live graph store: one ``networkx.DiGraph`` holding every live :class:`~graphtrace.Value`.
+"""The live graph store: one ``networkx.DiGraph`` holding every node that a live Value depends on.
 
-This is the only module that knows how nodes are created and freed. A node lives exactly as long
-as its Value: each Value holds references to its operand Values, so a node's ancestors stay alive
-while it does; when the last reference to a Value goes, reference counting frees it and its
-``__del__`` removes the node (and its in-edges) from the store. Nothing here holds a Value, so the
-engine creates no reference cycles and never needs the cyclic garbage collector.
+This is the only module that knows how nodes are created and freed. A node lives exactly as long as a
+live :class:`~graphtrace.Value` depends on it: while a Value handle on it is alive (``HANDLES`` counts
+them) or while it has a child node, which itself lives by the same rule. Values hold no references to
+other Values, and nothing here holds a Value, so the engine creates no reference cycles: when the last
+handle of a node goes, reference counting runs its ``__del__``, which removes the node if it has no
+children and then, iteratively, every ancestor left without handles and children. Intermediate Values
+that user code drops at once (``sum(w * x ...)``) therefore die young: their nodes stay in the graph
+while the result needs them, but the Python objects are freed, which keeps the cyclic collector's
+work per node low.
 
 For speed the hot paths write the DiGraph's own dicts (``_node``, ``_succ``, ``_pred``) exactly as
 ``DiGraph.add_node`` / ``add_edge`` / ``remove_node`` would; ``tests/test_store.py`` fails loudly if
@@ -36,6 +40,8 @@ LOCK = threading.Lock()
 NODE: dict[int, dict[str, Any]] = GRAPH._node
 SUCC: dict[int, dict[int, dict[str, float]]] = GRAPH._succ
 PRED: dict[int, dict[int, dict[str, float]]] = GRAPH._pred
+#: node id -> number of live Value handles on it (nodes kept only by children are absent)
+HANDLES: dict[int, int] = {}
 
 _pending: list[int] = []
 _ids = itertools.count()
@@ -78,31 +84,48 @@ def no_grad() -> Iterator[None]:
         _mode.enabled = previous
 
 
-def _remove(n: int) -> None:
-    """Remove node ``n`` and its in-edges. Call with the lock held."""
-    preds = PRED.pop(n, None)
-    if preds is None:
+def collect(n: int) -> None:
+    """Remove node ``n`` if nothing keeps it, then every ancestor left unkept. Call with the lock held."""
+    stack = [n]
+    while stack:
+        m = stack.pop()
+        if m in HANDLES or SUCC.get(m, True):  # a live handle or a child keeps it (or it is gone)
+            continue
+        preds = PRED.pop(m)
+        del SUCC[m]
+        del NODE[m]
+        for p in preds:
+            s = SUCC.get(p)
+            if s is not None:
+                del s[m]
+                if not s and p not in HANDLES:
+                    stack.append(p)
+
+
+def drop_handle(n: int) -> None:
+    """One Value handle on node ``n`` is gone. Call with the lock held."""
+    c = HANDLES.get(n)
+    if c is None:
         return
-    for p in preds:
-        s = SUCC.get(p)
-        if s is not None:
-            s.pop(n, None)
-    # out-edges can only remain to children that are themselves pending removal
-    del SUCC[n]
-    del NODE[n]
+    if c > 1:
+        HANDLES[n] = c - 1
+        return
+    del HANDLES[n]
+    if not SUCC[n]:
+        collect(n)
 
 
 def flush() -> None:
-    """Remove the nodes queued while the lock was busy. Call with the lock held."""
+    """Apply the handle drops queued while the lock was busy. Call with the lock held."""
     while _pending:
-        _remove(_pending.pop())
+        drop_handle(_pending.pop())
 
 
 def release(n: int) -> None:
-    """Free node ``n``: called from ``Value.__del__`` when its Value is gone."""
+    """A Value handle on node ``n`` is gone (``Value.__del__``)."""
     if LOCK.acquire(False):
         try:
-            _remove(n)
+            drop_handle(n)
             if _pending:
                 flush()
         finally:

@@ -27,6 +27,8 @@ _acquire = _LOCK.acquire
 _unlock = _LOCK.release
 _pending = store._pending
 _flush = store.flush
+_collect = store.collect
+_HANDLES = store.HANDLES
 _new_id = store.new_id
 _mode = store._mode
 
@@ -93,13 +95,17 @@ def _domain_error(exc: Exception, op: str, *operands: object) -> Exception:
     return err
 
 
-def _leaf(data: float, label: str, role: str) -> Value:
-    n = _new_id()
-    attrs = {"data": data, "grad": 0.0, "op": "", "label": label, "role": role}
+def _handle(n: int, attrs: dict[str, Any]) -> Value:
     v = _new(Value)
     v._id = n
     v._attrs = attrs
-    v._p0 = v._p1 = None
+    return v
+
+
+def _leaf(data: float, label: str, role: str) -> Value:
+    n = _new_id()
+    attrs = {"data": data, "grad": 0.0, "op": "", "label": label, "role": role}
+    v = _handle(n, attrs)
     _acquire()
     try:
         if _pending:
@@ -107,6 +113,7 @@ def _leaf(data: float, label: str, role: str) -> Value:
         _NODE[n] = attrs
         _SUCC[n] = {}
         _PRED[n] = {}
+        _HANDLES[n] = 1
     finally:
         _unlock()
     return v
@@ -122,11 +129,7 @@ def _unary(op: str, fn: Any, x: Value) -> Value:
         return _leaf(out, "", "leaf")
     n = _new_id()
     attrs = {"data": out, "grad": 0.0, "op": op, "label": "", "role": "intermediate"}
-    v = _new(Value)
-    v._id = n
-    v._attrs = attrs
-    v._p0 = x
-    v._p1 = None
+    v = _handle(n, attrs)
     i = x._id
     e = _shared_edge(dx) or _edge_attrs(dx)
     _acquire()
@@ -137,9 +140,15 @@ def _unary(op: str, fn: Any, x: Value) -> Value:
         _SUCC[n] = {}
         _PRED[n] = {i: e}
         _SUCC[i][n] = e
+        _HANDLES[n] = 1
     finally:
         _unlock()
     return v
+
+
+def _constant(data: float) -> tuple[int, dict[str, Any]]:
+    """Id and attributes of a constant leaf for a number operand (recorded with its result)."""
+    return _new_id(), {"data": data, "grad": 0.0, "op": "", "label": "", "role": "constant"}
 
 
 def _binary(op: str, fn: Any, x: Any, y: Any) -> Any:
@@ -162,19 +171,14 @@ def _binary(op: str, fn: Any, x: Any, y: Any) -> Any:
         raise _domain_error(exc, op, x, y) from None
     if not _mode.enabled:
         return _leaf(out, "", "leaf")
-    if not isinstance(x, Value):
-        x = _leaf(xv, "", "constant")
-    if not isinstance(y, Value):
-        y = _leaf(yv, "", "constant")
+    # a number operand becomes a constant leaf, created before the result so ids stay topological
+    cx = None if isinstance(x, Value) else _constant(xv)
+    cy = None if isinstance(y, Value) else _constant(yv)
+    i = x._id if cx is None else cx[0]
+    j = y._id if cy is None else cy[0]
     n = _new_id()
     attrs = {"data": out, "grad": 0.0, "op": op, "label": "", "role": "intermediate"}
-    v = _new(Value)
-    v._id = n
-    v._attrs = attrs
-    v._p0 = x
-    v._p1 = y
-    i = x._id
-    j = y._id
+    v = _handle(n, attrs)
     if i == j:
         dx += dy
         ex = _shared_edge(dx) or _edge_attrs(dx)
@@ -187,12 +191,21 @@ def _binary(op: str, fn: Any, x: Any, y: Any) -> Any:
     try:
         if _pending:
             _flush()
+        if cx is not None:
+            _NODE[i] = cx[1]
+            _SUCC[i] = {}
+            _PRED[i] = {}
+        if cy is not None:
+            _NODE[j] = cy[1]
+            _SUCC[j] = {}
+            _PRED[j] = {}
         _NODE[n] = attrs
         _SUCC[n] = {}
         _PRED[n] = preds
         _SUCC[i][n] = ex
         if i != j:
             _SUCC[j][n] = ey
+        _HANDLES[n] = 1
     finally:
         _unlock()
     return v
@@ -228,14 +241,12 @@ class Value:
     (4.0, -3.0, 2.0)
     """
 
-    __slots__ = ("_attrs", "_id", "_p0", "_p1")
+    __slots__ = ("_attrs", "_id")
     # numpy scalars defer to our reflected operators instead of building object arrays
     __array_ufunc__ = None
 
     _id: int
     _attrs: dict[str, Any]
-    _p0: Value | None
-    _p1: Value | None
 
     def __init__(self, data: Any, label: str = "", *, role: str = "leaf") -> None:
         x = _as_float(data)
@@ -250,7 +261,6 @@ class Value:
         attrs = {"data": x, "grad": 0.0, "op": "", "label": label, "role": role}
         self._id = n
         self._attrs = attrs
-        self._p0 = self._p1 = None
         _acquire()
         try:
             if _pending:
@@ -258,11 +268,12 @@ class Value:
             _NODE[n] = attrs
             _SUCC[n] = {}
             _PRED[n] = {}
+            _HANDLES[n] = 1
         finally:
             _unlock()
 
     def __del__(self) -> None:
-        # store.release, inlined: this runs once per freed node
+        # store.release with its common case inlined: this runs once per Value
         try:
             n = self._id
         except AttributeError:  # __init__ raised before recording anything
@@ -270,14 +281,11 @@ class Value:
         try:
             if _acquire(False):
                 try:
-                    preds = _PRED.pop(n, None)
-                    if preds is not None:
-                        for p in preds:
-                            s = _SUCC.get(p)
-                            if s is not None:
-                                s.pop(n, None)
-                        del _SUCC[n]
-                        del _NODE[n]
+                    c = _HANDLES.pop(n, 0)
+                    if c > 1:
+                        _HANDLES[n] = c - 1
+                    elif c == 1 and not _SUCC[n]:
+                        _collect(n)
                     if _pending:
                         _flush()
                 finally:
@@ -340,12 +348,16 @@ class Value:
 
     @property
     def operands(self) -> tuple[Value, ...]:
-        """The Values this one was computed from (empty for a leaf)."""
-        if self._p0 is None:
-            return ()
-        if self._p1 is None:
-            return (self._p0,)
-        return (self._p0, self._p1)
+        """Handles on the distinct nodes this one was computed from (empty for a leaf).
+
+        They are new handles on the operand nodes (compare ``node_id``, not identity): the Values
+        that built an expression may long be gone while their nodes live on in the graph.
+        """
+        with store.graph_lock():
+            ids = list(_PRED[self._id])
+            for p in ids:
+                _HANDLES[p] = _HANDLES.get(p, 0) + 1
+        return tuple(_handle(p, _NODE[p]) for p in ids)
 
     def __repr__(self) -> str:
         a = self._attrs

@@ -15,6 +15,27 @@ import graphtrace as gt
 from graphtrace import Value, store
 
 
+def test_a_node_lives_while_a_live_value_depends_on_it(no_cyclic_gc: None) -> None:
+    base = len(store.GRAPH)
+    x = Value(1.0, label="x")
+    h = (x * 2).tanh()  # the Value of x * 2 is dropped at once; its node lives on under h
+    root = h + x.exp()
+    assert len(store.GRAPH) == base + 6  # x, 2, x*2, tanh, exp, +
+    G = gt.to_networkx(root)
+    assert sorted(d["op"] for _, d in G.nodes(data=True)) == ["", "", "*", "+", "exp", "tanh"]
+    del G, root  # the root and the exp branch go; h keeps its own ancestors
+    assert len(store.GRAPH) == base + 4
+    ops = {d["op"] for _, d in gt.to_networkx(h).nodes(data=True)}
+    assert ops == {"", "*", "tanh"}
+    parent = h.operands[0]  # a new handle on the x * 2 node keeps it alive on its own
+    del h
+    assert len(store.GRAPH) == base + 3 and parent.op == "*"
+    del parent
+    assert len(store.GRAPH) == base + 1  # only x
+    del x
+    assert len(store.GRAPH) == base
+
+
 @pytest.fixture
 def no_cyclic_gc() -> Iterator[None]:
     gc.collect()
@@ -50,9 +71,10 @@ def test_networkx_internals_have_the_shape_store_py_relies_on() -> None:
 def test_store_matches_what_networkx_would_build() -> None:
     a = Value(2.0, label="a")
     b = a * a + a
+    first = b.operands[0].node_id
     G = store.GRAPH
     with store.graph_lock():
-        assert G.has_edge(a.node_id, b.operands[0].node_id)
+        assert G.has_edge(a.node_id, first)
         assert G.in_degree(b.node_id) == 2
         assert G.nodes[b.node_id]["op"] == "+"
         assert nx.is_directed_acyclic_graph(G.subgraph(nx.ancestors(G, b.node_id) | {b.node_id}))

@@ -151,7 +151,8 @@ def test_repr_and_attributes() -> None:
     assert repr(a) == "Value(data=2.0, grad=0.0, label='a')"
     out = a * 3
     assert repr(out) == "Value(data=6.0, grad=0.0, op='*')"
-    assert out.operands[0] is a and len(out.operands) == 2
+    assert out.operands[0].node_id == a.node_id and len(out.operands) == 2
+    assert out.operands[0].data == 2.0 and out.operands[1].role == "constant"
     assert a.op == "" and a.role == "leaf" and out.role == "intermediate"
     a.data = 5
     a.grad = np.float64(0.25)
