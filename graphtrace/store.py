@@ -30,7 +30,19 @@ from typing import Any
 
 import networkx as nx
 
-__all__ = ["GRAPH", "LOCK", "flush", "grad_enabled", "graph_lock", "new_id", "no_grad", "release"]
+__all__ = [
+    "GRAPH",
+    "HANDLES",
+    "LOCK",
+    "collect",
+    "drop_handle",
+    "flush",
+    "grad_enabled",
+    "graph_lock",
+    "new_id",
+    "no_grad",
+    "release",
+]
 
 #: The live store. Read it under :data:`LOCK` (use :func:`graph_lock`); prefer
 #: :func:`graphtrace.to_networkx`, which returns an independent snapshot.

@@ -8,6 +8,7 @@ edge per distinct operand carrying ``local_grad``.
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 from typing import Any
 
@@ -27,7 +28,7 @@ _acquire = _LOCK.acquire
 _unlock = _LOCK.release
 _pending = store._pending
 _flush = store.flush
-_collect = store.collect
+_release = store.release
 _HANDLES = store.HANDLES
 _new_id = store.new_id
 _mode = store._mode
@@ -273,27 +274,12 @@ class Value:
             _unlock()
 
     def __del__(self) -> None:
-        # store.release with its common case inlined: this runs once per Value
         try:
             n = self._id
         except AttributeError:  # __init__ raised before recording anything
             return
-        try:
-            if _acquire(False):
-                try:
-                    c = _HANDLES.pop(n, 0)
-                    if c > 1:
-                        _HANDLES[n] = c - 1
-                    elif c == 1 and not _SUCC[n]:
-                        _collect(n)
-                    if _pending:
-                        _flush()
-                finally:
-                    _unlock()
-            else:
-                _pending.append(n)
-        except Exception:  # interpreter shutdown: the store may already be gone
-            pass
+        with contextlib.suppress(Exception):  # at interpreter shutdown the store may already be gone
+            _release(n)
 
     # -- node attributes -------------------------------------------------------------------
     @property
