@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from graphtrace import store
+from graphtrace import Value, store
 
 
 def _state() -> tuple[int, int]:
@@ -20,3 +20,17 @@ def _state() -> tuple[int, int]:
 @pytest.fixture
 def graph_state() -> Callable[[], tuple[int, int]]:
     return _state
+
+
+@pytest.fixture
+def seed_root() -> Value:
+    """The seed's ``L = (a*b + c) * f`` with its labels, after ``L.backward()``."""
+    a, b, c, f = Value(2.0, label="a"), Value(-3.0, label="b"), Value(10.0, label="c"), Value(-2.0, label="f")
+    e = a * b
+    e.label = "e"
+    d = e + c
+    d.label = "d"
+    L = d * f
+    L.label = "L"
+    L.backward()
+    return L

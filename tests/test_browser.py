@@ -78,16 +78,8 @@ class Page:
         self.page.wait_for_function("window.graphtraceFirstDraw !== null && window.graphtraceFirstDraw !== undefined")
 
 
-def test_offline_page_draws_every_node_without_errors(browser: Any, tmp_path: Path) -> None:
-    a, b, c, f = Value(2.0, label="a"), Value(-3.0, label="b"), Value(10.0, label="c"), Value(-2.0, label="f")
-    e = a * b
-    e.label = "e"
-    d = e + c
-    d.label = "d"
-    L = d * f
-    L.label = "L"
-    L.backward()
-    path = gt.to_html(L, tmp_path / "seed.html")
+def test_offline_page_draws_every_node_without_errors(browser: Any, tmp_path: Path, seed_root: Value) -> None:
+    path = gt.to_html(seed_root, tmp_path / "seed.html")
     page = Page(browser)
     page.open(path)
     drawn = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.length")

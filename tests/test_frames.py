@@ -13,20 +13,8 @@ import graphtrace as gt
 from graphtrace import Value
 
 
-def seed() -> Value:
-    a, b, c, f = Value(2.0, label="a"), Value(-3.0, label="b"), Value(10.0, label="c"), Value(-2.0, label="f")
-    e = a * b
-    e.label = "e"
-    d = e + c
-    d.label = "d"
-    L = d * f
-    L.label = "L"
-    L.backward()
-    return L
-
-
-def test_nodes_frame_of_the_seed() -> None:
-    df = gt.nodes_frame(seed())
+def test_nodes_frame_of_the_seed(seed_root: Value) -> None:
+    df = gt.nodes_frame(seed_root)
     assert list(df.columns) == ["node_id", "label", "op", "role", "data", "grad", "in_degree", "out_degree", "depth"]
     assert df.dtypes.to_dict() == {
         "node_id": np.dtype("int64"),
@@ -47,8 +35,8 @@ def test_nodes_frame_of_the_seed() -> None:
     assert pos["a"] < pos["e"] < pos["d"] < pos["L"]  # topological order
 
 
-def test_edges_frame_is_the_chain_rule_ledger() -> None:
-    L = seed()
+def test_edges_frame_is_the_chain_rule_ledger(seed_root: Value) -> None:
+    L = seed_root
     df = gt.edges_frame(L)
     assert list(df.columns) == [
         "source",
@@ -83,8 +71,8 @@ def test_grad_equals_sum_of_outgoing_contributions() -> None:
             assert math.isclose(r.grad, sums[r.node_id], rel_tol=1e-12, abs_tol=1e-15)
 
 
-def test_frames_accept_snapshots_and_plain_graphs_and_reject_bad_input() -> None:
-    L = seed()
+def test_frames_accept_snapshots_and_plain_graphs_and_reject_bad_input(seed_root: Value) -> None:
+    L = seed_root
     G = gt.to_networkx(L)
     assert gt.nodes_frame(G).equals(gt.nodes_frame(L))
     H = nx.DiGraph()
