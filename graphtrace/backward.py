@@ -3,7 +3,9 @@
 ``backward(G, root)`` orders the root's ancestors with :func:`networkx.topological_sort`, walks that
 order in reverse, and for every edge ``u -> v`` adds ``local_grad(u, v) * grad(v)`` to ``grad(u)``.
 It runs the same on the live store and on any snapshot loaded from disk, and never recurses in
-Python, so a chain of a million nodes is fine.
+Python, so a chain of a million nodes is fine. It costs O(the root's ancestors): nodes of unrelated
+graphs in the same store are never visited. All grads are computed first and then written in one
+C-level pass, so a failure (or an interrupt) never leaves half of them written.
 
 Gradient bookkeeping is PyTorch's: non-leaf nodes receive exactly d(root)/d(node) of this call,
 leaves (in-degree 0) accumulate with ``+=``.
@@ -11,12 +13,17 @@ leaves (in-degree 0) accumulate with ``+=``.
 
 from __future__ import annotations
 
+import numbers
+from collections import deque
 from collections.abc import Hashable
+from itertools import repeat
+from operator import setitem
 from typing import Any
 
 import networkx as nx
 
 from . import store
+from ._real import as_float
 
 __all__ = ["backward", "backward_value"]
 
@@ -35,39 +42,63 @@ def _ancestors(pred: Any, root: Hashable) -> set[Hashable]:
     return seen
 
 
+_NO_ATTRS: dict[str, Any] = {}
+
+
+def _induced(G: nx.DiGraph, anc: set[Hashable]) -> nx.DiGraph:
+    """A DiGraph of the nodes ``anc`` (closed under predecessors) and the edges among them.
+
+    Built from G's adjacency dicts directly, sharing the inner dicts where nothing is filtered out:
+    O(len(anc) + their edges), whatever the size of G. Its node attribute dicts are one shared
+    empty dict: it exists to be sorted, not read.
+    """
+    succ, pred = G._succ, G._pred
+    keep = anc.issuperset
+    H = nx.DiGraph()
+    H._node = dict.fromkeys(anc, _NO_ATTRS)
+    H._succ = H._adj = {u: s if keep(s) else {v: e for v, e in s.items() if v in anc} for u in anc for s in (succ[u],)}
+    H._pred = {u: pred[u] for u in anc}  # every predecessor of an ancestor is an ancestor
+    return H
+
+
 def _topological_order(G: nx.DiGraph, root: Hashable) -> list[Hashable]:
-    """Root and ancestors in a networkx topological order, creating no reference cycle."""
-    # In a DAG every node reaches some sink; if the root is the only sink, every node is an
-    # ancestor and the whole graph is sorted (the common case: a training step's store).
-    if all(s or n == root for n, s in G._succ.items()):
+    """Root and ancestors in a ``networkx.topological_sort`` order, at a cost of O(the ancestors)."""
+    # A training step's store is the root's ancestors and nothing else: sort it as it is.
+    if G is store.GRAPH and store.only_sink(root):  # type: ignore[arg-type]
         return list(nx.topological_sort(G))
     anc = _ancestors(G._pred, root)
-    # A subgraph view caches views of itself in its __dict__ (a reference cycle); drop them once
-    # the order is read so the view is freed by reference counting alone.
-    H = G.subgraph(anc)
+    if len(anc) == len(G._node):
+        return list(nx.topological_sort(G))
+    H = _induced(G, anc)
     try:
         return list(nx.topological_sort(H))
     finally:
-        H.__dict__.clear()
+        H.__dict__.clear()  # drop the views networkx caches on H (they refer back to H: a cycle)
 
 
 def _check_edges(G: nx.DiGraph, order: list[Hashable]) -> None:
-    """ValueError naming the first edge into ``order`` without a numeric ``local_grad``."""
+    """ValueError naming the first edge into ``order`` without a real-number ``local_grad``."""
     pred = G._pred
     for v in order:
         for u, e in pred[v].items():
             lg = e.get("local_grad")
-            if isinstance(lg, bool) or not isinstance(lg, (int, float)):
-                raise ValueError(f"backward: edge {(u, v)} has no numeric 'local_grad' attribute")
+            if isinstance(lg, bool) or not isinstance(lg, numbers.Real):
+                raise ValueError(f"backward: edge {(u, v)} has no real-number 'local_grad' attribute (got {lg!r})")
+            try:
+                float(lg)
+            except (OverflowError, ValueError, TypeError):
+                raise ValueError(f"backward: edge {(u, v)} has a 'local_grad' no float can hold: {lg!r}") from None
 
 
-def _propagate(G: nx.DiGraph, root: Hashable, seed: float, order: list[Hashable]) -> None:
-    """Set ``grad`` on the root and each ancestor: d(root)/d(node), leaves accumulating.
+def _gradients(G: nx.DiGraph, root: Hashable, seed: float, order: list[Hashable], exact: bool) -> dict[Hashable, float]:
+    """New ``grad`` of the root and each ancestor: d(root)/d(node), leaves accumulating.
 
     Each node pulls ``sum(local_grad(u, v) * grad(v))`` over its children ``v`` in the order of its
     successor dict (creation order), so the result is bit-for-bit the same whatever else is in the
     graph and whichever valid topological order networkx returns. Nodes outside ``order`` and
-    non-ancestors in it are left alone.
+    non-ancestors in it get no entry. ``exact`` says every ``local_grad`` and ``grad`` is already a
+    Python float (the live store); otherwise each is converted with ``float()`` first. Nothing is
+    written here.
     """
     succ, pred, node = G._succ, G._pred, G._node
     acc: dict[Hashable, float] = {root: seed}
@@ -77,24 +108,38 @@ def _propagate(G: nx.DiGraph, root: Hashable, seed: float, order: list[Hashable]
             g: float | None = seed
         else:
             g = None
-            for v, e in succ[u].items():
-                gv = get(v)
-                if gv is not None:
-                    g = e["local_grad"] * gv if g is None else g + e["local_grad"] * gv
+            if exact:
+                for v, e in succ[u].items():
+                    gv = get(v)
+                    if gv is not None:
+                        g = e["local_grad"] * gv if g is None else g + e["local_grad"] * gv
+            else:
+                for v, e in succ[u].items():
+                    gv = get(v)
+                    if gv is not None:
+                        t = float(e["local_grad"]) * gv
+                        g = t if g is None else g + t
             if g is None:
                 continue
             acc[u] = g
-        attrs = node[u]
-        if pred[u]:
-            attrs["grad"] = g
-        else:
-            attrs["grad"] = attrs.get("grad", 0.0) + g
+        if not pred[u]:  # a leaf accumulates
+            old = node[u].get("grad", 0.0)
+            if not exact:
+                f = as_float(old)
+                if f is None:
+                    raise ValueError(f"backward: node {u!r} has a non-numeric 'grad' to accumulate into: {old!r}")
+                old = f
+            acc[u] = old + g
+    return acc
+
+
+def _write(G: nx.DiGraph, acc: dict[Hashable, float]) -> None:
+    """Store every computed grad: one C-level pass, so nothing can stop it half-way."""
+    deque(map(setitem, map(G._node.__getitem__, acc), repeat("grad"), acc.values()), maxlen=0)
 
 
 def _seed(grad: Any) -> float:
-    from .value import _as_float
-
-    seed = _as_float(grad)
+    seed = as_float(grad)
     if seed is None:
         raise TypeError(f"backward: grad must be a real number, got {type(grad).__name__}: {grad!r}")
     return seed
@@ -123,8 +168,9 @@ def backward(G: nx.DiGraph, root: Any = None, grad: float = 1.0) -> nx.DiGraph:
     TypeError
         If ``G`` is not a directed networkx graph or ``grad`` is not a real number.
     ValueError
-        If ``root`` is missing or not in ``G``, ``G`` has a cycle, or an edge lacks ``local_grad``;
-        ``G`` is left unchanged.
+        If ``root`` is missing or not in ``G``, ``G`` has a cycle, an edge lacks a real-number
+        ``local_grad`` or a leaf's ``grad`` is not a number. Every grad is computed before any is
+        written, so on any failure ``G`` is left exactly as it was.
 
     Examples
     --------
@@ -136,12 +182,10 @@ def backward(G: nx.DiGraph, root: Any = None, grad: float = 1.0) -> nx.DiGraph:
     >>> G.nodes[a.node_id]["grad"], G.nodes[b.node_id]["grad"]
     (-3.0, 2.0)
     """
-    from .value import Value
-
     if not isinstance(G, nx.DiGraph) or G.is_multigraph():
         raise TypeError(f"backward: G must be a networkx.DiGraph, got {type(G).__name__}")
-    if isinstance(root, Value):
-        root = root.node_id
+    if isinstance(root, store.Handle):
+        root = root.node_id  # type: ignore[attr-defined]
     if root is None:
         root = G.graph.get("root")
         if root is None:
@@ -151,14 +195,15 @@ def backward(G: nx.DiGraph, root: Any = None, grad: float = 1.0) -> nx.DiGraph:
         raise ValueError(f"backward: root {root!r} is not a node of G")
     if G is store.GRAPH:
         with store.graph_lock():
-            _propagate(G, root, seed, _topological_order(G, root))
+            _write(G, _gradients(G, root, seed, _topological_order(G, root), True))
         return G
     try:
         order = _topological_order(G, root)
     except nx.NetworkXUnfeasible as exc:
         raise ValueError("backward: G has a cycle, so it is not a computation graph") from exc
-    _check_edges(G, order)  # before anything is written
-    _propagate(G, root, seed, order)
+    _check_edges(G, order)
+    acc = _gradients(G, root, seed, order, False)  # every failure happens before the write
+    _write(G, acc)
     return G
 
 
@@ -167,4 +212,4 @@ def backward_value(v: Any, grad: float = 1.0) -> None:
     seed = _seed(grad)
     G = store.GRAPH
     with store.graph_lock():
-        _propagate(G, v._id, seed, _topological_order(G, v._id))
+        _write(G, _gradients(G, v._id, seed, _topological_order(G, v._id), True))

@@ -8,11 +8,11 @@ edge per distinct operand carrying ``local_grad``.
 
 from __future__ import annotations
 
-import contextlib
-import numbers
 from typing import Any
 
 from . import store
+from ._real import as_float as _as_float
+from .backward import backward_value
 from .rules import RULES
 
 __all__ = ["ROLES", "Value"]
@@ -21,15 +21,10 @@ __all__ = ["ROLES", "Value"]
 ROLES = ("leaf", "parameter", "constant")
 
 _NODE = store.NODE
-_SUCC = store.SUCC
 _PRED = store.PRED
-_LOCK = store.LOCK
-_acquire = _LOCK.acquire
-_unlock = _LOCK.release
-_pending = store._pending
-_flush = store.flush
-_release = store.release
-_HANDLES = store.HANDLES
+_Ref = store.Ref
+_dead_append = store._dead_append
+_add_node = store.add_node
 _new_id = store.new_id
 _mode = store._mode
 
@@ -65,22 +60,6 @@ def _edge_attrs(local_grad: float) -> dict[str, float]:
     return o.__dict__  # outlives o: an ordinary dict from here on
 
 
-def _as_float(x: object) -> float | None:
-    """``x`` as a Python float, or None when ``x`` is not a real number."""
-    t = type(x)
-    if t is float:
-        return x  # type: ignore[return-value]
-    if t is int or t is bool:
-        return float(x)  # type: ignore[arg-type]
-    if isinstance(x, (str, bytes, Value)):
-        return None
-    if isinstance(x, numbers.Complex) and not isinstance(x, numbers.Real):
-        return None
-    if getattr(t, "__float__", None) is None:
-        return None
-    return float(x)  # type: ignore[arg-type]
-
-
 def _describe(x: object) -> str:
     if isinstance(x, Value):
         a = x._attrs
@@ -97,26 +76,22 @@ def _domain_error(exc: Exception, op: str, *operands: object) -> Exception:
 
 
 def _handle(n: int, attrs: dict[str, Any]) -> Value:
+    """A new, not yet registered Value object on node ``n``."""
     v = _new(Value)
     v._id = n
     v._attrs = attrs
     return v
 
 
-def _leaf(data: float, label: str, role: str) -> Value:
+def _leaf(data: float, label: str, role: str, grad: float = 0.0) -> Value:
     n = _new_id()
-    attrs = {"data": data, "grad": 0.0, "op": "", "label": label, "role": role}
-    v = _handle(n, attrs)
-    _acquire()
-    try:
-        if _pending:
-            _flush()
-        _NODE[n] = attrs
-        _SUCC[n] = {}
-        _PRED[n] = {}
-        _HANDLES[n] = 1
-    finally:
-        _unlock()
+    attrs = {"data": data, "grad": grad, "op": "", "label": label, "role": role}
+    v = _new(Value)
+    v._id = n
+    v._attrs = attrs
+    r = _Ref(v, _dead_append)
+    r.n = n
+    _add_node(n, attrs, r)
     return v
 
 
@@ -130,26 +105,18 @@ def _unary(op: str, fn: Any, x: Value) -> Value:
         return _leaf(out, "", "leaf")
     n = _new_id()
     attrs = {"data": out, "grad": 0.0, "op": op, "label": "", "role": "intermediate"}
-    v = _handle(n, attrs)
-    i = x._id
-    e = _shared_edge(dx) or _edge_attrs(dx)
-    _acquire()
-    try:
-        if _pending:
-            _flush()
-        _NODE[n] = attrs
-        _SUCC[n] = {}
-        _PRED[n] = {i: e}
-        _SUCC[i][n] = e
-        _HANDLES[n] = 1
-    finally:
-        _unlock()
+    v = _new(Value)
+    v._id = n
+    v._attrs = attrs
+    r = _Ref(v, _dead_append)
+    r.n = n
+    _add_node(n, attrs, r, x._id, _shared_edge(dx) or _edge_attrs(dx))
     return v
 
 
-def _constant(data: float) -> tuple[int, dict[str, Any]]:
-    """Id and attributes of a constant leaf for a number operand (recorded with its result)."""
-    return _new_id(), {"data": data, "grad": 0.0, "op": "", "label": "", "role": "constant"}
+def _constant(data: float) -> dict[str, Any]:
+    """Attributes of a constant leaf for a number operand (recorded with its result)."""
+    return {"data": data, "grad": 0.0, "op": "", "label": "", "role": "constant"}
 
 
 def _binary(op: str, fn: Any, x: Any, y: Any) -> Any:
@@ -173,46 +140,42 @@ def _binary(op: str, fn: Any, x: Any, y: Any) -> Any:
     if not _mode.enabled:
         return _leaf(out, "", "leaf")
     # a number operand becomes a constant leaf, created before the result so ids stay topological
-    cx = None if isinstance(x, Value) else _constant(xv)
-    cy = None if isinstance(y, Value) else _constant(yv)
-    i = x._id if cx is None else cx[0]
-    j = y._id if cy is None else cy[0]
+    if isinstance(x, Value):
+        i = x._id
+        cx = None
+    else:
+        i = _new_id()
+        cx = _constant(xv)
+    if isinstance(y, Value):
+        j = y._id
+        cy = None
+    else:
+        j = _new_id()
+        cy = _constant(yv)
     n = _new_id()
     attrs = {"data": out, "grad": 0.0, "op": op, "label": "", "role": "intermediate"}
-    v = _handle(n, attrs)
+    v = _new(Value)
+    v._id = n
+    v._attrs = attrs
+    r = _Ref(v, _dead_append)
+    r.n = n
     if i == j:
         dx += dy
-        ex = _shared_edge(dx) or _edge_attrs(dx)
-        preds = {i: ex}
+        _add_node(n, attrs, r, i, _shared_edge(dx) or _edge_attrs(dx))
     else:
-        ex = _shared_edge(dx) or _edge_attrs(dx)
-        ey = _shared_edge(dy) or _edge_attrs(dy)
-        preds = {i: ex, j: ey}
-    _acquire()
-    try:
-        if _pending:
-            _flush()
-        if cx is not None:
-            _NODE[i] = cx[1]
-            _SUCC[i] = {}
-            _PRED[i] = {}
-        if cy is not None:
-            _NODE[j] = cy[1]
-            _SUCC[j] = {}
-            _PRED[j] = {}
-        _NODE[n] = attrs
-        _SUCC[n] = {}
-        _PRED[n] = preds
-        _SUCC[i][n] = ex
-        if i != j:
-            _SUCC[j][n] = ey
-        _HANDLES[n] = 1
-    finally:
-        _unlock()
+        _add_node(n, attrs, r, i, _shared_edge(dx) or _edge_attrs(dx), j, _shared_edge(dy) or _edge_attrs(dy), cx, cy)
     return v
 
 
-class Value:
+def _restore(data: Any, grad: Any, label: Any, role: Any) -> Value:
+    """A detached leaf with these attributes: what unpickling and ``copy.deepcopy`` give."""
+    d, g = _as_float(data), _as_float(grad)
+    if d is None or g is None or not isinstance(label, str) or role not in (*ROLES, "intermediate"):
+        raise TypeError(f"cannot restore a Value from data={data!r}, grad={grad!r}, label={label!r}, role={role!r}")
+    return _leaf(d, label, role, g)
+
+
+class Value(store.Handle):
     """A scalar recorded as one node of the live NetworkX graph store.
 
     Parameters
@@ -242,7 +205,7 @@ class Value:
     (4.0, -3.0, 2.0)
     """
 
-    __slots__ = ("_attrs", "_id")
+    __slots__ = ("__weakref__", "_attrs", "_id")
     # numpy scalars defer to our reflected operators instead of building object arrays
     __array_ufunc__ = None
 
@@ -262,24 +225,27 @@ class Value:
         attrs = {"data": x, "grad": 0.0, "op": "", "label": label, "role": role}
         self._id = n
         self._attrs = attrs
-        _acquire()
-        try:
-            if _pending:
-                _flush()
-            _NODE[n] = attrs
-            _SUCC[n] = {}
-            _PRED[n] = {}
-            _HANDLES[n] = 1
-        finally:
-            _unlock()
+        r = _Ref(self, _dead_append)
+        r.n = n
+        _add_node(n, attrs, r)
 
-    def __del__(self) -> None:
-        try:
-            n = self._id
-        except AttributeError:  # __init__ raised before recording anything
-            return
-        with contextlib.suppress(Exception):  # at interpreter shutdown the store may already be gone
-            _release(n)
+    # -- copies and pickles -------------------------------------------------------------------
+    def __copy__(self) -> Value:
+        """Another handle on the same node (it keeps the node alive like the original does)."""
+        n = self._id
+        v = _handle(n, self._attrs)
+        store.add_handle(n, store.new_ref(v, n))
+        return v
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Value:
+        """A detached leaf with the same ``data``, ``grad``, ``label`` and ``role`` (no history)."""
+        a = self._attrs
+        return _restore(a["data"], a["grad"], a["label"], a["role"])
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickles as its attributes, never its node id: unpickling makes a detached leaf."""
+        a = self._attrs
+        return _restore, (a["data"], a["grad"], a["label"], a["role"])
 
     # -- node attributes -------------------------------------------------------------------
     @property
@@ -340,10 +306,13 @@ class Value:
         that built an expression may long be gone while their nodes live on in the graph.
         """
         with store.graph_lock():
-            ids = list(_PRED[self._id])
-            for p in ids:
-                _HANDLES[p] = _HANDLES.get(p, 0) + 1
-        return tuple(_handle(p, _NODE[p]) for p in ids)
+            nodes = [(p, _NODE[p]) for p in _PRED[self._id]]
+        out = []
+        for p, attrs in nodes:  # self keeps these nodes alive meanwhile
+            v = _handle(p, attrs)
+            store.add_handle(p, store.new_ref(v, p))
+            out.append(v)
+        return tuple(out)
 
     def __repr__(self) -> str:
         a = self._attrs
@@ -426,8 +395,6 @@ class Value:
         >>> x.grad
         6.0
         """
-        from .backward import backward_value
-
         backward_value(self, grad)
 
 

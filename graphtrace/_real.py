@@ -1,0 +1,36 @@
+"""Coercing user numbers to Python floats, shared by the Value operators and the backward pass."""
+
+from __future__ import annotations
+
+import numbers
+
+from .store import Handle
+
+__all__ = ["as_float"]
+
+
+def as_float(x: object) -> float | None:
+    """``x`` as a Python float, or None when ``x`` is not a real number.
+
+    Accepts int, float, and any real number with ``__float__`` (numpy scalars of every width);
+    rejects bool-like strings, bytes, complex numbers and Values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from graphtrace._real import as_float
+    >>> as_float(3), as_float(np.float32(0.5)), as_float("1"), as_float(1j)
+    (3.0, 0.5, None, None)
+    """
+    t = type(x)
+    if t is float:
+        return x  # type: ignore[return-value]
+    if t is int or t is bool:
+        return float(x)  # type: ignore[arg-type]
+    if isinstance(x, (str, bytes, Handle)):
+        return None
+    if isinstance(x, numbers.Complex) and not isinstance(x, numbers.Real):
+        return None
+    if getattr(t, "__float__", None) is None:
+        return None
+    return float(x)  # type: ignore[arg-type]
