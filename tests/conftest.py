@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -34,3 +34,14 @@ def seed_root() -> Value:
     L.label = "L"
     L.backward()
     return L
+
+
+@pytest.fixture
+def no_cyclic_gc() -> Iterator[None]:
+    """The test runs with the cyclic garbage collector off: only reference counting frees."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()

@@ -147,3 +147,79 @@ def test_no_grad_is_per_thread_and_nests() -> None:
         t.start()
         t.join()
     assert seen == ["*"]
+
+
+def _frozen(G: nx.DiGraph) -> str:
+    return repr((sorted(G.nodes(data=True), key=repr), sorted(G.edges(data=True), key=repr)))
+
+
+def test_gt_backward_is_atomic_when_a_grad_or_local_grad_is_bad() -> None:
+    a = Value(2.0, label="a")
+    L = (a * 3 + 1) * 2
+    G = gt.to_networkx(L)
+    leaf = a.node_id
+    G.nodes[leaf]["grad"] = "zero"  # a leaf's grad to accumulate into is not a number
+    before = _frozen(G)
+    with pytest.raises(ValueError, match=rf"node {leaf}.*'zero'"):
+        gt.backward(G)
+    assert _frozen(G) == before
+    G.nodes[leaf]["grad"] = 0.0
+    u, v = next(iter(G.in_edges(G.graph["root"])))
+    G.edges[u, v]["local_grad"] = 10**400  # no float can hold it
+    before = _frozen(G)
+    with pytest.raises(ValueError, match="no float can hold"):
+        gt.backward(G)
+    assert _frozen(G) == before
+
+
+def test_numpy_local_grads_of_any_width_are_accepted_as_floats() -> None:
+    np = pytest.importorskip("numpy")
+    G = nx.DiGraph()
+    G.add_edge("x", "y", local_grad=np.float32(0.1))
+    G.add_edge("y", "z", local_grad=np.float64(3.0))
+    G.add_edge("w", "z", local_grad=np.int64(2))
+    gt.backward(G, "z")
+    assert G.nodes["x"]["grad"] == float(np.float32(0.1)) * 3.0
+    assert type(G.nodes["x"]["grad"]) is float and G.nodes["w"]["grad"] == 2.0
+
+
+def _sorted_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Sizes of the graphs backward hands to networkx.topological_sort, recorded as it runs."""
+    sizes: list[int] = []
+    real = nx.topological_sort
+
+    def recording(G: nx.DiGraph) -> object:
+        sizes.append(len(G._node))
+        return real(G)
+
+    monkeypatch.setattr(nx, "topological_sort", recording)
+    return sizes
+
+
+def test_backward_sorts_only_the_roots_ancestors_beside_a_big_unrelated_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    big = Value(1.0)
+    for _ in range(50_000):
+        big = big * 1.0
+    sizes = _sorted_sizes(monkeypatch)
+    a, b = Value(2.0), Value(3.0)
+    y = a * b + 1  # a, b, a*b, 1, + : 5 nodes
+    y.backward()
+    assert (a.grad, b.grad) == (3.0, 2.0)
+    G = gt.to_networkx(big)
+    H = nx.union(G, gt.to_networkx(y))
+    gt.backward(H, y.node_id)
+    assert sizes == [5, 5]
+    del big
+
+
+def test_a_loop_that_keeps_every_loss_sorts_one_step_each_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = gt.nn.MLP(2, [3, 1])
+    sizes = _sorted_sizes(monkeypatch)
+    history = []
+    for k in range(5):
+        loss = (model([0.5, -0.25 * k]) - 1.0) ** 2
+        model.zero_grad()
+        loss.backward()
+        history.append(loss)  # keeps every step's graph alive in the store
+    assert len(set(sizes)) == 1, sizes
+    assert store.live_count() >= 5 * (sizes[0] - len(model.parameters()))  # all five steps are alive

@@ -6,10 +6,8 @@ import gc
 import random
 import threading
 import tracemalloc
-from collections.abc import Iterator
 
 import networkx as nx
-import pytest
 
 import graphtrace as gt
 from graphtrace import Value, store
@@ -34,16 +32,6 @@ def test_a_node_lives_while_a_live_value_depends_on_it(no_cyclic_gc: None) -> No
     assert len(store.GRAPH) == base + 1  # only x
     del x
     assert len(store.GRAPH) == base
-
-
-@pytest.fixture
-def no_cyclic_gc() -> Iterator[None]:
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def test_networkx_internals_have_the_shape_store_py_relies_on() -> None:
