@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -43,6 +44,7 @@ FORMATS = (".json", ".graphml", ".parquet")
 NODE_KEYS = ("data", "grad", "op", "label", "role")
 _FLOAT_KEYS = ("data", "grad")
 _STR_KEYS = ("op", "label", "role")
+_FLOAT_INT_MAX = int(sys.float_info.max)
 
 
 def _suffix(path: Path, verb: str) -> str:
@@ -54,6 +56,8 @@ def _suffix(path: Path, verb: str) -> str:
 
 def _check_trace(G: nx.DiGraph, source: str) -> nx.DiGraph:
     """ValueError naming ``source`` unless G is an acyclic graphtrace trace with int ids."""
+    if not isinstance(G, nx.DiGraph) or G.is_multigraph():
+        raise ValueError(f"{source}: not a graphtrace trace (needs a directed simple graph, got {type(G).__name__})")
     for n, attrs in G.nodes(data=True):
         if isinstance(n, bool) or not isinstance(n, int):
             raise ValueError(f"{source}: node id {n!r} is not an int")
@@ -63,6 +67,8 @@ def _check_trace(G: nx.DiGraph, source: str) -> nx.DiGraph:
         for k in _FLOAT_KEYS:
             if isinstance(attrs[k], bool) or not isinstance(attrs[k], (int, float)):
                 raise ValueError(f"{source}: node {n} has a non-numeric {k!r}: {attrs[k]!r}")
+            if isinstance(attrs[k], int) and abs(attrs[k]) > _FLOAT_INT_MAX:
+                raise ValueError(f"{source}: node {n} has a {k!r} no float can hold")
         for k in _STR_KEYS:
             if not isinstance(attrs[k], str):
                 raise ValueError(f"{source}: node {n} has a non-string {k!r}: {attrs[k]!r}")
@@ -70,10 +76,12 @@ def _check_trace(G: nx.DiGraph, source: str) -> nx.DiGraph:
         lg = e.get("local_grad")
         if isinstance(lg, bool) or not isinstance(lg, (int, float)):
             raise ValueError(f"{source}: edge ({u}, {v}) lacks a numeric 'local_grad'")
+        if isinstance(lg, int) and abs(lg) > _FLOAT_INT_MAX:
+            raise ValueError(f"{source}: edge ({u}, {v}) has a 'local_grad' no float can hold")
     if not nx.is_directed_acyclic_graph(G):
         raise ValueError(f"{source}: the graph has a cycle, so it is not a computation trace")
     root = G.graph.get("root")
-    if root is not None and root not in G:
+    if root is not None and (isinstance(root, bool) or not isinstance(root, int) or root not in G):
         raise ValueError(f"{source}: root {root!r} is not a node")
     return G
 
@@ -90,14 +98,38 @@ def _read_json(path: Path) -> nx.DiGraph:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not valid JSON (nested too deeply)") from None
+    except ValueError as exc:  # e.g. an integer of more digits than int() accepts
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(doc, dict) or doc.get("graphtrace") != 1 or "nodes" not in doc or "edges" not in doc:
         raise ValueError(f"{path}: not a graphtrace trace (no 'graphtrace': 1 node-link document)")
-    try:
-        G = nx.node_link_graph(doc, directed=True, multigraph=False, edges="edges")
-    except (KeyError, TypeError, nx.NetworkXError) as exc:
-        raise ValueError(f"{path}: malformed node-link data ({exc!r})") from None
+    if doc.get("directed", True) is not True or doc.get("multigraph", False) is not False:
+        raise ValueError(f"{path}: not a graphtrace trace (needs 'directed': true and 'multigraph': false)")
+    if not isinstance(doc.get("graph", {}), dict):
+        raise ValueError(f"{path}: 'graph' must be an object, got {type(doc['graph']).__name__}")
+    nodes, edges = doc["nodes"], doc["edges"]
+    if not isinstance(nodes, list) or not all(isinstance(d, dict) and "id" in d for d in nodes):
+        raise ValueError(f"{path}: 'nodes' must be a list of objects with an 'id'")
+    if not isinstance(edges, list) or not all(isinstance(d, dict) and "source" in d and "target" in d for d in edges):
+        raise ValueError(f"{path}: 'edges' must be a list of objects with a 'source' and a 'target'")
+    _no_duplicates(path, "node id", [d["id"] for d in nodes])
+    _no_duplicates(path, "edge", [(d["source"], d["target"]) for d in edges])
+    G = nx.node_link_graph(doc, directed=True, multigraph=False, edges="edges")
     G.graph.pop("graphtrace", None)
     return G
+
+
+def _no_duplicates(path: Path, what: str, keys: list[Any]) -> None:
+    """ValueError naming the file and the first key that occurs twice (or an unhashable key)."""
+    seen: set[Any] = set()
+    for k in keys:
+        try:
+            if k in seen:
+                raise ValueError(f"{path}: duplicate {what} {k!r}")
+            seen.add(k)
+        except TypeError:
+            raise ValueError(f"{path}: {what} {k!r} is not a valid id") from None
 
 
 # --- GraphML ------------------------------------------------------------------------------------
@@ -205,16 +237,30 @@ def _read_parquet(path: Path) -> nx.DiGraph:
     if missing:
         raise ValueError(f"{path}: missing columns {', '.join(missing)}")
     cols = {name: table.column(name).to_pylist() for name in _PARQUET_SCHEMA.names}
-    G = nx.DiGraph()
+    node_rows, edge_rows = [], []
     for i, kind in enumerate(cols["kind"]):
         if kind == "node":
-            G.add_node(cols["node_id"][i], **{k: cols[k][i] for k in NODE_KEYS})
+            node_rows.append(i)
         elif kind == "edge":
-            G.add_edge(cols["source"][i], cols["target"][i], local_grad=cols["local_grad"][i])
+            edge_rows.append(i)
         else:
             raise ValueError(f"{path}: row {i} has kind {kind!r} (expected 'node' or 'edge')")
+    for i in node_rows:
+        if cols["node_id"][i] is None:
+            raise ValueError(f"{path}: node row {i} has a null node_id")
+    for i in edge_rows:
+        if cols["source"][i] is None or cols["target"][i] is None:
+            raise ValueError(f"{path}: edge row {i} has a null source or target")
+    _no_duplicates(path, "node id", [cols["node_id"][i] for i in node_rows])
+    _no_duplicates(path, "edge", [(cols["source"][i], cols["target"][i]) for i in edge_rows])
+    G = nx.DiGraph()
+    G.add_nodes_from((cols["node_id"][i], {k: cols[k][i] for k in NODE_KEYS}) for i in node_rows)
+    G.add_edges_from((cols["source"][i], cols["target"][i], {"local_grad": cols["local_grad"][i]}) for i in edge_rows)
     if b"graphtrace.root" in meta:
-        G.graph["root"] = int(meta[b"graphtrace.root"])
+        try:
+            G.graph["root"] = int(meta[b"graphtrace.root"])
+        except ValueError:
+            raise ValueError(f"{path}: root metadata {meta[b'graphtrace.root']!r} is not an int") from None
     return G
 
 
@@ -287,9 +333,21 @@ def load(path: str | Path) -> nx.DiGraph:
     suffix = _suffix(source, "load")
     if not source.is_file():
         raise FileNotFoundError(f"load: no such file {str(source)!r}")
-    G = _READERS[suffix](source)
+    try:
+        G = _check_trace(_READERS[suffix](source), str(source))
+    except ValueError as exc:
+        if str(exc).startswith(f"{source}: "):
+            raise
+        raise ValueError(f"{source}: not a graphtrace trace ({exc})") from None
+    except Exception as exc:  # whatever a damaged file makes a parser raise, the user sees one kind
+        raise ValueError(f"{source}: not a readable graphtrace trace ({type(exc).__name__}: {exc})") from None
+    if not isinstance(G, nx.DiGraph) or G.is_multigraph():
+        raise ValueError(f"{source}: not a graphtrace trace (needs a directed simple graph)")
     for _, a in G.nodes(data=True):
         for k in _FLOAT_KEYS:
-            if isinstance(a.get(k), int) and not isinstance(a.get(k), bool):
+            if isinstance(a[k], int):
                 a[k] = float(a[k])
-    return _check_trace(G, str(source))
+    for _, _, e in G.edges(data=True):
+        if isinstance(e["local_grad"], int):
+            e["local_grad"] = float(e["local_grad"])
+    return G
