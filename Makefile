@@ -32,6 +32,7 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_w1.py
+	$(BIN)/python benchmarks/bench_backward.py
 	$(BIN)/python benchmarks/bench_export.py
 
 clean:

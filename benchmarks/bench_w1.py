@@ -160,6 +160,7 @@ def memory_over_steps(steps: int, batch: int = 10) -> list[tuple[int, float]]:
             p.data -= 0.01 * p.grad
         del total_loss
         if k + 1 in marks:
+            store.live_count()  # apply the queued frees of the step just dropped
             out.append((k + 1, tracemalloc.get_traced_memory()[0] / 1e6))
     tracemalloc.stop()
     return out

@@ -45,33 +45,61 @@ def _ancestors(pred: Any, root: Hashable) -> set[Hashable]:
 _NO_ATTRS: dict[str, Any] = {}
 
 
-def _induced(G: nx.DiGraph, anc: set[Hashable]) -> nx.DiGraph:
-    """A DiGraph of the nodes ``anc`` (closed under predecessors) and the edges among them.
-
-    Built from G's adjacency dicts directly, sharing the inner dicts where nothing is filtered out:
-    O(len(anc) + their edges), whatever the size of G. Its node attribute dicts are one shared
-    empty dict: it exists to be sorted, not read.
-    """
-    succ, pred = G._succ, G._pred
-    keep = anc.issuperset
+def _graph_of(node: dict[Hashable, Any], succ: dict[Hashable, Any], pred: dict[Hashable, Any]) -> nx.DiGraph:
+    """A DiGraph over the given adjacency dicts (made to be sorted, not read)."""
     H = nx.DiGraph()
-    H._node = dict.fromkeys(anc, _NO_ATTRS)
-    H._succ = H._adj = {u: s if keep(s) else {v: e for v, e in s.items() if v in anc} for u in anc for s in (succ[u],)}
-    H._pred = {u: pred[u] for u in anc}  # every predecessor of an ancestor is an ancestor
+    H._node = node
+    H._succ = H._adj = succ
+    H._pred = pred
     return H
 
 
-def _topological_order(G: nx.DiGraph, root: Hashable) -> list[Hashable]:
-    """Root and ancestors in a ``networkx.topological_sort`` order, at a cost of O(the ancestors)."""
+def _induced(G: nx.DiGraph, anc: set[Hashable]) -> nx.DiGraph:
+    """The subgraph of G induced by ``anc`` (closed under predecessors), children in G's order.
+
+    Built from G's adjacency dicts directly, sharing the inner dicts where nothing is filtered out.
+    Its node attribute dicts are one shared empty dict.
+    """
+    succ, pred = G._succ, G._pred
+    keep = anc.issuperset
+    return _graph_of(
+        dict.fromkeys(anc, _NO_ATTRS),
+        {u: s if keep(s) else {v: e for v, e in s.items() if v in anc} for u in anc for s in (succ[u],)},
+        {u: pred[u] for u in anc},  # every predecessor of an ancestor is an ancestor
+    )
+
+
+def _induced_live(anc: set[Hashable]) -> nx.DiGraph:
+    """The same for the live store, built from the predecessor side only: O(the ancestors' edges),
+    however many other children their nodes have (a parameter used by every kept step's graph).
+
+    Store ids grow with creation, so visiting ``anc`` in id order lists each node's children in
+    creation order, the order of its successor dict in the store.
+    """
+    pred = store.PRED
+    hsucc: dict[Hashable, dict[Hashable, Any]] = {u: {} for u in anc}
+    for v in sorted(anc):  # type: ignore[type-var]
+        for u, e in pred[v].items():  # type: ignore[index]
+            hsucc[u][v] = e
+    return _graph_of(dict.fromkeys(anc, _NO_ATTRS), hsucc, {u: pred[u] for u in anc})  # type: ignore[index]
+
+
+def _sorted_graph(G: nx.DiGraph, root: Hashable) -> tuple[list[Hashable], dict[Hashable, Any]]:
+    """A ``networkx.topological_sort`` order of root and ancestors, and the successor dicts to pull
+    gradients through (children among the ancestors only), at a cost of O(the ancestors)."""
+    live = G is store.GRAPH
     # A training step's store is the root's ancestors and nothing else: sort it as it is.
-    if G is store.GRAPH and store.only_sink(root):  # type: ignore[arg-type]
-        return list(nx.topological_sort(G))
+    if live and store.only_sink(root):  # type: ignore[arg-type]
+        return list(nx.topological_sort(G)), G._succ
     anc = _ancestors(G._pred, root)
     if len(anc) == len(G._node):
-        return list(nx.topological_sort(G))
-    H = _induced(G, anc)
+        return list(nx.topological_sort(G)), G._succ
+    # Share the store's successor dicts when no ancestor has children elsewhere (threads with their own
+    # graphs); build them from the predecessor side when some do (a loop that keeps every step's loss).
+    shared = not live or all(map(anc.issuperset, map(G._succ.__getitem__, anc)))
+    H = _induced(G, anc) if shared else _induced_live(anc)
     try:
-        return list(nx.topological_sort(H))
+        return list(nx.topological_sort(H)), H._succ
     finally:
         H.__dict__.clear()  # drop the views networkx caches on H (they refer back to H: a cycle)
 
@@ -90,17 +118,20 @@ def _check_edges(G: nx.DiGraph, order: list[Hashable]) -> None:
                 raise ValueError(f"backward: edge {(u, v)} has a 'local_grad' no float can hold: {lg!r}") from None
 
 
-def _gradients(G: nx.DiGraph, root: Hashable, seed: float, order: list[Hashable], exact: bool) -> dict[Hashable, float]:
+def _gradients(
+    G: nx.DiGraph, root: Hashable, seed: float, sorted_graph: tuple[list[Hashable], dict[Hashable, Any]], exact: bool
+) -> dict[Hashable, float]:
     """New ``grad`` of the root and each ancestor: d(root)/d(node), leaves accumulating.
 
-    Each node pulls ``sum(local_grad(u, v) * grad(v))`` over its children ``v`` in the order of its
-    successor dict (creation order), so the result is bit-for-bit the same whatever else is in the
-    graph and whichever valid topological order networkx returns. Nodes outside ``order`` and
+    Each node pulls ``sum(local_grad(u, v) * grad(v))`` over its children ``v`` among the ancestors,
+    in the order of its successor dict in G (creation order), so the result is bit-for-bit the same
+    whatever else is in the graph and whichever valid topological order networkx returns. Nodes outside ``order`` and
     non-ancestors in it get no entry. ``exact`` says every ``local_grad`` and ``grad`` is already a
     Python float (the live store); otherwise each is converted with ``float()`` first. Nothing is
     written here.
     """
-    succ, pred, node = G._succ, G._pred, G._node
+    order, succ = sorted_graph
+    pred, node = G._pred, G._node
     acc: dict[Hashable, float] = {root: seed}
     get = acc.get
     for u in reversed(order):
@@ -195,14 +226,14 @@ def backward(G: nx.DiGraph, root: Any = None, grad: float = 1.0) -> nx.DiGraph:
         raise ValueError(f"backward: root {root!r} is not a node of G")
     if G is store.GRAPH:
         with store.graph_lock():
-            _write(G, _gradients(G, root, seed, _topological_order(G, root), True))
+            _write(G, _gradients(G, root, seed, _sorted_graph(G, root), True))
         return G
     try:
-        order = _topological_order(G, root)
+        sorted_graph = _sorted_graph(G, root)
     except nx.NetworkXUnfeasible as exc:
         raise ValueError("backward: G has a cycle, so it is not a computation graph") from exc
-    _check_edges(G, order)
-    acc = _gradients(G, root, seed, order, False)  # every failure happens before the write
+    _check_edges(G, sorted_graph[0])
+    acc = _gradients(G, root, seed, sorted_graph, False)  # every failure happens before the write
     _write(G, acc)
     return G
 
@@ -212,4 +243,4 @@ def backward_value(v: Any, grad: float = 1.0) -> None:
     seed = _seed(grad)
     G = store.GRAPH
     with store.graph_lock():
-        _write(G, _gradients(G, v._id, seed, _topological_order(G, v._id), True))
+        _write(G, _gradients(G, v._id, seed, _sorted_graph(G, v._id), True))

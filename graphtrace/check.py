@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .store import no_grad
+from .store import enable_grad, no_grad
 from .value import Value
 
 __all__ = ["GradcheckError", "gradcheck", "numerical_grad"]
@@ -90,7 +90,8 @@ def gradcheck(
 ) -> bool:
     """Compare backward's gradients of ``f(*inputs)`` with central differences.
 
-    Input grads are zeroed first and left holding the analytic gradients.
+    Input grads are zeroed first and left holding the analytic gradients. The analytic pass records
+    its graph even when called inside :func:`graphtrace.no_grad`.
 
     Returns
     -------
@@ -113,7 +114,8 @@ def gradcheck(
     numeric = numerical_grad(f, items, eps)
     for x in items:
         x.grad = 0.0
-    out = f(*items)
+    with enable_grad():
+        out = f(*items)
     if not isinstance(out, Value):
         raise TypeError(f"gradcheck: f must return a Value, got {type(out).__name__}")
     out.backward()

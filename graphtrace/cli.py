@@ -121,6 +121,25 @@ def _positive(text: str) -> int:
     return n
 
 
+def _seed(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seed takes an integer, got {text!r}") from None
+    if not 0 <= n < 2**32:
+        raise argparse.ArgumentTypeError(f"--seed must be in [0, 2**32 - 1] (numpy's range), got {text!r}")
+    return n
+
+
+def _stem(path: Path) -> Path:
+    """``path`` without its format suffix only: ``run.v1.json`` -> ``run.v1``."""
+    return path.with_name(path.name[: -len(path.suffix)] if path.suffix else path.name)
+
+
+def _with_ending(stem: Path, ending: str) -> Path:
+    return stem.with_name(stem.name + ending)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import matplotlib
 
@@ -177,11 +196,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     last = history[-1]
     first_full = next((r.step for r in history if r.accuracy == 1.0), None)
-    console = _console()
-    console.print(
-        f"step {last.step}: loss {last.loss!r}, accuracy {last.accuracy:.0%}; "
+    reached = (
         f"100% accuracy first reached at step {first_full}"
+        if first_full is not None
+        else f"100% accuracy not reached in {len(history)} steps"
     )
+    console = _console()
+    console.print(f"step {last.step}: loss {last.loss!r}, accuracy {last.accuracy:.0%}; {reached}")
     for p in written:
         console.print(f"wrote {p}")
     return 0
@@ -198,16 +219,18 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise CLIError(f"no such file: {src}") from None
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    stem = Path(args.out) if args.out else src.with_suffix("")
+    stem = Path(args.out) if args.out else _stem(src)
+    endings = {"html": [".html"], "dot": [".dot"], "csv": [".nodes.csv", ".edges.csv"]}[args.to]
+    targets = [_with_ending(stem, e) for e in endings]
+    for t in targets:
+        if t.resolve() == src.resolve():
+            raise CLIError(f"the output {t} would overwrite the input; choose another --out")
     if args.to == "html":
-        written = [to_html(G, stem.with_suffix(".html"))]
+        written = [to_html(G, targets[0])]
     elif args.to == "dot":
-        written = [atomic_write(stem.with_suffix(".dot"), lambda fh: fh.write(to_dot(G)))]
+        written = [atomic_write(targets[0], lambda fh: fh.write(to_dot(G)))]
     else:
-        written = [
-            _write_csv(nodes_frame(G), stem.with_name(stem.name + ".nodes.csv")),
-            _write_csv(edges_frame(G), stem.with_name(stem.name + ".edges.csv")),
-        ]
+        written = [_write_csv(nodes_frame(G), targets[0]), _write_csv(edges_frame(G), targets[1])]
     for p in written:
         print(f"wrote {p}")
     return 0
@@ -225,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="micrograd's moons demo with a progress bar, history, plots and a sample's graph")
     t.add_argument("--steps", type=_positive, default=100, help="training steps (default 100)")
     t.add_argument("--samples", type=_positive, default=100, help="make_moons samples (default 100)")
-    t.add_argument("--seed", type=int, default=1337, help="seed for numpy and random (default 1337)")
+    t.add_argument("--seed", type=_seed, default=1337, help="seed for numpy and random, 0..2**32-1 (default 1337)")
     t.add_argument("--hidden", type=_hidden, default=[16, 16], help="hidden layer sizes (default 16,16)")
     t.add_argument("--out", default="exports", help="output folder (default: exports/)")
     t.set_defaults(func=cmd_train)
@@ -233,7 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="convert a saved trace (.json, .graphml, .parquet)")
     e.add_argument("file", help="a trace written by graphtrace.save")
     e.add_argument("--to", choices=["html", "dot", "csv"], required=True, help="output format")
-    e.add_argument("--out", help="output path without suffix (default: next to FILE)")
+    e.add_argument(
+        "--out", help="output path without suffix (default: FILE without its suffix: run.v1.json -> run.v1.html)"
+    )
     e.set_defaults(func=cmd_export)
     return p
 

@@ -86,7 +86,9 @@ class Neuron(Module):
         self.w = [Value(random.uniform(-1, 1), role="parameter") for _ in range(nin)]
         self.b = Value(0, role="parameter")
 
-    def __call__(self, x: Sequence[Any]) -> Value:
+    def __call__(self, x: Sequence[Any] | Value) -> Value:
+        if isinstance(x, Value):  # the output of a width-1 layer
+            x = [x]
         if len(x) != len(self.w):
             raise ValueError(f"Neuron expects {len(self.w)} inputs, got {len(x)}")
         act = sum((wi * xi for wi, xi in zip(self.w, x, strict=True)), self.b)
@@ -118,7 +120,7 @@ class Layer(Module):
         nout = _check_count("nout", nout)
         self.neurons = [Neuron(nin, **kwargs) for _ in range(nout)]
 
-    def __call__(self, x: Sequence[Any]) -> Any:
+    def __call__(self, x: Sequence[Any] | Value) -> Any:
         out = [n(x) for n in self.neurons]
         return out[0] if len(out) == 1 else out
 
@@ -155,7 +157,7 @@ class MLP(Module):
             for i in range(len(nouts))
         ]
 
-    def __call__(self, x: Sequence[Any]) -> Any:
+    def __call__(self, x: Sequence[Any] | Value) -> Any:
         for layer in self.layers:
             x = layer(x)
         return x

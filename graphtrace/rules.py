@@ -97,8 +97,10 @@ def _sigmoid_rule(x: float) -> tuple[float, float]:
 
 
 def _relu_rule(x: float) -> tuple[float, float]:
-    # gradient at exactly 0 is 0 (torch's convention)
+    # gradient at exactly 0 is 0, and NaN stays NaN with the gradient passed through (torch's conventions)
     if x > 0.0:
+        return x, 1.0
+    if x != x:
         return x, 1.0
     return 0.0, 0.0
 
@@ -137,7 +139,7 @@ RULES: dict[str, Rule] = {
         Rule("log", 1, _log_rule, "d(log x)/dx = 1/x"),
         Rule("tanh", 1, _tanh_rule, "d(tanh x)/dx = 1 - tanh(x)**2"),
         Rule("sigmoid", 1, _sigmoid_rule, "d(s(x))/dx = s(x)(1 - s(x))"),
-        Rule("relu", 1, _relu_rule, "d(relu x)/dx = 1 if x > 0 else 0"),
+        Rule("relu", 1, _relu_rule, "d(relu x)/dx = 1 if x > 0 else 0 (relu(nan) = nan, derivative 1)"),
     )
 }
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -53,6 +54,7 @@ __all__ = [
     "Ref",
     "add_handle",
     "add_node",
+    "enable_grad",
     "flush",
     "grad_enabled",
     "graph_lock",
@@ -120,6 +122,7 @@ _dead: list[Ref] = []
 #: Node ids that may have lost their last keeper; removed by :func:`flush` if nothing keeps them.
 _free: list[int] = []
 _dead_append = _dead.append
+_sleep = time.sleep
 #: Number of nodes without children. Only a hint for :func:`only_sink`: it is kept exact, but a
 #: wrong value would cost speed, never correctness.
 _sinks = 0
@@ -127,6 +130,18 @@ _sinks = 0
 _ids = itertools.count()
 #: ``next(new_id)`` hands out node ids: increasing ints, so id order is a topological order.
 new_id = _ids.__next__
+
+
+_locked = LOCK.locked
+
+
+def _wait() -> None:
+    """Wait for another thread's long locked section (a backward pass, a snapshot, a big free) to end,
+    polling with short sleeps instead of sleeping on the lock: a thread asleep on the lock is handed it
+    while it has no GIL, and every op of the other threads then waits for two context switches (a lock
+    convoy). If another thread takes the lock first, the ``with LOCK`` that follows simply blocks."""
+    while _locked():
+        _sleep(0.0002)
 
 
 def new_ref(v: object, n: int) -> Ref:
@@ -159,6 +174,8 @@ def add_node(
     contain no point where CPython could raise an asynchronous exception.
     """
     global _sinks
+    if _locked():
+        _wait()
     with LOCK:
         if _dead or _free:
             flush()
@@ -197,6 +214,8 @@ def add_node(
 
 def add_handle(n: int, ref: Ref) -> None:
     """Register one more live handle ``ref`` on the existing node ``n`` (a copy, ``operands``)."""
+    if _locked():
+        _wait()
     with LOCK:
         if _dead or _free:
             flush()
@@ -313,8 +332,32 @@ def no_grad() -> Iterator[None]:
 
 
 @contextmanager
+def enable_grad() -> Iterator[None]:
+    """Context manager: ops inside record again, even within :func:`no_grad` (like PyTorch's).
+
+    Examples
+    --------
+    >>> import graphtrace as gt
+    >>> from graphtrace.store import enable_grad
+    >>> w = gt.Value(3.0)
+    >>> with gt.no_grad(), enable_grad():
+    ...     y = w * 2.0
+    >>> y.op
+    '*'
+    """
+    previous = _mode.enabled
+    _mode.enabled = True
+    try:
+        yield
+    finally:
+        _mode.enabled = previous
+
+
+@contextmanager
 def graph_lock() -> Iterator[nx.DiGraph]:
     """Hold the store lock, with queued removals applied; yields the live graph."""
+    if _locked():
+        _wait()
     with LOCK:
         if _dead or _free:
             flush()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 import graphtrace as gt
@@ -47,3 +49,10 @@ def test_check_bad_input() -> None:
         gt.numerical_grad(lambda a: a, [a], eps=0.0)
     with pytest.raises(TypeError, match="return a Value"):
         gt.numerical_grad(lambda a: 1.0, [a])
+
+
+def test_gradcheck_inside_no_grad_still_checks_real_gradients() -> None:
+    a, b = gt.Value(2.0, label="a"), gt.Value(-3.0, label="b")
+    with gt.no_grad():
+        assert gt.gradcheck(lambda a, b: a * b + a.exp(), [a, b])
+    assert (a.grad, b.grad) == (-3.0 + math.exp(2.0), 2.0)

@@ -72,6 +72,12 @@ def test_export_converts_saved_traces(tmp_path: Path) -> None:
         ["train", "--steps", "zero"],
         ["train", "--hidden", "16,x"],
         ["train", "--steps", "-3"],
+        ["train", "--seed", "-1"],
+        ["train", "--seed", "4294967296"],
+        ["train", "--hidden", "0"],
+        ["export", "graphstr.json", "--to", "html"],
+        ["export", "multi.json", "--to", "csv"],
+        ["export", "nested.json", "--to", "dot"],
         ["export", "missing.json", "--to", "html"],
         ["export", "notes.txt", "--to", "html"],
         ["export", "broken.json", "--to", "dot"],
@@ -83,6 +89,9 @@ def test_export_converts_saved_traces(tmp_path: Path) -> None:
 def test_bad_arguments_give_one_line_and_status_2(tmp_path: Path, args: list[str]) -> None:
     (tmp_path / "notes.txt").write_text("hello")
     (tmp_path / "broken.json").write_text('{"graphtrace": 1, "nodes": [')
+    (tmp_path / "graphstr.json").write_text('{"graphtrace": 1, "graph": "str", "nodes": [], "edges": []}')
+    (tmp_path / "multi.json").write_text('{"graphtrace": 1, "multigraph": true, "nodes": [], "edges": []}')
+    (tmp_path / "nested.json").write_text("[" * 100_000)
     r = run(*args, cwd=tmp_path)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
@@ -108,3 +117,31 @@ def test_json_export_is_a_node_link_document(tmp_path: Path) -> None:
     run("demo", cwd=tmp_path)
     doc = json.loads((tmp_path / "exports" / "seed.json").read_text())
     assert doc["graphtrace"] == 1 and doc["directed"] is True and len(doc["nodes"]) == 7
+
+
+def test_width_one_layers_train_and_100_percent_not_reached_is_said(tmp_path: Path) -> None:
+    for hidden in ("1", "16,1"):
+        r = run("train", "--steps", "1", "--samples", "10", "--hidden", hidden, "--out", "o", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert "100% accuracy not reached in 1 steps" in r.stdout.replace("\n", " ")
+        assert "None" not in r.stdout
+
+
+def test_export_names_outputs_after_the_full_stem(tmp_path: Path) -> None:
+    L = gt.Value(2.0, label="a") * 3
+    for version in ("v1", "v2"):
+        gt.save(L, tmp_path / f"run.{version}.json")
+        r = run("export", f"run.{version}.json", "--to", "html", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    assert (tmp_path / "run.v1.html").is_file() and (tmp_path / "run.v2.html").is_file()
+    assert not (tmp_path / "run.html").exists()
+
+
+def test_an_unwritable_output_names_the_users_path(tmp_path: Path) -> None:
+    gt.save(gt.Value(2.0) * 3, tmp_path / "t.json")
+    (tmp_path / "t.html").write_text("read-only")
+    (tmp_path / "t.html").chmod(0o444)
+    r = run("export", "t.json", "--to", "html", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "t.html" in r.stderr and ".tmp" not in r.stderr
+    assert (tmp_path / "t.html").read_text() == "read-only"

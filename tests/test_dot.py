@@ -38,3 +38,19 @@ def test_draw_dot_returns_a_graphviz_digraph() -> None:
     dot = gt.draw_dot(Value(1.0, label="x") + 2)
     assert isinstance(dot, graphviz.Digraph)
     assert "data 1.0000" in dot.source
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'dot' is not installed")
+@pytest.mark.parametrize("op", ["x\\", 'a"b\\', '\\"', "<b>&amp;\n\x01", "]\\\\", "tanh"])
+def test_dot_escapes_backslashes_and_quotes_in_every_field(op: str) -> None:
+    x = Value(1.0, label="end\\")
+    G = gt.to_networkx((x * 2).tanh())
+    for n in G:
+        if G.nodes[n]["op"]:
+            G.nodes[n]["op"] = op  # possible in a loaded file
+    svg = subprocess.run(["dot", "-Tsvg"], input=gt.to_dot(G), capture_output=True, text=True, check=True).stdout
+    assert "<svg" in svg
+    shown = op.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    if "\n" not in op:
+        assert f">{shown}</text>" in svg, "the op is not shown literally"
+    assert ">end\\</text>" in svg, "the label lost its trailing backslash"

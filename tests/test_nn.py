@@ -82,3 +82,13 @@ def test_nn_bad_arguments() -> None:
         gt.nn.MLP(2, [])
     with pytest.raises(ValueError, match="expects 2 inputs"):
         gt.nn.Neuron(2)([1.0])
+
+
+def test_width_one_layers_anywhere_in_an_mlp() -> None:
+    random.seed(5)
+    model = gt.nn.MLP(2, [4, 1, 1])
+    out = model([0.5, -1.0])
+    assert isinstance(out, gt.Value)
+    out.backward()
+    assert all(isinstance(p.grad, float) for p in model.parameters())
+    assert len(gt.nn.MLP(3, [1]).parameters()) == 4

@@ -279,3 +279,12 @@ def test_pow_edge_cases_follow_torch() -> None:
     r = x**y
     r.backward()
     assert r.data == -8.0 and x.grad == 12.0 and math.isnan(y.grad)
+
+
+def test_relu_of_nan_is_nan_with_the_gradient_passed_through_as_in_torch() -> None:
+    x = Value(float("nan"))
+    y = x.relu()
+    y.backward()
+    assert math.isnan(y.data) and x.grad == 1.0
+    z = Value(0.0).relu()
+    assert z.data == 0.0

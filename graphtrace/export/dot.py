@@ -20,8 +20,28 @@ def _record_text(s: str) -> str:
 
 
 def _quoted(s: str) -> str:
-    # in a DOT quoted string only \" is an escape; other backslashes reach the label parser as they are
+    # in a DOT quoted string only \" is an escape; other backslashes reach the label parser as they are.
+    # Callers pass text whose backslashes are already doubled and that never ends in one.
     return '"' + s.replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _html_text(s: str) -> str:
+    """A Graphviz HTML-like label ``<...>`` showing ``s`` literally: every character that DOT's
+    lexer, its escString rules or the HTML parser could read (quotes, backslashes, brackets,
+    ampersands) becomes a numeric character reference, a backslash a doubled one (Graphviz reads
+    backslash escapes even there), and a control character its visible ``\\xNN`` form."""
+    out = []
+    for c in s:
+        o = ord(c)
+        if c.isalnum() or c in " +-*/=.,:;_()":
+            out.append(c)
+        elif o < 0x20 or o == 0x7F or 0xD800 <= o < 0xE000 or o in (0xFFFE, 0xFFFF):  # not allowed in XML
+            out.append(f"&#92;&#92;x{o:02x}")  # shown as the Python escape \xNN
+        elif c == "\\":  # Graphviz still reads backslash escapes in HTML-like text: double it
+            out.append("&#92;&#92;")
+        else:
+            out.append(f"&#{o};")
+    return "<" + "".join(out) + ">"
 
 
 def to_dot(x: Any, rankdir: str = "LR") -> str:
@@ -60,7 +80,7 @@ def to_dot(x: Any, rankdir: str = "LR") -> str:
         lines.append(f"  {ids[n]} [label={_quoted('{ ' + ' | '.join(fields) + ' }')}, shape=record];")
         op = str(a.get("op", ""))
         if op:
-            lines.append(f"  {ids[n]}_op [label={_quoted(op)}];")
+            lines.append(f"  {ids[n]}_op [label={_html_text(op)}];")
             lines.append(f"  {ids[n]}_op -> {ids[n]};")
     for u, v in G.edges():
         target = f"{ids[v]}_op" if G._node[v].get("op") else ids[v]
