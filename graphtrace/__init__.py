@@ -23,6 +23,7 @@ from .check import GradcheckError, gradcheck, numerical_grad
 from .export import draw_dot, edges_frame, html_text, nodes_frame, show, to_dot, to_html
 from .io import load, save
 from .rules import RULES
+from .scopes import current_scope, scope
 from .snapshot import to_networkx
 from .store import no_grad
 from .value import Value
@@ -35,6 +36,7 @@ __all__ = [
     "Value",
     "analysis",
     "backward",
+    "current_scope",
     "draw_dot",
     "edges_frame",
     "gradcheck",
@@ -45,6 +47,7 @@ __all__ = [
     "nodes_frame",
     "numerical_grad",
     "save",
+    "scope",
     "show",
     "to_dot",
     "to_html",

@@ -12,7 +12,7 @@ Formats
     ``graphtrace_escape`` marks this.
 ``.parquet``
     One Parquet file holding both tables in long form, told apart by the ``kind`` column:
-    node rows (``kind="node"``: ``node_id``, ``label``, ``op``, ``role``, ``data``, ``grad``) and edge
+    node rows (``kind="node"``: ``node_id``, ``label``, ``op``, ``role``, ``scope``, ``data``, ``grad``) and edge
     rows (``kind="edge"``: ``source``, ``target``, ``local_grad``); the other columns are null. The
     root id is in the schema metadata (``graphtrace.root``). Float columns are Arrow float64 built
     directly (never via pandas), so NaN stays NaN, not null. Query it with DuckDB, e.g.
@@ -41,9 +41,10 @@ from .snapshot import as_graph
 __all__ = ["FORMATS", "load", "save"]
 
 FORMATS = (".json", ".graphml", ".parquet")
-NODE_KEYS = ("data", "grad", "op", "label", "role")
+NODE_KEYS = ("data", "grad", "op", "label", "role", "scope")
+_REQUIRED_KEYS = NODE_KEYS[:5]  # files written before scopes existed have no "scope": it loads as ""
 _FLOAT_KEYS = ("data", "grad")
-_STR_KEYS = ("op", "label", "role")
+_STR_KEYS = ("op", "label", "role", "scope")
 _FLOAT_INT_MAX = int(sys.float_info.max)
 
 
@@ -61,7 +62,7 @@ def _check_trace(G: nx.DiGraph, source: str) -> nx.DiGraph:
     for n, attrs in G.nodes(data=True):
         if isinstance(n, bool) or not isinstance(n, int):
             raise ValueError(f"{source}: node id {n!r} is not an int")
-        missing = [k for k in NODE_KEYS if k not in attrs]
+        missing = [k for k in _REQUIRED_KEYS if k not in attrs]
         if missing:
             raise ValueError(f"{source}: node {n} lacks {', '.join(missing)}")
         for k in _FLOAT_KEYS:
@@ -70,7 +71,7 @@ def _check_trace(G: nx.DiGraph, source: str) -> nx.DiGraph:
             if isinstance(attrs[k], int) and abs(attrs[k]) > _FLOAT_INT_MAX:
                 raise ValueError(f"{source}: node {n} has a {k!r} no float can hold")
         for k in _STR_KEYS:
-            if not isinstance(attrs[k], str):
+            if not isinstance(attrs.get(k, ""), str):
                 raise ValueError(f"{source}: node {n} has a non-string {k!r}: {attrs[k]!r}")
     for u, v, e in G.edges(data=True):
         lg = e.get("local_grad")
@@ -157,6 +158,7 @@ def _write_graphml(G: nx.DiGraph, fh: IO[bytes]) -> None:
             op=_xml_escape(a["op"]),
             label=_xml_escape(a["label"]),
             role=_xml_escape(a["role"]),
+            scope=_xml_escape(a.get("scope", "")),
         )
     H.add_edges_from((u, v, {"local_grad": float(e["local_grad"])}) for u, v, e in G.edges(data=True))
     for line in nx.generate_graphml(H, encoding="utf-8", prettyprint=False):
@@ -188,6 +190,7 @@ _PARQUET_SCHEMA = pa.schema(
         ("label", pa.string()),
         ("op", pa.string()),
         ("role", pa.string()),
+        ("scope", pa.string()),
         ("data", pa.float64()),
         ("grad", pa.float64()),
         ("source", pa.int64()),
@@ -212,6 +215,7 @@ def _write_parquet(G: nx.DiGraph, fh: IO[bytes]) -> None:
         "label": pa.array([a["label"] for _, a in nodes] + none_e, pa.string()),
         "op": pa.array([a["op"] for _, a in nodes] + none_e, pa.string()),
         "role": pa.array([a["role"] for _, a in nodes] + none_e, pa.string()),
+        "scope": pa.array([a.get("scope", "") for _, a in nodes] + none_e, pa.string()),
         "data": floats([float(a["data"]) for _, a in nodes] + none_e),
         "grad": floats([float(a["grad"]) for _, a in nodes] + none_e),
         "source": pa.array(none_n + [u for u, _, _ in edges], pa.int64()),
@@ -233,10 +237,12 @@ def _read_parquet(path: Path) -> nx.DiGraph:
     meta = table.schema.metadata or {}
     if meta.get(b"graphtrace") != b"1":
         raise ValueError(f"{path}: not a graphtrace trace (no graphtrace schema metadata)")
-    missing = [f.name for f in _PARQUET_SCHEMA if f.name not in table.column_names]
+    missing = [f.name for f in _PARQUET_SCHEMA if f.name not in table.column_names and f.name != "scope"]
     if missing:
         raise ValueError(f"{path}: missing columns {', '.join(missing)}")
-    cols = {name: table.column(name).to_pylist() for name in _PARQUET_SCHEMA.names}
+    cols = {name: table.column(name).to_pylist() for name in _PARQUET_SCHEMA.names if name in table.column_names}
+    if "scope" not in cols:  # written before scopes existed
+        cols["scope"] = [""] * table.num_rows
     node_rows, edge_rows = [], []
     for i, kind in enumerate(cols["kind"]):
         if kind == "node":
@@ -347,6 +353,7 @@ def load(path: str | Path) -> nx.DiGraph:
         for k in _FLOAT_KEYS:
             if isinstance(a[k], int):
                 a[k] = float(a[k])
+        a.setdefault("scope", "")
     for _, _, e in G.edges(data=True):
         if isinstance(e["local_grad"], int):
             e["local_grad"] = float(e["local_grad"])

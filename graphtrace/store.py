@@ -297,7 +297,16 @@ def live_count() -> int:
 
 
 class _GradMode(threading.local):
+    """Per-thread recording state: whether ops record (:func:`no_grad`), and the scope path that
+    every node recorded now carries (:func:`graphtrace.scope`; ``""`` outside any scope)."""
+
     enabled: bool = True
+    scope: str = ""
+    #: call counts of module names within each open scope, innermost last (see graphtrace.scopes)
+    frames: list[dict[str, Any]]
+
+    def __init__(self) -> None:
+        self.frames = [{}]
 
 
 _mode = _GradMode()

@@ -54,6 +54,23 @@ class _EdgeAttrs:
     key-sharing instance dicts): about 96 bytes instead of 190 for a one-key dict literal."""
 
 
+class _NodeAttrs:
+    """Its instances' ``__dict__`` are node-attribute dicts sharing one key table: ``data``, ``grad``,
+    ``op``, ``label``, ``role``, ``scope`` (always set in this order) in about 136 bytes, where a
+    six-key dict literal takes 272."""
+
+
+def _node_attrs(data: float, grad: float, op: str, label: str, role: str, scope: str) -> dict[str, Any]:
+    o = _NodeAttrs()
+    o.data = data  # type: ignore[attr-defined]
+    o.grad = grad  # type: ignore[attr-defined]
+    o.op = op  # type: ignore[attr-defined]
+    o.label = label  # type: ignore[attr-defined]
+    o.role = role  # type: ignore[attr-defined]
+    o.scope = scope  # type: ignore[attr-defined]
+    return o.__dict__  # outlives o: an ordinary dict from here on
+
+
 def _edge_attrs(local_grad: float) -> dict[str, float]:
     o = _EdgeAttrs()
     o.local_grad = local_grad  # type: ignore[attr-defined]
@@ -85,7 +102,7 @@ def _handle(n: int, attrs: dict[str, Any]) -> Value:
 
 def _leaf(data: float, label: str, role: str, grad: float = 0.0) -> Value:
     n = _new_id()
-    attrs = {"data": data, "grad": grad, "op": "", "label": label, "role": role}
+    attrs = _node_attrs(data, grad, "", label, role, _mode.scope)
     v = _new(Value)
     v._id = n
     v._attrs = attrs
@@ -104,7 +121,7 @@ def _unary(op: str, fn: Any, x: Value) -> Value:
     if not _mode.enabled:
         return _leaf(out, "", "leaf")
     n = _new_id()
-    attrs = {"data": out, "grad": 0.0, "op": op, "label": "", "role": "intermediate"}
+    attrs = _node_attrs(out, 0.0, op, "", "intermediate", _mode.scope)
     v = _new(Value)
     v._id = n
     v._attrs = attrs
@@ -116,7 +133,7 @@ def _unary(op: str, fn: Any, x: Value) -> Value:
 
 def _constant(data: float) -> dict[str, Any]:
     """Attributes of a constant leaf for a number operand (recorded with its result)."""
-    return {"data": data, "grad": 0.0, "op": "", "label": "", "role": "constant"}
+    return _node_attrs(data, 0.0, "", "", "constant", _mode.scope)
 
 
 def _binary(op: str, fn: Any, x: Any, y: Any) -> Any:
@@ -153,7 +170,7 @@ def _binary(op: str, fn: Any, x: Any, y: Any) -> Any:
         j = _new_id()
         cy = _constant(yv)
     n = _new_id()
-    attrs = {"data": out, "grad": 0.0, "op": op, "label": "", "role": "intermediate"}
+    attrs = _node_attrs(out, 0.0, op, "", "intermediate", _mode.scope)
     v = _new(Value)
     v._id = n
     v._attrs = attrs
@@ -167,12 +184,22 @@ def _binary(op: str, fn: Any, x: Any, y: Any) -> Any:
     return v
 
 
-def _restore(data: Any, grad: Any, label: Any, role: Any) -> Value:
+def _restore(data: Any, grad: Any, label: Any, role: Any, scope: Any = "") -> Value:
     """A detached leaf with these attributes: what unpickling and ``copy.deepcopy`` give."""
     d, g = _as_float(data), _as_float(grad)
-    if d is None or g is None or not isinstance(label, str) or role not in (*ROLES, "intermediate"):
-        raise TypeError(f"cannot restore a Value from data={data!r}, grad={grad!r}, label={label!r}, role={role!r}")
-    return _leaf(d, label, role, g)
+    if (
+        d is None
+        or g is None
+        or not isinstance(label, str)
+        or role not in (*ROLES, "intermediate")
+        or not isinstance(scope, str)
+    ):
+        raise TypeError(
+            f"cannot restore a Value from data={data!r}, grad={grad!r}, label={label!r}, role={role!r}, scope={scope!r}"
+        )
+    v = _leaf(d, label, role, g)
+    v._attrs["scope"] = scope
+    return v
 
 
 class Value(store.Handle):
@@ -222,7 +249,7 @@ class Value(store.Handle):
         if role not in ROLES:
             raise ValueError(f"Value role must be one of {ROLES}, got {role!r}")
         n = _new_id()
-        attrs = {"data": x, "grad": 0.0, "op": "", "label": label, "role": role}
+        attrs = _node_attrs(x, 0.0, "", label, role, _mode.scope)
         self._id = n
         self._attrs = attrs
         r = _Ref(self, _dead_append)
@@ -240,12 +267,12 @@ class Value(store.Handle):
     def __deepcopy__(self, memo: dict[int, Any]) -> Value:
         """A detached leaf with the same ``data``, ``grad``, ``label`` and ``role`` (no history)."""
         a = self._attrs
-        return _restore(a["data"], a["grad"], a["label"], a["role"])
+        return _restore(a["data"], a["grad"], a["label"], a["role"], a["scope"])
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Pickles as its attributes, never its node id: unpickling makes a detached leaf."""
         a = self._attrs
-        return _restore, (a["data"], a["grad"], a["label"], a["role"])
+        return _restore, (a["data"], a["grad"], a["label"], a["role"], a["scope"])
 
     # -- node attributes -------------------------------------------------------------------
     @property
@@ -292,6 +319,15 @@ class Value(store.Handle):
     def role(self) -> str:
         """``"leaf"``, ``"parameter"``, ``"constant"`` or ``"intermediate"``."""
         return self._attrs["role"]  # type: ignore[no-any-return]
+
+    @property
+    def scope(self) -> str:
+        """The scope path this node was recorded in (``"MLP[0]/Layer1/Neuron3"``), ``""`` outside any;
+        a parameter's is its module's path without call indices (``"MLP/Layer1/Neuron3"``)."""
+        return self._attrs["scope"]  # type: ignore[no-any-return]
+
+    def _set_scope(self, path: str) -> None:
+        self._attrs["scope"] = path
 
     @property
     def node_id(self) -> int:

@@ -15,7 +15,10 @@ from graphtrace import Value
 
 def test_nodes_frame_of_the_seed(seed_root: Value) -> None:
     df = gt.nodes_frame(seed_root)
-    assert list(df.columns) == ["node_id", "label", "op", "role", "data", "grad", "in_degree", "out_degree", "depth"]
+    assert list(df.columns) == [
+        *["node_id", "label", "op", "role", "data", "grad", "in_degree", "out_degree", "depth"],
+        "scope",  # added by the structure issue
+    ]
     assert df.dtypes.to_dict() == {
         "node_id": np.dtype("int64"),
         "label": pd.StringDtype(),
@@ -26,7 +29,9 @@ def test_nodes_frame_of_the_seed(seed_root: Value) -> None:
         "in_degree": np.dtype("int64"),
         "out_degree": np.dtype("int64"),
         "depth": np.dtype("int64"),
+        "scope": pd.StringDtype(),
     }
+    assert set(df["scope"]) == {""}  # the seed expression is built outside any scope
     rows = df.set_index("label")
     assert rows["grad"].to_dict() == {"a": 6.0, "b": -4.0, "c": -2.0, "e": -2.0, "d": -2.0, "f": 4.0, "L": 1.0}
     assert rows.loc["L", "role"] == "root" and rows.loc["e", "role"] == "intermediate"

@@ -74,7 +74,9 @@ def nodes_frame(x: Any) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Columns ``node_id`` (int64), ``label``, ``op``, ``role`` (string), ``data``, ``grad``
-        (float64), ``in_degree``, ``out_degree`` and ``depth`` (int64: the longest path from any leaf).
+        (float64), ``in_degree``, ``out_degree`` and ``depth`` (int64: the longest path from any leaf),
+        ``scope`` (string: the scope path the node was recorded in, ``""`` outside any; see
+        :mod:`graphtrace.scopes`).
 
     Raises
     ------
@@ -115,6 +117,7 @@ def nodes_frame(x: Any) -> pd.DataFrame:
             "in_degree": np.fromiter((len(pred[n]) for n in order), dtype=np.int64, count=len(order)),
             "out_degree": np.fromiter((len(succ[n]) for n in order), dtype=np.int64, count=len(order)),
             "depth": np.fromiter((depth[n] for n in order), dtype=np.int64, count=len(order)),
+            "scope": pd.array([str(a.get("scope", "")) for a in attrs], dtype=_STR),
         }
     )
 
