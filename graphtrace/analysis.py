@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from itertools import pairwise
 from typing import Any
@@ -13,7 +14,7 @@ import pandas as pd
 from .export.frames import node_roles, topological_nodes
 from .snapshot import as_graph
 
-__all__ = ["critical_path", "depth", "fan_out", "influence", "op_counts", "path_contributions"]
+__all__ = ["by_scope", "critical_path", "depth", "fan_out", "influence", "op_counts", "path_contributions"]
 
 _STR = pd.StringDtype()
 
@@ -193,3 +194,143 @@ def fan_out(x: Any) -> pd.DataFrame:
         }
     )
     return df.sort_values("fan_out", ascending=False, kind="stable").reset_index(drop=True)
+
+
+_INDEX = re.compile(r"\[\d+\]")
+#: |tanh| above this counts as saturated (its local derivative 1 - t**2 is below 0.06)
+TANH_SATURATION = 0.97
+
+
+def _scope_key(path: str, depth: int | None, pool: bool) -> str:
+    if pool:
+        path = _INDEX.sub("", path)
+    if depth is not None and path:
+        path = "/".join(path.split("/")[:depth])
+    return path
+
+
+def by_scope(x: Any, depth: int | None = None, *, pool: bool = False) -> pd.DataFrame:
+    """One row per scope instance (``pool=False``) or per module path (``pool=True``).
+
+    Nodes are grouped by their ``scope`` attribute (see :mod:`graphtrace.scopes`), cut to its first
+    ``depth`` segments when ``depth`` is given (so a row then covers its sub-scopes too), with call
+    indices removed when ``pool`` is True (``MLP[3]/Layer0`` and ``MLP[4]/Layer0`` pool into
+    ``MLP/Layer0``, together with that module's parameters, whose scope is their module path).
+    Nodes outside any scope form the row ``""``.
+
+    Parameters
+    ----------
+    x : Value or networkx.DiGraph
+    depth : int, optional
+        Keep this many leading path segments (>= 1); all of them by default.
+    pool : bool, optional
+        Pool the instances of each module into one row.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per group, in the order the groups were first recorded, with columns:
+
+        - ``scope`` (string): the group's path;
+        - ``nodes`` (int64): its node count;
+        - ``output_node`` (int64), ``output_data``, ``output_grad`` (float64): the group's output, its
+          last recorded node (a neuron's activation, a model call's score);
+        - ``param_count`` (int64), ``param_abs_grad_sum``, ``param_abs_grad_mean``,
+          ``param_abs_grad_max`` (float64, NaN without parameters): the parameters of the group's module
+          (its path without call indices) and of its sub-modules, so each instance of a module reports
+          the same parameters;
+        - ``relu_zero_share`` (float64): share of its ReLU outputs exactly 0 (NaN without ReLUs);
+        - ``tanh_saturated_share`` (float64): share of its tanh outputs with ``|t| > 0.97``;
+        - ``nonfinite`` (int64): nodes whose ``data`` or ``grad`` is NaN or infinite.
+
+    Raises
+    ------
+    ValueError
+        If ``depth`` is given and is not a positive int.
+
+    Examples
+    --------
+    >>> import random
+    >>> import graphtrace as gt
+    >>> random.seed(0)
+    >>> model = gt.nn.MLP(2, [3, 1])
+    >>> out = model([1.0, -1.0])
+    >>> out.backward()
+    >>> t = gt.analysis.by_scope(out, depth=2)
+    >>> t[["scope", "nodes", "param_count"]]
+               scope  nodes  param_count
+    0     MLP/Layer0      9            9
+    1     MLP/Layer1      4            4
+    2  MLP[0]/Layer0     21            9
+    3  MLP[0]/Layer1      6            4
+    >>> gt.analysis.by_scope(out, pool=True, depth=2)[["scope", "nodes", "param_count"]]
+            scope  nodes  param_count
+    0  MLP/Layer0     30            9
+    1  MLP/Layer1     10            4
+    """
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
+        raise ValueError(f"by_scope: depth must be a positive int or None, got {depth!r}")
+    G = as_graph(x)
+    order = topological_nodes(G)
+    node = G._node
+    keys: dict[str, str] = {}
+    groups: dict[str, list[Any]] = {}
+    param_grads: dict[str, list[float]] = {}
+    for n in order:
+        a = node[n]
+        path = str(a.get("scope", ""))
+        key = keys.get(path)
+        if key is None:
+            key = keys[path] = _scope_key(path, depth, pool)
+        groups.setdefault(key, []).append(n)
+        if a.get("role") == "parameter":
+            module = _INDEX.sub("", path)
+            g = abs(float(a.get("grad", math.nan)))
+            parts = module.split("/") if module else []
+            for i in range(1, len(parts) + 1):  # the module and each enclosing module
+                param_grads.setdefault("/".join(parts[:i]), []).append(g)
+    rows = []
+    for key, members in groups.items():
+        attrs = [node[n] for n in members]
+        data = [float(a.get("data", math.nan)) for a in attrs]
+        grad = [float(a.get("grad", math.nan)) for a in attrs]
+        relu = [d for a, d in zip(attrs, data, strict=True) if a.get("op") == "relu"]
+        tanh = [d for a, d in zip(attrs, data, strict=True) if a.get("op") == "tanh"]
+        pg = param_grads.get(_INDEX.sub("", key), []) if key else []
+        rows.append(
+            (
+                key,
+                len(members),
+                members[-1],
+                data[-1],
+                grad[-1],
+                len(pg),
+                math.fsum(pg) if pg else math.nan,
+                math.fsum(pg) / len(pg) if pg else math.nan,
+                max(pg) if pg else math.nan,
+                sum(d == 0.0 for d in relu) / len(relu) if relu else math.nan,
+                sum(abs(d) > TANH_SATURATION for d in tanh) / len(tanh) if tanh else math.nan,
+                sum(not (math.isfinite(d) and math.isfinite(g)) for d, g in zip(data, grad, strict=True)),
+            )
+        )
+    columns = [
+        "scope",
+        "nodes",
+        "output_node",
+        "output_data",
+        "output_grad",
+        "param_count",
+        "param_abs_grad_sum",
+        "param_abs_grad_mean",
+        "param_abs_grad_max",
+        "relu_zero_share",
+        "tanh_saturated_share",
+        "nonfinite",
+    ]
+    df = pd.DataFrame.from_records(rows, columns=columns)
+    df["scope"] = df["scope"].astype(_STR)
+    for c in ("nodes", "output_node", "param_count", "nonfinite"):
+        df[c] = df[c].astype("int64")
+    for c in columns[3:5] + columns[6:11]:
+        df[c] = df[c].astype("float64")
+    return df

@@ -44,8 +44,35 @@ def _html_text(s: str) -> str:
     return "<" + "".join(out) + ">"
 
 
+def _clusters(by_scope: dict[str, list[str]]) -> list[str]:
+    """DOT lines for nodes grouped by scope path: each path segment a nested ``subgraph cluster_k``
+    labelled with the segment (escaped like an op label); nodes outside any scope at top level."""
+    tree: dict[str, Any] = {}
+    for path in by_scope:
+        t = tree
+        for seg in path.split("/") if path else []:
+            t = t.setdefault(seg, {})
+    out: list[str] = []
+    counter = iter(range(1 << 62))
+
+    def emit(prefix: str, t: dict[str, Any], indent: str) -> None:
+        out.extend(indent + line for line in by_scope.get(prefix, []))
+        for seg, sub in t.items():
+            path = f"{prefix}/{seg}" if prefix else seg
+            out.append(f"{indent}subgraph cluster_{next(counter)} {{")
+            out.append(f'{indent}  label={_html_text(seg)}; style="rounded,dashed"; color="gray50";')
+            emit(path, sub, indent + "  ")
+            out.append(f"{indent}}}")
+
+    emit("", tree, "  ")
+    return out
+
+
 def to_dot(x: Any, rankdir: str = "LR") -> str:
     """DOT text: a record node ``{ label | data | grad }`` per Value and an op node feeding each result.
+
+    Nodes recorded in a scope (:mod:`graphtrace.scopes`) sit in nested ``subgraph cluster_k`` blocks, one
+    per path segment, labelled with the segment, so ``draw_dot`` of a Neuron call reads like one.
 
     Parameters
     ----------
@@ -70,6 +97,7 @@ def to_dot(x: Any, rankdir: str = "LR") -> str:
     order = topological_nodes(G)
     ids = {n: f"n{i}" for i, n in enumerate(order)}
     lines = ["digraph graphtrace {", f"  graph [rankdir={rankdir}];", '  node [fontname="monospace"];']
+    by_scope: dict[str, list[str]] = {}
     for n in order:
         a = G._node[n]
         fields = [
@@ -77,11 +105,13 @@ def to_dot(x: Any, rankdir: str = "LR") -> str:
             f"data {float(a.get('data', float('nan'))):.4f}",
             f"grad {float(a.get('grad', float('nan'))):.4f}",
         ]
-        lines.append(f"  {ids[n]} [label={_quoted('{ ' + ' | '.join(fields) + ' }')}, shape=record];")
+        mine = by_scope.setdefault(str(a.get("scope", "")), [])
+        mine.append(f"{ids[n]} [label={_quoted('{ ' + ' | '.join(fields) + ' }')}, shape=record];")
         op = str(a.get("op", ""))
         if op:
-            lines.append(f"  {ids[n]}_op [label={_html_text(op)}];")
-            lines.append(f"  {ids[n]}_op -> {ids[n]};")
+            mine.append(f"{ids[n]}_op [label={_html_text(op)}];")
+            mine.append(f"{ids[n]}_op -> {ids[n]};")
+    lines.extend(_clusters(by_scope))
     for u, v in G.edges():
         target = f"{ids[v]}_op" if G._node[v].get("op") else ids[v]
         lines.append(f"  {ids[u]} -> {target};")
