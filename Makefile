@@ -5,7 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test lint bench install clean browser
+.PHONY: demo test test-all test-others lint bench install clean browser
+
+# the supported CPythons that pyenv has here (missing ones are skipped by nox)
+export PYENV_VERSION ?= $(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.1[123]\.[0-9]+$$' | sort -V | tr '\n' ':' | sed 's/:$$//')
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,10 +33,21 @@ test: lint
 	$(BIN)/python -m pytest -m browser tests/test_browser.py
 	$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not browser" --nbmake tests graphtrace notebooks
 
+# the fast suite (no browser, no notebooks) on each supported CPython found: 3.11, 3.12, 3.13
+test-all: $(STAMP)
+	$(BIN)/nox -s tests
+
+# the same on the CPythons other than the default one (CI runs it after `make test`)
+test-others: $(STAMP)
+	$(BIN)/nox -s tests-3.12 tests-3.13
+
 bench: $(STAMP)
+	$(BIN)/nox -s tests --install-only
+	$(BIN)/python benchmarks/bench_pythons.py
 	$(BIN)/python benchmarks/bench_w1.py
 	$(BIN)/python benchmarks/bench_backward.py
 	$(BIN)/python benchmarks/bench_export.py
+	$(BIN)/python benchmarks/bench_html.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .nox .mypy_cache .ruff_cache .hypothesis

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import platform
 import random
@@ -172,7 +173,22 @@ def main() -> None:
     ap.add_argument("--memory-steps", type=int, default=1000, help="steps for the flat-memory check")
     ap.add_argument("--chain", type=int, default=1_000_000, help="length of the backward chain")
     ap.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--w1-only", action="store_true", help="only the demo step; print one JSON line")
     args = ap.parse_args()
+    if args.w1_only:  # one row of bench_pythons.py's table
+        mg_times, mg_losses, _ = train("micrograd", args.steps)
+        gc.collect()
+        gt_times, gt_losses, _ = train("graphtrace", args.steps)
+        mg_med, gt_med = statistics.median(mg_times), statistics.median(gt_times)
+        row = {
+            "python": platform.python_version(),
+            "graphtrace_ms": gt_med * 1e3,
+            "micrograd_ms": mg_med * 1e3,
+            "ratio": gt_med / mg_med,
+            "losses_agree_to": max(abs(a - b) for a, b in zip(mg_losses, gt_losses, strict=True)),
+        }
+        print(json.dumps(row))
+        return
     if args.memory_only:  # run in a fresh process, so the store starts empty
         for k, mb in memory_over_steps(args.memory_steps):
             print(f"{k} {mb}")

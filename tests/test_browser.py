@@ -91,7 +91,7 @@ def test_offline_page_draws_every_node_without_errors(browser: Any, tmp_path: Pa
     page.page.close()
 
 
-def _hover_every_node(page: Page) -> list[str]:
+def _hover_every_node(page: Page, *, click: bool = True) -> list[str]:
     ids = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.getIds()")
     tips = []
     for i in ids:
@@ -106,7 +106,8 @@ def _hover_every_node(page: Page) -> list[str]:
         tip = page.page.locator("div.vis-tooltip")
         if tip.count() and tip.first.is_visible():
             tips.append(tip.first.inner_text())
-        page.page.mouse.click(box["x"] + pt["x"], box["y"] + pt["y"])
+        if click:
+            page.page.mouse.click(box["x"] + pt["x"], box["y"] + pt["y"])
     return tips
 
 
@@ -143,7 +144,7 @@ def test_ten_thousand_node_trace_first_draw_within_3s(browser: Any, tmp_path: Pa
     out = _mlp_trace()
     G = gt.to_networkx(out)
     assert 9_500 <= G.number_of_nodes() <= 11_000, G.number_of_nodes()
-    path = gt.to_html(G, tmp_path / "mlp.html")
+    path = gt.to_html(G, tmp_path / "mlp.html", collapse=False)  # every node: the full-draw timing
     page = Page(browser)
     page.page.goto(path.resolve().as_uri())
     page.page.wait_for_function(
@@ -167,4 +168,117 @@ def test_screenshot_for_the_readme(browser: Any, tmp_path: Path) -> None:
     page.open(gt.to_html(L, tmp_path / "shot.html"))
     png = page.page.screenshot()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    page.page.close()
+
+
+def _sample_trace() -> Value:
+    """One moons-like sample through the demo MLP(2, [16, 16, 1]): about 980 nodes, with scopes."""
+    random.seed(1337)
+    model = gt.nn.MLP(2, [16, 16, 1])
+    score = model([Value(1.12, label="x0"), Value(0.08, label="x1")])
+    loss = (1 + -1 * score).relu()
+    loss.label = "loss"
+    loss.backward()
+    return loss
+
+
+def _count(page: Page) -> int:
+    return int(page.page.evaluate("window.graphtraceNetwork.body.data.nodes.length"))
+
+
+def _click_item(page: Page, item: str, *, double: bool = False) -> None:
+    xy = page.page.evaluate(
+        """(id) => { const net = window.graphtraceNetwork; const p = net.getPositions([id])[id];
+                     const d = net.canvasToDOM(p); const r = document.getElementById("graph").getBoundingClientRect();
+                     return [d.x + r.left, d.y + r.top]; }""",
+        item,
+    )
+    if double:
+        page.page.mouse.dblclick(xy[0], xy[1])
+    else:
+        page.page.mouse.click(xy[0], xy[1])
+    page.page.wait_for_timeout(300)
+
+
+def test_a_large_trace_opens_collapsed_and_expands_and_collapses_by_click(browser: Any, tmp_path: Path) -> None:
+    loss = _sample_trace()
+    G = gt.to_networkx(loss)
+    assert G.number_of_nodes() > gt.export.html.COLLAPSE_OVER
+    page = Page(browser)
+    page.open(gt.to_html(G, tmp_path / "sample.html"))
+    first = _count(page)
+    assert 3 <= first <= 60, first
+    ids = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.getIds()")
+    assert any(i.startswith("s") for i in ids) and "edges; showing" in page.page.inner_text("#stats")
+    boxes = [i for i in ids if i.startswith("s")]
+    page.page.evaluate("window.graphtraceNetwork.fit({animation: false})")
+    page.page.wait_for_timeout(200)
+    _click_item(page, boxes[-1])
+    expanded = _count(page)
+    assert expanded > first, (first, expanded)
+    inner = [i for i in page.page.evaluate("window.graphtraceNetwork.body.data.nodes.getIds()") if i not in ids]
+    page.page.evaluate("window.graphtraceNetwork.fit({animation: false})")
+    page.page.wait_for_timeout(200)
+    _click_item(page, inner[0], double=True)
+    assert _count(page) == first
+    assert page.errors == [] and page.failed == [] and page.blocked == [] and page.dialogs == []
+    page.page.close()
+
+
+def test_search_expands_the_path_and_focuses_a_weight(browser: Any, tmp_path: Path) -> None:
+    page = Page(browser)
+    page.open(gt.to_html(_sample_trace(), tmp_path / "sample.html"))
+    result = page.page.evaluate("window.graphtraceSearch('L1.N3.w2')")
+    assert result["found"] is True
+    selected = page.page.evaluate("window.graphtraceNetwork.getSelectedNodes()")
+    assert selected == [result["id"]] and result["id"].startswith("n")
+    assert "L1.N3.w2" in page.page.inner_text("#details")
+    page.page.fill("#search", "MLP[0]/Layer1/Neuron5")
+    page.page.press("#search", "Enter")
+    page.page.wait_for_timeout(300)
+    ids = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.getIds()")
+    assert len(ids) > 20  # Layer1 of the call is open: its neurons show
+    assert page.page.evaluate("window.graphtraceSearch('no such thing')")["found"] is False
+    assert page.errors == []
+    page.page.close()
+
+
+def test_colour_by_grad_toggle_recolours_the_view(browser: Any, tmp_path: Path) -> None:
+    page = Page(browser)
+    page.open(gt.to_html(_sample_trace(), tmp_path / "sample.html"))
+
+    def colours() -> list[str]:
+        return page.page.evaluate(  # type: ignore[no-any-return]
+            "window.graphtraceNetwork.body.data.nodes.get().map(n => n.color.background)"
+        )
+
+    before = colours()
+    page.page.check("#bygrad")
+    page.page.wait_for_timeout(300)
+    after = colours()
+    assert after != before and any(c.startswith("rgb(") for c in after)
+    page.page.uncheck("#bygrad")
+    page.page.wait_for_timeout(300)
+    assert colours() == before
+    page.page.close()
+
+
+def test_hostile_scope_names_never_execute_in_the_collapsed_view(browser: Any, tmp_path: Path) -> None:
+    random.seed(2)
+    model = gt.nn.Layer(2, 2)
+    outs = []
+    for h in HOSTILE:
+        with gt.scope(h.replace("/", "\\")):
+            outs.extend(model([Value(1.0, label=h), Value(2.0)]))
+    root = sum(outs, Value(0.0))
+    path = gt.to_html(root, tmp_path / "hostile_scopes.html", collapse=True)
+    page = Page(browser)
+    page.open(path)
+    tips = _hover_every_node(page, click=False)
+    assert page.dialogs == [] and page.errors == [] and page.blocked == []
+    assert page.page.evaluate("document.querySelectorAll('img').length") == 0
+    for h in HOSTILE:
+        assert any(h.replace("/", "\\") in t for t in tips), (h, tips)
+    result = page.page.evaluate("(t) => window.graphtraceSearch(t)", HOSTILE[0])
+    assert result["found"] is True and HOSTILE[0] in page.page.inner_text("#details")
     page.page.close()

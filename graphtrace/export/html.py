@@ -10,6 +10,7 @@ layered layout computed here with physics off, so 10k-node traces draw in about 
 from __future__ import annotations
 
 import html as _html
+import math
 import re
 import warnings
 from functools import cache
@@ -26,7 +27,7 @@ from .._files import atomic_write
 from ..snapshot import as_graph
 from .frames import node_roles, topological_nodes
 
-__all__ = ["DEFAULT_DIR", "ROLE_COLORS", "html_text", "show", "to_html"]
+__all__ = ["COLLAPSE_OVER", "DEFAULT_DIR", "EXPAND_BUDGET", "ROLE_COLORS", "html_text", "show", "to_html"]
 
 #: Node colours by role, after torchviz (parameters blue, inputs orange, root green).
 ROLE_COLORS = {
@@ -138,6 +139,108 @@ def _network(G: nx.DiGraph, title: str) -> Network:
     return net
 
 
+#: Traces with more nodes than this open collapsed by scope (when they have scopes).
+COLLAPSE_OVER = 500
+#: A collapsed view first expands the biggest scopes while it shows at most this many boxes.
+EXPAND_BUDGET = 20
+#: Boxes of the collapsed view that are not scopes: parameters (under their module path), and, when
+#: there are more than EXPAND_BUDGET of them, the model inputs (leaves used only inside scopes) and the
+#: other nodes recorded outside any scope (a loss built by hand). The first view never expands them.
+PARAMETERS, INPUTS, OUTSIDE = "parameters", "(inputs)", "(outside any scope)"
+_ROLE_INDEX = {role: i for i, role in enumerate(ROLE_COLORS)}
+
+
+def _collapsed_network(G: nx.DiGraph, title: str) -> Network:
+    """The scope-collapsible view: compact arrays that the page's script lays out and redraws.
+
+    ``nodes``: ``[id, scope index, role index, label, op, data, grad]`` in topological order;
+    ``edges``: ``[source index, target index, local_grad]``; ``scopes``: every scope path and all its
+    prefixes, parents before children. Strings reach the page only through ``tojson`` in a JSON
+    script tag and are drawn as text, never as HTML.
+    """
+    roles = node_roles(G)
+    order = topological_nodes(G)
+    index = {n: i for i, n in enumerate(order)}
+    scope_ids: dict[str, int] = {}
+
+    def scope_id(path: str) -> int:
+        k = scope_ids.get(path)
+        if k is None:
+            parent = path.rsplit("/", 1)[0] if "/" in path else ""
+            if path:
+                scope_id(parent)
+            k = scope_ids[path] = len(scope_ids)
+        return k
+
+    scope_id("")
+    node = G._node
+    succ = G._succ
+    pred = G._pred
+    inputs = {
+        n for n in order if not node[n].get("scope") and not pred[n] and all(node[c].get("scope") for c in succ[n])
+    }
+    outside = sum(1 for n in order if not node[n].get("scope")) - len(inputs)
+    group_inputs, group_outside = len(inputs) > EXPAND_BUDGET, outside > EXPAND_BUDGET
+
+    def shown_path(n: Any, a: dict[str, Any]) -> str:
+        path = str(a.get("scope", ""))
+        if a.get("role") == "parameter" and path:
+            return f"{PARAMETERS}/{path}"
+        if path:
+            return path
+        if n in inputs:
+            return INPUTS if group_inputs else ""
+        return OUTSIDE if group_outside else ""
+
+    nodes = []
+    for n in order:
+        a = node[n]
+        path = shown_path(n, a)
+        nodes.append(
+            [
+                n if isinstance(n, int) else str(n),
+                scope_id(path),
+                _ROLE_INDEX[roles[n]],
+                str(a.get("label", "")),
+                str(a.get("op", "")),
+                _json_num(a.get("data", float("nan"))),
+                _json_num(a.get("grad", float("nan"))),
+            ]
+        )
+    edges = [[index[u], index[v], _json_num(e.get("local_grad", float("nan")))] for u, v, e in G.edges(data=True)]
+    net = Network(height="100%", width="100%", directed=True, heading=title)
+    net.nodes = []
+    net.edges = []
+    net.node_ids = []
+    net.templateEnv = _environment()
+    net.path = "collapsed.html"
+    net.graphtrace_payload = {
+        "nodes": nodes,
+        "edges": edges,
+        "scopes": list(scope_ids),
+        "roles": list(ROLE_COLORS),
+        "colors": list(ROLE_COLORS.values()),
+        "budget": EXPAND_BUDGET,
+        "noAuto": [PARAMETERS, INPUTS, OUTSIDE],
+        "maxLabel": MAX_LABEL,
+    }
+    return net
+
+
+def _json_num(x: Any) -> Any:
+    """A float for JSON, or its repr ("nan", "inf") since JSON has none."""
+    x = float(x)
+    return x if math.isfinite(x) else str(x)
+
+
+def _wants_collapse(G: nx.DiGraph, collapse: bool | None) -> bool:
+    if collapse is not None:
+        if not isinstance(collapse, bool):
+            raise TypeError(f"collapse must be True, False or None, got {collapse!r}")
+        return collapse
+    return len(G) > COLLAPSE_OVER and any(a.get("scope") for a in G._node.values())
+
+
 def _root_label(G: nx.DiGraph) -> str:
     root = G.graph.get("root")
     if root is not None and root in G:
@@ -145,8 +248,10 @@ def _root_label(G: nx.DiGraph) -> str:
     return "graph"
 
 
-def html_text(x: Any, *, title: str | None = None) -> str:
+def html_text(x: Any, *, title: str | None = None, collapse: bool | None = None) -> str:
     """The self-contained HTML page for ``x`` as a string (what :func:`to_html` writes).
+
+    ``collapse`` picks the view (see :func:`to_html`).
 
     Examples
     --------
@@ -160,6 +265,10 @@ def html_text(x: Any, *, title: str | None = None) -> str:
     if title is not None and not isinstance(title, str):
         raise TypeError(f"title must be a str, got {type(title).__name__}")
     heading = title if title is not None else f"graphtrace: {_root_label(G)}"
+    if _wants_collapse(G, collapse):
+        net = _collapsed_network(G, heading)
+        template = net.templateEnv.get_template("collapsed.html")
+        return str(template.render(heading=heading, payload=net.graphtrace_payload))
     return str(_network(G, heading).generate_html())
 
 
@@ -168,8 +277,21 @@ def _safe_name(label: str) -> str:
     return name[:80]
 
 
-def to_html(x: Any, path: str | Path | None = None, *, title: str | None = None) -> Path:
+def to_html(x: Any, path: str | Path | None = None, *, title: str | None = None, collapse: bool | None = None) -> Path:
     """Write ``x`` as one self-contained interactive HTML file and return its path.
+
+    A trace of more than :data:`COLLAPSE_OVER` (500) nodes that has scopes (a model's calls, see
+    :mod:`graphtrace.scopes`) opens collapsed: each top-level scope instance is one box (its name,
+    node count, its output's data and grad), the biggest boxes are expanded while at most
+    :data:`EXPAND_BUDGET` (20) boxes show, and edges between boxes are merged into one per pair with
+    a count. Parameters sit in a box ``parameters`` (then by module path); model inputs and the other
+    nodes recorded outside any scope form the boxes ``(inputs)`` and ``(outside any scope)`` when there
+    are more than 20 of each. Click a box to expand it one level; double-click a node or box inside an expanded scope
+    to collapse that scope again. A search box finds a node (by label) or a scope (by name), expands
+    the path to it and focuses it; a toggle colours by ``|grad|`` (log scale) instead of by role.
+    Smaller traces show every node. For scripts: ``window.graphtraceExpand(scope)``,
+    ``window.graphtraceCollapse(scope)`` and ``window.graphtraceSearch(text)`` return Promises
+    resolved once the view is redrawn.
 
     Parameters
     ----------
@@ -178,6 +300,8 @@ def to_html(x: Any, path: str | Path | None = None, *, title: str | None = None)
         Defaults to ``exports/<root label>.html`` (``exports/`` is created).
     title : str, optional
         The page heading; user text is always escaped.
+    collapse : bool, optional
+        Force the collapsible view (True) or every node (False); by default as described above.
 
     Returns
     -------
@@ -203,11 +327,11 @@ def to_html(x: Any, path: str | Path | None = None, *, title: str | None = None)
     target = Path(path) if path is not None else DEFAULT_DIR / f"{_safe_name(_root_label(G))}.html"
     if target.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"to_html: {str(target)!r} should end in .html")
-    page = html_text(G, title=title)
+    page = html_text(G, title=title, collapse=collapse)
     return atomic_write(target, lambda fh: fh.write(page))
 
 
-def show(x: Any, *, title: str | None = None, height: int = 600) -> Any:
+def show(x: Any, *, title: str | None = None, height: int = 600, collapse: bool | None = None) -> Any:
     """Display ``x`` inline in Jupyter (classic, JupyterLab, VS Code).
 
     The page goes into an ``<iframe srcdoc=...>`` with scripts sandboxed away from the notebook, which
@@ -228,7 +352,7 @@ def show(x: Any, *, title: str | None = None, height: int = 600) -> Any:
         from IPython.display import HTML
     except ImportError as exc:  # pragma: no cover - IPython comes with Jupyter
         raise ImportError("graphtrace.show needs IPython (pip install ipykernel)") from exc
-    page = html_text(x, title=title)
+    page = html_text(x, title=title, collapse=collapse)
     with warnings.catch_warnings():  # IPython suggests IFrame, which is exactly what draws blank in VS Code
         warnings.simplefilter("ignore", UserWarning)
         return HTML(  # type: ignore[no-untyped-call]

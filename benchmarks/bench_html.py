@@ -1,0 +1,82 @@
+"""The collapsed HTML view of micrograd's demo step (65.8k nodes) in headless Chromium.
+
+Targets (structure issue): to_html <= 2 s; file <= 15 MB; first draw <= 1.5 s; median zoom/pan redraw
+of the first view <= 50 ms; expanding one sample's MLP instance <= 300 ms; search-to-focus of a weight
+<= 500 ms. Needs Debian's chromium (``apt-get install chromium``) and playwright (test extra).
+Run: ``make bench`` or ``python benchmarks/bench_html.py``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import graphtrace as gt
+from graphtrace.train import moons_demo, svm_loss
+
+REDRAW = """async () => {
+  const net = window.graphtraceNetwork, times = [];
+  for (let k = 0; k < 20; k++) {
+    const t = performance.now();
+    const view = { scale: 0.5 + 0.05 * k, position: { x: 10 * k, y: -5 * k }, animation: false };
+    await new Promise(r => { net.once("afterDrawing", r); net.moveTo(view); });
+    times.push(performance.now() - t);
+  }
+  times.sort((a, b) => a - b);
+  return times[10];
+}"""
+TIMED = """async ([fn, arg]) => {
+  const t = performance.now();
+  await window[fn](arg);
+  return performance.now() - t;
+}"""
+
+
+def main() -> None:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        print("bench_html: chromium is not installed; skipped")
+        return
+    from playwright.sync_api import sync_playwright
+
+    model, X, y = moons_demo()
+    loss, _ = svm_loss(model, X, y)
+    loss.backward()
+    G = gt.to_networkx(loss)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "step.html"
+        t0 = time.perf_counter()
+        gt.to_html(G, path)
+        t_html = time.perf_counter() - t0
+        size = path.stat().st_size / 1e6
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file:") else r.abort())
+            page.goto(path.resolve().as_uri())
+            page.wait_for_function("window.graphtraceFirstDraw !== null", timeout=60_000)
+            first = page.evaluate("window.graphtraceFirstDraw")
+            boxes = page.evaluate("window.graphtraceNetwork.body.data.nodes.length")
+            redraw = page.evaluate(REDRAW)
+            expand = page.evaluate(TIMED, ["graphtraceExpand", "MLP[17]"])
+            search = page.evaluate(TIMED, ["graphtraceSearch", "L1.N3.w2"])
+            browser.close()
+    rows = [
+        ("to_html", f"{t_html:.2f} s", t_html <= 2.0, "<= 2 s"),
+        ("file size", f"{size:.1f} MB", size <= 15, "<= 15 MB"),
+        (f"first draw ({boxes} boxes)", f"{first:.0f} ms", first <= 1500, "<= 1.5 s"),
+        ("median zoom/pan redraw", f"{redraw:.1f} ms", redraw <= 50, "<= 50 ms"),
+        ("expand MLP[17]", f"{expand:.0f} ms", expand <= 300, "<= 300 ms"),
+        ("search-to-focus of L1.N3.w2", f"{search:.0f} ms", search <= 500, "<= 500 ms"),
+    ]
+    print(f"collapsed HTML of the demo step ({G.number_of_nodes():,} nodes), headless Chromium, 1280x800:")
+    for what, value, ok, target in rows:
+        print(f"  {what:<32} {value:>10}  target {target:<9} {'ok' if ok else 'MISSED'}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
