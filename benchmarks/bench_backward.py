@@ -54,15 +54,20 @@ def history_loop(steps: int = 60) -> list[float]:
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        losses = [(1 + -y * model(x)).relu() for x, y in data]
-        loss = sum(losses) * (1.0 / len(losses))
-        model.zero_grad()
-        loss.backward()
-        for p in model.parameters():
-            p.data -= 0.05 * p.grad
-        history.append(loss)
+        history.append(_step(model, data))
         times.append(time.perf_counter() - t0)
     return times
+
+
+def _step(model: Any, data: list[tuple[list[float], float]]) -> Any:
+    """One SGD step of the hinge loss over ``data``; returns the loss Value."""
+    losses = [(1 + -y * model(x)).relu() for x, y in data]
+    loss = sum(losses) * (1.0 / len(losses))
+    model.zero_grad()
+    loss.backward()
+    for p in model.parameters():
+        p.data -= 0.05 * p.grad
+    return loss
 
 
 def _work(seed: int, steps: int = 4, engine: str = "graphtrace") -> None:
@@ -71,12 +76,7 @@ def _work(seed: int, steps: int = 4, engine: str = "graphtrace") -> None:
     model: Any = gt.nn.MLP(2, [8, 8, 1]) if engine == "graphtrace" else mg_nn.MLP(2, [8, 8, 1])
     data = [([rng.uniform(-1, 1), rng.uniform(-1, 1)], rng.choice([-1.0, 1.0])) for _ in range(10)]
     for _ in range(steps):
-        losses = [(1 + -y * model(x)).relu() for x, y in data]
-        loss = sum(losses) * (1.0 / len(losses))
-        model.zero_grad()
-        loss.backward()
-        for p in model.parameters():
-            p.data -= 0.05 * p.grad
+        _step(model, data)
 
 
 def threads_vs_serial(n: int = 8, engine: str = "graphtrace") -> tuple[float, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -145,3 +146,18 @@ def test_an_unwritable_output_names_the_users_path(tmp_path: Path) -> None:
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "t.html" in r.stderr and ".tmp" not in r.stderr
     assert (tmp_path / "t.html").read_text() == "read-only"
+
+
+def test_export_keeps_scopes_and_labels(tmp_path: Path) -> None:
+    random.seed(4)
+    model = gt.nn.MLP(2, [3, 1])
+    with gt.scope("sample"):
+        out = model([gt.Value(0.5, label="x0"), gt.Value(-0.5, label="x1")])
+    gt.save(out, tmp_path / "scoped.parquet")
+    r = run("export", "scoped.parquet", "--to", "csv", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    nodes = pd.read_csv(tmp_path / "scoped.nodes.csv", keep_default_na=False)
+    assert "sample/MLP[0]/Layer1/Neuron0" in set(nodes["scope"])
+    assert {"L0.N0.w0", "L1.N0.b"} <= set(nodes["label"])
+    r = run("export", "scoped.parquet", "--to", "dot", cwd=tmp_path)
+    assert r.returncode == 0 and "subgraph cluster_" in (tmp_path / "scoped.dot").read_text()
