@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numbers
 
-from .store import Handle
+from ._handle import Handle
 
 __all__ = ["as_float"]
 

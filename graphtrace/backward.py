@@ -47,7 +47,7 @@ _NO_ATTRS: dict[str, Any] = {}
 
 def _graph_of(node: dict[Hashable, Any], succ: dict[Hashable, Any], pred: dict[Hashable, Any]) -> nx.DiGraph:
     """A DiGraph over the given adjacency dicts (made to be sorted, not read)."""
-    H = nx.DiGraph()
+    H = store.SortableDiGraph()
     H._node = node
     H._succ = H._adj = succ
     H._pred = pred
@@ -123,45 +123,80 @@ def _gradients(
 ) -> dict[Hashable, float]:
     """New ``grad`` of the root and each ancestor: d(root)/d(node), leaves accumulating.
 
-    Each node pulls ``sum(local_grad(u, v) * grad(v))`` over its children ``v`` among the ancestors,
-    in the order of its successor dict in G (creation order), so the result is bit-for-bit the same
-    whatever else is in the graph and whichever valid topological order networkx returns. Nodes outside ``order`` and
-    non-ancestors in it get no entry. ``exact`` says every ``local_grad`` and ``grad`` is already a
-    Python float (the live store); otherwise each is converted with ``float()`` first. Nothing is
-    written here.
+    ``sorted_graph`` normally lists the root and its ancestors only, so the root comes last and
+    every other node's children in ``succ`` come after it (:func:`_pull`); should it hold other
+    nodes, they get no entry (:func:`_pull_some`). Each node pulls
+    ``sum(local_grad(u, v) * grad(v))`` over those children in the order of its successor dict in G
+    (creation order), so the result is bit-for-bit the same whatever else is in the graph and
+    whichever valid topological order networkx returns. ``exact`` says every ``local_grad`` and
+    ``grad`` is already a Python float (the live store); otherwise each is converted with ``float()``
+    first. Nothing is written here.
     """
     order, succ = sorted_graph
     pred, node = G._pred, G._node
+    if order and order[-1] == root:
+        try:
+            return _pull(order, succ, pred, node, root, seed, exact)
+        except (KeyError, TypeError):  # a node that is no ancestor was sorted too (see only_sink)
+            pass
+    return _pull_some(order, succ, pred, node, root, seed, exact)
+
+
+def _pull(
+    order: list[Hashable], succ: Any, pred: Any, node: Any, root: Hashable, seed: float, exact: bool
+) -> dict[Hashable, float]:
+    """:func:`_gradients` when ``order`` is the root (last) and its ancestors only: every child a
+    node pulls from comes later in the order, so its grad is known."""
+    rest = reversed(order)
+    next(rest)
+    acc: dict[Hashable, float] = {root: seed if pred[root] else _accumulate(node, root, seed, exact)}
+    for u in rest:
+        g: Any = None
+        if exact:
+            for v, e in succ[u].items():
+                g = e["local_grad"] * acc[v] if g is None else g + e["local_grad"] * acc[v]
+        else:
+            for v, e in succ[u].items():
+                t = float(e["local_grad"]) * acc[v]
+                g = t if g is None else g + t
+        acc[u] = g if pred[u] else _accumulate(node, u, g, exact)
+    return acc
+
+
+def _pull_some(
+    order: list[Hashable], succ: Any, pred: Any, node: Any, root: Hashable, seed: float, exact: bool
+) -> dict[Hashable, float]:
+    """:func:`_gradients` when ``order`` may hold nodes that are no ancestors of the root: they get
+    no grad, and children without one are skipped."""
     acc: dict[Hashable, float] = {root: seed}
     get = acc.get
     for u in reversed(order):
         if u == root:
-            g: float | None = seed
+            g: Any = seed
         else:
             g = None
-            if exact:
-                for v, e in succ[u].items():
-                    gv = get(v)
-                    if gv is not None:
-                        g = e["local_grad"] * gv if g is None else g + e["local_grad"] * gv
-            else:
-                for v, e in succ[u].items():
-                    gv = get(v)
-                    if gv is not None:
-                        t = float(e["local_grad"]) * gv
-                        g = t if g is None else g + t
+            for v, e in succ[u].items():
+                gv = get(v)
+                if gv is not None:
+                    t = (e["local_grad"] if exact else float(e["local_grad"])) * gv
+                    g = t if g is None else g + t
             if g is None:
                 continue
             acc[u] = g
-        if not pred[u]:  # a leaf accumulates
-            old = node[u].get("grad", 0.0)
-            if not exact:
-                f = as_float(old)
-                if f is None:
-                    raise ValueError(f"backward: node {u!r} has a non-numeric 'grad' to accumulate into: {old!r}")
-                old = f
-            acc[u] = old + g
+        if not pred[u]:
+            acc[u] = _accumulate(node, u, g, exact)
     return acc
+
+
+def _accumulate(node: dict[Hashable, Any], u: Hashable, g: float, exact: bool) -> float:
+    """A leaf's new grad: its old ``grad`` plus ``g``."""
+    old = node[u].get("grad", 0.0)
+    if not exact:
+        f = as_float(old)
+        if f is None:
+            raise ValueError(f"backward: node {u!r} has a non-numeric 'grad' to accumulate into: {old!r}")
+        old = f
+    return old + g  # type: ignore[no-any-return]
 
 
 def _write(G: nx.DiGraph, acc: dict[Hashable, float]) -> None:

@@ -1,7 +1,9 @@
 """The live graph store: one ``networkx.DiGraph`` holding every node that a live Value depends on.
 
-This is the only module that writes the store. :mod:`graphtrace.value` records ops through
-:func:`add_node` and :func:`add_handle`; everything else reads under :func:`graph_lock`.
+This is the only module that writes the store. :mod:`graphtrace.value`'s operators record through
+:func:`record_unary`, :func:`record_binary` and :func:`record_leaf` (each evaluates the op's rule from
+:data:`graphtrace.rules.RULES`, then adds the node, its edges and its handle); :func:`new_handle` adds
+a handle on an existing node. Everything else reads under :func:`graph_lock`.
 
 Lifetime
 --------
@@ -10,8 +12,9 @@ alive (``HANDLES`` holds a weak reference per handle) or while it has a child no
 lives by the same rule. Values hold no references to other Values and the store holds no Values,
 so the engine creates no reference cycles. When a Value dies, its weak reference's callback is
 ``list.append`` of the ``_dead`` queue: a C function, so a Value's death runs no Python code at all.
-The next locked section (the next op, ``backward``, a snapshot, :func:`graph_lock`) first
-:func:`flush`\\ es that queue, removing every node left without handles and children, iteratively.
+The next :func:`graph_lock` (``backward``, a snapshot, ``len(GRAPH)``), and every op once more than
+``_BATCH`` deaths are queued, :func:`flush`\\ es that queue, removing every node left without
+handles and children, iteratively.
 
 Interrupt safety
 ----------------
@@ -42,9 +45,14 @@ import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from typing import Any
 
 import networkx as nx
+from networkx.classes.reportviews import InDegreeView
+
+from ._handle import Handle
+from ._real import as_float
 
 __all__ = [
     "GRAPH",
@@ -52,23 +60,47 @@ __all__ = [
     "LOCK",
     "Handle",
     "Ref",
-    "add_handle",
-    "add_node",
+    "SortableDiGraph",
     "enable_grad",
     "flush",
     "grad_enabled",
     "graph_lock",
+    "init_leaf",
     "live_count",
+    "new_handle",
     "new_id",
-    "new_ref",
     "no_grad",
+    "node_attrs",
     "only_sink",
+    "record_binary",
+    "record_leaf",
+    "record_unary",
+    "set_handle_type",
 ]
 
 LOCK = threading.Lock()
 
 
-class _LiveGraph(nx.DiGraph):  # type: ignore[misc]
+class _InDegreeView(InDegreeView):  # type: ignore[misc]
+    """networkx's in-degree view, iterating all nodes in C: ``networkx.topological_sort`` (the
+    backward pass's order) iterates it twice over every node it sorts."""
+
+    def __iter__(self) -> Iterator[tuple[Any, int]]:
+        if self._weight is None and self._nodes is self._succ:
+            succ = self._succ
+            return zip(succ, map(len, map(self._pred.__getitem__, succ)), strict=True)
+        return super().__iter__()  # type: ignore[no-any-return]
+
+
+class SortableDiGraph(nx.DiGraph):  # type: ignore[misc]
+    """A DiGraph whose ``in_degree`` view iterates in C (see :class:`_InDegreeView`); otherwise the same."""
+
+    @cached_property
+    def in_degree(self) -> InDegreeView:
+        return _InDegreeView(self)
+
+
+class _LiveGraph(SortableDiGraph):
     """The store's DiGraph: counting its nodes or edges applies queued frees first (unless the lock
     is held, as inside a locked section), so ``len(GRAPH)`` is the number of nodes a live Value needs."""
 
@@ -99,13 +131,6 @@ SUCC: dict[int, dict[int, dict[str, float]]] = GRAPH._succ
 PRED: dict[int, dict[int, dict[str, float]]] = GRAPH._pred
 
 
-class Handle:
-    """Base class of handles on store nodes (:class:`graphtrace.Value`): lets modules below
-    ``value.py`` (the backward pass, number coercion) recognise a Value without importing it."""
-
-    __slots__ = ()
-
-
 class Ref(weakref.ref):  # type: ignore[type-arg]
     """A weak reference to one Value handle, carrying the node id ``n`` it is a handle on."""
 
@@ -127,6 +152,10 @@ _sleep = time.sleep
 #: wrong value would cost speed, never correctness.
 _sinks = 0
 
+#: How many handle deaths an op lets queue up before it flushes them (a graph_lock flushes all):
+#: one flush per batch instead of one per dead temporary.
+_BATCH = 32
+
 _ids = itertools.count()
 #: ``next(new_id)`` hands out node ids: increasing ints, so id order is a topological order.
 new_id = _ids.__next__
@@ -144,83 +173,262 @@ def _wait() -> None:
         _sleep(0.0002)
 
 
-def new_ref(v: object, n: int) -> Ref:
-    """A weak reference that queues itself in ``_dead`` when handle ``v`` of node ``n`` dies.
+class _NodeAttrs:
+    """Its instances' ``__dict__`` are node-attribute dicts sharing one key table (CPython's
+    key-sharing instance dicts): ``data``, ``grad``, ``op``, ``label``, ``role``, ``scope`` (always set
+    in this order) in about 120 bytes, where a six-key dict literal takes 272."""
 
-    Made before the node is registered (:func:`add_node`, :func:`add_handle`): a reference that
-    dies unregistered is skipped by :func:`flush`.
-    """
+
+class _EdgeAttrs:
+    """Its instances' ``__dict__`` are edge-attribute dicts sharing one key table: about 96 bytes
+    instead of 190 for a one-key dict literal."""
+
+
+def node_attrs(data: float, grad: float, op: str, label: str, role: str, scope: str) -> dict[str, Any]:
+    """A node-attribute dict in the store's compact layout (see :class:`_NodeAttrs`)."""
+    o = _NodeAttrs()
+    o.data = data  # type: ignore[attr-defined]
+    o.grad = grad  # type: ignore[attr-defined]
+    o.op = op  # type: ignore[attr-defined]
+    o.label = label  # type: ignore[attr-defined]
+    o.role = role  # type: ignore[attr-defined]
+    o.scope = scope  # type: ignore[attr-defined]
+    return o.__dict__  # outlives o: an ordinary dict from here on
+
+
+# Flyweight edge-attribute dicts for the constant local derivatives of +, -, neg: about half the
+# edges of a typical trace. The live store treats edge dicts as read-only (snapshots copy them),
+# so sharing saves one dict and one allocation per such edge.
+_SHARED_EDGES: dict[float, dict[str, float]] = {1.0: {"local_grad": 1.0}, -1.0: {"local_grad": -1.0}}
+_shared_edge = _SHARED_EDGES.get
+
+_DOMAIN_ERRORS = (ValueError, ArithmeticError)
+
+#: The class of the handles ops return; :mod:`graphtrace.value` sets it to ``Value``.
+_handle_type: type[Handle] = Handle
+_new = object.__new__
+
+
+def set_handle_type(cls: type[Handle]) -> None:
+    """Make the recording functions below return instances of ``cls`` (``graphtrace.Value``)."""
+    global _handle_type
+    _handle_type = cls
+
+
+def _describe(x: object) -> str:
+    if isinstance(x, Handle):
+        a = x._attrs
+        return f"{a['label'] or f'node {x._id}'} = {a['data']!r}"
+    return repr(x)
+
+
+def _domain_error(exc: Exception, op: str, *operands: object) -> Exception:
+    """The same exception type, with the op and its operands named."""
+    args = ", ".join(_describe(x) for x in operands)
+    return type(exc)(f"{op}: {exc} (operands: {args}); nothing was recorded")
+
+
+# -- recording -------------------------------------------------------------------------------------
+# Each function below builds everything first (attribute dicts, the handle, its weak reference), then
+# writes the node, its edges and its handle in one ``with LOCK:`` block of dict stores (see
+# "Interrupt safety" above). They are the hot path of every forward pass, so they are written out in
+# full rather than shared through helpers: each helper call would cost a Python frame per op.
+
+
+def record_leaf(data: float, label: str, role: str, grad: float = 0.0, scope: str | None = None) -> Handle:
+    """A new leaf node and a handle on it. ``data``/``grad`` must be floats (checked by the caller)."""
+    v = _new(_handle_type)
+    init_leaf(v, data, label, role, grad, scope)
+    return v
+
+
+def init_leaf(v: Handle, data: float, label: str, role: str, grad: float = 0.0, scope: str | None = None) -> None:
+    """Make the new, unregistered handle ``v`` the handle of a new leaf node (``Value.__init__``)."""
+    global _sinks
+    n = new_id()
+    attrs = node_attrs(data, grad, "", label, role, _mode.scope if scope is None else scope)
+    v._id = n
+    v._attrs = attrs
     r = Ref(v, _dead_append)
     r.n = n
-    return r
-
-
-def add_node(
-    n: int,
-    attrs: dict[str, Any],
-    ref: Ref,
-    i: int = -1,
-    ei: dict[str, float] | None = None,
-    j: int = -1,
-    ej: dict[str, float] | None = None,
-    ci: dict[str, Any] | None = None,
-    cj: dict[str, Any] | None = None,
-) -> None:
-    """Record node ``n`` with one live handle ``ref`` and edges from up to two operands.
-
-    ``i``/``j`` are operand node ids (``-1``: none; ``j == i`` records one edge, ``ei``), ``ei``/``ej``
-    their edge-attribute dicts, ``ci``/``cj`` the attributes of a constant leaf to create for
-    operand ``i``/``j`` in the same step (kept alive by ``n``). All or nothing: the writes below
-    contain no point where CPython could raise an asynchronous exception.
-    """
-    global _sinks
     if _locked():
         _wait()
     with LOCK:
-        if _dead or _free:
+        if len(_dead) > _BATCH or _free:
             flush()
-        sinks = 1  # n has no children yet
-        if ci is not None:
-            NODE[i] = ci
-            SUCC[i] = {}
-            PRED[i] = {}
-        if cj is not None:
-            NODE[j] = cj
-            SUCC[j] = {}
-            PRED[j] = {}
         NODE[n] = attrs
         SUCC[n] = {}
-        if ei is None:
-            PRED[n] = {}
-        elif ej is None or j == i:
-            si = SUCC[i]
-            if not si and ci is None:
-                sinks -= 1
-            PRED[n] = {i: ei}
-            si[n] = ei
-        else:
-            si = SUCC[i]
-            sj = SUCC[j]
-            if not si and ci is None:
-                sinks -= 1
-            if not sj and cj is None:
-                sinks -= 1
-            PRED[n] = {i: ei, j: ej}
-            si[n] = ei
-            sj[n] = ej
-        HANDLES[n] = ref
-        _sinks += sinks
+        PRED[n] = {}
+        HANDLES[n] = r
+        _sinks += 1
 
 
-def add_handle(n: int, ref: Ref) -> None:
-    """Register one more live handle ``ref`` on the existing node ``n`` (a copy, ``operands``)."""
+def record_unary(op: str, fn: Any, x: Handle) -> Handle:
+    """``fn(x)`` recorded as node ``op``: ``fn`` is the op's rule (:data:`graphtrace.rules.RULES`),
+    returning the result and the local derivative. A domain error records nothing."""
+    global _sinks
+    try:
+        out, dx = fn(x._attrs["data"])
+    except _DOMAIN_ERRORS as exc:
+        raise _domain_error(exc, op, x) from None
+    st = _mode
+    if not st.enabled:
+        return record_leaf(out, "", "leaf")
+    n = new_id()
+    o = _NodeAttrs()  # node_attrs() written out
+    o.data = out  # type: ignore[attr-defined]
+    o.grad = 0.0  # type: ignore[attr-defined]
+    o.op = op  # type: ignore[attr-defined]
+    o.label = ""  # type: ignore[attr-defined]
+    o.role = "intermediate"  # type: ignore[attr-defined]
+    o.scope = st.scope  # type: ignore[attr-defined]
+    attrs = o.__dict__
+    v = _new(_handle_type)
+    v._id = n
+    v._attrs = attrs
+    r = Ref(v, _dead_append)
+    r.n = n
+    ex = _shared_edge(dx)
+    if ex is None:
+        e = _EdgeAttrs()
+        e.local_grad = dx  # type: ignore[attr-defined]
+        ex = e.__dict__
+    i = x._id
     if _locked():
         _wait()
     with LOCK:
-        if _dead or _free:
+        if len(_dead) > _BATCH or _free:
             flush()
+        si = SUCC[i]
+        if not si:
+            _sinks -= 1
+        NODE[n] = attrs
+        SUCC[n] = {}
+        PRED[n] = {i: ex}
+        si[n] = ex
+        HANDLES[n] = r
+        _sinks += 1
+    return v
+
+
+def record_binary(op: str, fn: Any, x: Any, y: Any) -> Any:
+    """``x op y`` recorded, where at least one of x, y is a handle; NotImplemented when the other is
+    not a real number. A number operand becomes a constant leaf recorded with the result, before it
+    (ids stay topological). A domain error records nothing."""
+    global _sinks
+    h = _handle_type
+    xh = type(x) is h or isinstance(x, Handle)
+    yh = type(y) is h or isinstance(y, Handle)
+    if xh:
+        xv = x._attrs["data"]
+    else:
+        xv = as_float(x)
+        if xv is None:
+            return NotImplemented
+    if yh:
+        yv = y._attrs["data"]
+    else:
+        yv = as_float(y)
+        if yv is None:
+            return NotImplemented
+    try:
+        out, dx, dy = fn(xv, yv)
+    except _DOMAIN_ERRORS as exc:
+        raise _domain_error(exc, op, x, y) from None
+    st = _mode
+    if not st.enabled:
+        return record_leaf(out, "", "leaf")
+    scope = st.scope
+    if xh:
+        i = x._id
+        cx = None
+    else:
+        i = new_id()
+        cx = node_attrs(xv, 0.0, "", "", "constant", scope)
+    if yh:
+        j = y._id
+        cy = None
+    else:
+        j = new_id()
+        cy = node_attrs(yv, 0.0, "", "", "constant", scope)
+    n = new_id()
+    o = _NodeAttrs()  # node_attrs() written out
+    o.data = out  # type: ignore[attr-defined]
+    o.grad = 0.0  # type: ignore[attr-defined]
+    o.op = op  # type: ignore[attr-defined]
+    o.label = ""  # type: ignore[attr-defined]
+    o.role = "intermediate"  # type: ignore[attr-defined]
+    o.scope = scope  # type: ignore[attr-defined]
+    attrs = o.__dict__
+    v = _new(h)
+    v._id = n
+    v._attrs = attrs
+    r = Ref(v, _dead_append)
+    r.n = n
+    if i == j:  # x * x: one edge carrying both derivatives
+        dx += dy
+    ex = _shared_edge(dx)
+    if ex is None:
+        e = _EdgeAttrs()
+        e.local_grad = dx  # type: ignore[attr-defined]
+        ex = e.__dict__
+    ey: Any = _shared_edge(dy)
+    if ey is None and i != j:
+        e = _EdgeAttrs()
+        e.local_grad = dy  # type: ignore[attr-defined]
+        ey = e.__dict__
+    if _locked():
+        _wait()
+    with LOCK:
+        if len(_dead) > _BATCH or _free:
+            flush()
+        sinks = 1  # n has no children yet
+        if cx is not None:
+            NODE[i] = cx
+            SUCC[i] = {}
+            PRED[i] = {}
+            sinks += 1
+        if cy is not None:
+            NODE[j] = cy
+            SUCC[j] = {}
+            PRED[j] = {}
+            sinks += 1
+        si = SUCC[i]
+        if not si:
+            sinks -= 1
+        NODE[n] = attrs
+        SUCC[n] = {}
+        if i == j:
+            PRED[n] = {i: ex}
+            si[n] = ex
+        else:
+            sj = SUCC[j]
+            if not sj:
+                sinks -= 1
+            PRED[n] = {i: ex, j: ey}
+            si[n] = ex
+            sj[n] = ey
+        HANDLES[n] = r
+        _sinks += sinks
+    return v
+
+
+def new_handle(n: int) -> Handle:
+    """One more handle on the existing node ``n`` (a copy, ``operands``); it keeps ``n`` alive.
+    The caller must keep ``n`` alive meanwhile (hold a handle on it or on a descendant)."""
+    v = _new(_handle_type)
+    v._id = n
+    r = Ref(v, _dead_append)
+    r.n = n
+    if _locked():
+        _wait()
+    with LOCK:
+        if len(_dead) > _BATCH or _free:
+            flush()
+        v._attrs = NODE[n]
         h = HANDLES.get(n)
-        HANDLES[n] = ref if h is None else ((*h, ref) if isinstance(h, tuple) else (h, ref))
+        HANDLES[n] = r if h is None else ((*h, r) if isinstance(h, tuple) else (h, r))
+    return v
 
 
 def flush() -> None:
@@ -255,15 +463,14 @@ def flush() -> None:
             if m in handles or succ.get(m, True):  # a live handle or a child keeps it (or it is gone)
                 del free[-1]
                 continue
-            for p in pred[m]:
-                s = succ.get(p)
-                if s is not None:
-                    if m in s:
-                        del s[m]
-                        if not s:
-                            _sinks += 1
-                    if not s and p not in handles:
-                        free.insert(-1, p)
+            for p in pred[m]:  # each parent: unlinked and, if left unkept, queued, as one step
+                s = succ[p]  # a parent outlives its children
+                if m in s:
+                    del s[m]
+                    if not s:
+                        _sinks += 1
+                        if p not in handles:
+                            free.insert(-1, p)
             del pred[m]
             del succ[m]
             del node[m]

@@ -1,14 +1,16 @@
 """The :class:`Value` handle and its operators.
 
 A Value is a thin handle on one node of the live store (:mod:`graphtrace.store`): ``data``, ``grad``,
-``op``, ``label`` and ``role`` are that node's attributes. Each operator evaluates its rule from
-:data:`graphtrace.rules.RULES` first (so a domain error records nothing), then adds one node and one
-edge per distinct operand carrying ``local_grad``.
+``op``, ``label``, ``role`` and ``scope`` are that node's attributes. Each operator hands its rule from
+:data:`graphtrace.rules.RULES` to the store (:func:`graphtrace.store.record_binary` /
+:func:`~graphtrace.store.record_unary`), which evaluates it first (so a domain error records nothing),
+then adds one node and one edge per distinct operand carrying ``local_grad``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from . import store
 from ._real import as_float as _as_float
@@ -22,11 +24,6 @@ ROLES = ("leaf", "parameter", "constant")
 
 _NODE = store.NODE
 _PRED = store.PRED
-_Ref = store.Ref
-_dead_append = store._dead_append
-_add_node = store.add_node
-_new_id = store.new_id
-_mode = store._mode
 
 _ADD = RULES["+"].fn
 _SUB = RULES["-"].fn
@@ -40,148 +37,8 @@ _TANH = RULES["tanh"].fn
 _SIGMOID = RULES["sigmoid"].fn
 _RELU = RULES["relu"].fn
 
-_DOMAIN_ERRORS = (ValueError, ArithmeticError)
-
-# Flyweight edge-attribute dicts for the constant local derivatives of +, -, neg: about half the
-# edges of a typical trace. The live store treats edge dicts as read-only (snapshots copy them),
-# so sharing saves one dict (~190 bytes) and one allocation per such edge.
-_SHARED_EDGES: dict[float, dict[str, float]] = {1.0: {"local_grad": 1.0}, -1.0: {"local_grad": -1.0}}
-_shared_edge = _SHARED_EDGES.get
-
-
-class _EdgeAttrs:
-    """Its instances' ``__dict__`` are edge-attribute dicts sharing one key table (CPython's
-    key-sharing instance dicts): about 96 bytes instead of 190 for a one-key dict literal."""
-
-
-class _NodeAttrs:
-    """Its instances' ``__dict__`` are node-attribute dicts sharing one key table: ``data``, ``grad``,
-    ``op``, ``label``, ``role``, ``scope`` (always set in this order) in about 136 bytes, where a
-    six-key dict literal takes 272."""
-
-
-def _node_attrs(data: float, grad: float, op: str, label: str, role: str, scope: str) -> dict[str, Any]:
-    o = _NodeAttrs()
-    o.data = data  # type: ignore[attr-defined]
-    o.grad = grad  # type: ignore[attr-defined]
-    o.op = op  # type: ignore[attr-defined]
-    o.label = label  # type: ignore[attr-defined]
-    o.role = role  # type: ignore[attr-defined]
-    o.scope = scope  # type: ignore[attr-defined]
-    return o.__dict__  # outlives o: an ordinary dict from here on
-
-
-def _edge_attrs(local_grad: float) -> dict[str, float]:
-    o = _EdgeAttrs()
-    o.local_grad = local_grad  # type: ignore[attr-defined]
-    return o.__dict__  # outlives o: an ordinary dict from here on
-
-
-def _describe(x: object) -> str:
-    if isinstance(x, Value):
-        a = x._attrs
-        name = a["label"] or f"node {x._id}"
-        return f"{name} = {a['data']!r}"
-    return repr(x)
-
-
-def _domain_error(exc: Exception, op: str, *operands: object) -> Exception:
-    """The same exception type, with the op and its operands named."""
-    args = ", ".join(_describe(x) for x in operands)
-    err = type(exc)(f"{op}: {exc} (operands: {args}); nothing was recorded")
-    return err
-
-
-def _handle(n: int, attrs: dict[str, Any]) -> Value:
-    """A new, not yet registered Value object on node ``n``."""
-    v = _new(Value)
-    v._id = n
-    v._attrs = attrs
-    return v
-
-
-def _leaf(data: float, label: str, role: str, grad: float = 0.0) -> Value:
-    n = _new_id()
-    attrs = _node_attrs(data, grad, "", label, role, _mode.scope)
-    v = _new(Value)
-    v._id = n
-    v._attrs = attrs
-    r = _Ref(v, _dead_append)
-    r.n = n
-    _add_node(n, attrs, r)
-    return v
-
-
-def _unary(op: str, fn: Any, x: Value) -> Value:
-    xv = x._attrs["data"]
-    try:
-        out, dx = fn(xv)
-    except _DOMAIN_ERRORS as exc:
-        raise _domain_error(exc, op, x) from None
-    if not _mode.enabled:
-        return _leaf(out, "", "leaf")
-    n = _new_id()
-    attrs = _node_attrs(out, 0.0, op, "", "intermediate", _mode.scope)
-    v = _new(Value)
-    v._id = n
-    v._attrs = attrs
-    r = _Ref(v, _dead_append)
-    r.n = n
-    _add_node(n, attrs, r, x._id, _shared_edge(dx) or _edge_attrs(dx))
-    return v
-
-
-def _constant(data: float) -> dict[str, Any]:
-    """Attributes of a constant leaf for a number operand (recorded with its result)."""
-    return _node_attrs(data, 0.0, "", "", "constant", _mode.scope)
-
-
-def _binary(op: str, fn: Any, x: Any, y: Any) -> Any:
-    """``x op y`` where at least one of x, y is a Value; NotImplemented for a non-number."""
-    if isinstance(x, Value):
-        xv = x._attrs["data"]
-    else:
-        xv = _as_float(x)
-        if xv is None:
-            return NotImplemented
-    if isinstance(y, Value):
-        yv = y._attrs["data"]
-    else:
-        yv = _as_float(y)
-        if yv is None:
-            return NotImplemented
-    try:
-        out, dx, dy = fn(xv, yv)
-    except _DOMAIN_ERRORS as exc:
-        raise _domain_error(exc, op, x, y) from None
-    if not _mode.enabled:
-        return _leaf(out, "", "leaf")
-    # a number operand becomes a constant leaf, created before the result so ids stay topological
-    if isinstance(x, Value):
-        i = x._id
-        cx = None
-    else:
-        i = _new_id()
-        cx = _constant(xv)
-    if isinstance(y, Value):
-        j = y._id
-        cy = None
-    else:
-        j = _new_id()
-        cy = _constant(yv)
-    n = _new_id()
-    attrs = _node_attrs(out, 0.0, op, "", "intermediate", _mode.scope)
-    v = _new(Value)
-    v._id = n
-    v._attrs = attrs
-    r = _Ref(v, _dead_append)
-    r.n = n
-    if i == j:
-        dx += dy
-        _add_node(n, attrs, r, i, _shared_edge(dx) or _edge_attrs(dx))
-    else:
-        _add_node(n, attrs, r, i, _shared_edge(dx) or _edge_attrs(dx), j, _shared_edge(dy) or _edge_attrs(dy), cx, cy)
-    return v
+_unary = cast("Callable[[str, Any, Value], Value]", store.record_unary)
+_binary = cast("Callable[[str, Any, Any, Any], Any]", store.record_binary)
 
 
 def _restore(data: Any, grad: Any, label: Any, role: Any, scope: Any = "") -> Value:
@@ -197,9 +54,7 @@ def _restore(data: Any, grad: Any, label: Any, role: Any, scope: Any = "") -> Va
         raise TypeError(
             f"cannot restore a Value from data={data!r}, grad={grad!r}, label={label!r}, role={role!r}, scope={scope!r}"
         )
-    v = _leaf(d, label, role, g)
-    v._attrs["scope"] = scope
-    return v
+    return store.record_leaf(d, label, role, g, scope)  # type: ignore[return-value]
 
 
 class Value(store.Handle):
@@ -232,12 +87,9 @@ class Value(store.Handle):
     (4.0, -3.0, 2.0)
     """
 
-    __slots__ = ("__weakref__", "_attrs", "_id")
+    __slots__ = ()
     # numpy scalars defer to our reflected operators instead of building object arrays
     __array_ufunc__ = None
-
-    _id: int
-    _attrs: dict[str, Any]
 
     def __init__(self, data: Any, label: str = "", *, role: str = "leaf") -> None:
         x = _as_float(data)
@@ -248,21 +100,12 @@ class Value(store.Handle):
             raise TypeError(f"Value label must be a str, got {type(label).__name__}: {label!r}")
         if role not in ROLES:
             raise ValueError(f"Value role must be one of {ROLES}, got {role!r}")
-        n = _new_id()
-        attrs = _node_attrs(x, 0.0, "", label, role, _mode.scope)
-        self._id = n
-        self._attrs = attrs
-        r = _Ref(self, _dead_append)
-        r.n = n
-        _add_node(n, attrs, r)
+        store.init_leaf(self, x, label, role)
 
     # -- copies and pickles -------------------------------------------------------------------
     def __copy__(self) -> Value:
         """Another handle on the same node (it keeps the node alive like the original does)."""
-        n = self._id
-        v = _handle(n, self._attrs)
-        store.add_handle(n, store.new_ref(v, n))
-        return v
+        return store.new_handle(self._id)  # type: ignore[return-value]
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Value:
         """A detached leaf with the same ``data``, ``grad``, ``label`` and ``role`` (no history)."""
@@ -342,13 +185,8 @@ class Value(store.Handle):
         that built an expression may long be gone while their nodes live on in the graph.
         """
         with store.graph_lock():
-            nodes = [(p, _NODE[p]) for p in _PRED[self._id]]
-        out = []
-        for p, attrs in nodes:  # self keeps these nodes alive meanwhile
-            v = _handle(p, attrs)
-            store.add_handle(p, store.new_ref(v, p))
-            out.append(v)
-        return tuple(out)
+            ids = list(_PRED[self._id])
+        return tuple(store.new_handle(p) for p in ids)  # type: ignore[misc]  # self keeps them alive
 
     def __repr__(self) -> str:
         a = self._attrs
@@ -434,4 +272,4 @@ class Value(store.Handle):
         backward_value(self, grad)
 
 
-_new = object.__new__
+store.set_handle_type(Value)
