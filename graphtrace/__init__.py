@@ -18,6 +18,7 @@ Examples
 from __future__ import annotations
 
 from . import analysis, nn
+from .anomaly import AnomalyError, detect_anomaly
 from .backward import backward
 from .check import GradcheckError, gradcheck, numerical_grad
 from .export import draw_dot, edges_frame, html_text, nodes_frame, show, to_dot, to_html
@@ -32,11 +33,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "RULES",
+    "AnomalyError",
     "GradcheckError",
     "Value",
     "analysis",
     "backward",
     "current_scope",
+    "detect_anomaly",
     "draw_dot",
     "edges_frame",
     "gradcheck",

@@ -24,6 +24,7 @@ import networkx as nx
 
 from . import store
 from ._real import as_float
+from .anomaly import check_backward
 
 __all__ = ["backward", "backward_value"]
 
@@ -199,6 +200,16 @@ def _accumulate(node: dict[Hashable, Any], u: Hashable, g: float, exact: bool) -
     return old + g  # type: ignore[no-any-return]
 
 
+def _checked(
+    G: nx.DiGraph, root: Hashable, seed: float, sorted_graph: tuple[list[Hashable], dict[Hashable, Any]], exact: bool
+) -> dict[Hashable, float]:
+    """:func:`_gradients`, then, inside :func:`graphtrace.detect_anomaly`, the check of every new grad."""
+    acc = _gradients(G, root, seed, sorted_graph, exact)
+    if store._mode.anomaly:
+        check_backward(G, sorted_graph[0], sorted_graph[1], acc)
+    return acc
+
+
 def _write(G: nx.DiGraph, acc: dict[Hashable, float]) -> None:
     """Store every computed grad: one C-level pass, so nothing can stop it half-way."""
     deque(map(setitem, map(G._node.__getitem__, acc), repeat("grad"), acc.values()), maxlen=0)
@@ -261,14 +272,14 @@ def backward(G: nx.DiGraph, root: Any = None, grad: float = 1.0) -> nx.DiGraph:
         raise ValueError(f"backward: root {root!r} is not a node of G")
     if G is store.GRAPH:
         with store.graph_lock():
-            _write(G, _gradients(G, root, seed, _sorted_graph(G, root), True))
+            _write(G, _checked(G, root, seed, _sorted_graph(G, root), True))
         return G
     try:
         sorted_graph = _sorted_graph(G, root)
     except nx.NetworkXUnfeasible as exc:
         raise ValueError("backward: G has a cycle, so it is not a computation graph") from exc
     _check_edges(G, sorted_graph[0])
-    acc = _gradients(G, root, seed, sorted_graph, False)  # every failure happens before the write
+    acc = _checked(G, root, seed, sorted_graph, False)  # every failure happens before the write
     _write(G, acc)
     return G
 
@@ -278,4 +289,4 @@ def backward_value(v: Any, grad: float = 1.0) -> None:
     seed = _seed(grad)
     G = store.GRAPH
     with store.graph_lock():
-        _write(G, _gradients(G, v._id, seed, _sorted_graph(G, v._id), True))
+        _write(G, _checked(G, v._id, seed, _sorted_graph(G, v._id), True))

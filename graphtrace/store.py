@@ -55,9 +55,11 @@ from ._handle import Handle
 from ._real import as_float
 
 __all__ = [
+    "CHECKING",
     "GRAPH",
     "HANDLES",
     "LOCK",
+    "SOURCES",
     "Handle",
     "Ref",
     "SortableDiGraph",
@@ -75,6 +77,7 @@ __all__ = [
     "record_binary",
     "record_leaf",
     "record_unary",
+    "set_anomaly_check",
     "set_handle_type",
 ]
 
@@ -204,6 +207,28 @@ _shared_edge = _SHARED_EDGES.get
 
 _DOMAIN_ERRORS = (ValueError, ArithmeticError)
 
+#: ``_mode.enabled`` inside :func:`graphtrace.detect_anomaly`: ops record and are checked.
+CHECKING = "checking"
+
+
+def _no_check(op: str, operands: tuple[Any, ...], out: float) -> str:
+    return ""
+
+
+#: Called by every op recorded in anomaly mode, before anything is written: raises
+#: ``graphtrace.AnomalyError`` for a non-finite result, else returns the user's source line
+#: (:mod:`graphtrace.anomaly` installs it).
+_check_op: Any = _no_check
+#: node id -> the user's source line that recorded it, for ops recorded in anomaly mode only.
+SOURCES: dict[int, str] = {}
+
+
+def set_anomaly_check(fn: Any) -> None:
+    """Install the function every op recorded in anomaly mode calls (see ``_check_op``)."""
+    global _check_op
+    _check_op = fn
+
+
 #: The class of the handles ops return; :mod:`graphtrace.value` sets it to ``Value``.
 _handle_type: type[Handle] = Handle
 _new = object.__new__
@@ -272,8 +297,10 @@ def record_unary(op: str, fn: Any, x: Handle) -> Handle:
     except _DOMAIN_ERRORS as exc:
         raise _domain_error(exc, op, x) from None
     st = _mode
-    if not st.enabled:
+    en = st.enabled
+    if not en:
         return record_leaf(out, "", "leaf")
+    src = None if en is True else _check_op(op, (x,), out)
     n = new_id()
     o = _NodeAttrs()  # node_attrs() written out
     o.data = out  # type: ignore[attr-defined]
@@ -308,6 +335,8 @@ def record_unary(op: str, fn: Any, x: Handle) -> Handle:
         si[n] = ex
         HANDLES[n] = r
         _sinks += 1
+    if src is not None:
+        SOURCES[n] = src
     return v
 
 
@@ -336,8 +365,10 @@ def record_binary(op: str, fn: Any, x: Any, y: Any) -> Any:
     except _DOMAIN_ERRORS as exc:
         raise _domain_error(exc, op, x, y) from None
     st = _mode
-    if not st.enabled:
+    en = st.enabled
+    if not en:
         return record_leaf(out, "", "leaf")
+    src = None if en is True else _check_op(op, (x, y), out)
     scope = st.scope
     if xh:
         i = x._id
@@ -410,6 +441,8 @@ def record_binary(op: str, fn: Any, x: Any, y: Any) -> Any:
             sj[n] = ey
         HANDLES[n] = r
         _sinks += sinks
+    if src is not None:
+        SOURCES[n] = src
     return v
 
 
@@ -507,7 +540,10 @@ class _GradMode(threading.local):
     """Per-thread recording state: whether ops record (:func:`no_grad`), and the scope path that
     every node recorded now carries (:func:`graphtrace.scope`; ``""`` outside any scope)."""
 
-    enabled: bool = True
+    #: False inside no_grad; True when recording; CHECKING when recording inside detect_anomaly
+    enabled: object = True
+    #: whether this thread is inside graphtrace.detect_anomaly
+    anomaly: bool = False
     scope: str = ""
     #: call counts of module names within each open scope, innermost last (see graphtrace.scopes)
     frames: list[dict[str, Any]]
@@ -521,7 +557,7 @@ _mode = _GradMode()
 
 def grad_enabled() -> bool:
     """Whether ops in this thread record nodes and edges (False inside :func:`no_grad`)."""
-    return _mode.enabled
+    return bool(_mode.enabled)
 
 
 @contextmanager
@@ -562,7 +598,7 @@ def enable_grad() -> Iterator[None]:
     '*'
     """
     previous = _mode.enabled
-    _mode.enabled = True
+    _mode.enabled = CHECKING if _mode.anomaly else True
     try:
         yield
     finally:
