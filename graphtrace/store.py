@@ -40,6 +40,7 @@ networkx changes that layout, and ``pyproject.toml`` pins the networkx range.
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 import time
 import weakref
@@ -155,6 +156,18 @@ _sleep = time.sleep
 #: wrong value would cost speed, never correctness.
 _sinks = 0
 
+#: Adjacency dicts of freed nodes, emptied, for new nodes to reuse (at most ``_POOL_MAX``). A node's
+#: successor and predecessor dicts hold edge dicts, so the cyclic garbage collector tracks them, and a
+#: training step's graph is ~2 tracked dicts per node: made new each step they are promoted to the
+#: oldest generation and trigger its full collections (the CPython rule: once a quarter of its size
+#: is new), which then walk the whole heap. Reused, they already are old: a training loop promotes
+#: almost nothing, whatever its size. Only dicts nothing else refers to are reused.
+_pool: list[dict[Any, Any]] = []
+_take = _pool.pop
+_give = _pool.append
+_POOL_MAX = 1 << 17
+_refs = sys.getrefcount
+
 #: How many handle deaths an op lets queue up before it flushes them (a graph_lock flushes all):
 #: one flush per batch instead of one per dead temporary.
 _BATCH = 32
@@ -234,6 +247,14 @@ _handle_type: type[Handle] = Handle
 _new = object.__new__
 
 
+def _adjacency() -> tuple[dict[Any, Any], dict[Any, Any]]:
+    """Two empty adjacency dicts for a new node: reused ones if any (see ``_pool``)."""
+    try:
+        return _take(), _take()
+    except IndexError:
+        return {}, {}
+
+
 def set_handle_type(cls: type[Handle]) -> None:
     """Make the recording functions below return instances of ``cls`` (``graphtrace.Value``)."""
     global _handle_type
@@ -276,14 +297,20 @@ def init_leaf(v: Handle, data: float, label: str, role: str, grad: float = 0.0, 
     v._attrs = attrs
     r = Ref(v, _dead_append)
     r.n = n
+    try:  # adjacency dicts: reused ones if any (see _pool)
+        sd = _take()
+        pd = _take()
+    except IndexError:
+        sd = {}
+        pd = {}
     if _locked():
         _wait()
     with LOCK:
         if len(_dead) > _BATCH or _free:
             flush()
         NODE[n] = attrs
-        SUCC[n] = {}
-        PRED[n] = {}
+        SUCC[n] = sd
+        PRED[n] = pd
         HANDLES[n] = r
         _sinks += 1
 
@@ -321,6 +348,13 @@ def record_unary(op: str, fn: Any, x: Handle) -> Handle:
         e.local_grad = dx  # type: ignore[attr-defined]
         ex = e.__dict__
     i = x._id
+    try:  # adjacency dicts: reused ones if any (see _pool), filled before they are published
+        sd = _take()
+        pd = _take()
+    except IndexError:
+        sd = {}
+        pd = {}
+    pd[i] = ex
     if _locked():
         _wait()
     with LOCK:
@@ -330,8 +364,8 @@ def record_unary(op: str, fn: Any, x: Handle) -> Handle:
         if not si:
             _sinks -= 1
         NODE[n] = attrs
-        SUCC[n] = {}
-        PRED[n] = {i: ex}
+        SUCC[n] = sd
+        PRED[n] = pd
         si[n] = ex
         HANDLES[n] = r
         _sinks += 1
@@ -376,12 +410,14 @@ def record_binary(op: str, fn: Any, x: Any, y: Any) -> Any:
     else:
         i = new_id()
         cx = node_attrs(xv, 0.0, "", "", "constant", scope)
+        cxs, cxp = _adjacency()
     if yh:
         j = y._id
         cy = None
     else:
         j = new_id()
         cy = node_attrs(yv, 0.0, "", "", "constant", scope)
+        cys, cyp = _adjacency()
     n = new_id()
     o = _NodeAttrs()  # node_attrs() written out
     o.data = out  # type: ignore[attr-defined]
@@ -408,6 +444,15 @@ def record_binary(op: str, fn: Any, x: Any, y: Any) -> Any:
         e = _EdgeAttrs()
         e.local_grad = dy  # type: ignore[attr-defined]
         ey = e.__dict__
+    try:  # adjacency dicts: reused ones if any (see _pool), filled before they are published
+        sd = _take()
+        pd = _take()
+    except IndexError:
+        sd = {}
+        pd = {}
+    pd[i] = ex
+    if i != j:
+        pd[j] = ey
     if _locked():
         _wait()
     with LOCK:
@@ -416,28 +461,25 @@ def record_binary(op: str, fn: Any, x: Any, y: Any) -> Any:
         sinks = 1  # n has no children yet
         if cx is not None:
             NODE[i] = cx
-            SUCC[i] = {}
-            PRED[i] = {}
+            SUCC[i] = cxs
+            PRED[i] = cxp
             sinks += 1
         if cy is not None:
             NODE[j] = cy
-            SUCC[j] = {}
-            PRED[j] = {}
+            SUCC[j] = cys
+            PRED[j] = cyp
             sinks += 1
         si = SUCC[i]
         if not si:
             sinks -= 1
         NODE[n] = attrs
-        SUCC[n] = {}
-        if i == j:
-            PRED[n] = {i: ex}
-            si[n] = ex
-        else:
+        SUCC[n] = sd
+        PRED[n] = pd
+        si[n] = ex
+        if i != j:
             sj = SUCC[j]
             if not sj:
                 sinks -= 1
-            PRED[n] = {i: ex, j: ey}
-            si[n] = ex
             sj[n] = ey
         HANDLES[n] = r
         _sinks += sinks
@@ -472,7 +514,7 @@ def flush() -> None:
     flush is simply resumed by the next one.
     """
     global _sinks
-    dead, free, handles = _dead, _free, HANDLES
+    dead, free, handles, pool, give = _dead, _free, HANDLES, _pool, _give
     node, succ, pred = NODE, SUCC, PRED
     while dead or free:
         while dead:  # a handle died: forget it; a node left without handles and children is queued
@@ -504,11 +546,20 @@ def flush() -> None:
                         _sinks += 1
                         if p not in handles:
                             free.insert(-1, p)
+            pm = pred[m]
+            sm = succ[m]
             del pred[m]
             del succ[m]
             del node[m]
             _sinks -= 1
             del free[-1]
+            # m is gone; keep its adjacency dicts for reuse if nothing else holds them (see _pool)
+            if len(pool) < _POOL_MAX:
+                if _refs(sm) == 2:
+                    give(sm)  # already empty: m had no children
+                if _refs(pm) == 2:
+                    pm.clear()
+                    give(pm)
 
 
 def only_sink(n: int) -> bool:
