@@ -533,12 +533,15 @@ def flush() -> None:
                 del dead[-1]
             else:
                 dead.remove(r)
+        room = _POOL_MAX - len(pool)
         while free:  # remove m, queueing (below m) each parent it leaves unkept
             m = free[-1]
-            if m in handles or succ.get(m, True):  # a live handle or a child keeps it (or it is gone)
+            sm = succ.get(m)
+            if sm or sm is None or m in handles:  # a child or a live handle keeps it (or it is gone)
                 del free[-1]
                 continue
-            for p in pred[m]:  # each parent: unlinked and, if left unkept, queued, as one step
+            pm = pred[m]
+            for p in pm:  # each parent: unlinked and, if left unkept, queued, as one step
                 s = succ[p]  # a parent outlives its children
                 if m in s:
                     del s[m]
@@ -546,20 +549,18 @@ def flush() -> None:
                         _sinks += 1
                         if p not in handles:
                             free.insert(-1, p)
-            pm = pred[m]
-            sm = succ[m]
             del pred[m]
             del succ[m]
             del node[m]
             _sinks -= 1
             del free[-1]
             # m is gone; keep its adjacency dicts for reuse if nothing else holds them (see _pool)
-            if len(pool) < _POOL_MAX:
-                if _refs(sm) == 2:
-                    give(sm)  # already empty: m had no children
-                if _refs(pm) == 2:
-                    pm.clear()
-                    give(pm)
+            if room > 0 and _refs(pm) == 2 and _refs(sm) == 2:
+                pm.clear()
+                sm.clear()  # empty already; this drops a table grown by children it once had
+                give(pm)
+                give(sm)
+                room -= 2
 
 
 def only_sink(n: int) -> bool:
