@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_backward.py
 	$(BIN)/python benchmarks/bench_export.py
 	$(BIN)/python benchmarks/bench_html.py
+	$(BIN)/python benchmarks/bench_runs.py
 
 clean:
 	rm -rf $(VENV) .nox .mypy_cache .ruff_cache .hypothesis

@@ -24,6 +24,7 @@ from .check import GradcheckError, gradcheck, numerical_grad
 from .export import draw_dot, edges_frame, html_text, nodes_frame, show, to_dot, to_html
 from .io import load, save
 from .rules import RULES
+from .runs import open_run, record
 from .scopes import current_scope, scope
 from .snapshot import to_networkx
 from .store import no_grad
@@ -49,6 +50,8 @@ __all__ = [
     "no_grad",
     "nodes_frame",
     "numerical_grad",
+    "open_run",
+    "record",
     "save",
     "scope",
     "show",

@@ -121,6 +121,16 @@ def _positive(text: str) -> int:
     return n
 
 
+def _count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return n
+
+
 def _seed(text: str) -> int:
     try:
         n = int(text)
@@ -153,14 +163,37 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.samples < 2:
         raise CLIError("--samples must be at least 2")
+    if args.record is None and (args.snapshot_every or args.overwrite):
+        raise CLIError("--snapshot-every and --overwrite need --record DIR")
     out = Path(args.out)
     model, X, y = moons_demo(args.samples, args.seed, args.hidden)
     history = []
-    bar = tqdm(train_steps(model, X, y, args.steps), total=args.steps, desc="training", unit="step")
-    for r in bar:
-        history.append(r)
-        bar.set_postfix(loss=f"{r.loss:.6f}", acc=f"{r.accuracy:.0%}")
+    run = None
+    if args.record is not None:
+        from .runs import record
+
+        mode = "overwrite" if args.overwrite else "new"
+        hparams = {"steps": args.steps, "samples": args.samples, "seed": args.seed, "hidden": args.hidden}
+        hparams["schedule"] = "lr = 1.0 - 0.9 * step / 100"
+        try:
+            run = record(args.record, model, hparams=hparams, snapshot_every=args.snapshot_every, mode=mode)
+        except FileExistsError:
+            raise CLIError(f"{args.record} already holds a run; pass --overwrite to replace it") from None
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+    bar = tqdm(train_steps(model, X, y, args.steps, run=run), total=args.steps, desc="training", unit="step")
+    try:
+        for r in bar:
+            history.append(r)
+            bar.set_postfix(loss=f"{r.loss:.6f}", acc=f"{r.accuracy:.0%}")
+    except BaseException:
+        if run is not None:
+            run.close("failed")
+        raise
     bar.close()
+    if run is not None:
+        run.close()
+        _console().print(f"recorded {len(history)} steps in {run.path} (query it with gt.open_run)")
     df = pd.DataFrame([vars(r) for r in history])
     written = [_write_csv(df, out / "train_history.csv")]
 
@@ -251,6 +284,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=_seed, default=1337, help="seed for numpy and random, 0..2**32-1 (default 1337)")
     t.add_argument("--hidden", type=_hidden, default=[16, 16], help="hidden layer sizes (default 16,16)")
     t.add_argument("--out", default="exports", help="output folder (default: exports/)")
+    t.add_argument("--record", metavar="DIR", help="record every step into run directory DIR (see gt.open_run)")
+    t.add_argument(
+        "--snapshot-every",
+        type=_count,
+        default=0,
+        metavar="K",
+        help="with --record: also the whole trace every K steps",
+    )
+    t.add_argument("--overwrite", action="store_true", help="with --record: replace the run already in DIR")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("export", help="convert a saved trace (.json, .graphml, .parquet)")

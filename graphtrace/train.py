@@ -71,8 +71,10 @@ def moons_demo(samples: int = 100, seed: int = 1337, hidden: Sequence[int] = (16
     return model, X, y
 
 
-def train_steps(model: MLP, X: Any, y: Any, steps: int = 100) -> Iterator[StepResult]:
+def train_steps(model: MLP, X: Any, y: Any, steps: int = 100, *, run: Any = None) -> Iterator[StepResult]:
     """Forward, backward and SGD with micrograd's schedule ``lr = 1.0 - 0.9 * k / 100``; yields each step.
+
+    ``run``: a :class:`graphtrace.runs.Run` (from :func:`graphtrace.record`) that logs every step.
 
     Examples
     --------
@@ -88,6 +90,8 @@ def train_steps(model: MLP, X: Any, y: Any, steps: int = 100) -> Iterator[StepRe
         learning_rate = 1.0 - 0.9 * k / 100
         for p in model.parameters():
             p.data -= learning_rate * p.grad
+        if run is not None:
+            run.log(k, total_loss, accuracy=acc, learning_rate=learning_rate)
         yield StepResult(k, total_loss.data, acc, learning_rate)
 
 

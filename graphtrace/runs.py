@@ -1,0 +1,397 @@
+"""A training run as a dataset: hive-partitioned Parquet files plus a JSON manifest, queried with DuckDB.
+
+Layout of a run directory (every file is written whole to a hidden temporary name, then renamed)::
+
+    runs/NAME/
+      manifest.json                            graphtrace version, model, hyper-parameters, times, status
+      steps/step=0/part.parquet                one row: loss, accuracy, learning_rate, wall_time, seconds
+      params/step=0/part.parquet               one row per parameter: name, scope, data, grad, update
+      scopes/step=0/part.parquet               (opt-in) the step's gt.analysis.by_scope table
+      snapshots/step=0/trace.parquet           (opt-in) the step's whole trace, in gt.save's Parquet layout
+
+``step`` is the hive partition key of every table, so DuckDB (``hive_partitioning=true``), Dask
+(``dask.dataframe.read_parquet``), Spark (``spark.read.parquet``) and pyarrow read it as a column.
+A step's ``steps`` row is written last: a step is complete once it has one, and :func:`open_run`'s
+views show complete steps only, so a run killed at any moment reads as its completed steps.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ._files import atomic_write
+from ._real import as_float
+from .value import Value
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "Run", "complete_steps", "open_run", "record"]
+
+#: ``manifest.json``'s ``format``; its ``format_version`` is :data:`FORMAT_VERSION`.
+FORMAT = "graphtrace-run"
+FORMAT_VERSION = 1
+_MODES = ("new", "resume", "overwrite")
+_TABLES = ("steps", "params", "scopes", "snapshots")
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+
+
+def _check_every(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"record: {name} must be an int >= 0 (0: never), got {value!r}")
+    return value
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest of run directory ``path``; ValueError naming the file if it is not a graphtrace run."""
+    mf = path / "manifest.json"
+    if not mf.is_file():
+        raise ValueError(f"{path}: not a graphtrace run directory (no manifest.json)")
+    try:
+        m = json.loads(mf.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{mf}: not a readable graphtrace run manifest ({exc})") from None
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise ValueError(f"{mf}: not a graphtrace run manifest (format is not {FORMAT!r})")
+    version = m.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError(f"{mf}: format_version must be an int, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{mf}: written by a newer graphtrace (run format {version}; this one reads up to {FORMAT_VERSION})"
+        )
+    return m
+
+
+def _write_table(path: Path, table: pa.Table) -> None:
+    atomic_write(path, lambda fh: pq.write_table(table, fh), binary=True)
+
+
+class Run:
+    """A training run being recorded; made by :func:`record` (see there)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        model: Any,
+        *,
+        hparams: dict[str, Any] | None = None,
+        scopes_every: int = 0,
+        snapshot_every: int = 0,
+        mode: str = "new",
+    ) -> None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"record: path must be a str or path, got {type(path).__name__}: {path!r}")
+        if mode not in _MODES:
+            raise ValueError(f"record: mode must be one of {_MODES}, got {mode!r}")
+        named = getattr(model, "named_parameters", None)
+        if not callable(named):
+            raise TypeError(f"record: model must be a graphtrace.nn.Module, got {type(model).__name__}")
+        hp = {} if hparams is None else hparams
+        if not isinstance(hp, dict) or not all(isinstance(k, str) for k in hp):
+            raise TypeError(f"record: hparams must be a dict with str keys, got {hparams!r}")
+        try:
+            hp_json = json.loads(json.dumps(hp, allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"record: hparams must be JSON numbers, strings, lists and dicts ({exc})") from None
+        self.scopes_every = _check_every("scopes_every", scopes_every)
+        self.snapshot_every = _check_every("snapshot_every", snapshot_every)
+        self.path = Path(path)
+        self.model = model
+        self._params: list[tuple[str, Value]] = list(named())
+        self._last_data = [p.data for _, p in self._params]
+        self._closed = False
+        p = self.path
+        if p.exists() and not p.is_dir():
+            raise NotADirectoryError(f"record: {p} exists and is not a directory")
+        exists = p.is_dir() and any(p.iterdir())
+        if mode == "new" and exists:
+            raise FileExistsError(
+                f"record: {p} already holds files; pass mode='resume' to add steps to the run there "
+                "or mode='overwrite' to replace it"
+            )
+        if mode == "resume":
+            self.manifest = _read_manifest(p)
+            self._done = set(_steps_on_disk(p))
+            self.manifest.update(status="running", finished=None)
+        else:
+            if mode == "overwrite" and exists:
+                _read_manifest(p)  # only ever delete a graphtrace run
+                shutil.rmtree(p)
+            self._done = set()
+            self.manifest = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "graphtrace": _version(),
+                "model": repr(model),
+                "parameters": [name for name, _ in self._params],
+                "hparams": hp_json,
+                "started": _now(),
+                "finished": None,
+                "status": "running",
+            }
+        p.mkdir(parents=True, exist_ok=True)
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        text = json.dumps(self.manifest, indent=2, allow_nan=False) + "\n"
+        atomic_write(self.path / "manifest.json", lambda fh: fh.write(text))
+
+    def log(
+        self, step: int, loss: Value | float, *, accuracy: float | None = None, learning_rate: float | None = None
+    ) -> None:
+        """Record step ``step``: call it after the optimizer's update of that step.
+
+        Writes the step's parameters (``data`` after the update, the step's ``grad``, and ``update``:
+        the change of ``data`` since the previous logged step, i.e. the update actually applied), the
+        ``by_scope`` table and the whole trace when due, then the ``steps`` row that completes it.
+
+        Raises
+        ------
+        ValueError
+            If ``step`` is not an int >= 0 or was recorded already (nothing is ever rewritten), or
+            ``accuracy`` / ``learning_rate`` is not a real number.
+        TypeError
+            If ``loss`` is neither a Value nor a real number.
+        """
+        if self._closed:
+            raise ValueError(f"log: the run at {self.path} is closed")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"log: step must be an int >= 0, got {step!r}")
+        if step in self._done:
+            raise ValueError(f"log: step {step} is already recorded in {self.path}; nothing is rewritten")
+        loss_value = loss.data if isinstance(loss, Value) else as_float(loss)
+        if loss_value is None:
+            raise TypeError(f"log: loss must be a Value or a real number, got {type(loss).__name__}: {loss!r}")
+        extra = {}
+        for name, v in (("accuracy", accuracy), ("learning_rate", learning_rate)):
+            f = math.nan if v is None else as_float(v)
+            if f is None:
+                raise ValueError(f"log: {name} must be a real number, got {v!r}")
+            extra[name] = f
+        t0 = time.perf_counter()
+        part = f"step={step}"
+        data = [p.data for _, p in self._params]
+        params = pa.table(
+            {
+                "name": pa.array([n for n, _ in self._params], pa.string()),
+                "scope": pa.array([p.scope for _, p in self._params], pa.string()),
+                "data": pa.array(data, pa.float64()),
+                "grad": pa.array([p.grad for _, p in self._params], pa.float64()),
+                "update": pa.array([d - b for d, b in zip(data, self._last_data, strict=True)], pa.float64()),
+            }
+        )
+        _write_table(self.path / "params" / part / "part.parquet", params)
+        if isinstance(loss, Value) and self.scopes_every and step % self.scopes_every == 0:
+            from .analysis import by_scope
+
+            table = pa.Table.from_pandas(by_scope(loss), preserve_index=False)
+            _write_table(self.path / "scopes" / part / "part.parquet", table)
+        if isinstance(loss, Value) and self.snapshot_every and step % self.snapshot_every == 0:
+            from .io import save
+
+            target = self.path / "snapshots" / part / "trace.parquet"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            save(loss, target)
+        steps = pa.table(
+            {
+                "loss": pa.array([loss_value], pa.float64()),
+                "accuracy": pa.array([extra["accuracy"]], pa.float64()),
+                "learning_rate": pa.array([extra["learning_rate"]], pa.float64()),
+                "wall_time": pa.array([_now()], pa.string()),
+                "record_seconds": pa.array([time.perf_counter() - t0], pa.float64()),
+            }
+        )
+        _write_table(self.path / "steps" / part / "part.parquet", steps)  # last: the step is complete
+        self._done.add(step)
+        self._last_data = data
+
+    def close(self, status: str = "finished") -> None:
+        """Mark the run finished (or ``"failed"``) in its manifest; further :meth:`log` calls fail."""
+        if self._closed:
+            return
+        self._closed = True
+        self.manifest.update(status=status, finished=_now())
+        self._write_manifest()
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close("finished" if exc_type is None else "failed")
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, steps={len(self._done)}, status={self.manifest['status']!r})"
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _steps_on_disk(path: Path) -> list[int]:
+    out = []
+    for d in (path / "steps").glob("step=*"):
+        if (d / "part.parquet").is_file():
+            try:
+                out.append(int(d.name.split("=", 1)[1]))
+            except ValueError:
+                continue
+    return sorted(out)
+
+
+def record(
+    path: str | os.PathLike[str],
+    model: Any,
+    *,
+    hparams: dict[str, Any] | None = None,
+    scopes_every: int = 0,
+    snapshot_every: int = 0,
+    mode: str = "new",
+) -> Run:
+    """Record a training run into directory ``path``: use as a context manager, call ``log`` each step.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The run directory (made if missing).
+    model : graphtrace.nn.Module
+        Its ``named_parameters()`` are logged every step.
+    hparams : dict, optional
+        Hyper-parameters stored in the manifest (JSON values).
+    scopes_every, snapshot_every : int, optional
+        Also write the step's ``gt.analysis.by_scope`` table / whole trace every this many steps
+        (0, the default: never). Both walk the whole trace: a snapshot of the demo step costs about as
+        much as the step itself.
+    mode : {"new", "resume", "overwrite"}
+        ``"new"`` refuses a directory that already holds files; ``"resume"`` adds steps to the run
+        there (steps already recorded are refused, never rewritten); ``"overwrite"`` deletes the run
+        there first (only a graphtrace run: a directory with its manifest).
+
+    Returns
+    -------
+    Run
+
+    Raises
+    ------
+    FileExistsError
+        ``mode="new"`` and ``path`` holds files.
+    ValueError
+        A bad mode or count, or (``resume`` / ``overwrite``) ``path`` is not a graphtrace run or was
+        written by a newer graphtrace.
+    TypeError
+        ``model`` is not a graphtrace Module, ``path`` or ``hparams`` of the wrong type.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile, random
+    >>> import graphtrace as gt
+    >>> random.seed(0)
+    >>> model = gt.nn.MLP(2, [3, 1])
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "demo"
+    >>> with gt.record(path, model, hparams={"lr": 0.1}) as run:
+    ...     for step in range(3):
+    ...         loss = (model([1.0, -1.0]) - 1.0) ** 2
+    ...         model.zero_grad(); loss.backward()
+    ...         for p in model.parameters():
+    ...             p.data -= 0.1 * p.grad
+    ...         run.log(step, loss, learning_rate=0.1)
+    >>> con = gt.open_run(path)
+    >>> con.sql("SELECT step, count(*) AS n FROM params GROUP BY step ORDER BY step").fetchall()
+    [(0, 13), (1, 13), (2, 13)]
+    """
+    return Run(path, model, hparams=hparams, scopes_every=scopes_every, snapshot_every=snapshot_every, mode=mode)
+
+
+_EMPTY = {
+    "steps": "SELECT NULL::BIGINT AS step, NULL::DOUBLE AS loss, NULL::DOUBLE AS accuracy, "
+    "NULL::DOUBLE AS learning_rate, NULL::VARCHAR AS wall_time, NULL::DOUBLE AS record_seconds WHERE false",
+    "params": "SELECT NULL::BIGINT AS step, NULL::VARCHAR AS name, NULL::VARCHAR AS scope, NULL::DOUBLE AS data, "
+    "NULL::DOUBLE AS grad, NULL::DOUBLE AS update WHERE false",
+    "scopes": "SELECT NULL::BIGINT AS step, NULL::VARCHAR AS scope WHERE false",
+    "snapshots": "SELECT NULL::BIGINT AS step, NULL::VARCHAR AS kind WHERE false",
+}
+_FILES = {"steps": "part.parquet", "params": "part.parquet", "scopes": "part.parquet", "snapshots": "trace.parquet"}
+
+
+def _sql_string(p: Path) -> str:
+    return "'" + str(p).replace("'", "''") + "'"
+
+
+def open_run(path: str | os.PathLike[str], *, connection: Any = None) -> Any:
+    """A DuckDB connection with the run's tables as views: ``steps``, ``params``, ``scopes``, ``snapshots``.
+
+    Each view has the ``step`` column (the partition key) and shows complete steps only (those with a
+    ``steps`` row), whatever a killed writer left behind. ``steps``: ``loss``, ``accuracy``,
+    ``learning_rate``, ``wall_time``, ``record_seconds``; ``params``: ``name``, ``scope``, ``data``,
+    ``grad``, ``update``; ``scopes``: the columns of :func:`graphtrace.analysis.by_scope`;
+    ``snapshots``: the rows of ``gt.save``'s Parquet layout (``kind`` = ``"node"`` / ``"edge"``).
+
+    Parameters
+    ----------
+    path : str or path-like
+        A directory written by :func:`record` (or ``graphtrace train --record``).
+    connection : duckdb.DuckDBPyConnection, optional
+        Where to create the views (default: a new in-memory database).
+
+    Raises
+    ------
+    ValueError
+        If ``path`` is not a graphtrace run, its manifest comes from a newer graphtrace, or one of its
+        Parquet files cannot be read (the message names it).
+
+    Examples
+    --------
+    See :func:`record`.
+    """
+    import duckdb
+
+    root = Path(path)
+    _read_manifest(root)
+    con = duckdb.connect() if connection is None else connection
+    present = set(_steps_on_disk(root))
+    for name in _TABLES:
+        files = sorted((root / name).glob(f"step=*/{_FILES[name]}"))
+        if not files:
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS {_EMPTY[name]}")
+            continue
+        for f in files:
+            try:
+                pq.read_metadata(f)
+            except Exception as exc:  # a truncated or foreign file: name it
+                raise ValueError(f"{f}: not a readable Parquet file ({exc})") from None
+        source = f"read_parquet({_sql_string(root / name)} || '/step=*/{_FILES[name]}', hive_partitioning = true)"
+        complete = ", ".join(str(s) for s in sorted(present)) or "NULL"
+        con.execute(
+            f"CREATE OR REPLACE VIEW {name} AS SELECT * REPLACE (CAST(step AS BIGINT) AS step) FROM {source} "
+            f"WHERE CAST(step AS BIGINT) IN ({complete})"
+        )
+    return con
+
+
+def complete_steps(path: str | os.PathLike[str]) -> Sequence[int]:
+    """The steps recorded completely in run ``path``, ascending (for tools that read the files directly:
+    filter on them as :func:`open_run`'s views do).
+
+    Examples
+    --------
+    See :func:`record`; ``complete_steps(path)`` there is ``[0, 1, 2]``.
+    """
+    root = Path(path)
+    _read_manifest(root)
+    return _steps_on_disk(root)

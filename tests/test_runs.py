@@ -1,0 +1,237 @@
+"""Recorded runs: hive-partitioned Parquet + manifest, DuckDB views, Dask, crash safety, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+import graphtrace as gt
+from graphtrace.cli import main
+from graphtrace.runs import complete_steps
+from graphtrace.train import moons_demo, train_steps
+
+
+def _record(path: Path, steps: int = 4, **kwargs: object) -> list[gt.train.StepResult]:  # type: ignore[name-defined]
+    model, X, y = moons_demo(samples=12, hidden=(4,))
+    with gt.record(path, model, hparams={"lr": "micrograd schedule"}, **kwargs) as run:  # type: ignore[arg-type]
+        return list(train_steps(model, X, y, steps, run=run))
+
+
+def test_a_recorded_run_reads_back_with_duckdb(tmp_path: Path) -> None:
+    history = _record(tmp_path / "run")
+    con = gt.open_run(tmp_path / "run")
+    steps = con.execute("SELECT step, loss, accuracy, learning_rate FROM steps ORDER BY step").fetchall()
+    assert steps == [(r.step, r.loss, r.accuracy, r.learning_rate) for r in history]
+    model, _, _ = moons_demo(samples=12, hidden=(4,))
+    names = [n for n, _ in model.named_parameters()]
+    rows = con.execute("SELECT step, name, scope, data, grad, update FROM params ORDER BY step").fetchall()
+    assert len(rows) == 4 * len(names)
+    assert [r[1] for r in rows[: len(names)]] == sorted(names) or {r[1] for r in rows} == set(names)
+    by = {(r[0], r[1]): r for r in rows}
+    for name in names:  # SGD: update = -lr * grad (up to the rounding of data - old data)
+        for k in range(1, 4):
+            _, _, scope, data, grad, update = by[(k, name)]
+            assert update == pytest.approx(-history[k].learning_rate * grad, rel=1e-9, abs=1e-15)
+            assert update == data - by[(k - 1, name)][3]
+            assert scope.startswith("MLP/Layer")
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["format"] == "graphtrace-run"
+    assert manifest["hparams"] == {"lr": "micrograd schedule"} and manifest["parameters"] == names
+
+
+def test_the_readme_queries(tmp_path: Path) -> None:
+    _record(tmp_path / "run", steps=5)
+    con = gt.open_run(tmp_path / "run")
+    fell = con.execute(
+        """
+        SELECT split_part(scope, '/', 2) AS layer,
+               avg(abs(grad)) FILTER (WHERE step = 0) - avg(abs(grad)) FILTER (WHERE step = 4) AS fell_by
+        FROM params GROUP BY layer ORDER BY fell_by DESC LIMIT 1
+        """
+    ).fetchall()
+    assert fell[0][0] in {"Layer0", "Layer1"}
+    ratios = con.execute(
+        """
+        SELECT step, name, abs(update) / nullif(abs(data), 0) AS ratio FROM params
+        WHERE step > 0 AND NOT (abs(update) / nullif(abs(data), 0) BETWEEN 1e-4 AND 1e-2)
+        """
+    ).fetchall()
+    assert all(r[2] is None or not 1e-4 <= r[2] <= 1e-2 for r in ratios)
+    first_bad = con.execute("SELECT min(step) FROM params WHERE NOT (isfinite(data) AND isfinite(grad))").fetchone()
+    assert first_bad == (None,)
+
+
+def test_snapshots_and_scope_tables_when_asked(tmp_path: Path) -> None:
+    _record(tmp_path / "run", steps=5, snapshot_every=2, scopes_every=4)
+    con = gt.open_run(tmp_path / "run")
+    assert con.execute("SELECT DISTINCT step FROM snapshots ORDER BY step").fetchall() == [(0,), (2,), (4,)]
+    assert con.execute("SELECT DISTINCT step FROM scopes ORDER BY step").fetchall() == [(0,), (4,)]
+    cols = [d[0] for d in con.execute("SELECT * FROM scopes").description]
+    assert {"step", "scope", "nodes", "param_abs_grad_mean", "relu_zero_share"} <= set(cols)
+    G = gt.load(tmp_path / "run" / "snapshots" / "step=2" / "trace.parquet")
+    nodes = con.execute("SELECT count(*) FROM snapshots WHERE step = 2 AND kind = 'node'").fetchone()
+    assert nodes == (len(G),)
+
+
+def test_the_same_answers_from_dask_on_a_local_cluster(tmp_path: Path) -> None:
+    dd = pytest.importorskip("dask.dataframe")
+    distributed = pytest.importorskip("distributed")
+    _record(tmp_path / "run", steps=3)
+    con = gt.open_run(tmp_path / "run")
+    want = dict(con.execute("SELECT step, avg(abs(grad)) FROM params GROUP BY step").fetchall())
+    with (
+        distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        distributed.Client(cluster),
+    ):
+        df = dd.read_parquet(str(tmp_path / "run" / "params"))
+        df = df.assign(step=df["step"].astype("int64"), abs_grad=df["grad"].abs())
+        got = df.groupby("step")["abs_grad"].mean().compute().to_dict()
+    assert set(got) == set(want) == {0, 1, 2}
+    assert all(got[k] == pytest.approx(want[k], rel=1e-12) for k in want)
+
+
+_WRITER = """
+import sys, time
+sys.path.insert(0, {root!r})
+import graphtrace as gt
+from graphtrace.train import moons_demo, train_steps
+model, X, y = moons_demo(samples=30, hidden=(8,))
+run = gt.record({path!r}, model, snapshot_every=3)
+print("ready", flush=True)
+for r in train_steps(model, X, y, 10_000, run=run):
+    pass
+"""
+
+
+@pytest.mark.parametrize("delay", [0.9, 1.7, 2.6])
+def test_sigkill_at_any_moment_leaves_every_completed_step_readable(tmp_path: Path, delay: float) -> None:
+    path = tmp_path / "run"
+    code = _WRITER.format(root=str(Path(__file__).parent.parent), path=str(path))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    time.sleep(delay + random.random() * 0.3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    done = complete_steps(path)
+    assert done == list(range(len(done))) and len(done) >= 1
+    con = gt.open_run(path)
+    assert con.execute("SELECT count(*) FROM steps").fetchone() == (len(done),)
+    assert con.execute("SELECT count(DISTINCT step) FROM params").fetchone() == (len(done),)
+    n_params = con.execute("SELECT count(*) FROM params WHERE step = 0").fetchone()
+    assert con.execute("SELECT count(*) FROM params").fetchone() == (n_params[0] * len(done),)  # type: ignore[index]
+    for f in path.rglob("*.parquet"):  # every visible file is whole
+        pq.read_metadata(f)
+    assert all(p.name.startswith(".") for p in path.rglob("*.tmp"))  # temporaries stay hidden
+    assert json.loads((path / "manifest.json").read_text())["status"] == "running"
+
+
+def test_reopening_needs_an_explicit_choice_and_nothing_is_rewritten(tmp_path: Path) -> None:
+    path = tmp_path / "run"
+    _record(path, steps=2)
+    model, _, _ = moons_demo(samples=12, hidden=(4,))
+    with pytest.raises(FileExistsError, match="mode='resume'"):
+        gt.record(path, model)
+    before = {p: p.read_bytes() for p in path.rglob("*.parquet")}
+    with gt.record(path, model, mode="resume") as run:
+        with pytest.raises(ValueError, match="step 1 is already recorded"):
+            run.log(1, 0.5)
+        run.log(2, 0.25, accuracy=1.0, learning_rate=0.1)
+    assert all(p.read_bytes() == b for p, b in before.items())
+    assert complete_steps(path) == [0, 1, 2]
+    with gt.record(path, model, mode="overwrite") as run:
+        run.log(0, 1.0)
+    assert complete_steps(path) == [0]
+    other = tmp_path / "not-a-run"
+    other.mkdir()
+    (other / "precious.txt").write_text("keep me")
+    for mode in ("resume", "overwrite"):
+        with pytest.raises(ValueError, match="not a graphtrace run"):
+            gt.record(other, model, mode=mode)
+    assert (other / "precious.txt").read_text() == "keep me"
+
+
+def test_bad_arguments_are_named(tmp_path: Path) -> None:
+    model, _, _ = moons_demo(samples=12, hidden=(4,))
+    cases = [
+        (lambda: gt.record(tmp_path / "a", model, mode="append"), ValueError, "mode"),
+        (lambda: gt.record(tmp_path / "b", object()), TypeError, "nn.Module"),
+        (lambda: gt.record(tmp_path / "c", model, snapshot_every=-1), ValueError, "snapshot_every"),
+        (lambda: gt.record(tmp_path / "d", model, hparams={"lr": float("nan")}), ValueError, "hparams"),
+        (lambda: gt.record(tmp_path / "e", model, hparams={1: 2}), TypeError, "hparams"),
+        (lambda: gt.record(123, model), TypeError, "path"),
+    ]
+    for make, exc, words in cases:
+        with pytest.raises(exc, match=words):
+            make()
+    with gt.record(tmp_path / "f", model) as run:
+        for args, exc, words in [((-1, 1.0), ValueError, "step"), ((0, "x"), TypeError, "loss")]:
+            with pytest.raises(exc, match=words):
+                run.log(*args)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="accuracy"):
+            run.log(0, 1.0, accuracy="high")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="closed"):
+        run.log(0, 1.0)
+    assert not (tmp_path / "a").exists()
+
+
+def test_open_run_names_the_file_that_is_wrong(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"no manifest\.json"):
+        gt.open_run(tmp_path)
+    path = tmp_path / "run"
+    _record(path, steps=2)
+    manifest = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
+    with pytest.raises(ValueError, match=r"manifest.json: written by a newer graphtrace"):
+        gt.open_run(path)
+    (path / "manifest.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"manifest\.json: not a readable"):
+        gt.open_run(path)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    part = path / "params" / "step=1" / "part.parquet"
+    part.write_bytes(part.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"step=1/part.parquet: not a readable Parquet file"):
+        gt.open_run(path)
+
+
+def test_cli_train_records_a_run(tmp_path: Path) -> None:
+    out, run = tmp_path / "out", tmp_path / "runs" / "demo"
+    args = ["train", "--steps", "3", "--samples", "10", "--hidden", "4", "--out", str(out), "--record", str(run)]
+    assert main([*args, "--snapshot-every", "2"]) == 0
+    con = gt.open_run(run)
+    assert con.execute("SELECT count(*) FROM steps").fetchone() == (3,)
+    assert con.execute("SELECT DISTINCT step FROM snapshots ORDER BY step").fetchall() == [(0,), (2,)]
+    errors: list[str] = []
+
+    class Err:
+        def write(self, s: str) -> None:
+            errors.append(s)
+
+    assert main(args, stderr=Err()) == 2  # type: ignore[arg-type]
+    assert "--overwrite" in "".join(errors)
+    assert main([*args, "--overwrite"]) == 0
+    assert main(["train", "--steps", "1", "--out", str(out), "--overwrite"], stderr=Err()) == 2  # type: ignore[arg-type]
+    assert "need --record" in "".join(errors)
+
+
+def test_recording_module_docstring_layout_matches_the_files(tmp_path: Path) -> None:
+    _record(tmp_path / "run", steps=1, snapshot_every=1, scopes_every=1)
+    files = sorted(str(p.relative_to(tmp_path / "run")) for p in (tmp_path / "run").rglob("*") if p.is_file())
+    doc = textwrap.dedent(gt.runs.__doc__ or "")  # type: ignore[attr-defined]
+    assert files == [
+        "manifest.json",
+        "params/step=0/part.parquet",
+        "scopes/step=0/part.parquet",
+        "snapshots/step=0/trace.parquet",
+        "steps/step=0/part.parquet",
+    ]
+    assert all(f in doc for f in files)
