@@ -17,7 +17,7 @@ Examples
 
 from __future__ import annotations
 
-from . import analysis, nn
+from . import analysis, nn, runs
 from .anomaly import AnomalyError, detect_anomaly
 from .backward import backward
 from .check import GradcheckError, gradcheck, numerical_grad
@@ -52,6 +52,7 @@ __all__ = [
     "numerical_grad",
     "open_run",
     "record",
+    "runs",
     "save",
     "scope",
     "show",

@@ -20,6 +20,7 @@ __all__ = [
     "critical_path",
     "depth",
     "fan_out",
+    "health",
     "influence",
     "op_counts",
     "path_contributions",
@@ -445,4 +446,91 @@ def anomalies(x: Any) -> pd.DataFrame:
             **{c: pd.array([r[c] for r in rows], dtype=_STR) for c in ("operands", "cause")},
         }
     )
+    return df
+
+
+def health(x: Any, depth: int = 2) -> pd.DataFrame:
+    """Per layer: dead ReLUs, saturated tanh units and parameter gradients, from one trace of a batch.
+
+    A layer is a module path cut to ``depth`` segments (``MLP/Layer0`` at the default 2: the
+    instances of every call pooled); its units are the module paths one level deeper (its Neurons). A
+    ReLU unit is **dead** when its output is exactly 0 for every sample of the trace (every call
+    instance), so no gradient reaches its weights. Built on :func:`by_scope`.
+
+    Parameters
+    ----------
+    x : Value or networkx.DiGraph
+        A root Value (typically a batch's loss, after ``backward``) or a snapshot.
+    depth : int, optional
+        How many scope segments name a layer (2 for ``gt.nn.MLP``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per layer: ``layer`` (string), ``units`` (int64: units with a ReLU or tanh output),
+        ``relu_units``, ``dead_relu`` (int64), ``dead_relu_share``, ``tanh_saturated_share`` (float64:
+        share of tanh outputs with ``|t| > 0.97``, NaN without tanh), ``param_count`` (int64),
+        ``param_abs_grad_mean``, ``param_abs_grad_max`` (float64).
+
+    Raises
+    ------
+    ValueError
+        If ``depth`` is not a positive int.
+
+    Examples
+    --------
+    >>> import random
+    >>> import graphtrace as gt
+    >>> random.seed(0)
+    >>> model = gt.nn.MLP(2, [3, 1])
+    >>> model.layers[0].neurons[0].b.data = -100.0  # this ReLU never fires on these inputs
+    >>> loss = sum((model([x, -x]) - 1.0) ** 2 for x in (0.5, 1.0, 2.0))
+    >>> loss.backward()
+    >>> gt.analysis.health(loss)[["layer", "relu_units", "dead_relu", "dead_relu_share"]]
+            layer  relu_units  dead_relu  dead_relu_share
+    0  MLP/Layer0           3          1         0.333333
+    """
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"health: depth must be a positive int, got {depth!r}")
+    units = by_scope(x, pool=True)
+    units = units[units["scope"].str.count("/") >= depth]
+    layer_of = units["scope"].map(lambda p: "/".join(p.split("/")[:depth]))
+    layers = by_scope(x, depth, pool=True).set_index("scope")
+    rows = []
+    for layer, group in units.groupby(layer_of, sort=True):
+        relu = group["relu_zero_share"].dropna()
+        tanh = group["tanh_saturated_share"].dropna()
+        if relu.empty and tanh.empty:
+            continue
+        stats: Any = layers.loc[layer] if layer in layers.index else None
+        rows.append(
+            (
+                layer,
+                len(relu) + len(tanh),
+                len(relu),
+                int((relu == 1.0).sum()),
+                float((relu == 1.0).mean()) if len(relu) else math.nan,
+                float(tanh.mean()) if len(tanh) else math.nan,
+                int(stats["param_count"]) if stats is not None else 0,
+                float(stats["param_abs_grad_mean"]) if stats is not None else math.nan,
+                float(stats["param_abs_grad_max"]) if stats is not None else math.nan,
+            )
+        )
+    columns = [
+        "layer",
+        "units",
+        "relu_units",
+        "dead_relu",
+        "dead_relu_share",
+        "tanh_saturated_share",
+        "param_count",
+        "param_abs_grad_mean",
+        "param_abs_grad_max",
+    ]
+    df = pd.DataFrame.from_records(rows, columns=columns)
+    df["layer"] = df["layer"].astype(_STR)
+    for c in ("units", "relu_units", "dead_relu", "param_count"):
+        df[c] = df[c].astype("int64")
+    for c in ("dead_relu_share", "tanh_saturated_share", "param_abs_grad_mean", "param_abs_grad_max"):
+        df[c] = df[c].astype("float64")
     return df

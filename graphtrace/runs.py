@@ -35,7 +35,7 @@ from ._files import atomic_write
 from ._real import as_float
 from .value import Value
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "Run", "complete_steps", "open_run", "record"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "Run", "complete_steps", "health", "open_run", "record"]
 
 #: ``manifest.json``'s ``format``; its ``format_version`` is :data:`FORMAT_VERSION`.
 FORMAT = "graphtrace-run"
@@ -323,7 +323,11 @@ _EMPTY = {
     "NULL::DOUBLE AS learning_rate, NULL::VARCHAR AS wall_time, NULL::DOUBLE AS record_seconds WHERE false",
     "params": "SELECT NULL::BIGINT AS step, NULL::VARCHAR AS name, NULL::VARCHAR AS scope, NULL::DOUBLE AS data, "
     "NULL::DOUBLE AS grad, NULL::DOUBLE AS update WHERE false",
-    "scopes": "SELECT NULL::BIGINT AS step, NULL::VARCHAR AS scope WHERE false",
+    "scopes": "SELECT NULL::BIGINT AS step, NULL::VARCHAR AS scope, NULL::BIGINT AS nodes, "
+    "NULL::BIGINT AS output_node, NULL::DOUBLE AS output_data, NULL::DOUBLE AS output_grad, "
+    "NULL::BIGINT AS param_count, "
+    "NULL::DOUBLE AS param_abs_grad_sum, NULL::DOUBLE AS param_abs_grad_mean, NULL::DOUBLE AS param_abs_grad_max, "
+    "NULL::DOUBLE AS relu_zero_share, NULL::DOUBLE AS tanh_saturated_share, NULL::BIGINT AS nonfinite WHERE false",
     "snapshots": "SELECT NULL::BIGINT AS step, NULL::VARCHAR AS kind WHERE false",
 }
 _FILES = {"steps": "part.parquet", "params": "part.parquet", "scopes": "part.parquet", "snapshots": "trace.parquet"}
@@ -395,3 +399,78 @@ def complete_steps(path: str | os.PathLike[str]) -> Sequence[int]:
     root = Path(path)
     _read_manifest(root)
     return _steps_on_disk(root)
+
+
+def health(path: str | os.PathLike[str], depth: int = 2) -> Any:
+    """Per step and layer of a recorded run: gradient size, update:data ratio, dead and saturated units.
+
+    The run's version of :func:`graphtrace.analysis.health`, from its ``params`` table (every step)
+    and its ``scopes`` table (the steps recorded with ``scopes_every``; NaN elsewhere).
+
+    Parameters
+    ----------
+    path : str or path-like
+        A run directory (see :func:`record`).
+    depth : int, optional
+        How many scope segments name a layer (2 for ``gt.nn.MLP``: ``MLP/Layer0``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (step, layer): ``step`` (int64), ``layer`` (str), ``param_abs_grad_mean``,
+        ``param_abs_grad_max``, ``update_data_log10`` (float64: log10 of mean |update| over mean |data|
+        of its parameters, NaN when nothing moved; about -3 is healthy, Karpathy's rule of thumb),
+        ``dead_relu_share`` (share of its ReLU units at exactly 0 for every sample of the step) and
+        ``tanh_saturated_share`` (share of its tanh outputs with ``|t| > 0.97``).
+
+    Examples
+    --------
+    >>> import pathlib, random, tempfile
+    >>> import graphtrace as gt
+    >>> from graphtrace.runs import health
+    >>> random.seed(0)
+    >>> model = gt.nn.MLP(2, [3, 1])
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "run"
+    >>> with gt.record(path, model, scopes_every=1) as run:
+    ...     for step in range(2):
+    ...         loss = sum((model([x, -x]) - 1.0) ** 2 for x in (0.5, 1.0))
+    ...         model.zero_grad(); loss.backward()
+    ...         for p in model.parameters():
+    ...             p.data -= 0.01 * p.grad
+    ...         run.log(step, loss)
+    >>> health(path)[["step", "layer"]].values.tolist()
+    [[0, 'MLP/Layer0'], [0, 'MLP/Layer1'], [1, 'MLP/Layer0'], [1, 'MLP/Layer1']]
+    """
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"health: depth must be a positive int, got {depth!r}")
+    con = open_run(path)
+    layer = f"array_to_string(string_split(scope, '/')[1:{depth}], '/')"
+    unit = "regexp_replace(scope, '\\[[0-9]+\\]', '', 'g')"
+    query = f"""
+        WITH p AS (
+            SELECT step, {layer} AS layer, avg(abs(grad)) AS param_abs_grad_mean,
+                   max(abs(grad)) AS param_abs_grad_max,
+                   log10(nullif(avg(abs("update")), 0) / nullif(avg(abs(data)), 0)) AS update_data_log10
+            FROM params GROUP BY ALL
+        ), u AS (
+            SELECT step, {unit} AS unit, min(relu_zero_share) AS relu_all_zero,
+                   avg(tanh_saturated_share) AS tanh_share
+            FROM scopes WHERE len(string_split({unit}, '/')) = {depth + 1} GROUP BY ALL
+        ), s AS (
+            SELECT step, array_to_string(string_split(unit, '/')[1:{depth}], '/') AS layer,
+                   avg(CASE WHEN relu_all_zero IS NULL THEN NULL WHEN relu_all_zero = 1 THEN 1.0 ELSE 0.0 END)
+                       AS dead_relu_share,
+                   avg(tanh_share) AS tanh_saturated_share
+            FROM u GROUP BY ALL
+        )
+        SELECT p.step, p.layer, param_abs_grad_mean, param_abs_grad_max, update_data_log10,
+               dead_relu_share, tanh_saturated_share
+        FROM p LEFT JOIN s ON p.step = s.step AND p.layer = s.layer
+        ORDER BY p.step, p.layer
+    """
+    df = con.execute(query).df()
+    df["step"] = df["step"].astype("int64")
+    df["layer"] = df["layer"].astype(str)
+    for c in df.columns[2:]:
+        df[c] = df[c].astype("float64")
+    return df

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import signal
@@ -235,3 +236,35 @@ def test_recording_module_docstring_layout_matches_the_files(tmp_path: Path) -> 
         "steps/step=0/part.parquet",
     ]
     assert all(f in doc for f in files)
+
+
+def test_health_of_one_trace_and_of_a_run_agree_on_dead_units(tmp_path: Path) -> None:
+    random.seed(3)
+    model = gt.nn.MLP(2, [4, 4, 1])
+    dead = model.layers[0].neurons[1]
+    dead.b.data = -50.0  # never fires for inputs in [-1, 1]: dead for every sample
+    data = [[random.uniform(-1, 1), random.uniform(-1, 1)] for _ in range(8)]
+    with gt.record(tmp_path / "run", model, scopes_every=2) as run:
+        for step in range(3):
+            loss = sum((model(x) - 1.0) ** 2 for x in data) * (1.0 / len(data))
+            model.zero_grad()
+            loss.backward()
+            one = gt.analysis.health(loss)
+            for p in model.parameters():
+                p.data -= 0.05 * p.grad
+            run.log(step, loss, learning_rate=0.05)
+    row = one.set_index("layer").loc["MLP/Layer0"]
+    assert row["relu_units"] == 4 and row["dead_relu"] >= 1  # the killed unit at least
+    assert all(g == 0.0 for g in (w.grad for w in dead.w))  # no gradient reaches a dead unit
+    h = gt.runs.health(tmp_path / "run")  # type: ignore[attr-defined]
+    assert list(h.columns) == [
+        "step", "layer", "param_abs_grad_mean", "param_abs_grad_max", "update_data_log10",
+        "dead_relu_share", "tanh_saturated_share",
+    ]  # fmt: skip
+    assert sorted(set(h["layer"])) == ["MLP/Layer0", "MLP/Layer1", "MLP/Layer2"]
+    by = h.set_index(["step", "layer"])
+    assert by.loc[(2, "MLP/Layer0"), "dead_relu_share"] == pytest.approx(row["dead_relu_share"])
+    assert math.isnan(by.loc[(1, "MLP/Layer0"), "dead_relu_share"])  # no scope table at step 1
+    assert by.loc[(2, "MLP/Layer0"), "update_data_log10"] < 0  # updates are small next to the weights
+    with pytest.raises(ValueError, match="depth"):
+        gt.analysis.health(loss, depth=0)
