@@ -18,6 +18,7 @@ Examples
 from __future__ import annotations
 
 from . import analysis, nn, runs
+from .analysis import diff
 from .anomaly import AnomalyError, detect_anomaly
 from .backward import backward
 from .check import GradcheckError, gradcheck, numerical_grad
@@ -41,6 +42,7 @@ __all__ = [
     "backward",
     "current_scope",
     "detect_anomaly",
+    "diff",
     "draw_dot",
     "edges_frame",
     "gradcheck",

@@ -19,6 +19,7 @@ __all__ = [
     "by_scope",
     "critical_path",
     "depth",
+    "diff",
     "fan_out",
     "health",
     "influence",
@@ -532,5 +533,122 @@ def health(x: Any, depth: int = 2) -> pd.DataFrame:
     for c in ("units", "relu_units", "dead_relu", "param_count"):
         df[c] = df[c].astype("int64")
     for c in ("dead_relu_share", "tanh_saturated_share", "param_abs_grad_mean", "param_abs_grad_max"):
+        df[c] = df[c].astype("float64")
+    return df
+
+
+_SEGMENT = re.compile(r"^(.*?)(?:\[(\d+)\])?$")
+
+
+def _keys(G: nx.DiGraph) -> dict[tuple[str, str, str, int], Any]:
+    """Each node's match key: parameters by label; other nodes by (scope with call indices renumbered
+    in order of appearance, role, op, position among the nodes sharing those three)."""
+    renumber: dict[tuple[str, str, str], int] = {}  # (renamed parent, name, index) -> new index
+    counts: Counter[tuple[str, str]] = Counter()
+    renamed: dict[str, str] = {}
+
+    def norm(path: str) -> str:
+        out = renamed.get(path)
+        if out is not None:
+            return out
+        parent = ""
+        for seg in path.split("/") if path else []:
+            m = _SEGMENT.match(seg)
+            name, idx = (m.group(1), m.group(2)) if m else (seg, None)
+            if idx is None:
+                parent = f"{parent}/{name}" if parent else name
+                continue
+            key = (parent, name, idx)
+            if key not in renumber:
+                renumber[key] = counts[(parent, name)]
+                counts[(parent, name)] += 1
+            seg = f"{name}[{renumber[key]}]"
+            parent = f"{parent}/{seg}" if parent else seg
+        renamed[path] = parent
+        return parent
+
+    seen: Counter[tuple[str, str, str]] = Counter()
+    out: dict[tuple[str, str, str, int], Any] = {}
+    for n in topological_nodes(G):
+        a = G._node[n]
+        role = str(a.get("role", ""))
+        if role == "parameter" and a.get("label"):
+            out[("", "parameter", str(a["label"]), 0)] = n
+            continue
+        k = (norm(str(a.get("scope", ""))), role, str(a.get("op", "")))
+        out[(*k, seen[k])] = n
+        seen[k] += 1
+    return out
+
+
+def diff(a: Any, b: Any) -> pd.DataFrame:
+    """Node by node, what changed between two traces of the same structure (two steps, two runs).
+
+    Parameters are matched by label (``L0.N3.w1``: unique and stable). Other nodes are matched by
+    their ``scope`` with call indices renumbered in order of appearance in each trace (so the k-th call
+    of a module in ``a`` meets the k-th in ``b``: the same sample of two steps), ``role``, ``op``, and
+    their position among the nodes sharing those three in topological (creation) order.
+
+    Parameters
+    ----------
+    a, b : Value or networkx.DiGraph
+        Root Values (their traces are snapshotted) or snapshots, e.g. from :func:`graphtrace.load`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per matched key and per node found in one trace only: ``scope`` (renumbered), ``role``,
+        ``op`` (string; for parameters ``scope`` is ``""`` and ``op`` holds the label), ``position``
+        (int64), ``label_a``, ``label_b`` (string), ``node_a``, ``node_b`` (Int64, missing on the other side),
+        ``data_a``, ``data_b``, ``grad_a``, ``grad_b``, ``d_data`` (``data_b - data_a``), ``d_grad``
+        (float64) and ``side`` (string: ``"both"``, ``"a"`` or ``"b"``), in ``a``'s order, then
+        ``b``'s extra nodes.
+
+    Examples
+    --------
+    >>> import graphtrace as gt
+    >>> w = gt.Value(0.5, label="w")
+    >>> step1 = (w * 2.0).relu(); step1.label = "out"
+    >>> w.data = 0.75
+    >>> step2 = (w * 2.0).relu(); step2.label = "out"
+    >>> d = gt.analysis.diff(step1, step2)
+    >>> d[["label_a", "role", "op", "data_a", "data_b", "d_data", "side"]]
+      label_a          role    op  data_a  data_b  d_data  side
+    0       w          leaf          0.75    0.75     0.0  both
+    1       a      constant          2.00    2.00     0.0  both
+    2       b  intermediate     *    1.00    1.50     0.5  both
+    3     out  intermediate  relu    1.00    1.50     0.5  both
+
+    ``w`` is one node of both traces, so its data is 0.75 in both: diff snapshots (``gt.to_networkx``)
+    taken at each step to see parameters move.
+    """
+    A, B = as_graph(a), as_graph(b)
+    ka, kb = _keys(A), _keys(B)
+    keys = list(ka) + [k for k in kb if k not in ka]
+
+    def num(G: nx.DiGraph, n: Any, attr: str) -> float:
+        return math.nan if n is None else _num(G._node[n].get(attr))
+
+    def label(G: nx.DiGraph, n: Any) -> str:
+        return "" if n is None else str(G._node[n].get("label", ""))
+
+    rows = []
+    for k in keys:
+        na, nb = ka.get(k), kb.get(k)
+        da, db = num(A, na, "data"), num(B, nb, "data")
+        ga, gb = num(A, na, "grad"), num(B, nb, "grad")
+        side = "both" if na is not None and nb is not None else ("a" if nb is None else "b")
+        rows.append((*k, label(A, na), label(B, nb), na, nb, da, db, ga, gb, db - da, gb - ga, side))
+    columns = ["scope", "role", "op", "position", "label_a", "label_b", "node_a", "node_b"]
+    columns += ["data_a", "data_b", "grad_a", "grad_b", "d_data", "d_grad", "side"]
+    df = pd.DataFrame.from_records(rows, columns=columns)
+    for c in ("scope", "role", "op", "label_a", "label_b", "side"):
+        df[c] = df[c].astype(_STR)
+    df["position"] = df["position"].astype("int64")
+    for c in ("node_a", "node_b"):
+        ids = df[c].tolist()
+        if all(v is None or type(v) is int for v in ids):
+            df[c] = pd.array(ids, dtype="Int64")
+    for c in ("data_a", "data_b", "grad_a", "grad_b", "d_data", "d_grad"):
         df[c] = df[c].astype("float64")
     return df

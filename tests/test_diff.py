@@ -1,0 +1,55 @@
+"""gt.analysis.diff: two traces matched node by node."""
+
+from __future__ import annotations
+
+import random
+
+import pandas as pd
+import pytest
+
+import graphtrace as gt
+
+
+def test_diff_of_two_training_steps_shows_the_update_on_every_parameter() -> None:
+    random.seed(5)
+    model = gt.nn.MLP(2, [3, 1])
+    xs = [[0.5, -1.0], [1.5, 0.25]]
+    snaps, grads = [], []
+    for _ in range(2):
+        loss = sum((model(x) - 1.0) ** 2 for x in xs)
+        model.zero_grad()
+        loss.backward()
+        snaps.append(gt.to_networkx(loss))  # data and grads as they are now
+        grads.append({p.label: p.grad for p in model.parameters()})
+        for p in model.parameters():
+            p.data -= 0.1 * p.grad
+    d = gt.analysis.diff(*snaps)
+    assert set(d["side"]) == {"both"} and len(d) == len(snaps[0]) == len(snaps[1])
+    params = d[d["role"] == "parameter"].set_index("label_a")
+    assert len(params) == len(model.parameters())
+    for label, g in grads[0].items():  # the step between the snapshots moved each weight by -lr * grad
+        assert params.loc[label, "d_data"] == pytest.approx(-0.1 * g, rel=1e-9, abs=1e-15)
+        assert params.loc[label, "d_grad"] == pytest.approx(grads[1][label] - g, rel=1e-9, abs=1e-15)
+    root = d.iloc[-1]
+    assert root["d_data"] == pytest.approx(root["data_b"] - root["data_a"]) and root["d_data"] < 0
+    assert str(d["node_a"].dtype) == "Int64" and str(d["d_data"].dtype) == "float64"
+
+
+def test_diff_lists_nodes_found_in_one_trace_only() -> None:
+    x = gt.Value(2.0, label="x")
+    a = x * 3.0
+    a.label = "y"
+    b = (x * 3.0).tanh()
+    b.label = "y"
+    d = gt.analysis.diff(a, b)
+    assert list(d["side"]) == ["both", "both", "both", "b"]  # x, the constant 3.0, x * 3.0; then tanh
+    only = d.iloc[-1]
+    assert (only["op"], only["label_b"], only["label_a"]) == ("tanh", "y", "")
+    assert pd.isna(only["node_a"]) and only["node_b"] == b.node_id and pd.isna(only["d_data"])
+    c = gt.analysis.diff(b, a)
+    assert list(c["side"]) == ["both", "both", "both", "a"]
+
+
+def test_diff_rejects_what_is_not_a_trace() -> None:
+    with pytest.raises(TypeError, match=r"Value or a networkx\.DiGraph"):
+        gt.analysis.diff(gt.Value(1.0), "trace.json")
