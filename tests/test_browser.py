@@ -288,3 +288,33 @@ def test_hostile_scope_names_never_execute_in_the_collapsed_view(browser: Any, t
     result = page.page.evaluate("(t) => window.graphtraceSearch(t)", HOSTILE[0])
     assert result["found"] is True and HOSTILE[0] in page.page.inner_text("#details")
     page.page.close()
+
+
+def test_color_by_a_diff_colours_both_views(browser: Any, tmp_path: Path) -> None:
+    x = Value(2.0, label="x")
+    up = (x * 3.0).tanh()
+    down = x * -1.0
+    G1 = gt.to_networkx(up + down)
+    x.data = 2.5
+    G2 = gt.to_networkx((x * 3.0).tanh() + x * -1.0)
+    d = gt.diff(G1, G2)
+    values = d.set_index("node_b")["d_data"]
+    nid = {str(G2.nodes[n]["op"]) + ":" + str(G2.nodes[n].get("label")): n for n in G2}
+    for collapse in (False, True):
+        page = Page(browser)
+        page.open(gt.to_html(G2, tmp_path / f"diff{collapse}.html", color_by=values, collapse=collapse))
+        got = page.page.evaluate(
+            "Object.fromEntries(window.graphtraceNetwork.body.data.nodes.get().map(n => [n.id, n.color.background]))"
+        )
+        legend = page.page.inner_text(".legend")
+        assert "colour: d_data" in legend and "parameter" not in legend
+        assert page.errors == [] and page.blocked == []
+        if not collapse:  # x moved up (red), x * -1 moved down (blue), a constant did not move (white)
+            assert got[str(x.node_id)].startswith("rgb(255,")
+            mul_neg = next(n for k, n in nid.items() if k.startswith("*:") and G2.nodes[n]["data"] < 0)
+            assert got[str(mul_neg)].endswith(",255)")
+            const = next(n for n in G2 if G2.nodes[n]["role"] == "constant")
+            assert got[str(const)] == "#ffffff"
+        else:
+            assert any(c.startswith("rgb(") for c in got.values())
+        page.page.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -53,3 +54,23 @@ def test_diff_lists_nodes_found_in_one_trace_only() -> None:
 def test_diff_rejects_what_is_not_a_trace() -> None:
     with pytest.raises(TypeError, match=r"Value or a networkx\.DiGraph"):
         gt.analysis.diff(gt.Value(1.0), "trace.json")
+
+
+def test_color_by_is_validated_before_anything_is_written(tmp_path: Path) -> None:
+    x = gt.Value(2.0, label="x")
+    y = x * 3.0
+    target = tmp_path / "y.html"
+    cases = [
+        ("nope", ValueError, "no node has the attribute 'nope'"),
+        ("", ValueError, "must not be empty"),
+        (3, TypeError, "attribute name, a mapping"),
+        ({10**9: 1.0}, ValueError, "is not a node of the graph"),
+        ({x.node_id: "high"}, TypeError, "is not a number"),
+        ("label", TypeError, "non-numeric 'label'"),
+    ]
+    for color_by, exc, words in cases:
+        with pytest.raises(exc, match=words):
+            gt.to_html(y, target, color_by=color_by)
+        assert not target.exists()
+    page = gt.html_text(y, color_by=pd.Series({x.node_id: -1.0, y.node_id: float("nan")}, name="<b>Δ</b>"))
+    assert "colour: &lt;b&gt;Δ&lt;/b&gt;" in page and "<b>Δ</b>" not in page.split("</script>")[-1]

@@ -19,11 +19,13 @@ from typing import Any
 
 import jinja2
 import networkx as nx
+import pandas as pd
 import pyvis
 from markupsafe import Markup
 from pyvis.network import Network
 
 from .._files import atomic_write
+from .._real import as_float
 from ..snapshot import as_graph
 from .frames import node_roles, topological_nodes
 
@@ -100,8 +102,66 @@ def _layout(G: nx.DiGraph, texts: dict[Any, str]) -> dict[Any, tuple[int, int]]:
     return pos
 
 
-def _network(G: nx.DiGraph, title: str) -> Network:
+#: Colour of nodes without a value under ``color_by``.
+NO_VALUE = "#d9d9d9"
+
+
+def _values(G: nx.DiGraph, color_by: Any) -> tuple[str, dict[Any, float]] | None:
+    """``color_by`` as (name, value of every node, NaN where missing); errors name what is wrong."""
+    if color_by is None:
+        return None
+    if isinstance(color_by, str):
+        if not color_by:
+            raise ValueError("color_by: an attribute name must not be empty")
+        out = {}
+        for n, a in G._node.items():
+            v = a.get(color_by)
+            f = math.nan if v is None else as_float(v)
+            if f is None:
+                raise TypeError(f"color_by: node {n!r} has a non-numeric {color_by!r}: {v!r}")
+            out[n] = f
+        if all(v is None for v in (a.get(color_by) for a in G._node.values())):
+            raise ValueError(f"color_by: no node has the attribute {color_by!r}")
+        return color_by, out
+    items = getattr(color_by, "items", None)
+    if not callable(items):
+        raise TypeError(
+            "color_by must be a node attribute name, a mapping or a pandas Series from node id to number, "
+            f"got {type(color_by).__name__}"
+        )
+    given: dict[Any, float] = {}
+    for k, v in items():
+        if k is None or (isinstance(k, float) and math.isnan(k)) or k is pd.NA:
+            continue  # rows of a table that name no node here (diff's other side)
+        if k not in G:
+            raise ValueError(f"color_by: {k!r} is not a node of the graph")
+        f = math.nan if v is None or v is pd.NA else as_float(v)
+        if f is None:
+            raise TypeError(f"color_by: the value for node {k!r} is not a number: {v!r}")
+        given[k] = f
+    name = getattr(color_by, "name", None)
+    return (str(name) if name is not None else "value"), {n: given.get(n, math.nan) for n in G}
+
+
+def _diverging(v: float, vmax: float) -> str:
+    """Blue below 0, white at 0, red above, by ``sqrt(|v| / vmax)``; grey for NaN."""
+    if math.isnan(v):
+        return NO_VALUE
+    t = 1.0 if math.isinf(v) or vmax <= 0 else math.sqrt(min(1.0, abs(v) / vmax))
+    if v > 0:
+        return f"rgb(255,{round(255 - 200 * t)},{round(255 - 200 * t)})"
+    if v < 0:
+        return f"rgb({round(255 - 200 * t)},{round(255 - 160 * t)},255)"
+    return "#ffffff"
+
+
+def _vmax(values: dict[Any, float]) -> float:
+    return max((abs(v) for v in values.values() if math.isfinite(v)), default=0.0)
+
+
+def _network(G: nx.DiGraph, title: str, colors: tuple[str, dict[Any, float]] | None = None) -> Network:
     roles = node_roles(G)
+    vmax = _vmax(colors[1]) if colors else 0.0
     texts = {n: _box_label(a) for n, a in G._node.items()}
     pos = _layout(G, texts)
     nodes = []
@@ -116,8 +176,12 @@ def _network(G: nx.DiGraph, title: str) -> Network:
                 "id": n if isinstance(n, int) else str(n),
                 "name": label,
                 "label": texts[n],
-                "title": f"{label}\nop: {op or '(leaf)'}\nrole: {roles[n]}\ndata: {data!r}\ngrad: {grad!r}\nnode: {n}",
-                "color": {"background": ROLE_COLORS[roles[n]], "border": "#555"},
+                "title": f"{label}\nop: {op or '(leaf)'}\nrole: {roles[n]}\ndata: {data!r}\ngrad: {grad!r}\nnode: {n}"
+                + (f"\n{colors[0]}: {colors[1][n]!r}" if colors else ""),
+                "color": {
+                    "background": _diverging(colors[1][n], vmax) if colors else ROLE_COLORS[roles[n]],
+                    "border": "#555",
+                },
                 "x": x,
                 "y": y,
             }
@@ -135,6 +199,7 @@ def _network(G: nx.DiGraph, title: str) -> Network:
     net.edges = edges
     net.node_ids = [d["id"] for d in nodes]
     net.templateEnv = _environment()
+    net.templateEnv.globals["value_name"] = colors[0] if colors else None
     net.path = "graph.html"
     return net
 
@@ -150,7 +215,7 @@ PARAMETERS, INPUTS, OUTSIDE = "parameters", "(inputs)", "(outside any scope)"
 _ROLE_INDEX = {role: i for i, role in enumerate(ROLE_COLORS)}
 
 
-def _collapsed_network(G: nx.DiGraph, title: str) -> Network:
+def _collapsed_network(G: nx.DiGraph, title: str, colors: tuple[str, dict[Any, float]] | None = None) -> Network:
     """The scope-collapsible view: compact arrays that the page's script lays out and redraws.
 
     ``nodes``: ``[id, scope index, role index, label, op, data, grad]`` in topological order;
@@ -224,6 +289,9 @@ def _collapsed_network(G: nx.DiGraph, title: str) -> Network:
         "noAuto": [PARAMETERS, INPUTS, OUTSIDE],
         "maxLabel": MAX_LABEL,
     }
+    if colors:
+        net.graphtrace_payload["values"] = [_json_num(colors[1][n]) for n in order]
+        net.graphtrace_payload["valueName"] = colors[0]
     return net
 
 
@@ -248,10 +316,10 @@ def _root_label(G: nx.DiGraph) -> str:
     return "graph"
 
 
-def html_text(x: Any, *, title: str | None = None, collapse: bool | None = None) -> str:
+def html_text(x: Any, *, title: str | None = None, collapse: bool | None = None, color_by: Any = None) -> str:
     """The self-contained HTML page for ``x`` as a string (what :func:`to_html` writes).
 
-    ``collapse`` picks the view (see :func:`to_html`).
+    ``collapse`` picks the view and ``color_by`` colours it (see :func:`to_html`).
 
     Examples
     --------
@@ -265,11 +333,13 @@ def html_text(x: Any, *, title: str | None = None, collapse: bool | None = None)
     if title is not None and not isinstance(title, str):
         raise TypeError(f"title must be a str, got {type(title).__name__}")
     heading = title if title is not None else f"graphtrace: {_root_label(G)}"
+    colors = _values(G, color_by)
     if _wants_collapse(G, collapse):
-        net = _collapsed_network(G, heading)
+        net = _collapsed_network(G, heading, colors)
         template = net.templateEnv.get_template("collapsed.html")
-        return str(template.render(heading=heading, payload=net.graphtrace_payload))
-    return str(_network(G, heading).generate_html())
+        value_name = colors[0] if colors else None
+        return str(template.render(heading=heading, payload=net.graphtrace_payload, value_name=value_name))
+    return str(_network(G, heading, colors).generate_html())
 
 
 def _safe_name(label: str) -> str:
@@ -277,7 +347,14 @@ def _safe_name(label: str) -> str:
     return name[:80]
 
 
-def to_html(x: Any, path: str | Path | None = None, *, title: str | None = None, collapse: bool | None = None) -> Path:
+def to_html(
+    x: Any,
+    path: str | Path | None = None,
+    *,
+    title: str | None = None,
+    collapse: bool | None = None,
+    color_by: Any = None,
+) -> Path:
     """Write ``x`` as one self-contained interactive HTML file and return its path.
 
     A trace of more than :data:`COLLAPSE_OVER` (500) nodes that has scopes (a model's calls, see
@@ -302,6 +379,12 @@ def to_html(x: Any, path: str | Path | None = None, *, title: str | None = None,
         The page heading; user text is always escaped.
     collapse : bool, optional
         Force the collapsible view (True) or every node (False); by default as described above.
+    color_by : str, mapping or pandas.Series, optional
+        Colour nodes by a number instead of by role: the name of a numeric node attribute, or a
+        mapping / Series from node id to value (``d.set_index("node_b")["d_data"]`` for a
+        :func:`graphtrace.diff` table ``d``; missing ids are skipped). Blue below 0, white at 0, red
+        above (square root of the share of the largest |value|), grey without a value. A collapsed
+        box takes its output node's colour.
 
     Returns
     -------
@@ -310,9 +393,11 @@ def to_html(x: Any, path: str | Path | None = None, *, title: str | None = None,
     Raises
     ------
     TypeError
-        If ``x`` is not a Value or DiGraph, or ``title`` is not a str.
+        If ``x`` is not a Value or DiGraph, ``title`` is not a str, or ``color_by`` is neither a name
+        nor a mapping, or gives a value that is not a number.
     ValueError
-        If ``path`` does not end in ``.html``/``.htm`` or the graph has a cycle; nothing is written.
+        If ``path`` does not end in ``.html``/``.htm``, the graph has a cycle, ``color_by`` names an
+        attribute no node has or a node that is not in the graph; nothing is written.
 
     Examples
     --------
@@ -327,11 +412,13 @@ def to_html(x: Any, path: str | Path | None = None, *, title: str | None = None,
     target = Path(path) if path is not None else DEFAULT_DIR / f"{_safe_name(_root_label(G))}.html"
     if target.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"to_html: {str(target)!r} should end in .html")
-    page = html_text(G, title=title, collapse=collapse)
+    page = html_text(G, title=title, collapse=collapse, color_by=color_by)
     return atomic_write(target, lambda fh: fh.write(page))
 
 
-def show(x: Any, *, title: str | None = None, height: int = 600, collapse: bool | None = None) -> Any:
+def show(
+    x: Any, *, title: str | None = None, height: int = 600, collapse: bool | None = None, color_by: Any = None
+) -> Any:
     """Display ``x`` inline in Jupyter (classic, JupyterLab, VS Code).
 
     The page goes into an ``<iframe srcdoc=...>`` with scripts sandboxed away from the notebook, which
@@ -352,7 +439,7 @@ def show(x: Any, *, title: str | None = None, height: int = 600, collapse: bool 
         from IPython.display import HTML
     except ImportError as exc:  # pragma: no cover - IPython comes with Jupyter
         raise ImportError("graphtrace.show needs IPython (pip install ipykernel)") from exc
-    page = html_text(x, title=title, collapse=collapse)
+    page = html_text(x, title=title, collapse=collapse, color_by=color_by)
     with warnings.catch_warnings():  # IPython suggests IFrame, which is exactly what draws blank in VS Code
         warnings.simplefilter("ignore", UserWarning)
         return HTML(  # type: ignore[no-untyped-call]
