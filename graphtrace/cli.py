@@ -150,6 +150,17 @@ def _with_ending(stem: Path, ending: str) -> Path:
     return stem.with_name(stem.name + ending)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import report
+
+    try:
+        path = report(args.run, args.out)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    _console().print(f"wrote {path}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import matplotlib
 
@@ -294,6 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--overwrite", action="store_true", help="with --record: replace the run already in DIR")
     t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("report", help="one offline HTML report of a run recorded with train --record / gt.record")
+    r.add_argument("run", help="the run directory")
+    r.add_argument("--out", help="output file (default: RUN/report.html)")
+    r.set_defaults(func=cmd_report)
 
     e = sub.add_parser("export", help="convert a saved trace (.json, .graphml, .parquet)")
     e.add_argument("file", help="a trace written by graphtrace.save")

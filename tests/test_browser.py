@@ -318,3 +318,33 @@ def test_color_by_a_diff_colours_both_views(browser: Any, tmp_path: Path) -> Non
         else:
             assert any(c.startswith("rgb(") for c in got.values())
         page.page.close()
+
+
+def test_run_report_draws_every_plot_and_the_graph_offline(browser: Any, tmp_path: Path) -> None:
+    from graphtrace.report import report
+
+    random.seed(11)
+    model = gt.nn.MLP(2, [8, 8, 1])
+    data = [[random.uniform(-1, 1), random.uniform(-1, 1)] for _ in range(40)]  # a step of ~5,000 nodes
+    with gt.record(tmp_path / "run", model, snapshot_every=3, scopes_every=1) as run:
+        for step in range(4):
+            loss = sum((model(x) - 1.0) ** 2 for x in data) * (1.0 / len(data))
+            model.zero_grad()
+            loss.backward()
+            for p in model.parameters():
+                p.data -= 0.05 * p.grad
+            run.log(step, loss, learning_rate=0.05)
+    page = Page(browser)
+    page.page.goto(report(tmp_path / "run").resolve().as_uri())
+    sizes = page.page.evaluate(
+        "[...document.querySelectorAll('figure.plot svg')].map(s => s.getBoundingClientRect().width * "
+        "s.getBoundingClientRect().height)"
+    )
+    assert len(sizes) == 5 and all(a > 10_000 for a in sizes)
+    frame = page.page.frame_locator("#graph")
+    frame.locator("#heading").wait_for()
+    graph = next(f for f in page.page.frames if f != page.page.main_frame)
+    graph.wait_for_function("window.graphtraceFirstDraw !== null && window.graphtraceFirstDraw !== undefined")
+    assert graph.evaluate("window.graphtraceNetwork.body.data.nodes.length") > 3
+    assert page.errors == [] and page.failed == [] and page.blocked == [] and page.dialogs == []
+    page.page.close()

@@ -1,0 +1,70 @@
+"""graphtrace report: one offline HTML page of a recorded run."""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+import graphtrace as gt
+from graphtrace.cli import main
+from graphtrace.report import report, report_html
+
+
+def _run(path: Path, steps: int = 6, *, break_at: int | None = None) -> None:
+    random.seed(7)
+    model = gt.nn.MLP(2, [4, 4, 1])
+    data = [[random.uniform(-1, 1), random.uniform(-1, 1)] for _ in range(6)]
+    with gt.record(path, model, hparams={"note": "<script>alert(1)</script>"}, snapshot_every=2, scopes_every=2) as run:
+        for step in range(steps):
+            if step == break_at:
+                model.layers[0].neurons[0].w[0].data = float("nan")
+            loss = sum((model(x) - 1.0) ** 2 for x in data) * (1.0 / len(data))
+            model.zero_grad()
+            loss.backward()
+            for p in model.parameters():
+                p.data -= 0.05 * p.grad
+            run.log(step, loss, accuracy=0.5, learning_rate=0.05)
+
+
+def test_report_has_every_plot_and_escapes_user_text(tmp_path: Path) -> None:
+    path = tmp_path / "<i>run&co"
+    _run(path)
+    page = report(path).read_text()
+    assert page.count('<figure class="plot"') == 5 and page.count("<svg") >= 5
+    assert "<script>alert(1)</script>" not in page.split("srcdoc=")[0]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;i&gt;run&amp;co" in page
+    assert 'srcdoc="' in page and "No parameter, gradient or loss went non-finite" in page
+    assert re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", page) is None  # nothing to fetch (xmlns are names)
+
+
+def test_report_lists_the_first_non_finite_step(tmp_path: Path) -> None:
+    _run(tmp_path / "run", steps=5, break_at=3)
+    page = report_html(tmp_path / "run")
+    assert "First step with a non-finite parameter or gradient: 3." in page
+    assert "L0.N0.w0" in page
+
+
+def test_report_errors_name_the_problem_and_write_nothing(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not a graphtrace run"):
+        report(tmp_path)
+    _run(tmp_path / "run", steps=1)
+    with pytest.raises(ValueError, match=r"should end in \.html"):
+        report(tmp_path / "run", tmp_path / "out.txt")
+    assert not (tmp_path / "out.txt").exists()
+
+
+def test_cli_report(tmp_path: Path) -> None:
+    _run(tmp_path / "run", steps=2)
+    assert main(["report", str(tmp_path / "run"), "--out", str(tmp_path / "r.html")]) == 0
+    assert (tmp_path / "r.html").read_text().count("<svg") >= 5
+    errors: list[str] = []
+
+    class Err:
+        def write(self, s: str) -> None:
+            errors.append(s)
+
+    assert main(["report", str(tmp_path)], stderr=Err()) == 2  # type: ignore[arg-type]
+    assert "not a graphtrace run" in "".join(errors)
