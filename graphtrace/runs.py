@@ -418,8 +418,9 @@ def health(path: str | os.PathLike[str], depth: int = 2) -> Any:
     -------
     pandas.DataFrame
         One row per (step, layer): ``step`` (int64), ``layer`` (str), ``param_abs_grad_mean``,
-        ``param_abs_grad_max``, ``update_data_log10`` (float64: log10 of mean |update| over mean |data|
-        of its parameters, NaN when nothing moved; about -3 is healthy, Karpathy's rule of thumb),
+        ``param_abs_grad_max``, ``update_data_log10`` (float64: log10 of the mean |update| over the mean
+        |data before the update| of its parameters, NaN when nothing moved; about -3 is healthy,
+        Karpathy's rule of thumb),
         ``dead_relu_share`` (share of its ReLU units at exactly 0 for every sample of the step) and
         ``tanh_saturated_share`` (share of its tanh outputs with ``|t| > 0.97``).
 
@@ -450,7 +451,7 @@ def health(path: str | os.PathLike[str], depth: int = 2) -> Any:
         WITH p AS (
             SELECT step, {layer} AS layer, avg(abs(grad)) AS param_abs_grad_mean,
                    max(abs(grad)) AS param_abs_grad_max,
-                   log10(nullif(avg(abs("update")), 0) / nullif(avg(abs(data)), 0)) AS update_data_log10
+                   log10(nullif(avg(abs("update")), 0) / nullif(avg(abs(data - "update")), 0)) AS update_data_log10
             FROM params GROUP BY ALL
         ), u AS (
             SELECT step, {unit} AS unit, min(relu_zero_share) AS relu_all_zero,

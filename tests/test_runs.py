@@ -63,8 +63,8 @@ def test_the_readme_queries(tmp_path: Path) -> None:
     assert fell[0][0] in {"Layer0", "Layer1"}
     ratios = con.execute(
         """
-        SELECT step, name, abs(update) / nullif(abs(data), 0) AS ratio FROM params
-        WHERE step > 0 AND NOT (abs(update) / nullif(abs(data), 0) BETWEEN 1e-4 AND 1e-2)
+        SELECT step, name, abs(update) / nullif(abs(data - update), 0) AS ratio FROM params
+        WHERE NOT (abs(update) / nullif(abs(data - update), 0) BETWEEN 1e-4 AND 1e-2)
         """
     ).fetchall()
     assert all(r[2] is None or not 1e-4 <= r[2] <= 1e-2 for r in ratios)
