@@ -69,13 +69,6 @@ def _user_line() -> str:
     return f"{where}: {code}" if code else where
 
 
-def _describe(x: Any) -> str:
-    if isinstance(x, Handle):
-        a = x._attrs
-        return f"{a['label'] or f'node {x._id}'} = {a['data']!r}"
-    return repr(x)
-
-
 def _check_op(op: str, operands: tuple[Any, ...], out: float) -> str:
     """The anomaly-mode check of one op, before it is recorded (installed in the store)."""
     source = _user_line()
@@ -89,7 +82,7 @@ def _check_op(op: str, operands: tuple[Any, ...], out: float) -> str:
     )
     scope = store._mode.scope
     raise AnomalyError(
-        f"forward: {op} gave {out!r} {why}; operands: {', '.join(map(_describe, operands))}; "
+        f"forward: {op} gave {out!r} {why}; operands: {', '.join(map(store._describe, operands))}; "
         f"scope {scope!r}; at {source or 'an unknown line'}. Nothing was recorded.",
         phase="forward",
         op=op,
