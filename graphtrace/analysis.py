@@ -30,6 +30,11 @@ __all__ = [
 _STR = pd.StringDtype()
 
 
+def _frame(rows: list[Any], schema: dict[str, Any]) -> pd.DataFrame:
+    """A DataFrame of ``rows`` (tuples) with exactly these columns and dtypes, also when empty."""
+    return pd.DataFrame.from_records(rows, columns=list(schema)).astype(schema)
+
+
 def _root(G: nx.DiGraph) -> Any:
     root = G.graph.get("root")
     if root is None:
@@ -324,27 +329,23 @@ def by_scope(x: Any, depth: int | None = None, *, pool: bool = False) -> pd.Data
                 sum(not (math.isfinite(d) and math.isfinite(g)) for d, g in zip(data, grad, strict=True)),
             )
         )
-    columns = [
-        "scope",
-        "nodes",
-        "output_node",
-        "output_data",
-        "output_grad",
-        "param_count",
-        "param_abs_grad_sum",
-        "param_abs_grad_mean",
-        "param_abs_grad_max",
-        "relu_zero_share",
-        "tanh_saturated_share",
-        "nonfinite",
-    ]
-    df = pd.DataFrame.from_records(rows, columns=columns)
-    df["scope"] = df["scope"].astype(_STR)
-    for c in ("nodes", "output_node", "param_count", "nonfinite"):
-        df[c] = df[c].astype("int64")
-    for c in columns[3:5] + columns[6:11]:
-        df[c] = df[c].astype("float64")
-    return df
+    return _frame(
+        rows,
+        {
+            "scope": _STR,
+            "nodes": "int64",
+            "output_node": "int64",
+            "output_data": "float64",
+            "output_grad": "float64",
+            "param_count": "int64",
+            "param_abs_grad_sum": "float64",
+            "param_abs_grad_mean": "float64",
+            "param_abs_grad_max": "float64",
+            "relu_zero_share": "float64",
+            "tanh_saturated_share": "float64",
+            "nonfinite": "int64",
+        },
+    )
 
 
 def _num(v: Any) -> float:
@@ -517,24 +518,20 @@ def health(x: Any, depth: int = 2) -> pd.DataFrame:
                 float(stats["param_abs_grad_max"]) if stats is not None else math.nan,
             )
         )
-    columns = [
-        "layer",
-        "units",
-        "relu_units",
-        "dead_relu",
-        "dead_relu_share",
-        "tanh_saturated_share",
-        "param_count",
-        "param_abs_grad_mean",
-        "param_abs_grad_max",
-    ]
-    df = pd.DataFrame.from_records(rows, columns=columns)
-    df["layer"] = df["layer"].astype(_STR)
-    for c in ("units", "relu_units", "dead_relu", "param_count"):
-        df[c] = df[c].astype("int64")
-    for c in ("dead_relu_share", "tanh_saturated_share", "param_abs_grad_mean", "param_abs_grad_max"):
-        df[c] = df[c].astype("float64")
-    return df
+    return _frame(
+        rows,
+        {
+            "layer": _STR,
+            "units": "int64",
+            "relu_units": "int64",
+            "dead_relu": "int64",
+            "dead_relu_share": "float64",
+            "tanh_saturated_share": "float64",
+            "param_count": "int64",
+            "param_abs_grad_mean": "float64",
+            "param_abs_grad_max": "float64",
+        },
+    )
 
 
 _SEGMENT = re.compile(r"^(.*?)(?:\[(\d+)\])?$")
@@ -639,16 +636,12 @@ def diff(a: Any, b: Any) -> pd.DataFrame:
         ga, gb = num(A, na, "grad"), num(B, nb, "grad")
         side = "both" if na is not None and nb is not None else ("a" if nb is None else "b")
         rows.append((*k, label(A, na), label(B, nb), na, nb, da, db, ga, gb, db - da, gb - ga, side))
-    columns = ["scope", "role", "op", "position", "label_a", "label_b", "node_a", "node_b"]
-    columns += ["data_a", "data_b", "grad_a", "grad_b", "d_data", "d_grad", "side"]
-    df = pd.DataFrame.from_records(rows, columns=columns)
-    for c in ("scope", "role", "op", "label_a", "label_b", "side"):
-        df[c] = df[c].astype(_STR)
-    df["position"] = df["position"].astype("int64")
+    text: dict[str, Any] = {c: _STR for c in ("scope", "role", "op")}
+    schema = {**text, "position": "int64", "label_a": _STR, "label_b": _STR, "node_a": object, "node_b": object}
+    schema |= {c: "float64" for c in ("data_a", "data_b", "grad_a", "grad_b", "d_data", "d_grad")}
+    df = _frame(rows, {**schema, "side": _STR})
     for c in ("node_a", "node_b"):
         ids = df[c].tolist()
         if all(v is None or type(v) is int for v in ids):
             df[c] = pd.array(ids, dtype="Int64")
-    for c in ("data_a", "data_b", "grad_a", "grad_b", "d_data", "d_grad"):
-        df[c] = df[c].astype("float64")
     return df
