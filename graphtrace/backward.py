@@ -13,10 +13,11 @@ leaves (in-degree 0) accumulate with ``+=``.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections import deque
 from collections.abc import Hashable
-from itertools import repeat
+from itertools import compress, repeat
 from operator import setitem
 from typing import Any
 
@@ -44,6 +45,10 @@ def _ancestors(pred: Any, root: Hashable) -> set[Hashable]:
 
 
 _NO_ATTRS: dict[str, Any] = {}
+
+
+def _nonfinite(g: float) -> bool:
+    return not math.isfinite(g)
 
 
 def _graph_of(node: dict[Hashable, Any], succ: dict[Hashable, Any], pred: dict[Hashable, Any]) -> nx.DiGraph:
@@ -211,7 +216,10 @@ def _checked(
 
 
 def _write(G: nx.DiGraph, acc: dict[Hashable, float]) -> None:
-    """Store every computed grad: one C-level pass, so nothing can stop it half-way."""
+    """Store every computed grad: one C-level pass, so nothing can stop it half-way. In the live store,
+    non-finite grads are listed in ``store.NONFINITE`` first (a finite sum has only finite terms)."""
+    if G is store.GRAPH and not math.isfinite(sum(acc.values())):
+        store.NONFINITE.update(compress(acc, map(_nonfinite, acc.values())))  # type: ignore[arg-type]
     deque(map(setitem, map(G._node.__getitem__, acc), repeat("grad"), acc.values()), maxlen=0)
 
 

@@ -40,14 +40,15 @@ networkx changes that layout, and ``pyproject.toml`` pins the networkx range.
 from __future__ import annotations
 
 import itertools
+import math
 import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 import networkx as nx
 from networkx.classes.reportviews import InDegreeView
@@ -60,6 +61,7 @@ __all__ = [
     "GRAPH",
     "HANDLES",
     "LOCK",
+    "NONFINITE",
     "SOURCES",
     "Handle",
     "Ref",
@@ -75,6 +77,7 @@ __all__ = [
     "no_grad",
     "node_attrs",
     "only_sink",
+    "read_trace",
     "record_binary",
     "record_leaf",
     "record_unary",
@@ -83,6 +86,7 @@ __all__ = [
 ]
 
 LOCK = threading.Lock()
+T = TypeVar("T")
 
 
 class _InDegreeView(InDegreeView):  # type: ignore[misc]
@@ -155,6 +159,15 @@ _sleep = time.sleep
 #: Number of nodes without children. Only a hint for :func:`only_sink`: it is kept exact, but a
 #: wrong value would cost speed, never correctness.
 _sinks = 0
+
+#: Ids of nodes whose ``data`` or ``grad`` may be NaN or infinite. Every live node with such a value
+#: is in it: each writer of ``data`` / ``grad`` adds the id *before* it writes (record, leaf, the Value
+#: setters, the backward pass), and :func:`flush` drops an id when its node is removed. It may also
+#: hold ids of nodes that are finite again (or, after an interrupt, were never published), so readers
+#: check the values. ``graphtrace.analysis.by_scope`` counts non-finite values from it instead of
+#: reading every node's floats.
+NONFINITE: set[int] = set()
+_nonfinite_add = NONFINITE.add
 
 #: Adjacency dicts of freed nodes, emptied, for new nodes to reuse (at most ``_POOL_MAX``). A node's
 #: successor and predecessor dicts hold edge dicts, so the cyclic garbage collector tracks them, and a
@@ -297,6 +310,8 @@ def init_leaf(v: Handle, data: float, label: str, role: str, grad: float = 0.0, 
     v._attrs = attrs
     r = Ref(v, _dead_append)
     r.n = n
+    if data - data or grad - grad:  # NaN or ±inf (x - x is 0.0 for every finite x)
+        _nonfinite_add(n)
     try:  # adjacency dicts: reused ones if any (see _pool)
         sd = _take()
         pd = _take()
@@ -329,6 +344,8 @@ def record_unary(op: str, fn: Any, x: Handle) -> Handle:
         return record_leaf(out, "", "leaf")
     src = None if en is True else _check_op(op, (x,), out)
     n = new_id()
+    if out - out:  # NaN or ±inf: listed before it is published
+        _nonfinite_add(n)
     o = _NodeAttrs()  # node_attrs() written out
     o.data = out  # type: ignore[attr-defined]
     o.grad = 0.0  # type: ignore[attr-defined]
@@ -410,6 +427,8 @@ def record_binary(op: str, fn: Any, x: Any, y: Any) -> Any:
     else:
         i = new_id()
         cx = node_attrs(xv, 0.0, "", "", "constant", scope)
+        if xv - xv:
+            _nonfinite_add(i)
         cxs, cxp = _adjacency()
     if yh:
         j = y._id
@@ -417,8 +436,12 @@ def record_binary(op: str, fn: Any, x: Any, y: Any) -> Any:
     else:
         j = new_id()
         cy = node_attrs(yv, 0.0, "", "", "constant", scope)
+        if yv - yv:
+            _nonfinite_add(j)
         cys, cyp = _adjacency()
     n = new_id()
+    if out - out:
+        _nonfinite_add(n)
     o = _NodeAttrs()  # node_attrs() written out
     o.data = out  # type: ignore[attr-defined]
     o.grad = 0.0  # type: ignore[attr-defined]
@@ -515,7 +538,7 @@ def flush() -> None:
     """
     global _sinks
     dead, free, handles, pool, give = _dead, _free, HANDLES, _pool, _give
-    node, succ, pred = NODE, SUCC, PRED
+    node, succ, pred, nonfinite = NODE, SUCC, PRED, NONFINITE
     while dead or free:
         while dead:  # a handle died: forget it; a node left without handles and children is queued
             r = dead[-1]
@@ -554,6 +577,8 @@ def flush() -> None:
             del node[m]
             _sinks -= 1
             del free[-1]
+            if nonfinite:  # after the step: an interrupt here only leaves a stale id behind
+                nonfinite.discard(m)
             # m is gone; keep its adjacency dicts for reuse if nothing else holds them (see _pool)
             if room > 0 and _refs(pm) == 2 and _refs(sm) == 2:
                 pm.clear()
@@ -567,6 +592,38 @@ def only_sink(n: int) -> bool:
     """Whether node ``n`` is the store's only node without children, so that every node of the
     store is ``n`` or one of its ancestors (a training step's store). O(1). Call with the lock held."""
     return _sinks == 1 and not SUCC.get(n, True)
+
+
+def read_trace(n: int, read: Callable[[list[int], Iterable[dict[str, Any]], list[dict[str, Any]]], T]) -> T | None:
+    """``read(ids, attrs, nonfinite)`` with the lock held, when node ``n`` is the store's only sink (so
+    the store is exactly ``n``'s trace, as after a training step's backward pass); else None.
+
+    ``ids`` are every node's id, ascending (creation order: a topological order, the one a snapshot is
+    read in), ``attrs`` their attribute dicts in that order, ``nonfinite`` the attribute dicts of the
+    nodes whose ``data`` or ``grad`` is NaN or infinite (found through :data:`NONFINITE`, without
+    reading every float). ``read`` must not keep or change them: it reads the live store, no copy.
+
+    Examples
+    --------
+    >>> import graphtrace as gt
+    >>> from graphtrace import store
+    >>> x = gt.Value(1.0)
+    >>> y = x * 2.0
+    >>> store.read_trace(x._id, lambda ids, attrs, bad: len(ids)) is None  # x has a child: not a sink
+    True
+    """
+    fin = math.isfinite
+    with graph_lock():
+        if not only_sink(n):
+            return None
+        ids = list(NODE)  # in the order recorded: ascending, unless threads interleaved
+        if ids == sorted(ids):
+            attrs: Iterable[dict[str, Any]] = NODE.values()
+        else:
+            ids.sort()
+            attrs = map(NODE.__getitem__, ids)
+        bad = [a for a in map(NODE.get, list(NONFINITE)) if a is not None and not (fin(a["data"]) and fin(a["grad"]))]
+        return read(ids, attrs, bad)
 
 
 def live_count() -> int:

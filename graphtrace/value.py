@@ -128,6 +128,8 @@ class Value(store.Handle):
         x = _as_float(value)
         if x is None:
             raise TypeError(f"Value.data must be a real number, got {type(value).__name__}: {value!r}")
+        if x - x:  # NaN or ±inf: listed before it is written (see store.NONFINITE)
+            store.NONFINITE.add(self._id)
         self._attrs["data"] = x
 
     @property
@@ -140,6 +142,8 @@ class Value(store.Handle):
         x = _as_float(value)
         if x is None:
             raise TypeError(f"Value.grad must be a real number, got {type(value).__name__}: {value!r}")
+        if x - x:
+            store.NONFINITE.add(self._id)
         self._attrs["grad"] = x
 
     @property
