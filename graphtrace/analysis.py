@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from itertools import pairwise
+from collections.abc import Iterable
+from itertools import compress, islice, pairwise, repeat
+from operator import eq, itemgetter
 from typing import Any
 
 import networkx as nx
@@ -13,6 +15,7 @@ import pandas as pd
 
 from .export.frames import node_roles, topological_nodes
 from .snapshot import as_graph
+from .store import read_trace
 
 __all__ = [
     "anomalies",
@@ -217,6 +220,10 @@ _INDEX = re.compile(r"\[\d+\]")
 TANH_SATURATION = 0.97
 
 
+def _SATURATED_ABS(t: float) -> bool:
+    return abs(t) > TANH_SATURATION
+
+
 def _scope_key(path: str, depth: int | None, pool: bool) -> str:
     if pool:
         path = _INDEX.sub("", path)
@@ -286,66 +293,209 @@ def by_scope(x: Any, depth: int | None = None, *, pool: bool = False) -> pd.Data
     """
     if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
         raise ValueError(f"by_scope: depth must be a positive int or None, got {depth!r}")
-    G = as_graph(x)
-    order = topological_nodes(G)
-    node = G._node
-    keys: dict[str, str] = {}
-    groups: dict[str, list[Any]] = {}
-    param_grads: dict[str, list[float]] = {}
-    for n in order:
-        a = node[n]
-        path = str(a.get("scope", ""))
-        key = keys.get(path)
-        if key is None:
-            key = keys[path] = _scope_key(path, depth, pool)
-        groups.setdefault(key, []).append(n)
-        if a.get("role") == "parameter":
-            module = _INDEX.sub("", path)
-            g = abs(float(a.get("grad", math.nan)))
-            parts = module.split("/") if module else []
-            for i in range(1, len(parts) + 1):  # the module and each enclosing module
-                param_grads.setdefault("/".join(parts[:i]), []).append(g)
-    rows = []
-    for key, members in groups.items():
-        attrs = [node[n] for n in members]
-        data = [float(a.get("data", math.nan)) for a in attrs]
-        grad = [float(a.get("grad", math.nan)) for a in attrs]
-        relu = [d for a, d in zip(attrs, data, strict=True) if a.get("op") == "relu"]
-        tanh = [d for a, d in zip(attrs, data, strict=True) if a.get("op") == "tanh"]
-        pg = param_grads.get(_INDEX.sub("", key), []) if key else []
-        rows.append(
-            (
-                key,
-                len(members),
-                members[-1],
-                data[-1],
-                grad[-1],
-                len(pg),
-                math.fsum(pg) if pg else math.nan,
-                math.fsum(pg) / len(pg) if pg else math.nan,
-                max(pg) if pg else math.nan,
-                sum(d == 0.0 for d in relu) / len(relu) if relu else math.nan,
-                sum(abs(d) > TANH_SATURATION for d in tanh) / len(tanh) if tanh else math.nan,
-                sum(not (math.isfinite(d) and math.isfinite(g)) for d, g in zip(data, grad, strict=True)),
-            )
+    return pd.DataFrame(scope_columns(x, depth, pool)).astype(_SCOPE_SCHEMA)
+
+
+#: The columns of :func:`by_scope` and their dtypes.
+_SCOPE_SCHEMA: dict[str, Any] = {
+    "scope": _STR,
+    "nodes": "int64",
+    "output_node": "int64",
+    "output_data": "float64",
+    "output_grad": "float64",
+    "param_count": "int64",
+    "param_abs_grad_sum": "float64",
+    "param_abs_grad_mean": "float64",
+    "param_abs_grad_max": "float64",
+    "relu_zero_share": "float64",
+    "tanh_saturated_share": "float64",
+    "nonfinite": "int64",
+}
+_SCOPE, _OP, _ROLE, _DATA, _GRAD = map(itemgetter, ("scope", "op", "role", "data", "grad"))
+#: ops whose nodes by_scope looks at one by one: units, and leaves (parameters among them)
+_PICK = frozenset(("relu", "tanh", ""))
+
+
+class _Scan:
+    """What one pass over a trace's nodes (in a topological order) collects for :func:`by_scope`.
+
+    A *run* is a stretch of consecutive nodes whose ``scope`` is the same string object (the nodes of
+    one module call share it). ``starts[r]`` is the position of run r's first node, ``paths[r]`` its
+    scope, ``last_ids[r]`` / ``last_attrs[r]`` its last node; ``picks`` holds the attribute dicts of
+    the ReLU and tanh outputs and of the leaves (the parameters among them); ``size`` counts the nodes;
+    ``bad`` (filled by the caller) the attribute dicts of nodes with a non-finite data or grad.
+    """
+
+    __slots__ = ("bad", "last_attrs", "last_ids", "paths", "picks", "size", "starts")
+
+    def __init__(self, ids: list[Any], attrs: Iterable[dict[str, Any]]) -> None:
+        starts: list[int] = []
+        paths: list[str] = []
+        last_attrs: list[Any] = []
+        picks: list[dict[str, Any]] = []
+        new_start, new_path, new_last, pick = starts.append, paths.append, last_attrs.append, picks.append
+        prev: Any = None
+        b: Any = None
+        i = 0
+        # Each node's attribute dict is read once, here: a Python pass reading two keys costs less
+        # than a C pass (map, compress) per key over these scattered dicts. No enumerate(), no
+        # tuples: the loop does the least it can per node.
+        for a in attrs:
+            s = a["scope"]
+            if s is not prev:
+                new_start(i)
+                new_path(s)
+                new_last(b)
+                prev = s
+            if a["op"] in _PICK:
+                pick(a)
+            b = a
+            i += 1
+        new_last(b)  # each run's last node: the node before the next run's first, and the last node
+        del last_attrs[0]
+        self.starts, self.paths, self.last_attrs, self.picks, self.size = starts, paths, last_attrs, picks, i
+        self.last_ids = [ids[k - 1] for k in islice(starts, 1, None)]
+        if i:
+            self.last_ids.append(ids[i - 1])
+        self.bad: list[dict[str, Any]] = []
+
+
+def _live_scan(x: Any) -> _Scan | None:
+    """:class:`_Scan` of the live store, when it is exactly the trace of the Value ``x`` (``x`` is its
+    only sink, as after a training step's backward pass: no snapshot needed); else None."""
+    from .value import Value
+
+    def scan(ids: list[int], attrs: Iterable[dict[str, Any]], bad: list[dict[str, Any]]) -> _Scan:
+        s = _Scan(ids, attrs)
+        s.bad = bad
+        return s
+
+    return read_trace(x._id, scan) if isinstance(x, Value) else None
+
+
+def scope_columns(x: Any, depth: int | None = None, pool: bool = False) -> dict[str, list[Any]]:
+    """:func:`by_scope`'s table as plain columns (name -> list, in ``_SCOPE_SCHEMA``'s order).
+
+    Reads the live store directly when ``x`` is its only sink (a training step's loss after its
+    backward pass: no snapshot is made), else a snapshot. ``depth`` is not checked here.
+    """
+    scan = _live_scan(x)
+    if scan is None:
+        G = as_graph(x)
+        ids = topological_nodes(G)
+        node = G._node
+        attrs = []
+        bad = []
+        same: dict[str, str] = {}  # one string object per path, as in the live store
+        for n in ids:
+            a = node[n]
+            path = str(a.get("scope", ""))
+            b = {
+                "scope": same.setdefault(path, path),
+                "op": a.get("op"),
+                "role": a.get("role"),
+                "data": float(a.get("data", math.nan)),
+                "grad": float(a.get("grad", math.nan)),
+            }
+            attrs.append(b)
+            if not (math.isfinite(b["data"]) and math.isfinite(b["grad"])):
+                bad.append(b)
+        scan = _Scan(ids, attrs)
+        scan.bad = bad
+    return _scope_table(scan, depth, pool)
+
+
+def _strip_indices(paths: list[str]) -> list[str]:
+    """``paths`` without call indices (``MLP[3]/Layer0`` -> ``MLP/Layer0``): one regex pass over
+    them all joined, unless a path holds the separator."""
+    joined = "\n".join(paths)
+    if joined.count("\n") == len(paths) - 1:
+        return _INDEX.sub("", joined).split("\n") if paths else []
+    return [_INDEX.sub("", p) for p in paths]
+
+
+def _by_key(per_path: dict[str, Any], key_of: dict[str, str] | None, add: Any) -> dict[str, Any]:
+    """Per-path values combined per key with ``add`` (``key_of`` None: the keys are the paths)."""
+    if key_of is None:
+        return per_path
+    out: dict[str, Any] = {}
+    for path, v in per_path.items():
+        key = key_of[path]
+        out[key] = add(out[key], v) if key in out else v
+    return out
+
+
+def _scope_table(scan: _Scan, depth: int | None, pool: bool) -> dict[str, list[Any]]:
+    """:func:`by_scope`'s columns from a :class:`_Scan`: Python code runs per run, unit and leaf."""
+    paths, starts = scan.paths, scan.starts
+    # key_of None: every path is its own key
+    key_of = None if depth is None and not pool else {p: _scope_key(p, depth, pool) for p in dict.fromkeys(paths)}
+    sizes = list(map(int.__sub__, [*islice(starts, 1, None), scan.size], starts))
+    last = dict(zip(paths, range(len(paths)), strict=True))  # path -> its last run, in the order first recorded
+    count = dict(zip(paths, sizes, strict=True))
+    if len(last) < len(paths):  # a path in several runs (its count above is its last run's): sum them
+        repeated = {path for path, k in Counter(paths).items() if k > 1}
+        for path in repeated:
+            count[path] = 0
+        for path, k in zip(paths, sizes, strict=True):
+            if path in repeated:
+                count[path] += k
+    if key_of is not None:  # several paths per key
+        count = _by_key(count, key_of, int.__add__)
+        last = _by_key(last, key_of, max)
+    keys = list(last)
+    out_runs = list(map(last.__getitem__, keys))
+    picked = scan.picks
+    picked_ops = list(map(_OP, picked))
+    picked_paths = list(map(_SCOPE, picked))
+
+    def shares(op: str, hit: Any) -> dict[str, float]:
+        """key -> share of its ``op`` nodes whose data satisfy ``hit``."""
+        mask = list(map(eq, picked_ops, repeat(op)))
+        where = list(compress(picked_paths, mask))
+        total = _by_key(Counter(where), key_of, int.__add__)
+        hits = Counter(compress(where, map(hit, map(_DATA, compress(picked, mask)))))
+        h = _by_key(hits, key_of, int.__add__)
+        return dict(
+            zip(total, map(float.__truediv__, map(float, map(h.get, total, repeat(0))), total.values()), strict=True)
         )
-    return _frame(
-        rows,
-        {
-            "scope": _STR,
-            "nodes": "int64",
-            "output_node": "int64",
-            "output_data": "float64",
-            "output_grad": "float64",
-            "param_count": "int64",
-            "param_abs_grad_sum": "float64",
-            "param_abs_grad_mean": "float64",
-            "param_abs_grad_max": "float64",
-            "relu_zero_share": "float64",
-            "tanh_saturated_share": "float64",
-            "nonfinite": "int64",
-        },
-    )
+
+    relu = shares("relu", (0.0).__eq__)
+    tanh = shares("tanh", _SATURATED_ABS)
+    modules: dict[str, list[float]] = {}  # module path -> |grad| of the parameters in it and below
+    enclosing: dict[str, list[list[float]]] = {}  # a parameter's scope -> those modules' lists
+    for a in compress(picked, map(eq, map(_ROLE, picked), repeat("parameter"))):
+        path = a["scope"]
+        lists = enclosing.get(path)
+        if lists is None:
+            module = _INDEX.sub("", path)
+            parts = module.split("/") if module else []
+            # the module and each enclosing module
+            lists = enclosing[path] = [modules.setdefault("/".join(parts[:k]), []) for k in range(1, len(parts) + 1)]
+        g = abs(a["grad"])
+        for grads in lists:
+            grads.append(g)
+    params = {m: (len(g), math.fsum(g), math.fsum(g) / len(g), max(g)) for m, g in modules.items()}
+    nonfinite = _by_key(Counter(map(_SCOPE, scan.bad)), key_of, int.__add__)
+    out_attrs = list(map(scan.last_attrs.__getitem__, out_runs))
+    nan = math.nan
+    none = (0, nan, nan, nan)  # the row "" (outside any module) has no parameters
+    stats = list(map(params.get, _strip_indices(keys), repeat(none)))
+    param_count, param_sum, param_mean, param_max = (list(map(itemgetter(k), stats)) for k in range(4))
+    return {
+        "scope": keys,
+        "nodes": list(map(count.__getitem__, keys)),
+        "output_node": list(map(scan.last_ids.__getitem__, out_runs)),
+        "output_data": list(map(_DATA, out_attrs)),
+        "output_grad": list(map(_GRAD, out_attrs)),
+        "param_count": param_count,
+        "param_abs_grad_sum": param_sum,
+        "param_abs_grad_mean": param_mean,
+        "param_abs_grad_max": param_max,
+        "relu_zero_share": list(map(relu.get, keys, repeat(nan))),
+        "tanh_saturated_share": list(map(tanh.get, keys, repeat(nan))),
+        "nonfinite": list(map(nonfinite.get, keys, repeat(0))),
+    }
 
 
 def _num(v: Any) -> float:

@@ -6,6 +6,7 @@ import copy
 import json
 import math
 import random
+import re
 import shutil
 import subprocess
 import threading
@@ -203,3 +204,116 @@ def test_dot_puts_scopes_in_nested_escaped_clusters() -> None:
     assert text.count("subgraph cluster_") == (1 + 1 + 3 + 6) + (1 + 3 + 6)
     svg = subprocess.run(["dot", "-Tsvg"], input=text, capture_output=True, text=True, check=True).stdout
     assert "&lt;b&gt;&quot;x&quot;&amp;amp;\\</text>" in svg
+
+
+def _by_scope_reference(root: Value, depth: int | None, pool: bool) -> pd.DataFrame:
+    """by_scope computed from ``gt.nodes_frame`` with pandas: an independent implementation."""
+    df = gt.nodes_frame(gt.to_networkx(root)).sort_values("node_id")
+    scope = df["scope"].astype(str)
+    if pool:
+        scope = scope.str.replace(r"\[\d+\]", "", regex=True)
+    if depth is not None:
+        scope = scope.map(lambda s: "/".join(s.split("/")[:depth]))
+    df = df.assign(key=scope.to_numpy())
+    params = df[df["role"] == "parameter"].assign(
+        module=lambda d: d["scope"].astype(str).str.replace(r"\[\d+\]", "", regex=True), g=lambda d: d["grad"].abs()
+    )
+    rows = []
+    for key, g in df.groupby("key", sort=False):
+        module = re.sub(r"\[\d+\]", "", str(key))
+        mine = (
+            params[(params["module"] == module) | params["module"].str.startswith(module + "/")] if key else params[:0]
+        )
+        relu, tanh = g[g["op"] == "relu"], g[g["op"] == "tanh"]
+        bad = ~(np.isfinite(g["data"].to_numpy(float)) & np.isfinite(g["grad"].to_numpy(float)))
+        rows.append(
+            {
+                "scope": key,
+                "nodes": len(g),
+                "output_node": g["node_id"].iloc[-1],
+                "output_data": g["data"].iloc[-1],
+                "output_grad": g["grad"].iloc[-1],
+                "param_count": len(mine),
+                "param_abs_grad_sum": mine["g"].sum() if len(mine) else math.nan,
+                "param_abs_grad_mean": mine["g"].mean() if len(mine) else math.nan,
+                "param_abs_grad_max": mine["g"].max() if len(mine) else math.nan,
+                "relu_zero_share": (relu["data"] == 0.0).mean() if len(relu) else math.nan,
+                "tanh_saturated_share": (tanh["data"].abs() > 0.97).mean() if len(tanh) else math.nan,
+                "nonfinite": int(bad.sum()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _demo_step(bad: bool) -> tuple[Value, gt.nn.MLP]:
+    random.seed(5)
+    m = gt.nn.MLP(2, [4, 3, 1])
+    xs = [[0.5, -1.0], [1.5, 0.25], [-0.75, 2.0]]
+    inputs = [[Value(v) for v in row] for row in xs]  # leaves outside any scope, before the calls
+    with gt.scope("loss"):
+        hinge = [(1.0 - y * m(x)).relu() for x, y in zip(inputs, (1.0, -1.0, 1.0), strict=True)]
+        sat = [Value(v).tanh() for v in (0.1, 3.0, -4.0)]
+    total = sum(hinge, Value(0.0)) + 1e-3 * sum(p * p for p in m.parameters()) + sum(sat, Value(0.0))
+    if bad:
+        total = total + (Value(0.0) * float("inf"))  # nan from finite-looking code: a nonfinite origin
+        total = total + Value(4.0) ** 0.5
+    m.zero_grad()
+    total.backward()
+    return total, m
+
+
+@pytest.mark.parametrize("bad", [False, True])
+@pytest.mark.parametrize(("depth", "pool"), [(None, False), (2, False), (None, True), (1, True)])
+def test_by_scope_on_the_live_store_matches_an_independent_pandas_computation(
+    bad: bool, depth: int | None, pool: bool
+) -> None:
+    import gc
+
+    from graphtrace import analysis
+
+    gc.collect()
+    root, _m = _demo_step(bad)
+    assert analysis._live_scan(root) is not None  # the live store is exactly this trace: read directly
+    live = gt.analysis.by_scope(root, depth=depth, pool=pool)
+    snap = gt.analysis.by_scope(gt.to_networkx(root), depth=depth, pool=pool)
+    pd.testing.assert_frame_equal(live, snap)
+    want = _by_scope_reference(root, depth, pool)
+    assert live["scope"].tolist() == want["scope"].tolist()
+    for col in want.columns[1:]:
+        np.testing.assert_allclose(live[col].to_numpy(float), want[col].to_numpy(float), rtol=1e-12, err_msg=col)
+    assert (live["nonfinite"].sum() > 0) == bad
+
+
+def test_non_finite_values_written_after_recording_are_counted_and_forgotten_when_freed() -> None:
+    import gc
+
+    gc.collect()
+    root, m = _demo_step(False)
+    assert gt.analysis.by_scope(root)["nonfinite"].sum() == 0
+    p = m.layers[0].neurons[1].w[0]
+    p.data = float("nan")  # the Value setters list the node first
+    m.layers[1].neurons[0].b.grad = float("-inf")
+    table = gt.analysis.by_scope(root).set_index("scope")
+    assert table["nonfinite"].sum() == 2
+    assert table.loc["MLP/Layer0/Neuron1", "nonfinite"] == 1 and table.loc["MLP/Layer1/Neuron0", "nonfinite"] == 1
+    p.data = 1.0
+    assert gt.analysis.by_scope(root)["nonfinite"].sum() == 1
+    before = len(store.NONFINITE)
+    bad = Value(0.0) * float("inf")
+    assert len(store.NONFINITE) > before
+    del bad
+    assert len(store.GRAPH) > 0  # applies the queued frees
+    assert len(store.NONFINITE) == before
+
+
+def test_scan_finds_runs_of_one_scope_string() -> None:
+    from graphtrace.analysis import _Scan
+
+    a, b = "A", "B"
+    attrs = [{"scope": a, "op": ""}, {"scope": a, "op": "*"}, {"scope": b, "op": "relu"}, {"scope": a, "op": "+"}]
+    scan = _Scan([1, 2, 5, 7], attrs)
+    assert (scan.starts, scan.paths, scan.last_ids, scan.size) == ([0, 2, 3], [a, b, a], [2, 5, 7], 4)
+    assert scan.last_attrs == [attrs[1], attrs[2], attrs[3]]
+    assert [x["op"] for x in scan.picks] == ["", "relu"]
+    empty = _Scan([], [])
+    assert (empty.starts, empty.last_ids, empty.size) == ([], [], 0)
