@@ -6,23 +6,34 @@ Layout of a run directory (every file is written whole to a hidden temporary nam
       manifest.json                            graphtrace version, model, hyper-parameters, times, status
       steps/step=0/part.parquet                one row: loss, accuracy, learning_rate, wall_time, seconds
       params/step=0/part.parquet               one row per parameter: name, scope, data, grad, update
-      scopes/step=0/part.parquet               (opt-in) the step's gt.analysis.by_scope table
+      scopes/step=0/part.parquet               the step's gt.analysis.by_scope table (scopes_every=1)
       snapshots/step=0/trace.parquet           (opt-in) the step's whole trace, in gt.save's Parquet layout
 
 ``step`` is the hive partition key of every table, so DuckDB (``hive_partitioning=true``), Dask
 (``dask.dataframe.read_parquet``), Spark (``spark.read.parquet``) and pyarrow read it as a column.
 A step's ``steps`` row is written last: a step is complete once it has one, and :func:`open_run`'s
 views show complete steps only, so a run killed at any moment reads as its completed steps.
+
+:meth:`Run.log` builds a step's tables and hands them to the run's writer thread, which writes them in
+order (parameters, scopes, then the ``steps`` row) while training goes on: encoding and ``fsync``
+release the GIL, so the disk's latency stays off the training loop (as TensorBoard's event writer
+does). :meth:`Run.flush` waits for it; :meth:`Run.close` (and leaving the ``with`` block, and the
+interpreter's exit) flushes. A write that fails is raised by the next ``log``, ``flush`` or ``close``,
+and nothing of later steps is written after it.
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import json
 import math
 import os
+import queue
 import shutil
+import threading
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -42,6 +53,23 @@ FORMAT = "graphtrace-run"
 FORMAT_VERSION = 1
 _MODES = ("new", "resume", "overwrite")
 _TABLES = ("steps", "params", "scopes", "snapshots")
+#: The ``scopes`` table: the columns of ``gt.analysis.by_scope``.
+_SCOPES_SCHEMA = pa.schema(
+    [
+        ("scope", pa.string()),
+        ("nodes", pa.int64()),
+        ("output_node", pa.int64()),
+        ("output_data", pa.float64()),
+        ("output_grad", pa.float64()),
+        ("param_count", pa.int64()),
+        ("param_abs_grad_sum", pa.float64()),
+        ("param_abs_grad_mean", pa.float64()),
+        ("param_abs_grad_max", pa.float64()),
+        ("relu_zero_share", pa.float64()),
+        ("tanh_saturated_share", pa.float64()),
+        ("nonfinite", pa.int64()),
+    ]
+)
 
 
 def _now() -> str:
@@ -79,6 +107,45 @@ def _write_table(path: Path, table: pa.Table) -> None:
     atomic_write(path, lambda fh: pq.write_table(table, fh), binary=True)
 
 
+class _Writer:
+    """One thread writing a run's files, in the order they are queued; at most ``depth`` steps wait
+    (``put`` blocks beyond that, so a slow disk slows the loop instead of filling memory)."""
+
+    def __init__(self, depth: int = 8) -> None:
+        self._jobs: queue.Queue[list[tuple[Path, pa.Table]] | None] = queue.Queue(depth)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="graphtrace-run-writer", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)  # the interpreter's exit writes what is queued
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                if job is None:
+                    return
+                if self.error is None:  # after a failure nothing more is written
+                    for path, table in job:
+                        _write_table(path, table)
+            except BaseException as exc:  # handed to the training thread
+                self.error = exc
+            finally:
+                self._jobs.task_done()
+
+    def put(self, job: list[tuple[Path, pa.Table]]) -> None:
+        self._jobs.put(job)
+
+    def flush(self) -> None:
+        """Wait until everything queued is written."""
+        self._jobs.join()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+        atexit.unregister(self.close)
+
+
 class Run:
     """A training run being recorded; made by :func:`record` (see there)."""
 
@@ -88,7 +155,7 @@ class Run:
         model: Any,
         *,
         hparams: dict[str, Any] | None = None,
-        scopes_every: int = 0,
+        scopes_every: int = 1,
         snapshot_every: int = 0,
         mode: str = "new",
     ) -> None:
@@ -144,6 +211,9 @@ class Run:
             }
         p.mkdir(parents=True, exist_ok=True)
         self._write_manifest()
+        self._failed = False
+        self._writer = _Writer()
+        weakref.finalize(self, self._writer.close)  # an unclosed run still writes what it logged
 
     def _write_manifest(self) -> None:
         text = json.dumps(self.manifest, indent=2, allow_nan=False) + "\n"
@@ -168,6 +238,7 @@ class Run:
         """
         if self._closed:
             raise ValueError(f"log: the run at {self.path} is closed")
+        self._raise_write_error()
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ValueError(f"log: step must be an int >= 0, got {step!r}")
         if step in self._done:
@@ -193,12 +264,12 @@ class Run:
                 "update": pa.array([d - b for d, b in zip(data, self._last_data, strict=True)], pa.float64()),
             }
         )
-        _write_table(self.path / "params" / part / "part.parquet", params)
+        job = [(self.path / "params" / part / "part.parquet", params)]
         if isinstance(loss, Value) and self.scopes_every and step % self.scopes_every == 0:
-            from .analysis import by_scope
+            from .analysis import scope_columns
 
-            table = pa.Table.from_pandas(by_scope(loss), preserve_index=False)
-            _write_table(self.path / "scopes" / part / "part.parquet", table)
+            table = pa.table(scope_columns(loss), schema=_SCOPES_SCHEMA)
+            job.append((self.path / "scopes" / part / "part.parquet", table))
         if isinstance(loss, Value) and self.snapshot_every and step % self.snapshot_every == 0:
             from .io import save
 
@@ -214,17 +285,51 @@ class Run:
                 "record_seconds": pa.array([time.perf_counter() - t0], pa.float64()),
             }
         )
-        _write_table(self.path / "steps" / part / "part.parquet", steps)  # last: the step is complete
+        job.append((self.path / "steps" / part / "part.parquet", steps))  # last: the step is complete
+        self._writer.put(job)
         self._done.add(step)
         self._last_data = data
 
+    def _raise_write_error(self, *, again: bool = True) -> None:
+        """Raise the writer's failure (once), then (``again``) refuse to go on."""
+        exc = self._writer.error
+        if exc is not None:
+            self._writer.error = None  # raised once; nothing more is written
+            self._failed = True
+            exc.add_note(f"graphtrace: writing run {self.path} failed; no later step was written")
+            raise exc
+        if self._failed and again:
+            raise RuntimeError(f"the run at {self.path} stopped writing after an earlier error")
+
+    def flush(self) -> None:
+        """Wait until every logged step is written (a failed write is raised here).
+
+        Examples
+        --------
+        >>> import pathlib, tempfile
+        >>> import graphtrace as gt
+        >>> run = gt.record(pathlib.Path(tempfile.mkdtemp()) / "r", gt.nn.MLP(1, [1]))
+        >>> run.log(0, 1.0)
+        >>> run.flush()
+        >>> gt.runs.complete_steps(run.path)
+        [0]
+        >>> run.close()
+        """
+        self._writer.flush()
+        self._raise_write_error()
+
     def close(self, status: str = "finished") -> None:
-        """Mark the run finished (or ``"failed"``) in its manifest; further :meth:`log` calls fail."""
+        """Write what is queued, then mark the run finished (or ``"failed"``) in its manifest;
+        further :meth:`log` calls fail. A failed write of a step is raised here (the manifest
+        then says ``"failed"``)."""
         if self._closed:
             return
         self._closed = True
-        self.manifest.update(status=status, finished=_now())
+        self._writer.close()
+        exc = self._writer.error
+        self.manifest.update(status="failed" if exc is not None or self._failed else status, finished=_now())
         self._write_manifest()
+        self._raise_write_error(again=False)
 
     def __enter__(self) -> Run:
         return self
@@ -260,7 +365,7 @@ def record(
     model: Any,
     *,
     hparams: dict[str, Any] | None = None,
-    scopes_every: int = 0,
+    scopes_every: int = 1,
     snapshot_every: int = 0,
     mode: str = "new",
 ) -> Run:
@@ -274,10 +379,13 @@ def record(
         Its ``named_parameters()`` are logged every step.
     hparams : dict, optional
         Hyper-parameters stored in the manifest (JSON values).
-    scopes_every, snapshot_every : int, optional
-        Also write the step's ``gt.analysis.by_scope`` table / whole trace every this many steps
-        (0, the default: never). Both walk the whole trace: a snapshot of the demo step costs about as
-        much as the step itself.
+    scopes_every : int, optional
+        Write the step's ``gt.analysis.by_scope`` table every this many steps (default 1: every
+        step; 0: never). When the loss is the live store's only sink (a training step), it is read
+        from the store without a snapshot: about 4-5% of micrograd's demo step (``make bench``).
+    snapshot_every : int, optional
+        Also write the step's whole trace every this many steps (0, the default: never). A snapshot of
+        the demo step costs about as much as the step itself.
     mode : {"new", "resume", "overwrite"}
         ``"new"`` refuses a directory that already holds files; ``"resume"`` adds steps to the run
         there (steps already recorded are refused, never rewritten); ``"overwrite"`` deletes the run
@@ -405,7 +513,7 @@ def health(path: str | os.PathLike[str], depth: int = 2) -> Any:
     """Per step and layer of a recorded run: gradient size, update:data ratio, dead and saturated units.
 
     The run's version of :func:`graphtrace.analysis.health`, from its ``params`` table (every step)
-    and its ``scopes`` table (the steps recorded with ``scopes_every``; NaN elsewhere).
+    and its ``scopes`` table (every step by default; NaN in steps recorded without one).
 
     Parameters
     ----------
@@ -432,7 +540,7 @@ def health(path: str | os.PathLike[str], depth: int = 2) -> Any:
     >>> random.seed(0)
     >>> model = gt.nn.MLP(2, [3, 1])
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "run"
-    >>> with gt.record(path, model, scopes_every=1) as run:
+    >>> with gt.record(path, model) as run:
     ...     for step in range(2):
     ...         loss = sum((model([x, -x]) - 1.0) ** 2 for x in (0.5, 1.0))
     ...         model.zero_grad(); loss.backward()

@@ -268,3 +268,45 @@ def test_health_of_one_trace_and_of_a_run_agree_on_dead_units(tmp_path: Path) ->
     assert by.loc[(2, "MLP/Layer0"), "update_data_log10"] < 0  # updates are small next to the weights
     with pytest.raises(ValueError, match="depth"):
         gt.analysis.health(loss, depth=0)
+
+
+def test_log_returns_before_the_disk_and_flush_close_wait_for_it(tmp_path: Path) -> None:
+    model, X, y = moons_demo(samples=12, hidden=(4,))
+    run = gt.record(tmp_path / "run", model)
+    results = list(train_steps(model, X, y, 3, run=run))
+    run.flush()
+    assert complete_steps(tmp_path / "run") == [0, 1, 2]
+    con = gt.open_run(tmp_path / "run")
+    assert con.execute("SELECT count(DISTINCT step) FROM scopes").fetchone() == (3,)  # every step by default
+    assert con.execute("SELECT loss FROM steps ORDER BY step").fetchall() == [(r.loss,) for r in results]
+    run.close()
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["status"] == "finished"
+
+
+def test_a_failed_write_is_raised_by_the_next_call_and_nothing_later_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from graphtrace import runs
+
+    real = runs._write_table
+
+    def failing(path: Path, table: object) -> None:
+        if path.parts[-2] == "step=1" and path.parts[-3] == "scopes":
+            raise OSError(28, "No space left on device", str(path))
+        real(path, table)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runs, "_write_table", failing)
+    model, X, y = moons_demo(samples=12, hidden=(4,))
+    run = gt.record(tmp_path / "run", model)
+    with pytest.raises(OSError, match="No space left") as info:  # raised by a later log, else by flush
+        for _ in train_steps(model, X, y, 4, run=run):
+            pass
+        run.flush()
+    assert "scopes/step=1/part.parquet" in str(info.value)
+    assert any("no later step was written" in n for n in info.value.__notes__)
+    with pytest.raises(RuntimeError, match="stopped writing"):
+        run.log(99, 1.0)
+    run.close()
+    assert complete_steps(tmp_path / "run") == [0]
+    assert not (tmp_path / "run" / "params" / "step=2").exists()
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["status"] == "failed"
