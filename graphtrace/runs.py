@@ -113,7 +113,8 @@ class _Writer:
 
     def __init__(self, depth: int = 8) -> None:
         self._jobs: queue.Queue[list[tuple[Path, pa.Table]] | None] = queue.Queue(depth)
-        self.error: BaseException | None = None
+        self.error: BaseException | None = None  # a failure not reported yet (the Run clears it)
+        self.failed = False  # a write failed: nothing more is written, whatever was reported
         self._thread = threading.Thread(target=self._work, name="graphtrace-run-writer", daemon=True)
         self._thread.start()
         atexit.register(self.close)  # the interpreter's exit writes what is queued
@@ -124,10 +125,11 @@ class _Writer:
             try:
                 if job is None:
                     return
-                if self.error is None:  # after a failure nothing more is written
+                if not self.failed:  # after a failure nothing more is written
                     for path, table in job:
                         _write_table(path, table)
             except BaseException as exc:  # handed to the training thread
+                self.failed = True
                 self.error = exc
             finally:
                 self._jobs.task_done()
