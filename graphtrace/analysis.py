@@ -239,7 +239,9 @@ def by_scope(x: Any, depth: int | None = None, *, pool: bool = False) -> pd.Data
     ``depth`` segments when ``depth`` is given (so a row then covers its sub-scopes too), with call
     indices removed when ``pool`` is True (``MLP[3]/Layer0`` and ``MLP[4]/Layer0`` pool into
     ``MLP/Layer0``, together with that module's parameters, whose scope is their module path).
-    Nodes outside any scope form the row ``""``.
+    Nodes outside any scope form the row ``""``. When ``x`` is a Value that is the live store's only
+    sink (a training step's loss after its backward pass) the store is read in place, without a
+    snapshot (:func:`graphtrace.store.read_trace`): about 20 ms for micrograd's 65,818-node demo step.
 
     Parameters
     ----------

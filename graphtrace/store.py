@@ -156,8 +156,9 @@ _dead: list[Ref] = []
 _free: list[int] = []
 _dead_append = _dead.append
 _sleep = time.sleep
-#: Number of nodes without children. Only a hint for :func:`only_sink`: it is kept exact, but a
-#: wrong value would cost speed, never correctness.
+#: Number of nodes without children, kept exact by every write (each change is made in the same
+#: uninterruptible step as the edge or node it counts; ``tests/test_interrupts.py`` checks it after
+#: an interrupt storm): :func:`only_sink` and :func:`read_trace` rely on it.
 _sinks = 0
 
 #: Ids of nodes whose ``data`` or ``grad`` may be NaN or infinite. Every live node with such a value
@@ -602,6 +603,7 @@ def read_trace(n: int, read: Callable[[list[int], Iterable[dict[str, Any]], list
     read in), ``attrs`` their attribute dicts in that order, ``nonfinite`` the attribute dicts of the
     nodes whose ``data`` or ``grad`` is NaN or infinite (found through :data:`NONFINITE`, without
     reading every float). ``read`` must not keep or change them: it reads the live store, no copy.
+    The sink count behind this test is kept exact by every write (see ``_sinks``).
 
     Examples
     --------

@@ -91,6 +91,8 @@ STORM = textwrap.dedent(
     n_params = len(params)
     assert store.live_count() == n_params, (store.live_count(), n_params)
     assert set(store.HANDLES) == {p.node_id for p in params}, "a node kept a handle of a dead Value"
+    # the sink count stays exact (store.read_trace relies on it): every parameter is a sink now
+    assert store._sinks == sum(not s for s in store.SUCC.values()) == n_params, store._sinks
 
     # the next step gives micrograd's result for the same weights
     mg = mg_nn.MLP(2, [4, 4, 1])
