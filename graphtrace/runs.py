@@ -103,8 +103,18 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return m
 
 
-def _write_table(path: Path, table: pa.Table) -> None:
-    atomic_write(path, lambda fh: pq.write_table(table, fh), binary=True)
+def _write_table(path: Path, table: pa.Table | pa.Buffer) -> None:
+    """Write a table (or its Parquet bytes, see :func:`_encode`) as the file ``path``, atomically."""
+    if isinstance(table, pa.Table):
+        table = _encode(table)
+    atomic_write(path, lambda fh: fh.write(table), binary=True)
+
+
+def _encode(table: pa.Table) -> pa.Buffer:
+    """The Parquet file of ``table``, in memory."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue()
 
 
 class _Writer:
