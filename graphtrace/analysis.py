@@ -451,16 +451,18 @@ def _scope_table(scan: _Scan, depth: int | None, pool: bool) -> dict[str, list[A
     picked_ops = list(map(_OP, picked))
     picked_paths = list(map(_SCOPE, picked))
 
-    def shares(op: str, hit: Any) -> dict[str, float]:
-        """key -> share of its ``op`` nodes whose data satisfy ``hit``."""
+    nan = math.nan
+
+    def shares(op: str, hit: Any) -> list[float]:
+        """Each key's share of its ``op`` nodes whose data satisfy ``hit`` (NaN without such nodes)."""
         mask = list(map(eq, picked_ops, repeat(op)))
         where = list(compress(picked_paths, mask))
+        if not where:
+            return [nan] * len(keys)
         total = _by_key(Counter(where), key_of, int.__add__)
-        hits = Counter(compress(where, map(hit, map(_DATA, compress(picked, mask)))))
-        h = _by_key(hits, key_of, int.__add__)
-        return dict(
-            zip(total, map(float.__truediv__, map(float, map(h.get, total, repeat(0))), total.values()), strict=True)
-        )
+        hits = _by_key(Counter(compress(where, map(hit, map(_DATA, compress(picked, mask))))), key_of, int.__add__)
+        pairs = zip(map(hits.get, keys, repeat(0)), map(total.get, keys, repeat(0)), strict=True)
+        return [h / t if t else nan for h, t in pairs]
 
     relu = shares("relu", (0.0).__eq__)
     tanh = shares("tanh", _SATURATED_ABS)
@@ -480,7 +482,6 @@ def _scope_table(scan: _Scan, depth: int | None, pool: bool) -> dict[str, list[A
     params = {m: (len(g), math.fsum(g), math.fsum(g) / len(g), max(g)) for m, g in modules.items()}
     nonfinite = _by_key(Counter(map(_SCOPE, scan.bad)), key_of, int.__add__)
     out_attrs = list(map(scan.last_attrs.__getitem__, out_runs))
-    nan = math.nan
     none = (0, nan, nan, nan)  # the row "" (outside any module) has no parameters
     stats = list(map(params.get, _strip_indices(keys), repeat(none)))
     param_count, param_sum, param_mean, param_max = (list(map(itemgetter(k), stats)) for k in range(4))
@@ -494,8 +495,8 @@ def _scope_table(scan: _Scan, depth: int | None, pool: bool) -> dict[str, list[A
         "param_abs_grad_sum": param_sum,
         "param_abs_grad_mean": param_mean,
         "param_abs_grad_max": param_max,
-        "relu_zero_share": list(map(relu.get, keys, repeat(nan))),
-        "tanh_saturated_share": list(map(tanh.get, keys, repeat(nan))),
+        "relu_zero_share": relu,
+        "tanh_saturated_share": tanh,
         "nonfinite": list(map(nonfinite.get, keys, repeat(0))),
     }
 
