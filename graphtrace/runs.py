@@ -122,7 +122,7 @@ class _Writer:
     (``put`` blocks beyond that, so a slow disk slows the loop instead of filling memory)."""
 
     def __init__(self, depth: int = 8) -> None:
-        self._jobs: queue.Queue[list[tuple[Path, pa.Table]] | None] = queue.Queue(depth)
+        self._jobs: queue.Queue[list[tuple[Path, pa.Buffer]] | None] = queue.Queue(depth)
         self.error: BaseException | None = None  # a failure not reported yet (the Run clears it)
         self.failed = False  # a write failed: nothing more is written, whatever was reported
         self._thread = threading.Thread(target=self._work, name="graphtrace-run-writer", daemon=True)
@@ -144,7 +144,7 @@ class _Writer:
             finally:
                 self._jobs.task_done()
 
-    def put(self, job: list[tuple[Path, pa.Table]]) -> None:
+    def put(self, job: list[tuple[Path, pa.Buffer]]) -> None:
         self._jobs.put(job)
 
     def flush(self) -> None:
@@ -276,12 +276,12 @@ class Run:
                 "update": pa.array([d - b for d, b in zip(data, self._last_data, strict=True)], pa.float64()),
             }
         )
-        job = [(self.path / "params" / part / "part.parquet", params)]
+        job = [(self.path / "params" / part / "part.parquet", _encode(params))]
         if isinstance(loss, Value) and self.scopes_every and step % self.scopes_every == 0:
             from .analysis import scope_columns
 
             table = pa.table(scope_columns(loss), schema=_SCOPES_SCHEMA)
-            job.append((self.path / "scopes" / part / "part.parquet", table))
+            job.append((self.path / "scopes" / part / "part.parquet", _encode(table)))
         if isinstance(loss, Value) and self.snapshot_every and step % self.snapshot_every == 0:
             from .io import save
 
@@ -297,7 +297,7 @@ class Run:
                 "record_seconds": pa.array([time.perf_counter() - t0], pa.float64()),
             }
         )
-        job.append((self.path / "steps" / part / "part.parquet", steps))  # last: the step is complete
+        job.append((self.path / "steps" / part / "part.parquet", _encode(steps)))  # last: the step is complete
         self._writer.put(job)
         self._done.add(step)
         self._last_data = data
