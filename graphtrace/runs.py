@@ -396,7 +396,7 @@ def record(
     scopes_every : int, optional
         Write the step's ``gt.analysis.by_scope`` table every this many steps (default 1: every
         step; 0: never). When the loss is the live store's only sink (a training step), it is read
-        from the store without a snapshot: about 4-5% of micrograd's demo step (``make bench``).
+        from the store without a snapshot: about 5% of micrograd's demo step (``make bench``).
     snapshot_every : int, optional
         Also write the step's whole trace every this many steps (0, the default: never). A snapshot of
         the demo step costs about as much as the step itself.
