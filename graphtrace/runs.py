@@ -19,9 +19,10 @@ run's writer thread, which writes them in order (parameters, scopes, then the ``
 training goes on: file writes and ``fsync`` release the GIL, so the disk's latency stays off the
 training loop (as with TensorBoard's event writer). Encoding stays in the training thread: pyarrow
 writing into a Python file object takes the GIL for every chunk, and those hand-offs slowed the
-training thread more than the encoding costs (about 1.5 ms for the demo step). :meth:`Run.flush` waits for it; :meth:`Run.close` (and leaving the ``with`` block, and the
-interpreter's exit) flushes. A write that fails is raised by the next ``log``, ``flush`` or ``close``,
-and nothing of later steps is written after it.
+training thread more than the encoding costs (about 1.5 ms for the demo step). :meth:`Run.flush`
+waits for the writer; :meth:`Run.close` (and leaving the ``with`` block, and the interpreter's exit)
+flushes. A write that fails is raised by the next ``log``, ``flush`` or ``close``, and nothing of
+later steps is written after it.
 """
 
 from __future__ import annotations
