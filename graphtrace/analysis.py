@@ -325,12 +325,12 @@ class _Scan:
     one module call share it). ``starts[r]`` is the position of run r's first node, ``paths[r]`` its
     scope, ``last_ids[r]`` / ``last_attrs[r]`` its last node; ``picks`` holds the attribute dicts of
     the ReLU and tanh outputs and of the leaves (the parameters among them); ``size`` counts the nodes;
-    ``bad`` (filled by the caller) the attribute dicts of nodes with a non-finite data or grad.
+    ``bad`` the attribute dicts of the nodes with a non-finite data or grad (the caller finds them).
     """
 
     __slots__ = ("bad", "last_attrs", "last_ids", "paths", "picks", "size", "starts")
 
-    def __init__(self, ids: list[Any], attrs: Iterable[dict[str, Any]]) -> None:
+    def __init__(self, ids: list[Any], attrs: Iterable[dict[str, Any]], bad: list[dict[str, Any]]) -> None:
         starts: list[int] = []
         paths: list[str] = []
         last_attrs: list[Any] = []
@@ -359,7 +359,7 @@ class _Scan:
         self.last_ids = [ids[k - 1] for k in islice(starts, 1, None)]
         if i:
             self.last_ids.append(ids[i - 1])
-        self.bad: list[dict[str, Any]] = []
+        self.bad = bad
 
 
 def _live_scan(x: Any) -> _Scan | None:
@@ -367,12 +367,7 @@ def _live_scan(x: Any) -> _Scan | None:
     only sink, as after a training step's backward pass: no snapshot needed); else None."""
     from .value import Value
 
-    def scan(ids: list[int], attrs: Iterable[dict[str, Any]], bad: list[dict[str, Any]]) -> _Scan:
-        s = _Scan(ids, attrs)
-        s.bad = bad
-        return s
-
-    return read_trace(x._id, scan) if isinstance(x, Value) else None
+    return read_trace(x._id, _Scan) if isinstance(x, Value) else None
 
 
 def scope_columns(x: Any, depth: int | None = None, pool: bool = False) -> dict[str, list[Any]]:
@@ -402,8 +397,7 @@ def scope_columns(x: Any, depth: int | None = None, pool: bool = False) -> dict[
             attrs.append(b)
             if not (math.isfinite(b["data"]) and math.isfinite(b["grad"])):
                 bad.append(b)
-        scan = _Scan(ids, attrs)
-        scan.bad = bad
+        scan = _Scan(ids, attrs, bad)
     return _scope_table(scan, depth, pool)
 
 

@@ -42,11 +42,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ._files import atomic_write
 from ._real import as_float
+from .analysis import _SCOPE_SCHEMA, scope_columns
 from .value import Value
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Run", "complete_steps", "health", "open_run", "record"]
@@ -56,22 +58,9 @@ FORMAT = "graphtrace-run"
 FORMAT_VERSION = 1
 _MODES = ("new", "resume", "overwrite")
 _TABLES = ("steps", "params", "scopes", "snapshots")
-#: The ``scopes`` table: the columns of ``gt.analysis.by_scope``.
+#: The ``scopes`` table: ``gt.analysis.by_scope``'s columns and dtypes, in Arrow.
 _SCOPES_SCHEMA = pa.schema(
-    [
-        ("scope", pa.string()),
-        ("nodes", pa.int64()),
-        ("output_node", pa.int64()),
-        ("output_data", pa.float64()),
-        ("output_grad", pa.float64()),
-        ("param_count", pa.int64()),
-        ("param_abs_grad_sum", pa.float64()),
-        ("param_abs_grad_mean", pa.float64()),
-        ("param_abs_grad_max", pa.float64()),
-        ("relu_zero_share", pa.float64()),
-        ("tanh_saturated_share", pa.float64()),
-        ("nonfinite", pa.int64()),
-    ]
+    [(n, pa.string() if n == "scope" else pa.from_numpy_dtype(np.dtype(t))) for n, t in _SCOPE_SCHEMA.items()]
 )
 
 
@@ -106,11 +95,9 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return m
 
 
-def _write_table(path: Path, table: pa.Table | pa.Buffer) -> None:
-    """Write a table (or its Parquet bytes, see :func:`_encode`) as the file ``path``, atomically."""
-    if isinstance(table, pa.Table):
-        table = _encode(table)
-    atomic_write(path, lambda fh: fh.write(table), binary=True)
+def _write_table(path: Path, data: pa.Buffer) -> None:
+    """Write a table's Parquet bytes (see :func:`_encode`) as the file ``path``, atomically."""
+    atomic_write(path, lambda fh: fh.write(data), binary=True)
 
 
 def _encode(table: pa.Table) -> pa.Buffer:
@@ -139,8 +126,8 @@ class _Writer:
                 if job is None:
                     return
                 if not self.failed:  # after a failure nothing more is written
-                    for path, table in job:
-                        _write_table(path, table)
+                    for path, data in job:
+                        _write_table(path, data)
             except BaseException as exc:  # handed to the training thread
                 self.failed = True
                 self.error = exc
@@ -226,7 +213,6 @@ class Run:
             }
         p.mkdir(parents=True, exist_ok=True)
         self._write_manifest()
-        self._failed = False
         self._writer = _Writer()
         weakref.finalize(self, self._writer.close)  # an unclosed run still writes what it logged
 
@@ -281,8 +267,6 @@ class Run:
         )
         job = [(self.path / "params" / part / "part.parquet", _encode(params))]
         if isinstance(loss, Value) and self.scopes_every and step % self.scopes_every == 0:
-            from .analysis import scope_columns
-
             table = pa.table(scope_columns(loss), schema=_SCOPES_SCHEMA)
             job.append((self.path / "scopes" / part / "part.parquet", _encode(table)))
         if isinstance(loss, Value) and self.snapshot_every and step % self.snapshot_every == 0:
@@ -309,11 +293,10 @@ class Run:
         """Raise the writer's failure (once), then (``again``) refuse to go on."""
         exc = self._writer.error
         if exc is not None:
-            self._writer.error = None  # raised once; nothing more is written
-            self._failed = True
+            self._writer.error = None  # raised once; the writer stays failed: nothing more is written
             exc.add_note(f"graphtrace: writing run {self.path} failed; no later step was written")
             raise exc
-        if self._failed and again:
+        if self._writer.failed and again:
             raise RuntimeError(f"the run at {self.path} stopped writing after an earlier error")
 
     def flush(self) -> None:
@@ -341,8 +324,7 @@ class Run:
             return
         self._closed = True
         self._writer.close()
-        exc = self._writer.error
-        self.manifest.update(status="failed" if exc is not None or self._failed else status, finished=_now())
+        self.manifest.update(status="failed" if self._writer.failed else status, finished=_now())
         self._write_manifest()
         self._raise_write_error(again=False)
 

@@ -311,9 +311,9 @@ def test_scan_finds_runs_of_one_scope_string() -> None:
 
     a, b = "A", "B"
     attrs = [{"scope": a, "op": ""}, {"scope": a, "op": "*"}, {"scope": b, "op": "relu"}, {"scope": a, "op": "+"}]
-    scan = _Scan([1, 2, 5, 7], attrs)
+    scan = _Scan([1, 2, 5, 7], attrs, [])
     assert (scan.starts, scan.paths, scan.last_ids, scan.size) == ([0, 2, 3], [a, b, a], [2, 5, 7], 4)
     assert scan.last_attrs == [attrs[1], attrs[2], attrs[3]]
     assert [x["op"] for x in scan.picks] == ["", "relu"]
-    empty = _Scan([], [])
+    empty = _Scan([], [], [])
     assert (empty.starts, empty.last_ids, empty.size) == ([], [], 0)
