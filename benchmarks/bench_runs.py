@@ -24,15 +24,9 @@ from graphtrace.train import moons_demo, svm_loss
 LOG: dict[str, list[float]] = {}
 
 
-def train_step(model: Any, X: Any, y: Any, k: int) -> tuple[Any, float, float]:
-    """Step ``k`` of micrograd's demo (forward, backward, SGD with its schedule): loss, accuracy, rate."""
-    loss, acc = svm_loss(model, X, y)
-    model.zero_grad()
-    loss.backward()
-    lr = 1.0 - 0.9 * k / 100
-    for p in model.parameters():
-        p.data -= lr * p.grad
-    return loss, acc, lr
+# The two loops below spell the training step out, as micrograd's demo does: the new loss replaces the
+# previous one before backward, so the previous step's graph is freed first (a helper function holding
+# it until it returns would make backward sort two graphs and move their free into run.log).
 
 
 def steps(n: int, key: str = "default", **record: Any) -> float:
@@ -43,7 +37,12 @@ def steps(n: int, key: str = "default", **record: Any) -> float:
         logs = LOG.setdefault(key, [])
         for k in range(n):
             t0 = time.perf_counter()
-            loss, acc, lr = train_step(model, X, y, k)
+            loss, acc = svm_loss(model, X, y)
+            model.zero_grad()
+            loss.backward()
+            lr = 1.0 - 0.9 * k / 100
+            for p in model.parameters():
+                p.data -= lr * p.grad
             if run is not None:
                 t1 = time.perf_counter()
                 run.log(k, loss, accuracy=acc, learning_rate=lr)
@@ -66,7 +65,12 @@ def alternating(n: int) -> tuple[float, float, float]:
         logged = False
         for k in range(n + 2):
             t0 = time.perf_counter()
-            loss, acc, lr = train_step(model, X, y, k)
+            loss, acc = svm_loss(model, X, y)
+            model.zero_grad()
+            loss.backward()
+            lr = 1.0 - 0.9 * k / 100
+            for p in model.parameters():
+                p.data -= lr * p.grad
             if k >= 2:  # the first steps warm up
                 (after_log if logged else after_plain).append(time.perf_counter() - t0)
             logged = k % 2 == 0
