@@ -2,13 +2,17 @@
 
 Targets (structure issue): to_html <= 2 s; file <= 15 MB; first draw <= 1.5 s; median zoom/pan redraw
 of the first view <= 50 ms; expanding one sample's MLP instance <= 300 ms; search-to-focus of a weight
-<= 500 ms. Needs Debian's chromium (``apt-get install chromium``) and playwright (test extra).
+<= 500 ms. Exporters issue: a 10,000-node trace drawn in full (no collapsing) reaches its first draw
+in <= 3 s (the browser test asserts the best of 3 loads;
+here the median of 5). Needs Debian's chromium (``apt-get install chromium``) and playwright (test extra).
 Run: ``make bench`` or ``python benchmarks/bench_html.py``.
 """
 
 from __future__ import annotations
 
+import random
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -63,6 +67,7 @@ def main() -> None:
             redraw = page.evaluate(REDRAW)
             expand = page.evaluate(TIMED, ["graphtraceExpand", "MLP[17]"])
             search = page.evaluate(TIMED, ["graphtraceSearch", "L1.N3.w2"])
+            full = _full_first_draws(browser, Path(d))
             browser.close()
     rows = [
         ("to_html", f"{t_html:.2f} s", t_html <= 2.0, "<= 2 s"),
@@ -72,10 +77,31 @@ def main() -> None:
         ("expand MLP[17]", f"{expand:.0f} ms", expand <= 300, "<= 300 ms"),
         ("search-to-focus of L1.N3.w2", f"{search:.0f} ms", search <= 500, "<= 500 ms"),
     ]
+    full_median = statistics.median(full)
     print(f"collapsed HTML of the demo step ({G.number_of_nodes():,} nodes), headless Chromium, 1280x800:")
     for what, value, ok, target in rows:
         print(f"  {what:<32} {value:>10}  target {target:<9} {'ok' if ok else 'MISSED'}")
+    print(
+        f"10k-node MLP trace drawn in full: first draw median {full_median:.0f} ms of 5 loads "
+        f"({', '.join(f'{t:.0f}' for t in full)}), target <= 3 s {'ok' if full_median <= 3000 else 'MISSED'}"
+    )
     sys.stdout.flush()
+
+
+def _full_first_draws(browser: object, d: Path) -> list[float]:
+    """First-draw times (ms) of 5 fresh loads of the browser test's 10k-node trace, every node drawn."""
+    random.seed(3)
+    model = gt.nn.MLP(20, [64, 32, 1])
+    out = model([gt.Value(random.uniform(-1, 1), label=f"x{i}") for i in range(20)])
+    path = gt.to_html(out, d / "mlp.html", collapse=False)
+    times = []
+    for _ in range(5):
+        page = browser.new_page(viewport={"width": 1280, "height": 800})  # type: ignore[attr-defined]
+        page.goto(path.resolve().as_uri())
+        page.wait_for_function("window.graphtraceFirstDraw !== null", timeout=60_000)
+        times.append(page.evaluate("window.graphtraceFirstDraw"))
+        page.close()
+    return times
 
 
 if __name__ == "__main__":
