@@ -157,6 +157,8 @@ def test_ten_thousand_node_trace_first_draw_within_3s(browser: Any, tmp_path: Pa
         draws.append(page.page.evaluate("window.graphtraceFirstDraw"))
         assert page.page.evaluate("window.graphtraceNetwork.body.data.nodes.length") == G.number_of_nodes()
         assert page.errors == [] and page.failed == []
+        edge = page.page.evaluate("window.graphtraceNetwork.body.data.edges.get()[0]")
+        assert "label" not in edge and edge["title"].startswith("local_grad "), edge  # big: on hover
         page.page.close()
     first_draw_ms = min(draws)
     print(f"\n10k-node trace ({G.number_of_nodes()} nodes): first draw at {first_draw_ms:.0f} ms (loads: {draws})")
