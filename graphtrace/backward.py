@@ -57,6 +57,7 @@ def _graph_of(node: dict[Hashable, Any], succ: dict[Hashable, Any], pred: dict[H
     H._node = node
     H._succ = H._adj = succ
     H._pred = pred
+    H.neighbors = succ.__getitem__  # asked once per node by the sort: a C call (see store.LIVE_SORT)
     return H
 
 
@@ -96,10 +97,10 @@ def _sorted_graph(G: nx.DiGraph, root: Hashable) -> tuple[list[Hashable], dict[H
     live = G is store.GRAPH
     # A training step's store is the root's ancestors and nothing else: sort it as it is.
     if live and store.only_sink(root):  # type: ignore[arg-type]
-        return list(nx.topological_sort(G)), G._succ
+        return list(nx.topological_sort(store.LIVE_SORT)), G._succ
     anc = _ancestors(G._pred, root)
     if len(anc) == len(G._node):
-        return list(nx.topological_sort(G)), G._succ
+        return list(nx.topological_sort(store.LIVE_SORT if live else G)), G._succ
     # Share the store's successor dicts when no ancestor has children elsewhere (threads with their own
     # graphs); build them from the predecessor side when some do (a loop that keeps every step's loss).
     shared = not live or all(map(anc.issuperset, map(G._succ.__getitem__, anc)))

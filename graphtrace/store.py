@@ -139,6 +139,23 @@ SUCC: dict[int, dict[int, dict[str, float]]] = GRAPH._succ
 PRED: dict[int, dict[int, dict[str, float]]] = GRAPH._pred
 
 
+class _LiveSortView(SortableDiGraph):
+    """The live store's own dicts, as :func:`networkx.topological_sort` reads them when a backward pass
+    sorts the whole store (a training step's): ``node in G`` and ``G.neighbors(node)``, asked once per
+    node, are C calls on the dicts (``NODE.__contains__``, ``SUCC.__getitem__``) instead of Python
+    methods, about a tenth of the sort. Only for sorting: it skips DiGraph's error wrapping."""
+
+    __contains__ = NODE.__contains__  # type: ignore[assignment]
+    neighbors = successors = SUCC.__getitem__  # type: ignore[assignment]
+
+
+#: What the backward pass hands to ``networkx.topological_sort`` to sort the whole live store.
+LIVE_SORT: nx.DiGraph = _LiveSortView(name="graphtrace live store (sort view)")
+LIVE_SORT._node = NODE
+LIVE_SORT._succ = LIVE_SORT._adj = SUCC
+LIVE_SORT._pred = PRED
+
+
 class Ref(weakref.ref):  # type: ignore[type-arg]
     """A weak reference to one Value handle, carrying the node id ``n`` it is a handle on."""
 
