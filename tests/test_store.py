@@ -176,3 +176,15 @@ def test_eight_threads_get_exactly_the_serial_results() -> None:
         for v, preds in G._pred.items():
             for u, e in preds.items():
                 assert G._succ[u][v] is e
+
+
+def test_the_live_sort_view_reads_the_store_itself_and_sorts_like_it() -> None:
+    """store.LIVE_SORT (what backward hands to networkx.topological_sort for a whole-store sort)."""
+    a = Value(2.0, label="a")
+    y = (a * 3 + a).relu()
+    view = store.LIVE_SORT
+    with store.graph_lock() as G:
+        assert view._node is store.NODE and view._succ is store.SUCC and view._pred is store.PRED
+        assert list(nx.topological_sort(view)) == list(nx.topological_sort(G))
+        assert y.node_id in view and -1 not in view
+        assert list(view.neighbors(a.node_id)) == list(G.neighbors(a.node_id))
