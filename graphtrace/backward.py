@@ -282,6 +282,7 @@ def backward(G: nx.DiGraph, root: Any = None, grad: float = 1.0) -> nx.DiGraph:
     if G is store.GRAPH:
         with store.graph_lock():
             _write(G, _checked(G, root, seed, _sorted_graph(G, root), True))
+            store.reset_shared_edges()
         return G
     try:
         sorted_graph = _sorted_graph(G, root)
@@ -299,3 +300,4 @@ def backward_value(v: Any, grad: float = 1.0) -> None:
     G = store.GRAPH
     with store.graph_lock():
         _write(G, _checked(G, v._id, seed, _sorted_graph(G, v._id), True))
+        store.reset_shared_edges()  # a training step's values: the next step's ops share new ones

@@ -11,6 +11,7 @@ import tracemalloc
 from pathlib import Path
 
 import networkx as nx
+import pytest
 
 import graphtrace as gt
 from graphtrace import Value, store
@@ -188,3 +189,30 @@ def test_the_live_sort_view_reads_the_store_itself_and_sorts_like_it() -> None:
         assert list(nx.topological_sort(view)) == list(nx.topological_sort(G))
         assert y.node_id in view and -1 not in view
         assert list(view.neighbors(a.node_id)) == list(G.neighbors(a.node_id))
+
+
+def test_edges_with_one_nonzero_local_grad_share_one_dict_until_backward(monkeypatch: pytest.MonkeyPatch) -> None:
+    """store._SHARED_EDGES: the live store's edges share attribute dicts by value, never a zero's."""
+    import math
+
+    w, x1, x2 = Value(0.75, label="w"), Value(2.5, label="x1"), Value(-1.5, label="x2")
+    y1, y2 = w * x1, w * x2  # the edges x1 -> y1 and x2 -> y2 both carry w's 0.75
+    z0, zn = Value(3.0) * 0.0, Value(3.0) * -0.0  # local grads 0.0 and -0.0: never shared
+    with store.graph_lock():
+        pred = store.PRED
+        assert pred[y1.node_id][x1.node_id] is pred[y2.node_id][x2.node_id]  # both 0.75
+        assert pred[y1.node_id][x1.node_id] == {"local_grad": 0.75}
+        assert pred[y1.node_id][w.node_id] == {"local_grad": 2.5}
+        zero = next(e for u, e in pred[z0.node_id].items() if store.NODE[u]["role"] != "constant")
+        negzero = next(e for u, e in pred[zn.node_id].items() if store.NODE[u]["role"] != "constant")
+        assert zero is not negzero and math.copysign(1.0, negzero["local_grad"]) == -1.0
+    G = gt.to_networkx(y1)  # a snapshot's edge dicts are its own
+    G.edges[x1.node_id, y1.node_id]["local_grad"] = 9.0
+    with store.graph_lock():
+        assert store.PRED[y2.node_id][x2.node_id] == {"local_grad": 0.75}
+    assert 0.75 in store._SHARED_EDGES
+    (y1 + y2).backward()  # a backward pass of the live store forgets the values, not the constants
+    assert store._SHARED_EDGES == store._FLYWEIGHTS and (w.grad, x1.grad) == (1.0, 0.75)
+    monkeypatch.setattr(store, "_SHARED_MAX", 4)  # a long forward pass without backward: bounded
+    vs = [Value(float(k)) * (k + 0.5) for k in range(10)]  # 20 new values, then the flush below
+    assert len(vs) == 10 and store.live_count() > 0 and store._SHARED_EDGES == store._FLYWEIGHTS
