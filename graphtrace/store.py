@@ -24,6 +24,8 @@ checks for pending calls: at function entry, at a backward jump, after a call. S
 * every write of a recorded op happens inside ``with LOCK:`` as a sequence of dict stores with no
   such check point in it (``with`` releases the lock on any exception, and CPython checks nothing
   between taking the lock and entering the block);
+* ``_held`` (the flag other threads poll instead of sleeping on the lock) is set by each locked block's
+  first statement and cleared by its ``finally``, with no check point between either and the lock;
 * a Value's death is a C-level append (no Python frame to interrupt);
 * :func:`flush` is a work queue processed step by step, each step either done completely or not at
   all, and redoing a step is harmless; an interrupted flush leaves its remaining work queued for the
@@ -114,9 +116,14 @@ class _LiveGraph(SortableDiGraph):
     is held, as inside a locked section), so ``len(GRAPH)`` is the number of nodes a live Value needs."""
 
     def _settle(self) -> None:
-        if (_dead or _free) and self is GRAPH and not LOCK.locked():
+        global _held
+        if (_dead or _free) and self is GRAPH and not _held:
             with LOCK:
-                flush()
+                _held = True
+                try:
+                    flush()
+                finally:
+                    _held = False
 
     def __len__(self) -> int:
         self._settle()
@@ -209,15 +216,22 @@ _ids = itertools.count()
 new_id = _ids.__next__
 
 
-_locked = LOCK.locked
+#: True while a thread is inside one of this module's ``with LOCK:`` blocks: set by the block's first
+#: statement, cleared by its ``finally`` just before the lock is released (no check point for an
+#: asynchronous exception or a thread switch lies between either and the lock itself). Every block
+#: is entered as ``while _held: _wait()`` then ``with LOCK:``, with no call between the last test and
+#: the lock, so a thread never takes the lock while another holds it: it polls instead, and it never
+#: sleeps on the lock. Sleeping on it is what made convoys: the woken thread owns the lock before it
+#: has the GIL back, ``LOCK.locked()`` says False until then, and each op of the running thread then
+#: blocks in its turn (8 threads ran 3-4x slower than the same work done serially).
+_held = False
 
 
 def _wait() -> None:
-    """Wait for another thread's long locked section (a backward pass, a snapshot, a big free) to end,
-    polling with short sleeps instead of sleeping on the lock: a thread asleep on the lock is handed it
-    while it has no GIL, and every op of the other threads then waits for two context switches (a lock
-    convoy). If another thread takes the lock first, the ``with LOCK`` that follows simply blocks."""
-    while _locked():
+    """Wait for another thread's locked section (a backward pass, a snapshot, a big free, or an op it
+    was switched out in) to end, polling with short sleeps instead of sleeping on the lock (see
+    ``_held``)."""
+    while _held:
         _sleep(0.0002)
 
 
@@ -335,7 +349,7 @@ def record_leaf(data: float, label: str, role: str, grad: float = 0.0, scope: st
 
 def init_leaf(v: Handle, data: float, label: str, role: str, grad: float = 0.0, scope: str | None = None) -> None:
     """Make the new, unregistered handle ``v`` the handle of a new leaf node (``Value.__init__``)."""
-    global _sinks
+    global _sinks, _held
     n = new_id()
     attrs = node_attrs(data, grad, "", label, role, _mode.scope if scope is None else scope)
     v._id = n
@@ -350,22 +364,26 @@ def init_leaf(v: Handle, data: float, label: str, role: str, grad: float = 0.0, 
     except IndexError:
         sd = {}
         pd = {}
-    if _locked():
+    while _held:  # the last test before taking the lock: no call between them (see _held)
         _wait()
     with LOCK:
-        if len(_dead) > _BATCH or _free:
-            flush()
-        NODE[n] = attrs
-        SUCC[n] = sd
-        PRED[n] = pd
-        HANDLES[n] = r
-        _sinks += 1
+        _held = True
+        try:
+            if len(_dead) > _BATCH or _free:
+                flush()
+            NODE[n] = attrs
+            SUCC[n] = sd
+            PRED[n] = pd
+            HANDLES[n] = r
+            _sinks += 1
+        finally:
+            _held = False
 
 
 def record_unary(op: str, fn: Any, x: Handle) -> Handle:
     """``fn(x)`` recorded as node ``op``: ``fn`` is the op's rule (:data:`graphtrace.rules.RULES`),
     returning the result and the local derivative. A domain error records nothing."""
-    global _sinks
+    global _sinks, _held
     try:
         out, dx = fn(x._attrs["data"])
     except _DOMAIN_ERRORS as exc:
@@ -406,20 +424,24 @@ def record_unary(op: str, fn: Any, x: Handle) -> Handle:
         sd = {}
         pd = {}
     pd[i] = ex
-    if _locked():
+    while _held:  # the last test before taking the lock: no call between them (see _held)
         _wait()
     with LOCK:
-        if len(_dead) > _BATCH or _free:
-            flush()
-        si = SUCC[i]
-        if not si:
-            _sinks -= 1
-        NODE[n] = attrs
-        SUCC[n] = sd
-        PRED[n] = pd
-        si[n] = ex
-        HANDLES[n] = r
-        _sinks += 1
+        _held = True
+        try:
+            if len(_dead) > _BATCH or _free:
+                flush()
+            si = SUCC[i]
+            if not si:
+                _sinks -= 1
+            NODE[n] = attrs
+            SUCC[n] = sd
+            PRED[n] = pd
+            si[n] = ex
+            HANDLES[n] = r
+            _sinks += 1
+        finally:
+            _held = False
     if src is not None:
         SOURCES[n] = src
     return v
@@ -429,7 +451,7 @@ def record_binary(op: str, fn: Any, x: Any, y: Any) -> Any:
     """``x op y`` recorded, where at least one of x, y is a handle; NotImplemented when the other is
     not a real number. A number operand becomes a constant leaf recorded with the result, before it
     (ids stay topological). A domain error records nothing."""
-    global _sinks
+    global _sinks, _held
     h = _handle_type
     xh = type(x) is h or isinstance(x, Handle)
     yh = type(y) is h or isinstance(y, Handle)
@@ -514,36 +536,40 @@ def record_binary(op: str, fn: Any, x: Any, y: Any) -> Any:
     pd[i] = ex
     if i != j:
         pd[j] = ey
-    if _locked():
+    while _held:  # the last test before taking the lock: no call between them (see _held)
         _wait()
     with LOCK:
-        if len(_dead) > _BATCH or _free:
-            flush()
-        sinks = 1  # n has no children yet
-        if cx is not None:
-            NODE[i] = cx
-            SUCC[i] = cxs
-            PRED[i] = cxp
-            sinks += 1
-        if cy is not None:
-            NODE[j] = cy
-            SUCC[j] = cys
-            PRED[j] = cyp
-            sinks += 1
-        si = SUCC[i]
-        if not si:
-            sinks -= 1
-        NODE[n] = attrs
-        SUCC[n] = sd
-        PRED[n] = pd
-        si[n] = ex
-        if i != j:
-            sj = SUCC[j]
-            if not sj:
+        _held = True
+        try:
+            if len(_dead) > _BATCH or _free:
+                flush()
+            sinks = 1  # n has no children yet
+            if cx is not None:
+                NODE[i] = cx
+                SUCC[i] = cxs
+                PRED[i] = cxp
+                sinks += 1
+            if cy is not None:
+                NODE[j] = cy
+                SUCC[j] = cys
+                PRED[j] = cyp
+                sinks += 1
+            si = SUCC[i]
+            if not si:
                 sinks -= 1
-            sj[n] = ey
-        HANDLES[n] = r
-        _sinks += sinks
+            NODE[n] = attrs
+            SUCC[n] = sd
+            PRED[n] = pd
+            si[n] = ex
+            if i != j:
+                sj = SUCC[j]
+                if not sj:
+                    sinks -= 1
+                sj[n] = ey
+            HANDLES[n] = r
+            _sinks += sinks
+        finally:
+            _held = False
     if src is not None:
         SOURCES[n] = src
     return v
@@ -552,18 +578,23 @@ def record_binary(op: str, fn: Any, x: Any, y: Any) -> Any:
 def new_handle(n: int) -> Handle:
     """One more handle on the existing node ``n`` (a copy, ``operands``); it keeps ``n`` alive.
     The caller must keep ``n`` alive meanwhile (hold a handle on it or on a descendant)."""
+    global _held
     v = _new(_handle_type)
     v._id = n
     r = Ref(v, _dead_append)
     r.n = n
-    if _locked():
+    while _held:  # the last test before taking the lock: no call between them (see _held)
         _wait()
     with LOCK:
-        if len(_dead) > _BATCH or _free:
-            flush()
-        v._attrs = NODE[n]
-        h = HANDLES.get(n)
-        HANDLES[n] = r if h is None else ((*h, r) if isinstance(h, tuple) else (h, r))
+        _held = True
+        try:
+            if len(_dead) > _BATCH or _free:
+                flush()
+            v._attrs = NODE[n]
+            h = HANDLES.get(n)
+            HANDLES[n] = r if h is None else ((*h, r) if isinstance(h, tuple) else (h, r))
+        finally:
+            _held = False
     return v
 
 
@@ -758,9 +789,14 @@ def enable_grad() -> Iterator[None]:
 @contextmanager
 def graph_lock() -> Iterator[nx.DiGraph]:
     """Hold the store lock, with queued removals applied; yields the live graph."""
-    if _locked():
+    global _held
+    while _held:  # the last test before taking the lock: no call between them (see _held)
         _wait()
     with LOCK:
-        if _dead or _free:
-            flush()
-        yield GRAPH
+        _held = True
+        try:
+            if _dead or _free:
+                flush()
+            yield GRAPH
+        finally:
+            _held = False

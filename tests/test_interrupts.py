@@ -88,6 +88,7 @@ STORM = textwrap.dedent(
 
     gc.collect()
     assert not store.LOCK.locked(), "the store lock was left held"
+    assert not store._held, "the flag other threads poll was left set"
     n_params = len(params)
     assert store.live_count() == n_params, (store.live_count(), n_params)
     assert set(store.HANDLES) == {p.node_id for p in params}, "a node kept a handle of a dead Value"

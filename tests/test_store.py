@@ -216,3 +216,32 @@ def test_edges_with_one_nonzero_local_grad_share_one_dict_until_backward(monkeyp
     monkeypatch.setattr(store, "_SHARED_MAX", 4)  # a long forward pass without backward: bounded
     vs = [Value(float(k)) * (k + 0.5) for k in range(10)]  # 20 new values, then the flush below
     assert len(vs) == 10 and store.live_count() > 0 and store._SHARED_EDGES == store._FLYWEIGHTS
+
+
+def test_the_held_flag_marks_exactly_the_locked_sections(monkeypatch: pytest.MonkeyPatch) -> None:
+    """store._held: what other threads poll instead of sleeping on the lock (a sleeper makes a convoy)."""
+    assert not store._held
+    with store.graph_lock():
+        assert store._held and store.LOCK.locked()
+    assert not store._held and not store.LOCK.locked()
+    with pytest.raises(RuntimeError), store.graph_lock():
+        raise RuntimeError("inside a locked section")
+    assert not store._held and not store.LOCK.locked()
+    # an op meeting another thread's locked section polls until it ends, then records
+    polls: list[float] = []
+    real = store._sleep
+    monkeypatch.setattr(store, "_sleep", lambda s: (polls.append(s), real(s)))
+    inside, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.graph_lock():
+            inside.set()
+            release.wait(5)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert inside.wait(5)
+    threading.Timer(0.05, release.set).start()
+    y = Value(2.0) * 3.0
+    t.join()
+    assert y.data == 6.0 and polls and not store._held
