@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable
-from itertools import compress, islice, pairwise, repeat
-from operator import eq, itemgetter
+from itertools import chain, compress, islice, pairwise, repeat
+from operator import eq, is_not, itemgetter, ne, truediv
 from typing import Any
 
 import networkx as nx
@@ -319,46 +318,52 @@ _PICK = frozenset(("relu", "tanh", ""))
 
 
 class _Scan:
-    """What one pass over a trace's nodes (in a topological order) collects for :func:`by_scope`.
+    """What :func:`by_scope` needs of a trace's nodes (in a topological order), read without a pass
+    over every node's attribute dict where the live store can tell more cheaply.
 
     A *run* is a stretch of consecutive nodes whose ``scope`` is the same string object (the nodes of
     one module call share it). ``starts[r]`` is the position of run r's first node, ``paths[r]`` its
     scope, ``last_ids[r]`` / ``last_attrs[r]`` its last node; ``picks`` holds the attribute dicts of
-    the ReLU and tanh outputs and of the leaves (the parameters among them); ``size`` counts the nodes;
-    ``bad`` the attribute dicts of the nodes with a non-finite data or grad (the caller finds them).
+    the ReLU and tanh outputs and of the parameters (the live store lists them in
+    :data:`graphtrace.store.PICKED`; for a snapshot, ``picks`` None, they are found here among the
+    units and leaves); ``size`` counts the nodes; ``bad`` the attribute dicts of the nodes with a
+    non-finite data or grad (the caller finds them).
+
+    ``node`` maps ``ids`` to attribute dicts. ``candidates`` (the live store's
+    :func:`graphtrace.store.scope_starts`) are positions where a run may start: only the scopes
+    there are read, a few thousand dicts instead of every node's (each one a cache miss in a
+    training step's scattered heap). Without them every node's scope is read, by C-level passes.
     """
 
     __slots__ = ("bad", "last_attrs", "last_ids", "paths", "picks", "size", "starts")
 
-    def __init__(self, ids: list[Any], attrs: Iterable[dict[str, Any]], bad: list[dict[str, Any]]) -> None:
-        starts: list[int] = []
-        paths: list[str] = []
-        last_attrs: list[Any] = []
-        picks: list[dict[str, Any]] = []
-        new_start, new_path, new_last, pick = starts.append, paths.append, last_attrs.append, picks.append
-        prev: Any = None
-        b: Any = None
-        i = 0
-        # Each node's attribute dict is read once, here: a Python pass reading two keys costs less
-        # than a C pass (map, compress) per key over these scattered dicts. No enumerate(), no
-        # tuples: the loop does the least it can per node.
-        for a in attrs:
-            s = a["scope"]
-            if s is not prev:
-                new_start(i)
-                new_path(s)
-                new_last(b)
-                prev = s
-            if a["op"] in _PICK:
-                pick(a)
-            b = a
-            i += 1
-        new_last(b)  # each run's last node: the node before the next run's first, and the last node
-        del last_attrs[0]
-        self.starts, self.paths, self.last_attrs, self.picks, self.size = starts, paths, last_attrs, picks, i
-        self.last_ids = [ids[k - 1] for k in islice(starts, 1, None)]
-        if i:
-            self.last_ids.append(ids[i - 1])
+    def __init__(
+        self,
+        ids: list[Any],
+        node: dict[Any, dict[str, Any]],
+        candidates: list[int] | None,
+        bad: list[dict[str, Any]],
+        picks: list[dict[str, Any]] | None = None,
+    ) -> None:
+        get = node.__getitem__
+        if candidates is None or picks is None:
+            attrs = list(map(get, ids))
+            if picks is None:
+                picks = list(compress(attrs, map(_PICK.__contains__, map(_OP, attrs))))
+            candidates = list(range(len(ids)))
+            scopes = list(map(_SCOPE, attrs))
+        else:
+            scopes = list(map(_SCOPE, map(get, map(ids.__getitem__, candidates))))
+        # a run starts where the scope string object differs from the one before
+        changed = list(map(is_not, scopes, chain((None,), scopes)))
+        starts = list(compress(candidates, changed))
+        last = list(map(int.__sub__, [*islice(starts, 1, None), len(ids)], repeat(1))) if starts else []
+        self.starts = starts
+        self.paths = list(compress(scopes, changed))
+        self.last_ids = list(map(ids.__getitem__, last))
+        self.last_attrs = list(map(get, self.last_ids))
+        self.picks = picks
+        self.size = len(ids)
         self.bad = bad
 
 
@@ -381,7 +386,7 @@ def scope_columns(x: Any, depth: int | None = None, pool: bool = False) -> dict[
         G = as_graph(x)
         ids = topological_nodes(G)
         node = G._node
-        attrs = []
+        attrs = {}
         bad = []
         same: dict[str, str] = {}  # one string object per path, as in the live store
         for n in ids:
@@ -394,10 +399,10 @@ def scope_columns(x: Any, depth: int | None = None, pool: bool = False) -> dict[
                 "data": float(a.get("data", math.nan)),
                 "grad": float(a.get("grad", math.nan)),
             }
-            attrs.append(b)
+            attrs[n] = b
             if not (math.isfinite(b["data"]) and math.isfinite(b["grad"])):
                 bad.append(b)
-        scan = _Scan(ids, attrs, bad)
+        scan = _Scan(ids, attrs, None, bad)
     return _scope_table(scan, depth, pool)
 
 
@@ -429,13 +434,10 @@ def _scope_table(scan: _Scan, depth: int | None, pool: bool) -> dict[str, list[A
     sizes = list(map(int.__sub__, [*islice(starts, 1, None), scan.size], starts))
     last = dict(zip(paths, range(len(paths)), strict=True))  # path -> its last run, in the order first recorded
     count = dict(zip(paths, sizes, strict=True))
-    if len(last) < len(paths):  # a path in several runs (its count above is its last run's): sum them
-        repeated = {path for path, k in Counter(paths).items() if k > 1}
-        for path in repeated:
-            count[path] = 0
-        for path, k in zip(paths, sizes, strict=True):
-            if path in repeated:
-                count[path] += k
+    if len(last) < len(paths):  # a path in several runs (its count above is its last run's): add the others
+        runs = range(len(paths))
+        for r in compress(runs, map(ne, map(last.__getitem__, paths), runs)):
+            count[paths[r]] += sizes[r]
     if key_of is not None:  # several paths per key
         count = _by_key(count, key_of, int.__add__)
         last = _by_key(last, key_of, max)
@@ -455,8 +457,7 @@ def _scope_table(scan: _Scan, depth: int | None, pool: bool) -> dict[str, list[A
             return [nan] * len(keys)
         total = _by_key(Counter(where), key_of, int.__add__)
         hits = _by_key(Counter(compress(where, map(hit, map(_DATA, compress(picked, mask))))), key_of, int.__add__)
-        pairs = zip(map(hits.get, keys, repeat(0)), map(total.get, keys, repeat(0)), strict=True)
-        return [h / t if t else nan for h, t in pairs]
+        return list(map(truediv, map(hits.get, keys, repeat(0)), map(total.get, keys, repeat(nan))))  # 0/nan: nan
 
     relu = shares("relu", (0.0).__eq__)
     tanh = shares("tanh", _SATURATED_ABS)

@@ -47,9 +47,13 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from array import array
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cached_property
+from itertools import compress, repeat
+from operator import add
 from typing import Any, TypeVar
 
 import networkx as nx
@@ -64,7 +68,9 @@ __all__ = [
     "HANDLES",
     "LOCK",
     "NONFINITE",
+    "PICKED",
     "SOURCES",
+    "UNIT_OPS",
     "Handle",
     "Ref",
     "SortableDiGraph",
@@ -194,6 +200,42 @@ _sinks = 0
 #: reading every node's floats.
 NONFINITE: set[int] = set()
 _nonfinite_add = NONFINITE.add
+
+#: Ids of the nodes ``graphtrace.analysis.by_scope`` looks at one by one: the outputs of the units
+#: (``relu`` and ``tanh`` ops, :data:`UNIT_OPS`) and the leaves recorded with role ``"parameter"``.
+#: Every live such node is in it: the recorder appends the id inside its locked block, before it
+#: publishes the node. It also holds ids of nodes removed since (or, after an interrupt, never
+#: published), so readers look them up in ``NODE``; :func:`flush` drops those once the list has
+#: grown past twice the live ones plus a quarter of the store (``_picked_limit``). An ``array`` of
+#: 8-byte ints: it keeps no int objects of removed ids alive (they would scatter the heap's 32-byte
+#: blocks, which floats use too). A training step's table then reads these few thousand nodes
+#: instead of an ``op`` from each of its 66k.
+PICKED = array("q")
+_picked_append = PICKED.append
+_picked_limit = 4096
+UNIT_OPS = frozenset(("relu", "tanh"))
+
+#: Where the scope of the recorded nodes changes, in id order: a recorder appends the id of its first
+#: new node when that node's scope is not the same string object as the scope of the node published
+#: just before it (``_log_scope``), inside its locked block, before publishing. In one thread ids are
+#: published in the order they are handed out, so between two id-consecutive live nodes recorded in
+#: different scopes lies an entry (after the first, at or before the second). Threads take their ids
+#: before the lock, and can publish them out of order: once a second thread has used the store
+#: (``_THREADS``), the log is not read any more. Nodes whose scope changed after they were recorded
+#: are listed in :data:`RESCOPED`. ``graphtrace.analysis.by_scope`` reads the scope of a few thousand
+#: nodes at these places (:func:`scope_starts`) instead of all 66k of a training step. Entries that no
+#: live node needs any more are dropped by :func:`prune_scope_log` (each read, and :func:`flush` once
+#: the log has grown past twice the live entries plus the store's size). An ``array`` like
+#: :data:`PICKED`. The per-op cost is one identity test.
+SCOPE_LOG = array("q")
+_scope_log_append = SCOPE_LOG.append
+_scope_log_limit = 4096
+#: the scope of the node published last (None: log the next one)
+_log_scope: Any = None
+#: One item per thread that has used the store's per-thread state (``_GradMode.__init__``).
+_THREADS: list[int] = []
+#: Ids of the nodes whose scope was set after they were recorded (:func:`rescope`).
+RESCOPED: set[int] = set()
 
 #: Adjacency dicts of freed nodes, emptied, for new nodes to reuse (at most ``_POOL_MAX``). A node's
 #: successor and predecessor dicts hold edge dicts, so the cyclic garbage collector tracks them, and a
@@ -349,9 +391,12 @@ def record_leaf(data: float, label: str, role: str, grad: float = 0.0, scope: st
 
 def init_leaf(v: Handle, data: float, label: str, role: str, grad: float = 0.0, scope: str | None = None) -> None:
     """Make the new, unregistered handle ``v`` the handle of a new leaf node (``Value.__init__``)."""
-    global _sinks, _held
+    global _sinks, _held, _log_scope
     n = new_id()
-    attrs = node_attrs(data, grad, "", label, role, _mode.scope if scope is None else scope)
+    path = _mode.scope  # (read even when scope is given: it registers a new thread, see _THREADS)
+    if scope is not None:
+        path = scope
+    attrs = node_attrs(data, grad, "", label, role, path)
     v._id = n
     v._attrs = attrs
     r = Ref(v, _dead_append)
@@ -371,6 +416,11 @@ def init_leaf(v: Handle, data: float, label: str, role: str, grad: float = 0.0, 
         try:
             if len(_dead) > _BATCH or _free:
                 flush()
+            if role == "parameter":  # listed before it is published (see PICKED)
+                _picked_append(n)
+            if path is not _log_scope:  # see SCOPE_LOG
+                _scope_log_append(n)
+                _log_scope = path
             NODE[n] = attrs
             SUCC[n] = sd
             PRED[n] = pd
@@ -383,7 +433,7 @@ def init_leaf(v: Handle, data: float, label: str, role: str, grad: float = 0.0, 
 def record_unary(op: str, fn: Any, x: Handle) -> Handle:
     """``fn(x)`` recorded as node ``op``: ``fn`` is the op's rule (:data:`graphtrace.rules.RULES`),
     returning the result and the local derivative. A domain error records nothing."""
-    global _sinks, _held
+    global _sinks, _held, _log_scope
     try:
         out, dx = fn(x._attrs["data"])
     except _DOMAIN_ERRORS as exc:
@@ -402,7 +452,7 @@ def record_unary(op: str, fn: Any, x: Handle) -> Handle:
     o.op = op  # type: ignore[attr-defined]
     o.label = ""  # type: ignore[attr-defined]
     o.role = "intermediate"  # type: ignore[attr-defined]
-    o.scope = st.scope  # type: ignore[attr-defined]
+    o.scope = scope = st.scope  # type: ignore[attr-defined]
     attrs = o.__dict__
     v = _new(_handle_type)
     v._id = n
@@ -431,6 +481,11 @@ def record_unary(op: str, fn: Any, x: Handle) -> Handle:
         try:
             if len(_dead) > _BATCH or _free:
                 flush()
+            if op in UNIT_OPS:  # listed before it is published (see PICKED)
+                _picked_append(n)
+            if scope is not _log_scope:  # see SCOPE_LOG
+                _scope_log_append(n)
+                _log_scope = scope
             si = SUCC[i]
             if not si:
                 _sinks -= 1
@@ -451,7 +506,7 @@ def record_binary(op: str, fn: Any, x: Any, y: Any) -> Any:
     """``x op y`` recorded, where at least one of x, y is a handle; NotImplemented when the other is
     not a real number. A number operand becomes a constant leaf recorded with the result, before it
     (ids stay topological). A domain error records nothing."""
-    global _sinks, _held
+    global _sinks, _held, _log_scope
     h = _handle_type
     xh = type(x) is h or isinstance(x, Handle)
     yh = type(y) is h or isinstance(y, Handle)
@@ -543,6 +598,9 @@ def record_binary(op: str, fn: Any, x: Any, y: Any) -> Any:
         try:
             if len(_dead) > _BATCH or _free:
                 flush()
+            if scope is not _log_scope:  # see SCOPE_LOG: the first id published here
+                _scope_log_append(i if cx is not None else j if cy is not None else n)
+                _log_scope = scope
             sinks = 1  # n has no children yet
             if cx is not None:
                 NODE[i] = cx
@@ -605,9 +663,13 @@ def flush() -> None:
     exception between its writes), and applying a step twice changes nothing, so an interrupted
     flush is simply resumed by the next one.
     """
-    global _sinks
+    global _sinks, _picked_limit, _scope_log_limit
     if len(_SHARED_EDGES) > _SHARED_MAX:
         reset_shared_edges()
+    if len(PICKED) > _picked_limit:
+        _picked_limit = 2 * prune_picked() + max(4096, len(NODE) >> 2)
+    if len(SCOPE_LOG) > _scope_log_limit:
+        _scope_log_limit = 2 * prune_scope_log(_live_ids()) + max(4096, len(NODE))
     dead, free, handles, pool, give = _dead, _free, HANDLES, _pool, _give
     node, succ, pred, nonfinite = NODE, SUCC, PRED, NONFINITE
     while dead or free:
@@ -659,21 +721,130 @@ def flush() -> None:
                 room -= 2
 
 
+def prune_picked() -> int:
+    """Drop the ids of removed nodes from :data:`PICKED`; return how many stay. One C-level slice
+    assignment: interrupted, the list is as it was. Call with the lock held."""
+    PICKED[:] = array("q", filter(NODE.__contains__, PICKED))
+    return len(PICKED)
+
+
+def _live_ids() -> list[int]:
+    """The live store's ids, ascending. Call with the lock held."""
+    ids = list(NODE)  # in the order published: ascending while one thread uses the store
+    if len(_THREADS) > 1 and ids != sorted(ids):
+        ids.sort()
+    return ids
+
+
+def prune_scope_log(ids: list[int]) -> int:
+    """Drop the :data:`SCOPE_LOG` entries that no live node needs (no live id from the entry to the
+    next one; the last one stays) and the removed nodes' ids from :data:`RESCOPED`; return how many
+    entries stay. ``ids``: :func:`_live_ids`. Each list is replaced in one C-level step (interrupted,
+    it is as it was). Call with the lock held.
+
+    An entry whose own node lives is kept. Dead entries come in blocks (a freed step's): a block is
+    dropped whole when no live id lies between its first entry and the entry after it, else entry
+    by entry.
+    """
+    log = SCOPE_LOG
+    size = len(log)
+    alive = list(map(NODE.__contains__, log))
+    keep = alive[:]
+    keep[-1:] = [True]
+    k = 0
+    while True:
+        try:
+            k = alive.index(False, k)  # the first dead entry of a block
+        except ValueError:
+            break
+        try:
+            end = alive.index(True, k)
+        except ValueError:
+            end = size
+        hi = bisect_left(ids, log[end]) if end < size else len(ids)
+        if bisect_left(ids, log[k]) < hi:  # live nodes in the block's span: look at each entry
+            pos = [bisect_left(ids, e) for e in log[k:end]]
+            for m, (p, q) in enumerate(zip(pos, [*pos[1:], hi], strict=True)):
+                if p < q:
+                    keep[k + m] = True
+        k = end
+    log[:] = array("q", compress(log, keep))
+    RESCOPED.difference_update([r for r in RESCOPED if r not in NODE])
+    return len(log)
+
+
+def scope_starts(ids: list[int]) -> list[int] | None:
+    """The positions in ``ids`` (the live store's ids, ascending) where a run of nodes recorded in one
+    scope may begin, from :data:`SCOPE_LOG` (pruned first) and :data:`RESCOPED` (a superset of the
+    runs' starts; the caller reads the scope there); None when the log cannot tell (a second thread
+    has used the store). Call with the lock held.
+
+    Examples
+    --------
+    >>> import graphtrace as gt
+    >>> from graphtrace import store
+    >>> with gt.scope("A"):
+    ...     y = gt.Value(1.0) * 2.0
+    >>> z = y + 1.0
+    >>> with store.graph_lock():
+    ...     ids = store._live_ids()
+    ...     starts = store.scope_starts(ids)
+    >>> starts is None or [store.NODE[ids[p]]["scope"] for p in starts][-2:] == ["A", ""]
+    True
+    """
+    if not ids:
+        return []
+    if len(_THREADS) > 1:
+        return None
+    prune_scope_log(ids)
+    size = len(ids)
+    cand = set(map(bisect_left, repeat(ids), SCOPE_LOG))
+    rescoped = list(map(bisect_left, repeat(ids), filter(NODE.__contains__, RESCOPED)))
+    cand.update(rescoped)  # a rescoped node may start a run, and so may the node after it
+    cand.update(map(add, rescoped, repeat(1)))
+    cand.add(0)
+    cand.discard(size)
+    return sorted(cand)
+
+
+def rescope(v: Handle, path: str) -> None:
+    """Set the scope of ``v``'s node to ``path`` (listed in :data:`RESCOPED` first)."""
+    global _held
+    while _held:  # the last test before taking the lock: no call between them (see _held)
+        _wait()
+    with LOCK:
+        _held = True
+        try:
+            RESCOPED.add(v._id)
+            v._attrs["scope"] = path
+        finally:
+            _held = False
+
+
 def only_sink(n: int) -> bool:
     """Whether node ``n`` is the store's only node without children, so that every node of the
     store is ``n`` or one of its ancestors (a training step's store). O(1). Call with the lock held."""
     return _sinks == 1 and not SUCC.get(n, True)
 
 
-def read_trace(n: int, read: Callable[[list[int], Iterable[dict[str, Any]], list[dict[str, Any]]], T]) -> T | None:
-    """``read(ids, attrs, nonfinite)`` with the lock held, when node ``n`` is the store's only sink (so
-    the store is exactly ``n``'s trace, as after a training step's backward pass); else None.
+def read_trace(
+    n: int,
+    read: Callable[
+        [list[int], dict[int, dict[str, Any]], list[int] | None, list[dict[str, Any]], list[dict[str, Any]]], T
+    ],
+) -> T | None:
+    """``read(ids, node, starts, nonfinite, picked)`` with the lock held, when node ``n`` is the store's
+    only sink (so the store is exactly ``n``'s trace, as after a training step's backward pass); else
+    None.
 
     ``ids`` are every node's id, ascending (creation order: a topological order, the one a snapshot is
-    read in), ``attrs`` their attribute dicts in that order, ``nonfinite`` the attribute dicts of the
-    nodes whose ``data`` or ``grad`` is NaN or infinite (found through :data:`NONFINITE`, without
-    reading every float). ``read`` must not keep or change them: it reads the live store, no copy.
-    The sink count behind this test is kept exact by every write (see ``_sinks``).
+    read in), ``node`` maps them to their attribute dicts (:data:`NODE`), ``starts`` the positions in
+    ``ids`` where a run of nodes of one scope may begin (:func:`scope_starts`; None: read every
+    node's scope), ``nonfinite`` the attribute dicts of the nodes whose ``data`` or ``grad`` is NaN or
+    infinite (found through :data:`NONFINITE`, without reading every float), ``picked`` those of the
+    unit outputs and parameters (:data:`PICKED`, without reading every ``op``). ``read`` must not keep
+    or change the dicts: it reads the live store, no copy. The sink count behind this test is kept
+    exact by every write (see ``_sinks``).
 
     Examples
     --------
@@ -681,21 +852,17 @@ def read_trace(n: int, read: Callable[[list[int], Iterable[dict[str, Any]], list
     >>> from graphtrace import store
     >>> x = gt.Value(1.0)
     >>> y = x * 2.0
-    >>> store.read_trace(x._id, lambda ids, attrs, bad: len(ids)) is None  # x has a child: not a sink
+    >>> store.read_trace(x._id, lambda ids, node, starts, bad, picked: len(ids)) is None  # x has a child
     True
     """
     fin = math.isfinite
     with graph_lock():
         if not only_sink(n):
             return None
-        ids = list(NODE)  # in the order recorded: ascending, unless threads interleaved
-        if ids == sorted(ids):
-            attrs: Iterable[dict[str, Any]] = NODE.values()
-        else:
-            ids.sort()
-            attrs = map(NODE.__getitem__, ids)
+        ids = _live_ids()
         bad = [a for a in map(NODE.get, list(NONFINITE)) if a is not None and not (fin(a["data"]) and fin(a["grad"]))]
-        return read(ids, attrs, bad)
+        prune_picked()
+        return read(ids, NODE, scope_starts(ids), bad, list(map(NODE.__getitem__, PICKED)))
 
 
 def live_count() -> int:
@@ -729,8 +896,9 @@ class _GradMode(threading.local):
     #: call counts of module names within each open scope, innermost last (see graphtrace.scopes)
     frames: list[dict[str, Any]]
 
-    def __init__(self) -> None:
+    def __init__(self) -> None:  # once per thread, at its first use of the store's state
         self.frames = [{}]
+        _THREADS.append(1)  # a C call: atomic
 
 
 _mode = _GradMode()

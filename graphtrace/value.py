@@ -174,7 +174,7 @@ class Value(store.Handle):
         return self._attrs["scope"]  # type: ignore[no-any-return]
 
     def _set_scope(self, path: str) -> None:
-        self._attrs["scope"] = path
+        store.rescope(self, path)
 
     @property
     def node_id(self) -> int:

@@ -95,6 +95,18 @@ STORM = textwrap.dedent(
     # the sink count stays exact (store.read_trace relies on it): every parameter is a sink now
     assert store._sinks == sum(not s for s in store.SUCC.values()) == n_params, store._sinks
 
+    # the scope log and the list of units and parameters survived: by_scope read through them (no
+    # pass over every node) matches a snapshot's
+    import pandas as pd
+    from graphtrace import analysis
+    out = sum(model([gt.Value(a), gt.Value(b)]).relu() for (a, b), _ in batch)
+    out.backward()
+    assert analysis._live_scan(out) is not None
+    for depth, pool in ((None, False), (2, True)):
+        live = gt.analysis.by_scope(out, depth=depth, pool=pool)
+        pd.testing.assert_frame_equal(live, gt.analysis.by_scope(gt.to_networkx(out), depth=depth, pool=pool))
+    del out, live
+
     # the next step gives micrograd's result for the same weights
     mg = mg_nn.MLP(2, [4, 4, 1])
     for q, p in zip(mg.parameters(), params, strict=True):
