@@ -809,16 +809,9 @@ def scope_starts(ids: list[int]) -> list[int] | None:
 
 def rescope(v: Handle, path: str) -> None:
     """Set the scope of ``v``'s node to ``path`` (listed in :data:`RESCOPED` first)."""
-    global _held
-    while _held:  # the last test before taking the lock: no call between them (see _held)
-        _wait()
-    with LOCK:
-        _held = True
-        try:
-            RESCOPED.add(v._id)
-            v._attrs["scope"] = path
-        finally:
-            _held = False
+    with graph_lock():
+        RESCOPED.add(v._id)
+        v._attrs["scope"] = path
 
 
 def only_sink(n: int) -> bool:
