@@ -6,12 +6,14 @@ thread. Its overhead is measured inside one training loop that logs every other 
 ``run.log`` (what the loop waits for) plus how much slower the step after a logged one is (the writer
 at work), against the median unlogged step. Target: <= 5% of the step. Also shown: parameters only
 (``scopes_every=0``) and the opt-in snapshot (``snapshot_every=1``: the whole trace). Run:
-``make bench`` or ``python benchmarks/bench_runs.py``.
+``make bench`` (on each supported CPython found, in the nox environments) or
+``python benchmarks/bench_runs.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import platform
 import statistics
 import tempfile
 import time
@@ -88,7 +90,8 @@ def main() -> None:
     args = ap.parse_args()
     a, b, log = alternating(args.steps)
     print(
-        f"W1 step {b * 1e3:.0f} ms; run.log (parameters + by_scope table + step row) {log * 1e3:.1f} ms "
+        f"CPython {platform.python_version()}: W1 step {b * 1e3:.0f} ms; "
+        f"run.log (parameters + by_scope table + step row) {log * 1e3:.1f} ms "
         f"= {100 * log / b:.1f}%; the next step {100 * (a / b - 1):+.1f}% (the writer thread at work); "
         f"recording overhead {100 * ((a + log) / b - 1):+.1f}% of the step (target <= 5%)"
     )
