@@ -799,7 +799,7 @@ def scope_starts(ids: list[int]) -> list[int] | None:
     prune_scope_log(ids)
     size = len(ids)
     cand = set(map(bisect_left, repeat(ids), SCOPE_LOG))
-    rescoped = list(map(bisect_left, repeat(ids), filter(NODE.__contains__, RESCOPED)))
+    rescoped = list(map(bisect_left, repeat(ids), RESCOPED))  # all live: pruned above
     cand.update(rescoped)  # a rescoped node may start a run, and so may the node after it
     cand.update(map(add, rescoped, repeat(1)))
     cand.add(0)
@@ -854,8 +854,8 @@ def read_trace(
             return None
         ids = _live_ids()
         bad = [a for a in map(NODE.get, list(NONFINITE)) if a is not None and not (fin(a["data"]) and fin(a["grad"]))]
-        prune_picked()
-        return read(ids, NODE, scope_starts(ids), bad, list(map(NODE.__getitem__, PICKED)))
+        picked = list(filter(None, map(NODE.get, PICKED)))  # the live ones (flush prunes the list)
+        return read(ids, NODE, scope_starts(ids), bad, picked)
 
 
 def live_count() -> int:
