@@ -109,6 +109,31 @@ def test_a_training_step_is_freed_by_reference_counting_alone(no_cyclic_gc: None
     assert gc.collect() == 0, "the engine left cyclic garbage"
 
 
+def test_pooled_adjacency_dicts_stay_tracked_and_old_through_a_full_collection() -> None:
+    # CPython's full collections untrack the exact dicts that hold no container, as an emptied pooled
+    # adjacency dict is. Reused, each was tracked again as a new object and promoted anew: on 3.12
+    # micrograd's demo loop ran one full collection per step for most steps (see AdjacencyDict).
+    random.seed(2)
+    model = gt.nn.MLP(2, [8, 8, 1])
+    data = [([random.uniform(-1, 1), random.uniform(-1, 1)], random.choice([-1.0, 1.0])) for _ in range(20)]
+    _train_steps(model, data, 2)
+    with store.graph_lock():
+        pooled = store._pool[-1000:]
+    assert len(pooled) == 1000 and not any(pooled)
+    gc.collect()
+    assert all(gc.is_tracked(d) for d in pooled)
+    oldest = {id(o) for o in gc.get_objects(generation=2)}
+    assert all(id(d) in oldest for d in pooled)
+    del pooled, oldest
+    # a live node's adjacency dicts are the store's type too (the ones a freed node leaves to the pool)
+    y = model([0.5, -0.5])
+    with store.graph_lock():
+        assert type(store.SUCC[y.node_id]) is type(store.PRED[y.node_id]) is store.AdjacencyDict
+    # and a snapshot holds plain dicts
+    G = gt.to_networkx(y)
+    assert all(type(d) is dict for d in (*G._succ.values(), *G._pred.values()))
+
+
 def _memory_at_100_and_1000_steps() -> tuple[int, int]:
     random.seed(1)
     model = gt.nn.MLP(2, [4, 1])
