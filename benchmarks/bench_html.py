@@ -3,7 +3,7 @@
 Targets (structure issue): to_html <= 2 s; file <= 15 MB; first draw <= 1.5 s; median zoom/pan redraw
 of the first view <= 50 ms; expanding one sample's MLP instance <= 300 ms; search-to-focus of a weight
 <= 500 ms. Exporters issue: a 10,000-node trace drawn in full (no collapsing) reaches its first draw
-in <= 3 s (the browser test asserts the best of 3 loads;
+in <= 3 s (measured here only: the browser test checks that it draws, not how fast;
 here the median of 5). Needs Debian's chromium (``apt-get install chromium``) and playwright (test extra).
 Run: ``make bench`` or ``python benchmarks/bench_html.py``.
 """

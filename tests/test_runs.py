@@ -120,6 +120,10 @@ def test_sigkill_at_any_moment_leaves_every_completed_step_readable(tmp_path: Pa
     code = _WRITER.format(root=str(Path(__file__).parent.parent), path=str(path))
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    # at least one step completed before the kill, however loaded the machine (then a random moment)
+    deadline = time.monotonic() + 120
+    while not complete_steps(path) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
     time.sleep(delay + random.random() * 0.3)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(30)
