@@ -80,7 +80,7 @@ def _check_op(op: str, operands: tuple[Any, ...], out: float) -> str:
         if all(map(_isfinite, values))
         else "because an operand already was (it came from outside detect_anomaly)"
     )
-    scope = store._mode.scope
+    scope = store.current_scope_path()
     raise AnomalyError(
         f"forward: {op} gave {out!r} {why}; operands: {', '.join(map(store._describe, operands))}; "
         f"scope {scope!r}; at {source or 'an unknown line'}. Nothing was recorded.",

@@ -41,6 +41,7 @@ networkx changes that layout, and ``pyproject.toml`` pins the networkx range.
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import math
 import sys
@@ -414,9 +415,13 @@ def init_leaf(v: Handle, data: float, label: str, role: str, grad: float = 0.0, 
     """Make the new, unregistered handle ``v`` the handle of a new leaf node (``Value.__init__``)."""
     global _sinks, _held, _log_scope
     n = new_id()
-    path = _mode.scope  # (read even when scope is given: it registers a new thread, see _THREADS)
-    if scope is not None:
-        path = scope
+    _mode.enabled  # noqa: B018 (registers a new thread, see _THREADS)
+    path: str | None = scope
+    if path is None:
+        f = _scope_get()
+        path = f.path
+        if path is None:
+            path = f.resolve()
     attrs = node_attrs(data, grad, "", label, role, path)
     v._id = n
     v._attrs = attrs
@@ -473,7 +478,11 @@ def record_unary(op: str, fn: Any, x: Handle) -> Handle:
     o.op = op  # type: ignore[attr-defined]
     o.label = ""  # type: ignore[attr-defined]
     o.role = "intermediate"  # type: ignore[attr-defined]
-    o.scope = scope = st.scope  # type: ignore[attr-defined]
+    f = _scope_get()
+    scope = f.path
+    if scope is None:
+        scope = f.resolve()
+    o.scope = scope  # type: ignore[attr-defined]
     attrs = o.__dict__
     v = _new(_handle_type)
     v._id = n
@@ -552,7 +561,10 @@ def record_binary(op: str, fn: Any, x: Any, y: Any) -> Any:
     if not en:
         return record_leaf(out, "", "leaf")
     src = None if en is True else _check_op(op, (x, y), out)
-    scope = st.scope
+    f = _scope_get()
+    scope = f.path
+    if scope is None:
+        scope = f.resolve()
     if xh:
         i = x._id
         cx = None
@@ -899,23 +911,83 @@ def live_count() -> int:
 
 
 class _GradMode(threading.local):
-    """Per-thread recording state: whether ops record (:func:`no_grad`), and the scope path that
-    every node recorded now carries (:func:`graphtrace.scope`; ``""`` outside any scope)."""
+    """Per-thread recording state: whether ops record (:func:`no_grad`) and anomaly mode. (The scope
+    is per *context*, see :class:`ScopeFrame`.)"""
 
     #: False inside no_grad; True when recording; CHECKING when recording inside detect_anomaly
     enabled: object = True
     #: whether this thread is inside graphtrace.detect_anomaly
     anomaly: bool = False
-    scope: str = ""
-    #: call counts of module names within each open scope, innermost last (see graphtrace.scopes)
-    frames: list[dict[str, Any]]
 
     def __init__(self) -> None:  # once per thread, at its first use of the store's state
-        self.frames = [{}]
         _THREADS.append(1)  # a C call: atomic
 
 
 _mode = _GradMode()
+
+
+class ScopeFrame:
+    """One open scope instance (:func:`graphtrace.scope` or a Module call): a link of the chain that
+    :data:`SCOPE` holds, innermost first. The chain lives in a :class:`contextvars.ContextVar`, so each
+    thread and each asyncio task (which runs in a copy of its creator's context) sees its own.
+
+    ``path`` is the ``/``-joined path of the segments from the outermost frame in, built on first use
+    (:meth:`resolve`) and kept: a frame costs O(1) memory until a node is recorded in it, so 10,000
+    nested scopes do not build 10,000 ever longer strings. ``counts`` numbers the module calls made
+    directly inside this frame; ``module`` is the Module whose call opened it (None for a named scope);
+    ``closed`` is set when it exits (see ``graphtrace.scopes``).
+    """
+
+    __slots__ = ("closed", "counts", "module", "name", "parent", "path")
+
+    def __init__(self, name: str, parent: ScopeFrame | None, module: Any = None) -> None:
+        self.name = name
+        self.parent = parent
+        self.module = module
+        self.counts: dict[str, int] = {}
+        self.closed = False
+        self.path: str | None = None if parent is not None else ""
+
+    def resolve(self) -> str:
+        """This frame's path (built iteratively, then cached)."""
+        path = self.build()
+        self.path = path
+        return path
+
+    def build(self) -> str:
+        """This frame's path, built from the nearest cached one, not cached (``with scope() as path``)."""
+        if self.path is not None:
+            return self.path
+        names = []
+        f: ScopeFrame | None = self
+        while f is not None and f.path is None:
+            names.append(f.name)
+            f = f.parent
+        base = f.path if f is not None else ""
+        names.reverse()
+        return "/".join([base, *names] if base else names)
+
+    def chain(self) -> Iterator[ScopeFrame]:
+        """This frame and its parents, innermost first (the root last)."""
+        f: ScopeFrame | None = self
+        while f is not None:
+            yield f
+            f = f.parent
+
+
+#: The frame outside any scope (path ``""``), shared by every context: it numbers nothing (a Module
+#: called outside any scope numbers its own calls).
+ROOT_SCOPE = ScopeFrame("", None)
+#: The innermost open scope of the running context.
+SCOPE: contextvars.ContextVar[ScopeFrame] = contextvars.ContextVar("graphtrace_scope", default=ROOT_SCOPE)
+_scope_get = SCOPE.get
+
+
+def current_scope_path() -> str:
+    """The scope path of nodes recorded now in this context (``""`` outside any scope)."""
+    f = _scope_get()
+    path = f.path
+    return path if path is not None else f.resolve()
 
 
 def grad_enabled() -> bool:

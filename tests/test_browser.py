@@ -357,3 +357,29 @@ def test_run_report_draws_every_plot_and_the_graph_offline(browser: Any, tmp_pat
     assert graph.evaluate("window.graphtraceNetwork.body.data.nodes.length") > 3
     assert page.errors == [] and page.failed == [] and page.blocked == [] and page.dialogs == []
     page.page.close()
+
+
+def test_ten_thousand_nested_scopes_draw_and_search(browser: Any, tmp_path: Path) -> None:
+    x = Value(1.0, label="x")
+    scopes = [gt.scope(f"s{i}") for i in range(10_000)]
+    outs = []
+    for s in scopes:
+        s.__enter__()
+        if s.name in ("s0", "s5000", "s9999"):
+            outs.append(x * 2.0)
+    for s in reversed(scopes):
+        s.__exit__(None, None, None)
+    root = outs[0] + outs[1] + outs[2]
+    root.label = "root"
+    root.backward()
+    path = gt.to_html(root, tmp_path / "deep.html", collapse=True)
+    assert path.stat().st_size < 2_000_000  # one [parent, segment] pair per scope, no prefix strings
+    page = Page(browser)
+    page.open(path)
+    assert page.errors == [] and page.failed == []
+    deepest = "/".join(f"s{i}" for i in range(10_000))
+    page.page.evaluate("(name) => window.graphtraceExpand(name)", deepest)
+    assert _count(page) >= 3
+    assert page.page.evaluate("window.graphtraceSearch('s9999')")["found"] is True
+    assert page.errors == []
+    page.page.close()

@@ -54,3 +54,34 @@ def test_dot_escapes_backslashes_and_quotes_in_every_field(op: str) -> None:
     if "\n" not in op:
         assert f">{shown}</text>" in svg, "the op is not shown literally"
     assert ">end\\</text>" in svg, "the label lost its trailing backslash"
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'dot' is not installed")
+@pytest.mark.parametrize("label", ["a\x00b", "\x07bell\x1b[31m", "tab\there", "del\x7f"])
+def test_control_characters_in_labels_show_as_escapes(label: str) -> None:
+    out = Value(1.0, label=label) * 2
+    proc = subprocess.run(["dot", "-Tsvg"], input=gt.to_dot(out), capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    shown = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in label)
+    assert f">{shown}</text>" in proc.stdout.replace("&#45;", "-"), proc.stdout
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'dot' is not installed")
+def test_deeply_nested_scopes_export_without_recursion() -> None:
+    x = Value(1.0, label="x")
+    scopes = [gt.scope(f"s{i}") for i in range(10_000)]
+    outs = []
+    for s in scopes:
+        s.__enter__()
+        if s.name in ("s0", "s999", "s9999"):
+            outs.append(x * 2.0)
+    for s in reversed(scopes):
+        s.__exit__(None, None, None)
+    root = outs[0] + outs[1] + outs[2]
+    text = gt.to_dot(root)
+    assert text.count("subgraph cluster_") == 10_000
+    assert len(text) < 5_000_000  # indentation stops growing: linear in the depth
+    shallow = outs[0] + outs[1]  # 1,000 levels: rendered by Graphviz too
+    svg = subprocess.run(["dot", "-Tsvg"], input=gt.to_dot(shallow), capture_output=True, text=True, check=True)
+    assert "<svg" in svg.stdout
+    assert gt.analysis.by_scope(root, depth=None)["nodes"].sum() >= 3

@@ -13,10 +13,15 @@ __all__ = ["draw_dot", "to_dot"]
 _RECORD_SPECIAL = re.compile(r"([{}|<>\\])")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _record_text(s: str) -> str:
-    """Escape text for a field of a Graphviz record label."""
+    """Escape text for a field of a Graphviz record label; a control character (which ``dot`` rejects
+    or drops) shows as its Python escape ``\\xNN``."""
     s = _RECORD_SPECIAL.sub(r"\\\1", s)
-    return s.replace("\n", "\\n").replace("\r", "\\r")
+    s = s.replace("\n", "\\n").replace("\r", "\\r")
+    return _CONTROL.sub(lambda m: f"\\\\x{ord(m.group()):02x}", s)
 
 
 def _quoted(s: str) -> str:
@@ -53,18 +58,25 @@ def _clusters(by_scope: dict[str, list[str]]) -> list[str]:
         for seg in path.split("/") if path else []:
             t = t.setdefault(seg, {})
     out: list[str] = []
-    counter = iter(range(1 << 62))
-
-    def emit(prefix: str, t: dict[str, Any], indent: str) -> None:
+    counter = 0
+    # depth-first without recursion (scopes may nest 10,000 deep); indentation stops growing at 16.
+    # A str on the stack is a line to write; a tuple opens a cluster (seg given) or writes a scope's nodes.
+    stack: list[str | tuple[str, dict[str, Any], str, str | None]] = [("", tree, "  ", None)]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        prefix, t, indent, segment = item
+        if segment is not None:
+            out.append(f"{indent}subgraph cluster_{counter} {{")
+            out.append(f'{indent}  label={_html_text(segment)}; style="rounded,dashed"; color="gray50";')
+            counter += 1
+            indent = indent + "  " if len(indent) < 32 else indent
         out.extend(indent + line for line in by_scope.get(prefix, []))
-        for seg, sub in t.items():
-            path = f"{prefix}/{seg}" if prefix else seg
-            out.append(f"{indent}subgraph cluster_{next(counter)} {{")
-            out.append(f'{indent}  label={_html_text(seg)}; style="rounded,dashed"; color="gray50";')
-            emit(path, sub, indent + "  ")
-            out.append(f"{indent}}}")
-
-    emit("", tree, "  ")
+        for name, sub in reversed(t.items()):
+            stack.append(f"{indent}}}")
+            stack.append((f"{prefix}/{name}" if prefix else name, sub, indent, name))
     return out
 
 

@@ -220,24 +220,32 @@ def _collapsed_network(G: nx.DiGraph, title: str, colors: tuple[str, dict[Any, f
 
     ``nodes``: ``[id, scope index, role index, label, op, data, grad]`` in topological order;
     ``edges``: ``[source index, target index, local_grad]``; ``scopes``: every scope path and all its
-    prefixes, parents before children. Strings reach the page only through ``tojson`` in a JSON
-    script tag and are drawn as text, never as HTML.
+    prefixes as ``[parent index, segment]``, parents before children. Strings reach the page only through
+    ``tojson`` in a JSON script tag and are drawn as text, never as HTML.
     """
     roles = node_roles(G)
     order = topological_nodes(G)
     index = {n: i for i, n in enumerate(order)}
-    scope_ids: dict[str, int] = {}
+    # the scope tree as [parent index, segment] pairs, parents first: no prefix string is built (scopes
+    # may nest 10,000 deep), a path's segments are walked from the root through a dict per scope
+    scope_pairs: list[tuple[int, str]] = [(-1, "")]
+    children: list[dict[str, int]] = [{}]
+    scope_ids: dict[str, int] = {"": 0}
 
     def scope_id(path: str) -> int:
         k = scope_ids.get(path)
         if k is None:
-            parent = path.rsplit("/", 1)[0] if "/" in path else ""
-            if path:
-                scope_id(parent)
-            k = scope_ids[path] = len(scope_ids)
+            k = 0
+            for seg in path.split("/"):
+                nxt = children[k].get(seg)
+                if nxt is None:
+                    nxt = children[k][seg] = len(scope_pairs)
+                    scope_pairs.append((k, seg))
+                    children.append({})
+                k = nxt
+            scope_ids[path] = k
         return k
 
-    scope_id("")
     node = G._node
     succ = G._succ
     pred = G._pred
@@ -282,7 +290,7 @@ def _collapsed_network(G: nx.DiGraph, title: str, colors: tuple[str, dict[Any, f
     net.graphtrace_payload = {
         "nodes": nodes,
         "edges": edges,
-        "scopes": list(scope_ids),
+        "scopes": [list(p) for p in scope_pairs],
         "roles": list(ROLE_COLORS),
         "colors": list(ROLE_COLORS.values()),
         "budget": EXPAND_BUDGET,
