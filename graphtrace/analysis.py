@@ -717,22 +717,24 @@ def _keys(G: nx.DiGraph) -> dict[tuple[str, str, str, int], Any]:
     for n in topological_nodes(G):
         a = G._node[n]
         role = str(a.get("role", ""))
-        if role == "parameter" and a.get("label"):
-            out[("", "parameter", str(a["label"]), 0)] = n
-            continue
-        k = (norm(str(a.get("scope", ""))), role, str(a.get("op", "")))
-        out[(*k, seen[k])] = n
+        what = str(a["label"]) if role == "parameter" and a.get("label") else str(a.get("op", ""))
+        k = (norm(str(a.get("scope", ""))), role, what)
+        out[(*k, seen[k])] = n  # the position makes every key unique: no node is ever overwritten
         seen[k] += 1
+    if len(out) != G.number_of_nodes():  # pragma: no cover (unique by construction)
+        raise AssertionError(f"diff: {G.number_of_nodes() - len(out)} nodes share a key")
     return out
 
 
 def diff(a: Any, b: Any) -> pd.DataFrame:
     """Node by node, what changed between two traces of the same structure (two steps, two runs).
 
-    Parameters are matched by label (``L0.N3.w1``: unique and stable). Other nodes are matched by
-    their ``scope`` with call indices renumbered in order of appearance in each trace (so the k-th call
-    of a module in ``a`` meets the k-th in ``b``: the same sample of two steps), ``role``, ``op``, and
-    their position among the nodes sharing those three in topological (creation) order.
+    Every node is matched by its ``scope`` with call indices renumbered in order of appearance in each
+    trace (so the k-th call of a module in ``a`` meets the k-th in ``b``: the same sample of two steps),
+    its ``role``, its ``op`` (for a labelled parameter: its label, ``L0.N3.w1``), and its position among
+    the nodes sharing those three in topological (creation) order. The position makes each key unique, so
+    every node of each trace appears in exactly one row, even where two models (or two hand-made
+    parameters) share labels.
 
     Parameters
     ----------
@@ -743,7 +745,7 @@ def diff(a: Any, b: Any) -> pd.DataFrame:
     -------
     pandas.DataFrame
         One row per matched key and per node found in one trace only: ``scope`` (renumbered), ``role``,
-        ``op`` (string; for parameters ``scope`` is ``""`` and ``op`` holds the label), ``position``
+        ``op`` (string; for a labelled parameter it holds the label), ``position``
         (int64), ``label_a``, ``label_b`` (string), ``node_a``, ``node_b`` (Int64, missing on the other side),
         ``data_a``, ``data_b``, ``grad_a``, ``grad_b``, ``d_data`` (``data_b - data_a``), ``d_grad``
         (float64) and ``side`` (string: ``"both"``, ``"a"`` or ``"b"``), in ``a``'s order, then

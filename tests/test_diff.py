@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import graphtrace as gt
 
@@ -74,3 +76,66 @@ def test_color_by_is_validated_before_anything_is_written(tmp_path: Path) -> Non
         assert not target.exists()
     page = gt.html_text(y, color_by=pd.Series({x.node_id: -1.0, y.node_id: float("nan")}, name="<b>Δ</b>"))
     assert "colour: &lt;b&gt;Δ&lt;/b&gt;" in page and "<b>Δ</b>" not in page.split("</script>")[-1]
+
+
+def _every_node_once(d: pd.DataFrame, A: object, B: object) -> None:
+    A, B = gt.snapshot.as_graph(A), gt.snapshot.as_graph(B)
+    assert sorted(d["node_a"].dropna().tolist()) == sorted(A.nodes)
+    assert sorted(d["node_b"].dropna().tolist()) == sorted(B.nodes)
+
+
+def test_two_models_with_the_same_labels_in_one_trace_lose_no_node() -> None:
+    random.seed(3)
+    m1, m2 = gt.nn.MLP(2, [2, 1]), gt.nn.MLP(2, [2, 1])  # both label their parameters L0.N0.w0, ...
+    x = [gt.Value(0.5, label="x0"), gt.Value(-1.0, label="x1")]
+    out = m1(x) + m2(x)
+    out.backward()
+    G1 = gt.to_networkx(out)
+    for p in m1.parameters() + m2.parameters():
+        p.data += 0.1
+    out2 = m1(x) + m2(x)
+    G2 = gt.to_networkx(out2)
+    d = gt.analysis.diff(G1, G2)
+    assert len(d) == G1.number_of_nodes() == G2.number_of_nodes()
+    assert set(d["side"]) == {"both"}
+    _every_node_once(d, G1, G2)
+    params = d[d["role"] == "parameter"]
+    assert len(params) == len(m1.parameters()) + len(m2.parameters())
+    assert params["d_data"].to_numpy() == pytest.approx(0.1)  # each matched with its own counterpart
+
+
+def test_two_hand_made_parameters_with_one_label_are_both_kept() -> None:
+    p1 = gt.Value(1.0, label="w", role="parameter")
+    p2 = gt.Value(2.0, label="w", role="parameter")
+    a = p1 * p2
+    b = p1 * p2 + 1.0
+    d = gt.analysis.diff(a, b)
+    _every_node_once(d, a, b)
+    w = d[d["op"] == "w"]
+    assert list(w["data_a"]) == [1.0, 2.0] and list(w["side"]) == ["both", "both"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["w", "b", ""]), st.sampled_from(["parameter", "leaf"])), min_size=1, max_size=6
+    ),
+    st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5), st.sampled_from(["+", "*"])), max_size=8),
+    st.sampled_from(["", "s", "t"]),
+)
+def test_every_node_of_each_side_appears_exactly_once(
+    leaves: list[tuple[str, str]], ops: list[tuple[int, int, str]], scope: str
+) -> None:
+    def build(shift: float) -> gt.Value:
+        vals = [gt.Value(float(i) + shift, label=lab, role=role) for i, (lab, role) in enumerate(leaves)]
+        for i, j, op in ops:
+            x, y = vals[i % len(vals)], vals[j % len(vals)]
+            if scope:
+                with gt.scope(scope):
+                    vals.append(x + y if op == "+" else x * y)
+            else:
+                vals.append(x + y if op == "+" else x * y)
+        return sum(vals[1:], vals[0])
+
+    a, b = build(0.0), build(0.5)
+    _every_node_once(gt.analysis.diff(a, b), a, b)
