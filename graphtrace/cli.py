@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import itertools
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -67,7 +69,9 @@ def seed_expression() -> Any:
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> Path:
-    return atomic_write(path, lambda fh: df.to_csv(fh, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n"))
+    return atomic_write(
+        path, lambda fh: df.to_csv(fh, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n", na_rep="nan")
+    )
 
 
 def _write_png(fig: Any, path: Path) -> Path:
@@ -101,6 +105,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Upper bounds of the size arguments, checked before anything is allocated: a scalar engine's step
+#: graph has ~3 nodes per weight and sample (~600 bytes each), so these keep one step within a few GB.
+MAX_WIDTH = 1024
+MAX_LAYERS = 16
+MAX_SAMPLES = 100_000
+MAX_STEPS = 1_000_000
+#: nodes of one training step (samples x 3 x weights): 20 million is ~12 GB
+MAX_STEP_NODES = 20_000_000
+
+
 def _hidden(text: str) -> list[int]:
     try:
         sizes = [int(s) for s in text.split(",") if s.strip()]
@@ -108,17 +122,36 @@ def _hidden(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"--hidden takes comma-separated layer sizes, got {text!r}") from None
     if not sizes or any(s < 1 for s in sizes):
         raise argparse.ArgumentTypeError(f"--hidden takes positive layer sizes, got {text!r}")
+    if len(sizes) > MAX_LAYERS:
+        raise argparse.ArgumentTypeError(f"--hidden takes at most {MAX_LAYERS} layers, got {len(sizes)}")
+    if max(sizes) > MAX_WIDTH:
+        raise argparse.ArgumentTypeError(f"--hidden layer sizes must be at most {MAX_WIDTH}, got {max(sizes)}")
     return sizes
 
 
-def _positive(text: str) -> int:
+def _bounded(limit: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        if n > limit:
+            raise argparse.ArgumentTypeError(f"expected at most {limit:,}, got {text!r}")
+        return n
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
     try:
-        n = int(text)
+        x = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return n
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(x) and x > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return x
 
 
 def _count(text: str) -> int:
@@ -169,11 +202,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .export import to_html
-    from .train import decision_grid, moons_demo, train_steps
+    from .train import StepResult, TrainingDiverged, decision_grid, moons_demo, train_steps
     from .value import Value
 
     if args.samples < 2:
         raise CLIError("--samples must be at least 2")
+    widths = [2, *args.hidden, 1]
+    weights = sum((a + 1) * b for a, b in itertools.pairwise(widths))
+    if args.samples * 3 * weights > MAX_STEP_NODES:
+        raise CLIError(
+            f"one training step of MLP{tuple(widths)} on {args.samples} samples would record about "
+            f"{args.samples * 3 * weights:,} nodes (at most {MAX_STEP_NODES:,}): use fewer samples or smaller layers"
+        )
     if args.record is None and (args.snapshot_every or args.overwrite):
         raise CLIError("--snapshot-every and --overwrite need --record DIR")
     out = Path(args.out)
@@ -185,23 +225,37 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         mode = "overwrite" if args.overwrite else "new"
         hparams = {"steps": args.steps, "samples": args.samples, "seed": args.seed, "hidden": args.hidden}
-        hparams["schedule"] = "lr = 1.0 - 0.9 * step / 100"
+        hparams["lr"] = args.lr
+        hparams["schedule"] = f"lr = {args.lr:g} * (1 - 0.9 * step / {max(args.steps, 100)})"
         try:
             run = record(args.record, model, hparams=hparams, snapshot_every=args.snapshot_every, mode=mode)
         except FileExistsError:
             raise CLIError(f"{args.record} already holds a run; pass --overwrite to replace it") from None
         except ValueError as exc:
             raise CLIError(str(exc)) from None
-    bar = tqdm(train_steps(model, X, y, args.steps, run=run), total=args.steps, desc="training", unit="step")
+    bar = tqdm(
+        train_steps(model, X, y, args.steps, run=run, lr=args.lr), total=args.steps, desc="training", unit="step"
+    )
+    diverged = None
     try:
         for r in bar:
             history.append(r)
-            bar.set_postfix(loss=f"{r.loss:.6f}", acc=f"{r.accuracy:.0%}")
+            bar.set_postfix(loss=f"{r.loss:.6g}", acc=f"{r.accuracy:.0%}")
+    except TrainingDiverged as exc:
+        diverged = exc
+        history.append(StepResult(exc.step, exc.loss, math.nan, exc.learning_rate))
     except BaseException:
         if run is not None:
             run.close("failed")
         raise
     bar.close()
+    if diverged is not None:
+        if run is not None:
+            run.close("failed")
+        out = Path(args.out)
+        path = _write_csv(pd.DataFrame([vars(r) for r in history]), out / "train_history.csv")
+        print(f"graphtrace train: error: {diverged} History so far: {path}", file=sys.stderr)
+        return 1
     if run is not None:
         run.close()
         _console().print(f"recorded {len(history)} steps in {run.path} (query it with gt.open_run)")
@@ -290,10 +344,26 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     t = sub.add_parser("train", help="micrograd's moons demo with a progress bar, history, plots and a sample's graph")
-    t.add_argument("--steps", type=_positive, default=100, help="training steps (default 100)")
-    t.add_argument("--samples", type=_positive, default=100, help="make_moons samples (default 100)")
+    t.add_argument(
+        "--steps", type=_bounded(MAX_STEPS), default=100, help=f"training steps, at most {MAX_STEPS:,} (default 100)"
+    )
+    t.add_argument(
+        "--samples",
+        type=_bounded(MAX_SAMPLES),
+        default=100,
+        help=f"make_moons samples, at most {MAX_SAMPLES:,} (default 100)",
+    )
+    t.add_argument(
+        "--lr",
+        type=_positive_float,
+        default=1.0,
+        help="starting learning rate (default 1.0, micrograd's); it falls to a tenth of that by the last step "
+        "(micrograd's 1.0 - 0.9 * step / 100 for up to 100 steps, stretched over longer runs)",
+    )
     t.add_argument("--seed", type=_seed, default=1337, help="seed for numpy and random, 0..2**32-1 (default 1337)")
-    t.add_argument("--hidden", type=_hidden, default=[16, 16], help="hidden layer sizes (default 16,16)")
+    t.add_argument(
+        "--hidden", type=_hidden, default=[16, 16], help=f"hidden layer sizes, each at most {MAX_WIDTH} (default 16,16)"
+    )
     t.add_argument("--out", default="exports", help="output folder (default: exports/)")
     t.add_argument("--record", metavar="DIR", help="record every step into run directory DIR (see gt.open_run)")
     t.add_argument(

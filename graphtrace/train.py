@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from .nn import MLP
 from .store import no_grad
 from .value import Value
 
-__all__ = ["StepResult", "decision_grid", "moons_demo", "svm_loss", "train_steps"]
+__all__ = ["StepResult", "TrainingDiverged", "decision_grid", "learning_rate", "moons_demo", "svm_loss", "train_steps"]
 
 
 @dataclass(frozen=True)
@@ -71,10 +72,50 @@ def moons_demo(samples: int = 100, seed: int = 1337, hidden: Sequence[int] = (16
     return model, X, y
 
 
-def train_steps(model: MLP, X: Any, y: Any, steps: int = 100, *, run: Any = None) -> Iterator[StepResult]:
-    """Forward, backward and SGD with micrograd's schedule ``lr = 1.0 - 0.9 * k / 100``; yields each step.
+def learning_rate(k: int, steps: int = 100, lr: float = 1.0) -> float:
+    """The demo's schedule at step ``k`` of ``steps``: ``lr * (1 - 0.9 * k / max(steps, 100))``.
+
+    micrograd's demo uses ``1.0 - 0.9 * k / 100`` for its 100 steps; a run of up to 100 steps uses exactly
+    that (any prefix of micrograd's run is reproduced to the last bit), a longer one stretches it over its
+    own length, so the rate falls from ``lr`` to ``0.1 * lr`` at the last step and never turns negative
+    (micrograd's formula does at step 112: gradient ascent).
+
+    Examples
+    --------
+    >>> learning_rate(0), learning_rate(50), learning_rate(2, steps=3)
+    (1.0, 0.55, 0.982)
+    >>> learning_rate(299, steps=300) > 0
+    True
+    """
+    return lr * (1.0 - 0.9 * k / max(steps, 100))  # (times 1.0 is exact: micrograd's bits)
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss of a training step is NaN or infinite: :func:`train_steps` stops before updating."""
+
+    def __init__(self, step: int, loss: float, lr: float) -> None:
+        super().__init__(
+            f"the loss became {loss!r} at step {step} (learning rate {lr:g}); training stopped before the "
+            "update. Try a smaller learning rate (--lr) or fewer steps."
+        )
+        self.step = step
+        self.loss = loss
+        self.learning_rate = lr
+
+
+def train_steps(
+    model: MLP, X: Any, y: Any, steps: int = 100, *, run: Any = None, lr: float = 1.0
+) -> Iterator[StepResult]:
+    """Forward, backward and SGD with the demo's schedule (:func:`learning_rate`); yields each step.
 
     ``run``: a :class:`graphtrace.runs.Run` (from :func:`graphtrace.record`) that logs every step.
+    ``lr``: the starting learning rate (micrograd's: 1.0).
+
+    Raises
+    ------
+    TrainingDiverged
+        When a step's loss is NaN or infinite: that step is logged to ``run`` (so the run shows it), no
+        update is applied, and nothing more is yielded.
 
     Examples
     --------
@@ -87,12 +128,16 @@ def train_steps(model: MLP, X: Any, y: Any, steps: int = 100, *, run: Any = None
         total_loss, acc = svm_loss(model, X, y)
         model.zero_grad()
         total_loss.backward()
-        learning_rate = 1.0 - 0.9 * k / 100
+        rate = learning_rate(k, steps, lr)
+        if not math.isfinite(total_loss.data):
+            if run is not None:
+                run.log(k, total_loss, accuracy=acc, learning_rate=rate)
+            raise TrainingDiverged(k, total_loss.data, rate)
         for p in model.parameters():
-            p.data -= learning_rate * p.grad
+            p.data -= rate * p.grad
         if run is not None:
-            run.log(k, total_loss, accuracy=acc, learning_rate=learning_rate)
-        yield StepResult(k, total_loss.data, acc, learning_rate)
+            run.log(k, total_loss, accuracy=acc, learning_rate=rate)
+        yield StepResult(k, total_loss.data, acc, rate)
 
 
 def decision_grid(model: Callable[[list[Any]], Any], X: Any, h: float = 0.25) -> tuple[Any, Any, Any]:

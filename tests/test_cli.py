@@ -161,3 +161,46 @@ def test_export_keeps_scopes_and_labels(tmp_path: Path) -> None:
     assert {"L0.N0.w0", "L1.N0.b"} <= set(nodes["label"])
     r = run("export", "scoped.parquet", "--to", "dot", cwd=tmp_path)
     assert r.returncode == 0 and "subgraph cluster_" in (tmp_path / "scoped.dot").read_text()
+
+
+def test_train_past_100_steps_keeps_a_positive_schedule_and_converges(tmp_path: Path) -> None:
+    r = run("train", "--steps", "250", "--samples", "30", "--hidden", "8", "--out", "out", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    hist = pd.read_csv(tmp_path / "out" / "train_history.csv")
+    assert len(hist) == 250 and hist["loss"].notna().all()
+    assert (hist["learning_rate"] > 0).all() and hist["learning_rate"].is_monotonic_decreasing
+    assert hist["learning_rate"].iloc[-1] == pytest.approx(0.1, abs=0.01)
+    assert hist["loss"].iloc[-1] < hist["loss"].iloc[0]
+    # up to 100 steps the schedule is micrograd's, bit for bit
+    from graphtrace.train import learning_rate
+
+    assert [learning_rate(k, 100) for k in range(100)] == [1.0 - 0.9 * k / 100 for k in range(100)]
+
+
+def test_train_that_goes_non_finite_stops_with_a_message_and_status_1(tmp_path: Path) -> None:
+    r = run("train", "--steps", "50", "--samples", "20", "--hidden", "8", "--lr", "1e150", "--out", "o", cwd=tmp_path)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "the loss became nan at step" in r.stderr and "Traceback" not in r.stderr
+    text = (tmp_path / "o" / "train_history.csv").read_text()
+    assert ",nan," in text  # NaN written as nan, not as an empty cell
+    hist = pd.read_csv(tmp_path / "o" / "train_history.csv")
+    assert len(hist) < 50 and pd.isna(hist["loss"].iloc[-1])
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--hidden", "99999999999999999999"], "at most 1024"),
+        (["--hidden", ",".join(["4"] * 17)], "at most 16 layers"),
+        (["--samples", "100001"], "at most 100,000"),
+        (["--steps", "1000001"], "at most 1,000,000"),
+        (["--samples", "100000", "--hidden", "1000,1000"], "would record about"),
+        (["--lr", "-1"], "positive finite"),
+        (["--lr", "nan"], "positive finite"),
+    ],
+)
+def test_train_refuses_sizes_beyond_its_bounds_before_allocating(tmp_path: Path, args: list[str], words: str) -> None:
+    r = run("train", *args, "--out", "o", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "o").exists()
