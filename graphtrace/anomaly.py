@@ -75,11 +75,19 @@ def _check_op(op: str, operands: tuple[Any, ...], out: float) -> str:
     if _isfinite(out):
         return source
     values = [x._attrs["data"] if isinstance(x, Handle) else float(x) for x in operands]
-    why = (
-        "from finite operands"
-        if all(map(_isfinite, values))
-        else "because an operand already was (it came from outside detect_anomaly)"
-    )
+    if all(map(_isfinite, values)):
+        why = "from finite operands"
+    else:
+        bad = next(x for x, v in zip(operands, values, strict=True) if not _isfinite(v))
+        made = store.SOURCES.get(bad._id) if isinstance(bad, Handle) else None
+        if made:
+            why = f"because an operand already was (that {_what(bad)} was made at {made})"
+        elif isinstance(bad, Handle) and not bad._attrs["op"]:
+            why = f"because an operand already was (that {_what(bad)} was made outside detect_anomaly)"
+        elif isinstance(bad, Handle):
+            why = f"because an operand already was (that {_what(bad)} came from outside detect_anomaly)"
+        else:
+            why = f"because the number operand {bad!r} already was"
     scope = store.current_scope_path()
     raise AnomalyError(
         f"forward: {op} gave {out!r} {why}; operands: {', '.join(map(store._describe, operands))}; "
@@ -92,7 +100,13 @@ def _check_op(op: str, operands: tuple[Any, ...], out: float) -> str:
     )
 
 
-store.set_anomaly_check(_check_op)
+def _what(x: Handle) -> str:
+    a = x._attrs
+    kind = "leaf" if not a["op"] else f"{a['op']!r} node"
+    return f"{kind} {a['label']!r}" if a["label"] else kind
+
+
+store.set_anomaly_check(_check_op, _user_line)
 
 
 def anomaly_enabled() -> bool:

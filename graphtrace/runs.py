@@ -199,6 +199,11 @@ class Run:
         else:
             if mode == "overwrite" and exists:
                 _read_manifest(p)  # only ever delete a graphtrace run
+                if p.is_symlink():
+                    raise ValueError(
+                        f"record: {p} is a symbolic link (to {os.readlink(p)}); mode='overwrite' does not delete "
+                        "through a link: pass the run directory itself"
+                    )
                 shutil.rmtree(p)
             self._done = set()
             self.manifest = {

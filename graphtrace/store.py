@@ -359,10 +359,17 @@ _check_op: Any = _no_check
 SOURCES: dict[int, str] = {}
 
 
-def set_anomaly_check(fn: Any) -> None:
-    """Install the function every op recorded in anomaly mode calls (see ``_check_op``)."""
-    global _check_op
+#: Returns the user's source line (installed by :mod:`graphtrace.anomaly`); asked for a non-finite
+#: leaf made in anomaly mode.
+_user_line: Any = str
+
+
+def set_anomaly_check(fn: Any, user_line: Any = str) -> None:
+    """Install the function every op recorded in anomaly mode calls (see ``_check_op``), and the one
+    that names the user's source line of a non-finite leaf made in anomaly mode."""
+    global _check_op, _user_line
     _check_op = fn
+    _user_line = user_line
 
 
 #: The class of the handles ops return; :mod:`graphtrace.value` sets it to ``Value``.
@@ -427,8 +434,11 @@ def init_leaf(v: Handle, data: float, label: str, role: str, grad: float = 0.0, 
     v._attrs = attrs
     r = Ref(v, _dead_append)
     r.n = n
+    src = None
     if data - data or grad - grad:  # NaN or ±inf (x - x is 0.0 for every finite x)
         _nonfinite_add(n)
+        if _mode.anomaly:  # remember where it was made, for the anomaly message of the op that uses it
+            src = _user_line()
     try:  # adjacency dicts: reused ones if any (see _pool)
         sd = _take()
         pd = _take()
@@ -454,6 +464,8 @@ def init_leaf(v: Handle, data: float, label: str, role: str, grad: float = 0.0, 
             _sinks += 1
         finally:
             _held = False
+    if src is not None:
+        SOURCES[n] = src
 
 
 def record_unary(op: str, fn: Any, x: Handle) -> Handle:

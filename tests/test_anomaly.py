@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import threading
 from pathlib import Path
@@ -179,3 +180,18 @@ def test_anomalies_of_a_clean_trace_is_empty_with_the_documented_columns() -> No
     a = Value(2.0)
     df = gt.analysis.anomalies(a * 3.0)
     assert df.empty and "backward_origin" in df.columns
+
+
+def test_a_nan_leaf_made_inside_detect_anomaly_is_named_with_its_line() -> None:
+    x = gt.Value(1.0, label="x")
+    with gt.detect_anomaly():
+        bad = gt.Value(float("nan"), label="bad")  # the line the message must name
+        line = inspect.currentframe().f_lineno - 1  # type: ignore[union-attr]
+        with pytest.raises(gt.AnomalyError) as info:
+            x * bad
+    msg = str(info.value)
+    assert f"leaf 'bad' was made at {__file__}:{line}" in msg, msg
+    assert "outside detect_anomaly" not in msg
+    outside = gt.Value(float("inf"), label="far")
+    with gt.detect_anomaly(), pytest.raises(gt.AnomalyError, match="leaf 'far' was made outside detect_anomaly"):
+        x * outside

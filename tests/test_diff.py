@@ -69,6 +69,7 @@ def test_color_by_is_validated_before_anything_is_written(tmp_path: Path) -> Non
         ({10**9: 1.0}, ValueError, "is not a node of the graph"),
         ({x.node_id: "high"}, TypeError, "is not a number"),
         ("label", TypeError, "non-numeric 'label'"),
+        ({x.node_id: 10**400}, ValueError, f"value for node {x.node_id} does not fit a float"),
     ]
     for color_by, exc, words in cases:
         with pytest.raises(exc, match=words):

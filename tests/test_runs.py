@@ -163,6 +163,11 @@ def test_reopening_needs_an_explicit_choice_and_nothing_is_rewritten(tmp_path: P
         with pytest.raises(ValueError, match="not a graphtrace run"):
             gt.record(other, model, mode=mode)
     assert (other / "precious.txt").read_text() == "keep me"
+    link = tmp_path / "link"
+    link.symlink_to(path, target_is_directory=True)
+    with pytest.raises(ValueError, match=f"{link} is a symbolic link .*does not delete through a link"):
+        gt.record(link, model, mode="overwrite")
+    assert complete_steps(path) == [0]  # the run behind the link is untouched
 
 
 def test_bad_arguments_are_named(tmp_path: Path) -> None:

@@ -106,6 +106,14 @@ def _layout(G: nx.DiGraph, texts: dict[Any, str]) -> dict[Any, tuple[int, int]]:
 NO_VALUE = "#d9d9d9"
 
 
+def _colour_value(v: Any, n: Any) -> float | None:
+    """``v`` as a float (None if not a number); a number too large for a float names its node."""
+    try:
+        return as_float(v)
+    except OverflowError:
+        raise ValueError(f"color_by: the value for node {n!r} does not fit a float: {str(v)[:40]}...") from None
+
+
 def _values(G: nx.DiGraph, color_by: Any) -> tuple[str, dict[Any, float]] | None:
     """``color_by`` as (name, value of every node, NaN where missing); errors name what is wrong."""
     if color_by is None:
@@ -116,7 +124,7 @@ def _values(G: nx.DiGraph, color_by: Any) -> tuple[str, dict[Any, float]] | None
         out = {}
         for n, a in G._node.items():
             v = a.get(color_by)
-            f = math.nan if v is None else as_float(v)
+            f = math.nan if v is None else _colour_value(v, n)
             if f is None:
                 raise TypeError(f"color_by: node {n!r} has a non-numeric {color_by!r}: {v!r}")
             out[n] = f
@@ -135,7 +143,7 @@ def _values(G: nx.DiGraph, color_by: Any) -> tuple[str, dict[Any, float]] | None
             continue  # rows of a table that name no node here (diff's other side)
         if k not in G:
             raise ValueError(f"color_by: {k!r} is not a node of the graph")
-        f = math.nan if v is None or v is pd.NA else as_float(v)
+        f = math.nan if v is None or v is pd.NA else _colour_value(v, k)
         if f is None:
             raise TypeError(f"color_by: the value for node {k!r} is not a number: {v!r}")
         given[k] = f
