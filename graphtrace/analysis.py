@@ -13,6 +13,7 @@ import networkx as nx
 import pandas as pd
 
 from .export.frames import node_roles, topological_nodes
+from .naming import renumber_paths
 from .snapshot import as_graph
 from .store import read_trace
 
@@ -403,7 +404,10 @@ def scope_columns(x: Any, depth: int | None = None, pool: bool = False) -> dict[
             if not (math.isfinite(b["data"]) and math.isfinite(b["grad"])):
                 bad.append(b)
         scan = _Scan(ids, attrs, None, bad)
-    return _scope_table(scan, depth, pool)
+    table = _scope_table(scan, depth, pool)
+    if not pool:  # call indices count from 0 in this trace (a snapshot's are already)
+        table["scope"] = renumber_paths(list(table["scope"]))
+    return table
 
 
 def _strip_indices(paths: list[str]) -> list[str]:
@@ -762,8 +766,8 @@ def diff(a: Any, b: Any) -> pd.DataFrame:
     >>> d[["label_a", "role", "op", "data_a", "data_b", "d_data", "side"]]
       label_a          role    op  data_a  data_b  d_data  side
     0       w          leaf          0.75    0.75     0.0  both
-    1       a      constant          2.00    2.00     0.0  both
-    2       b  intermediate     *    1.00    1.50     0.5  both
+    1   const      constant          2.00    2.00     0.0  both
+    2     mul  intermediate     *    1.00    1.50     0.5  both
     3     out  intermediate  relu    1.00    1.50     0.5  both
 
     ``w`` is one node of both traces, so its data is 0.75 in both: diff snapshots (``gt.to_networkx``)

@@ -118,28 +118,32 @@ class Rule(NamedTuple):
         ``fn(*operand_floats) -> (out, *local_derivatives)``, raising on a domain error.
     formula : str
         The local derivatives in words, shown in docs and exports.
+    node_name : str
+        The name an unlabelled result of this op gets in a trace (torch.fx's: ``mul``, ``add``, ...;
+        ``mul_1`` for the second in the same scope instance, see :mod:`graphtrace.naming`).
     """
 
     name: str
     arity: int
     fn: Callable[..., tuple[float, ...]]
     formula: str
+    node_name: str
 
 
 RULES: dict[str, Rule] = {
     r.name: r
     for r in (
-        Rule("+", 2, _add, "d(x+y)/dx = 1, d(x+y)/dy = 1"),
-        Rule("-", 2, _sub, "d(x-y)/dx = 1, d(x-y)/dy = -1"),
-        Rule("*", 2, _mul, "d(xy)/dx = y, d(xy)/dy = x"),
-        Rule("/", 2, _div, "d(x/y)/dx = 1/y, d(x/y)/dy = -x/y**2"),
-        Rule("**", 2, _pow, "d(x**y)/dx = y*x**(y-1), d(x**y)/dy = x**y*log(x)"),
-        Rule("neg", 1, _neg, "d(-x)/dx = -1"),
-        Rule("exp", 1, _exp_rule, "d(exp x)/dx = exp x"),
-        Rule("log", 1, _log_rule, "d(log x)/dx = 1/x"),
-        Rule("tanh", 1, _tanh_rule, "d(tanh x)/dx = 1 - tanh(x)**2"),
-        Rule("sigmoid", 1, _sigmoid_rule, "d(s(x))/dx = s(x)(1 - s(x))"),
-        Rule("relu", 1, _relu_rule, "d(relu x)/dx = 1 if x > 0 else 0 (relu(nan) = nan, derivative 1)"),
+        Rule("+", 2, _add, "d(x+y)/dx = 1, d(x+y)/dy = 1", "add"),
+        Rule("-", 2, _sub, "d(x-y)/dx = 1, d(x-y)/dy = -1", "sub"),
+        Rule("*", 2, _mul, "d(xy)/dx = y, d(xy)/dy = x", "mul"),
+        Rule("/", 2, _div, "d(x/y)/dx = 1/y, d(x/y)/dy = -x/y**2", "div"),
+        Rule("**", 2, _pow, "d(x**y)/dx = y*x**(y-1), d(x**y)/dy = x**y*log(x)", "pow"),
+        Rule("neg", 1, _neg, "d(-x)/dx = -1", "neg"),
+        Rule("exp", 1, _exp_rule, "d(exp x)/dx = exp x", "exp"),
+        Rule("log", 1, _log_rule, "d(log x)/dx = 1/x", "log"),
+        Rule("tanh", 1, _tanh_rule, "d(tanh x)/dx = 1 - tanh(x)**2", "tanh"),
+        Rule("sigmoid", 1, _sigmoid_rule, "d(s(x))/dx = s(x)(1 - s(x))", "sigmoid"),
+        Rule("relu", 1, _relu_rule, "d(relu x)/dx = 1 if x > 0 else 0 (relu(nan) = nan, derivative 1)", "relu"),
     )
 }
 

@@ -2,56 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import networkx as nx
 
 from . import store
 from .backward import _ancestors
+from .naming import name_nodes, renumber_scopes
 
-__all__ = ["as_graph", "auto_name", "to_networkx"]
-
-
-def auto_name(i: int) -> str:
-    """The ``i``-th automatic short name: a, b, ..., z, ba, bb, ... (as jaxprs name variables).
-
-    Examples
-    --------
-    >>> from graphtrace.snapshot import auto_name
-    >>> [auto_name(i) for i in (0, 1, 25, 26, 27)]
-    ['a', 'b', 'z', 'ba', 'bb']
-    """
-    if i < 0:
-        raise ValueError(f"auto_name: index must be >= 0, got {i}")
-    digits = []
-    while True:
-        i, r = divmod(i, 26)
-        digits.append(chr(ord("a") + r))
-        if i == 0:
-            return "".join(reversed(digits))
-
-
-def _auto_labels(labels: Iterable[str], count: int) -> list[str]:
-    """``count`` short names, in order, none equal to a label in ``labels``."""
-    taken = set(labels)
-    out: list[str] = []
-    i = 0
-    while len(out) < count:
-        name = auto_name(i)
-        i += 1
-        if name not in taken:
-            out.append(name)
-    return out
+__all__ = ["as_graph", "to_networkx"]
 
 
 def to_networkx(root: Any) -> nx.DiGraph:
     """An independent ``nx.DiGraph`` of ``root`` and all its ancestors.
 
-    Node ids are ints (the Values' ``node_id``); nodes carry ``data``, ``grad``, ``op``, ``label``
-    and ``role``; edges carry ``local_grad``. Every node has a non-empty ``label``: the user's, or an
-    automatic short name (a, b, ..., z, ba, ...) unique in the snapshot and never equal to a user
-    label in it. ``G.graph["root"]`` is the root's id. Mutating the snapshot never touches the engine.
+    Node ids are ints (the Values' ``node_id``); nodes carry ``data``, ``grad``, ``op``, ``label``,
+    ``role`` and ``scope``; edges carry ``local_grad``. Every node has a non-empty ``label``: the user's,
+    or a name derived from what made it (``mul``, ``mul_1``, ``relu``, ``const``: unique in its scope
+    instance and the same in every step, see :mod:`graphtrace.naming`). Scope call indices count from 0
+    in the order the calls appear in this trace (``MLP[0]`` is its first sample). ``G.graph["root"]``
+    is the root's id. Mutating the snapshot never touches the engine.
 
     Parameters
     ----------
@@ -73,8 +43,8 @@ def to_networkx(root: Any) -> nx.DiGraph:
     >>> x = gt.Value(2.0, label="x")
     >>> y = x * x + 1
     >>> G = gt.to_networkx(y)
-    >>> sorted(G.nodes[n]["label"] for n in G)
-    ['a', 'b', 'c', 'x']
+    >>> [G.nodes[n]["label"] for n in G]
+    ['x', 'mul', 'const', 'add']
     >>> G.edges[x.node_id, y.operands[0].node_id]["local_grad"]
     4.0
     """
@@ -89,11 +59,8 @@ def to_networkx(root: Any) -> nx.DiGraph:
         ids: list[int] = sorted(_ancestors(pred, root.node_id))  # type: ignore[arg-type]  # creation order is a topological order
         G.add_nodes_from((n, dict(node[n])) for n in ids)
         G.add_edges_from((u, v, dict(e)) for v in ids for u, e in pred[v].items())
-    attrs = G._node
-    names = iter(_auto_labels((attrs[n]["label"] for n in ids), sum(1 for n in ids if not attrs[n]["label"])))
-    for n in ids:
-        if not attrs[n]["label"]:
-            attrs[n]["label"] = next(names)
+    renumber_scopes(G, ids)
+    name_nodes(G, ids)
     G.graph["root"] = root.node_id
     return G
 

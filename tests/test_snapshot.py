@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import networkx as nx
 import pytest
 
 import graphtrace as gt
 from graphtrace import Value
-from graphtrace.snapshot import auto_name
 
 
 def test_snapshot_has_root_and_ancestors_only_with_all_attributes() -> None:
@@ -38,26 +39,25 @@ def test_snapshot_is_independent_of_the_engine() -> None:
     assert "extra" not in H
 
 
-def test_auto_labels_are_short_unique_and_avoid_user_labels() -> None:
-    assert [auto_name(i) for i in (0, 25, 26, 27, 51, 52, 675, 676)] == ["a", "z", "ba", "bb", "bz", "ca", "zz", "baa"]
-    x = Value(1.0, label="b")  # a user label equal to an automatic name
+def test_names_say_what_made_the_node_and_avoid_user_labels() -> None:
+    x = Value(1.0, label="mul")  # a user label equal to a derived name
     y = Value(2.0)
     z = (x * y + 3).tanh()
     G = gt.to_networkx(z)
     labels = [G.nodes[n]["label"] for n in sorted(G)]
-    assert labels[0] == "b"
-    assert all(labels) and len(set(labels)) == len(labels)
-    assert labels[1:] == ["a", "c", "d", "e", "f"]
-    assert x.label == "b" and y.label == ""  # the live store keeps the user's (empty) labels
+    assert labels == ["mul", "leaf", "mul_1", "const", "add", "tanh"]
+    assert x.label == "mul" and y.label == ""  # the live store keeps the user's (empty) labels
 
 
-def test_many_auto_labels_stay_unique() -> None:
+def test_many_names_stay_unique_per_scope_instance() -> None:
     x = Value(0.0)
     for _ in range(800):
         x = x + 1
     G = gt.to_networkx(x)
     labels = [d["label"] for _, d in G.nodes(data=True)]
     assert len(set(labels)) == len(labels) == 1601
+    assert {"add", "add_1", "add_799", "const_799"} <= set(labels)
+    assert not any(re.fullmatch(r"[a-z]{1,3}", s) and s not in ("add", "leaf") for s in labels)
 
 
 def test_to_networkx_bad_input() -> None:

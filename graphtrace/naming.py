@@ -1,0 +1,144 @@
+"""Readable names and trace-relative scope instances, derived when a trace is read (never per op).
+
+Names
+-----
+A node the user did not label is named after what made it, as torch.fx names the nodes of a graph:
+its op's :attr:`~graphtrace.rules.Rule.node_name` (``mul``, ``add``, ``relu``, ...), ``leaf`` for an
+unlabelled leaf and ``const`` for a number operand; the second of the same kind in the same scope
+instance is ``mul_1``, then ``mul_2``, ... in creation order. A name never repeats a user label of its
+scope instance. So the name depends only on the node's scope instance and the ops recorded there
+before it: the same op of the same neuron has the same name in step 5 and in step 50, and in another
+process. A node's full identity is its scope plus its name (``MLP[3]/Layer1/Neuron0`` + ``mul_2``).
+
+Scope instances
+---------------
+A module called outside any scope numbers its own calls over the whole process (``MLP[10315]``
+after 10,315 calls). A trace renumbers them in the order they appear *in it*: the first call of
+``MLP`` in a trace is ``MLP[0]``, whatever ran before. Only the outermost segment needs it: calls
+inside a scope are numbered from 0 within that scope instance already (:mod:`graphtrace.scopes`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import networkx as nx
+
+from .rules import RULES
+
+__all__ = ["OP_NAMES", "name_nodes", "renumber_paths", "renumber_scopes"]
+
+#: op -> the base name of its unlabelled results (from the rules table)
+OP_NAMES: dict[str, str] = {r.name: r.node_name for r in RULES.values()}
+_ROLE_NAMES = {"constant": "const", "parameter": "param"}
+_INDEXED = re.compile(r"^(.*)\[(\d+)\]$")
+_UNSAFE = re.compile(r"[^0-9A-Za-z_]+")
+
+
+def _base(a: dict[str, Any]) -> str:
+    op = str(a.get("op", ""))
+    if op:
+        name = OP_NAMES.get(op)
+        if name is None:  # an op from a loaded file: its text, made an identifier
+            name = _UNSAFE.sub("_", op).strip("_") or "op"
+        return name
+    return _ROLE_NAMES.get(str(a.get("role", "")), "leaf")
+
+
+def name_nodes(G: nx.DiGraph, order: Iterable[Any]) -> None:
+    """Give every node of ``G`` without a ``label`` its readable name (see above), in place.
+
+    ``order``: the nodes in creation (topological) order. User labels are kept as they are.
+
+    Examples
+    --------
+    >>> import networkx as nx
+    >>> G = nx.DiGraph()
+    >>> G.add_nodes_from([(0, {"label": "x", "op": "", "role": "leaf", "scope": ""}),
+    ...                   (1, {"label": "", "op": "", "role": "constant", "scope": ""}),
+    ...                   (2, {"label": "", "op": "*", "role": "intermediate", "scope": ""}),
+    ...                   (3, {"label": "", "op": "*", "role": "intermediate", "scope": ""})])
+    >>> name_nodes(G, [0, 1, 2, 3])
+    >>> [G.nodes[n]["label"] for n in G]
+    ['x', 'const', 'mul', 'mul_1']
+    """
+    node = G._node
+    order = list(order)
+    taken: dict[str, set[str]] = {}
+    for n in order:
+        a = node[n]
+        if a.get("label"):
+            taken.setdefault(str(a.get("scope", "")), set()).add(str(a["label"]))
+    counts: dict[tuple[str, str], int] = {}
+    for n in order:
+        a = node[n]
+        if a.get("label"):
+            continue
+        scope = str(a.get("scope", ""))
+        base = _base(a)
+        used = taken.get(scope)
+        k = counts.get((scope, base), 0)
+        while True:
+            name = f"{base}_{k}" if k else base
+            k += 1
+            if not used or name not in used:
+                break
+        counts[(scope, base)] = k
+        a["label"] = name
+
+
+def renumber_scopes(G: nx.DiGraph, order: Iterable[Any]) -> None:
+    """Renumber the outermost call index of every node's ``scope`` in order of appearance, in place.
+
+    Examples
+    --------
+    >>> import networkx as nx
+    >>> G = nx.DiGraph()
+    >>> G.add_nodes_from([(5, {"scope": "MLP[17]/Layer0"}), (6, {"scope": "MLP[17]"}),
+    ...                   (7, {"scope": "MLP[18]/Layer0/Neuron2[1]"}), (8, {"scope": "eval/MLP[4]"})])
+    >>> renumber_scopes(G, [5, 6, 7, 8])
+    >>> [G.nodes[n]["scope"] for n in G]
+    ['MLP[0]/Layer0', 'MLP[0]', 'MLP[1]/Layer0/Neuron2[1]', 'eval/MLP[4]']
+    """
+    node = G._node
+    index: dict[str, str] = {}  # old first segment -> new one
+    counts: dict[str, int] = {}
+    renamed: dict[str, str] = {}  # whole path -> renumbered path
+    for n in order:
+        a = node[n]
+        path = a.get("scope")
+        if not path or not isinstance(path, str):
+            continue
+        new = renamed.get(path)
+        if new is None:
+            head, sep, rest = path.partition("/")
+            seg = index.get(head)
+            if seg is None:
+                m = _INDEXED.match(head)
+                if m is None:
+                    seg = head
+                else:
+                    k = counts.get(m.group(1), 0)
+                    counts[m.group(1)] = k + 1
+                    seg = f"{m.group(1)}[{k}]"
+                index[head] = seg
+            new = renamed[path] = seg + sep + rest if seg != head else path
+        if new is not path:
+            a["scope"] = new
+
+
+def renumber_paths(paths: list[str]) -> list[str]:
+    """``paths`` (in order of first appearance) with their outermost call index renumbered as
+    :func:`renumber_scopes` does for a trace's nodes.
+
+    Examples
+    --------
+    >>> renumber_paths(["MLP/Layer0", "", "MLP[7]/Layer0", "MLP[7]/Layer1", "MLP[9]/Layer0"])
+    ['MLP/Layer0', '', 'MLP[0]/Layer0', 'MLP[0]/Layer1', 'MLP[1]/Layer0']
+    """
+    G = nx.DiGraph()
+    G.add_nodes_from((i, {"scope": p}) for i, p in enumerate(paths))
+    renumber_scopes(G, range(len(paths)))
+    return [G._node[i]["scope"] for i in range(len(paths))]
