@@ -202,6 +202,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .export import to_html
+    from .store import no_grad
     from .train import StepResult, TrainingDiverged, decision_grid, moons_demo, train_steps
     from .value import Value
 
@@ -219,6 +220,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     model, X, y = moons_demo(args.samples, args.seed, args.hidden)
     history = []
+    initial = [p.data for p in model.parameters()]
     run = None
     if args.record is not None:
         from .runs import record
@@ -283,14 +285,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     written.append(_write_png(fig, out / "train_boundary.png"))
     plt.close(fig)
 
-    x0 = [Value(float(X[0, 0]), label="x0"), Value(float(X[0, 1]), label="x1")]
+    # The sample the trained model gets most wrong (the largest 1 - y * score), so that its hinge loss and
+    # gradients are non-zero. When every sample is beyond the margin (the default run), the sample the
+    # untrained model got most wrong, drawn with the weights of step 0.
+    def worst() -> tuple[int, float]:
+        with no_grad():
+            m = [1.0 - int(yi) * model([float(a), float(b)]).data for (a, b), yi in zip(X, y, strict=True)]
+        i = max(range(len(m)), key=m.__getitem__)
+        return i, m[i]
+
+    when = "the trained MLP"
+    trained: list[float] | None = None
+    k, violation = worst()
+    if violation <= 0:
+        trained = [p.data for p in model.parameters()]
+        for p, w in zip(model.parameters(), initial, strict=True):
+            p.data = w
+        k, violation = worst()
+        when = "the MLP at step 0 (every sample is beyond the margin after training)"
+    x0 = [Value(float(X[k, 0]), label="x0"), Value(float(X[k, 1]), label="x1")]
     score = model(x0)
     score.label = "score"
-    sample_loss = (1 + -int(y[0]) * score).relu()
+    sample_loss = (1 + -int(y[k]) * score).relu()
     sample_loss.label = "loss"
     model.zero_grad()
     sample_loss.backward()
-    written.append(to_html(sample_loss, out / "train_sample.html", title="one moons sample through the trained MLP"))
+    title = f"sample {k} (label {int(y[k]):+d}, hinge loss {sample_loss.data:.4g}) through {when}"
+    written.append(to_html(sample_loss, out / "train_sample.html", title=title))
+    if trained is not None:  # the model is left trained
+        for p, w in zip(model.parameters(), trained, strict=True):
+            p.data = w
 
     last = history[-1]
     first_full = next((r.step for r in history if r.accuracy == 1.0), None)

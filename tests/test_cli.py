@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,8 +44,12 @@ def test_train_with_defaults_reproduces_micrograds_demo(tmp_path: Path) -> None:
     assert int(hist.index[hist["accuracy"] == 1.0][0]) <= 40
     for name in ("train_loss.png", "train_boundary.png"):
         assert (tmp_path / "out" / name).read_bytes()[:4] == b"\x89PNG"
-    assert "vis.Network(" in (tmp_path / "out" / "train_sample.html").read_text()
+    page = (tmp_path / "out" / "train_sample.html").read_text()
+    assert "vis.Network(" in page
     assert "100% accuracy first reached at step 40" in r.stdout.replace("\n", " ")
+    # the sample drawn has a non-zero loss (every sample is beyond the margin after training: step 0's worst)
+    m = re.search(r"sample (\d+) \(label ([+-]1), hinge loss ([0-9.e+-]+)\) through the MLP at step 0", page)
+    assert m is not None and float(m.group(3)) > 0, page[:2000]
 
 
 def test_train_small_run_and_options(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ def test_dot_text_in_draw_dot_style() -> None:
     text = gt.to_dot(L)
     assert text.startswith("digraph graphtrace {") and "rankdir=LR" in text
     assert '[label="{ a | data 2.0000 | grad -3.0000 }", shape=record]' in text
-    assert text.count("_op [label=") == 2  # '*' and '+'
+    assert text.count("_op [label=<") == 2  # the op nodes: "*" and "+" (edges into them carry local_grad labels)
     assert "rankdir=TB" in gt.to_dot(L, rankdir="TB")
     with pytest.raises(ValueError, match="rankdir"):
         gt.to_dot(L, rankdir="XX")
@@ -85,3 +85,11 @@ def test_deeply_nested_scopes_export_without_recursion() -> None:
     svg = subprocess.run(["dot", "-Tsvg"], input=gt.to_dot(shallow), capture_output=True, text=True, check=True)
     assert "<svg" in svg.stdout
     assert gt.analysis.by_scope(root, depth=None)["nodes"].sum() >= 3
+
+
+def test_edges_carry_their_local_grad() -> None:
+    a, b = Value(2.0, label="a"), Value(-3.0, label="b")
+    L = a * b
+    text = gt.to_dot(L)
+    assert 'n0 -> n2_op [label="-3", fontsize=10];' in text  # d(ab)/da = b
+    assert 'n1 -> n2_op [label="2", fontsize=10];' in text

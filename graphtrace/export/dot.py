@@ -81,7 +81,8 @@ def _clusters(by_scope: dict[str, list[str]]) -> list[str]:
 
 
 def to_dot(x: Any, rankdir: str = "LR") -> str:
-    """DOT text: a record node ``{ label | data | grad }`` per Value and an op node feeding each result.
+    """DOT text: a record node ``{ label | data | grad }`` per Value and an op node feeding each result;
+    each edge is labelled with its ``local_grad`` (∂result/∂operand), as in the HTML view.
 
     Nodes recorded in a scope (:mod:`graphtrace.scopes`) sit in nested ``subgraph cluster_k`` blocks, one
     per path segment, labelled with the segment, so ``draw_dot`` of a Neuron call reads like one.
@@ -124,9 +125,11 @@ def to_dot(x: Any, rankdir: str = "LR") -> str:
             mine.append(f"{ids[n]}_op [label={_html_text(op)}];")
             mine.append(f"{ids[n]}_op -> {ids[n]};")
     lines.extend(_clusters(by_scope))
-    for u, v in G.edges():
+    for u, v, e in G.edges(data=True):
         target = f"{ids[v]}_op" if G._node[v].get("op") else ids[v]
-        lines.append(f"  {ids[u]} -> {target};")
+        lg = e.get("local_grad")
+        label = "" if lg is None else f' [label="{float(lg):.4g}", fontsize=10]'  # as the HTML's edge labels
+        lines.append(f"  {ids[u]} -> {target}{label};")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
