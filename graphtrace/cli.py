@@ -220,7 +220,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     model, X, y = moons_demo(args.samples, args.seed, args.hidden)
     history = []
-    initial = [p.data for p in model.parameters()]
+    initial = [param.data for param in model.parameters()]
     run = None
     if args.record is not None:
         from .runs import record
@@ -298,9 +298,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     trained: list[float] | None = None
     k, violation = worst()
     if violation <= 0:
-        trained = [p.data for p in model.parameters()]
-        for p, w in zip(model.parameters(), initial, strict=True):
-            p.data = w
+        trained = [param.data for param in model.parameters()]
+        for param, w in zip(model.parameters(), initial, strict=True):
+            param.data = w
         k, violation = worst()
         when = "the MLP at step 0 (every sample is beyond the margin after training)"
     x0 = [Value(float(X[k, 0]), label="x0"), Value(float(X[k, 1]), label="x1")]
@@ -313,8 +313,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     title = f"sample {k} (label {int(y[k]):+d}, hinge loss {sample_loss.data:.4g}) through {when}"
     written.append(to_html(sample_loss, out / "train_sample.html", title=title))
     if trained is not None:  # the model is left trained
-        for p, w in zip(model.parameters(), trained, strict=True):
-            p.data = w
+        for param, w in zip(model.parameters(), trained, strict=True):
+            param.data = w
 
     last = history[-1]
     first_full = next((r.step for r in history if r.accuracy == 1.0), None)
