@@ -383,3 +383,104 @@ def test_ten_thousand_nested_scopes_draw_and_search(browser: Any, tmp_path: Path
     assert page.page.evaluate("window.graphtraceSearch('s9999')")["found"] is True
     assert page.errors == []
     page.page.close()
+
+
+SEED_BACKWARD = [
+    ("L", 1.0),
+    ("d", -2.0),
+    ("f", 4.0),
+    ("e", -2.0),
+    ("c", -2.0),
+    ("a", 6.0),
+    ("b", -4.0),
+]  # the seed's order
+
+
+def test_the_backward_pass_replays_step_by_step_on_the_seed(browser: Any, tmp_path: Path, seed_root: Value) -> None:
+    page = Page(browser)
+    page.open(gt.to_html(seed_root, tmp_path / "seed.html"))
+    steps = [page.page.evaluate("(n) => window.graphtraceStep(n)", n) for n in range(1, 8)]
+    # one node per step, in reverse topological order, each with the seed's gradient
+    assert [(s["name"], s["grad"]) for s in steps] == SEED_BACKWARD
+    assert steps[0]["of"] == 7
+    first = page.page.evaluate("(n) => window.graphtraceStep(n)", 1)
+    assert first["name"] == "L" and "step 1/7" in page.page.inner_text("#gt-step")
+    labels = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.label)")
+    assert sum(label.endswith("grad ?") for label in labels) == 6  # only L's grad is filled in
+    page.page.click("#gt-next")
+    assert "grad(d) = -2" in page.page.inner_text("#gt-step")
+    page.page.click("#gt-last")
+    labels = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.label)")
+    assert not any(label.endswith("grad ?") for label in labels)
+    assert page.errors == [] and page.blocked == []
+    page.page.close()
+
+
+def test_a_click_shows_the_chain_rule_with_its_numbers(browser: Any, tmp_path: Path, seed_root: Value) -> None:
+    page = Page(browser)
+    page.open(gt.to_html(seed_root, tmp_path / "seed.html"))
+    page.page.evaluate("window.graphtraceSearch('e')")
+    details = page.page.inner_text("#details")
+    # grad(e) = local_grad(e -> d) * grad(d) = 1 * -2
+    assert "chain rule: grad(e)" in details and "1 \u00d7 -2 = -2" in details, details
+    assert page.page.get_attribute("#details [data-sum]", "data-sum") == "-2"
+    page.page.click("#details .chain a")  # the link to the child d
+    assert "chain rule: grad(d)" in page.page.inner_text("#details")
+    assert page.page.evaluate("window.graphtraceNetwork.getSelectedNodes()") != []
+    page.page.close()
+
+
+def test_colour_scales_are_drawn_with_their_ends_and_the_png_button_saves_a_picture(
+    browser: Any, tmp_path: Path, seed_root: Value
+) -> None:
+    page = Page(browser)
+    page.open(gt.to_html(seed_root, tmp_path / "seed.html"))
+    page.page.select_option("#gt-colour", "grad")
+    assert page.page.get_attribute("#gt-scale", "data-low") == "-6"
+    assert page.page.get_attribute("#gt-scale", "data-high") == "6"
+    colours = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.color.background)")
+    assert len(set(colours)) >= 4
+    page.page.select_option("#gt-colour", "absgrad")
+    assert page.page.get_attribute("#gt-scale", "data-high") == "1e0.8"  # log10(6)
+    with page.page.expect_download() as info:
+        page.page.click("#gt-png")
+    png = Path(info.value.path()).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
+    assert page.errors == [] and page.blocked == []
+    page.page.close()
+
+
+def test_the_collapsed_view_replays_the_opened_scope_and_sums_a_parameters_terms(browser: Any, tmp_path: Path) -> None:
+    random.seed(1337)
+    model = gt.nn.MLP(2, [4, 1])
+    loss = sum((1 + -1.0 * model([Value(0.5 * k), Value(-1.0 + k)])).relu() for k in range(20))
+    loss.label = "loss"
+    loss.backward()
+    G = gt.to_networkx(loss)
+    assert G.number_of_nodes() > gt.export.html.COLLAPSE_OVER
+    page = Page(browser)
+    page.open(gt.to_html(G, tmp_path / "batch.html"))
+    # a weight used by all 20 samples: its chain rule lists one term per sample, summing to its grad
+    w = model.parameters()[0]
+    page.page.evaluate("(t) => window.graphtraceSearch(t)", w.label)
+    details = page.page.inner_text("#details")
+    assert f"chain rule: grad({w.label})" in details
+    assert "more terms (one per use)" in details and "over 20 terms" in details, details
+    total = float(page.page.get_attribute("#details [data-sum]", "data-sum"))  # type: ignore[arg-type]
+    assert total == pytest.approx(w.grad, rel=1e-9, abs=1e-12)
+    # open one sample's call and replay the backward pass over the nodes shown
+    page.page.evaluate("window.graphtraceExpand('MLP[3]/Layer0/Neuron1')")
+    shown = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.getIds().filter(i => i[0] === 'n').length")
+    first = page.page.evaluate("window.graphtraceStep(1)")
+    assert first["of"] == shown and first["step"] == 1
+    last = page.page.evaluate("(n) => window.graphtraceStep(n)", shown)
+    assert last["step"] == shown and isinstance(last["grad"], (int, float))  # (JSON: 0.0 arrives as 0)
+    labels = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.label)")
+    assert not any(label.endswith("grad ?") for label in labels)
+    page.page.evaluate("window.graphtraceStep(2)")
+    labels = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.label)")
+    assert sum(label.endswith("grad ?") for label in labels) == shown - 2
+    page.page.select_option("#gt-colour", "grad")
+    assert page.page.get_attribute("#gt-scale", "data-high") not in (None, "0")
+    assert page.errors == [] and page.blocked == []
+    page.page.close()

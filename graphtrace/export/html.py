@@ -173,7 +173,8 @@ def _network(G: nx.DiGraph, title: str, colors: tuple[str, dict[Any, float]] | N
     texts = {n: _box_label(a) for n, a in G._node.items()}
     pos = _layout(G, texts)
     nodes = []
-    for n in topological_nodes(G):
+    order = topological_nodes(G)
+    for n in order:
         a = G._node[n]
         label = str(a.get("label", ""))
         op = str(a.get("op", ""))
@@ -192,15 +193,21 @@ def _network(G: nx.DiGraph, title: str, colors: tuple[str, dict[Any, float]] | N
                 },
                 "x": x,
                 "y": y,
+                "data": _json_num(data),
+                "grad": _json_num(grad),
+                "roleColor": ROLE_COLORS[roles[n]],
+                **({"value": _json_num(colors[1][n])} if colors else {}),
             }
         )
-    edges = [
+    edges = [  # per result, its operands in order (the page's replay walks them breadth-first)
         {
             "from": u if isinstance(u, int) else str(u),
             "to": v if isinstance(v, int) else str(v),
             "label": _fmt(e.get("local_grad", float("nan"))),
+            "lg": _json_num(e.get("local_grad", float("nan"))),
         }
-        for u, v, e in G.edges(data=True)
+        for v in order
+        for u, e in G._pred[v].items()
     ]
     net = Network(height="100%", width="100%", directed=True, heading=title)
     net.nodes = nodes
@@ -227,9 +234,10 @@ def _collapsed_network(G: nx.DiGraph, title: str, colors: tuple[str, dict[Any, f
     """The scope-collapsible view: compact arrays that the page's script lays out and redraws.
 
     ``nodes``: ``[id, scope index, role index, label, op, data, grad]`` in topological order;
-    ``edges``: ``[source index, target index, local_grad]``; ``scopes``: every scope path and all its
-    prefixes as ``[parent index, segment]``, parents before children. Strings reach the page only through
-    ``tojson`` in a JSON script tag and are drawn as text, never as HTML.
+    ``edges``: ``[source index, target index, local_grad]``, each result's operands in order;
+    ``scopes``: every scope path and all its prefixes as ``[parent index, segment]``, parents before
+    children. Strings reach the page only through ``tojson`` in a JSON script tag and are drawn as text,
+    never as HTML.
     """
     roles = node_roles(G)
     order = topological_nodes(G)
@@ -288,7 +296,10 @@ def _collapsed_network(G: nx.DiGraph, title: str, colors: tuple[str, dict[Any, f
                 _json_num(a.get("grad", float("nan"))),
             ]
         )
-    edges = [[index[u], index[v], _json_num(e.get("local_grad", float("nan")))] for u, v, e in G.edges(data=True)]
+    pred = G._pred
+    edges = [
+        [index[u], index[v], _json_num(e.get("local_grad", float("nan")))] for v in order for u, e in pred[v].items()
+    ]
     net = Network(height="100%", width="100%", directed=True, heading=title)
     net.nodes = []
     net.edges = []
