@@ -484,3 +484,30 @@ def test_the_collapsed_view_replays_the_opened_scope_and_sums_a_parameters_terms
     assert page.page.get_attribute("#gt-scale", "data-high") not in (None, "0")
     assert page.errors == [] and page.blocked == []
     page.page.close()
+
+
+def test_the_training_step_opens_folded_legible_and_an_instance_shows_its_values(browser: Any, tmp_path: Path) -> None:
+    from graphtrace.train import moons_demo, svm_loss
+
+    model, X, y = moons_demo(samples=40)
+    loss, _ = svm_loss(model, X, y)
+    loss.label = "loss"
+    loss.backward()
+    G = gt.to_networkx(loss)
+    page = Page(browser)
+    page.open(gt.to_html(G, tmp_path / "step.html"))
+    labels = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.label)")
+    assert len(labels) <= 15, labels
+    assert any("\u00d740" in label for label in labels), labels  # the 40 samples' calls are one stack
+    assert page.page.evaluate("window.graphtraceNetwork.getScale()") * 14 >= 10  # labels >= 10 CSS px
+    # pick sample 17 and open its last layer: the neuron's output is that sample's own
+    got = page.page.evaluate("window.graphtracePick(17, 'MLP')")
+    assert got == {"instance": 17, "of": 40, "scope": "MLP[17]"}
+    page.page.evaluate("window.graphtraceExpand('MLP[17]/Layer2/Neuron0')")
+    out = [d for _, d in sorted(G.nodes(data=True)) if d["scope"] == "MLP[17]/Layer2/Neuron0"][-1]  # its output
+    titles = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.title)")
+    assert any(t.startswith(out["label"] + "\n") and f"data: {out['data']!r}\n" in t for t in titles), out
+    shown = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.label)")
+    assert any("\u00d740" in label for label in shown)  # boxes of the other scopes still summarise all 40
+    assert page.errors == [] and page.blocked == []
+    page.page.close()

@@ -222,7 +222,7 @@ def _network(G: nx.DiGraph, title: str, colors: tuple[str, dict[Any, float]] | N
 #: Traces with more nodes than this open collapsed by scope (when they have scopes).
 COLLAPSE_OVER = 500
 #: A collapsed view first expands the biggest scopes while it shows at most this many boxes.
-EXPAND_BUDGET = 20
+EXPAND_BUDGET = 15
 #: Boxes of the collapsed view that are not scopes: parameters (under their module path), and, when
 #: there are more than EXPAND_BUDGET of them, the model inputs (leaves used only inside scopes) and the
 #: other nodes recorded outside any scope (a loss built by hand). The first view never expands them.
