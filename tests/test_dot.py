@@ -78,11 +78,13 @@ def test_deeply_nested_scopes_export_without_recursion() -> None:
     for s in reversed(scopes):
         s.__exit__(None, None, None)
     root = outs[0] + outs[1] + outs[2]
-    text = gt.to_dot(root)
+    text = gt.to_dot(root, depth=None)  # every level drawn
     assert text.count("subgraph cluster_") == 10_000
     assert len(text) < 5_000_000  # indentation stops growing: linear in the depth
     shallow = outs[0] + outs[1]  # 1,000 levels: rendered by Graphviz too
-    svg = subprocess.run(["dot", "-Tsvg"], input=gt.to_dot(shallow), capture_output=True, text=True, check=True)
+    svg = subprocess.run(
+        ["dot", "-Tsvg"], input=gt.to_dot(shallow, depth=None), capture_output=True, text=True, check=True
+    )
     assert "<svg" in svg.stdout
     assert gt.analysis.by_scope(root, depth=None)["nodes"].sum() >= 3
 
@@ -93,3 +95,46 @@ def test_edges_carry_their_local_grad() -> None:
     text = gt.to_dot(L)
     assert 'n0 -> n2_op [label="-3", fontsize=10];' in text  # d(ab)/da = b
     assert 'n1 -> n2_op [label="2", fontsize=10];' in text
+
+
+def _sample() -> Value:
+    import random
+
+    random.seed(1337)
+    model = gt.nn.MLP(2, [16, 16, 1])
+    score = model([Value(1.12, label="x0"), Value(0.08, label="x1")])
+    loss = (1 + -1 * score).relu()
+    loss.label = "loss"
+    loss.backward()
+    return loss
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'dot' is not installed")
+def test_depth_folds_deeper_scopes_into_boxes_that_dot_renders() -> None:
+    loss = _sample()
+    G = gt.to_networkx(loss)
+    assert G.number_of_nodes() == 984
+    text = gt.to_dot(loss)  # depth 1: the call's cluster, one box per layer (and per layer's parameters)
+    assert text.count("shape=Mrecord") == 6
+    assert "Layer1 [528 nodes]" in text and "×256" in text  # 16 x 16 edges merged, with their count
+    svg = subprocess.run(["dot", "-Tsvg"], input=text, capture_output=True, text=True, check=True, timeout=60).stdout
+    assert "<svg" in svg and "Layer2 [32 nodes]" in svg
+    two = gt.to_dot(loss, depth=2)
+    assert two.count("shape=Mrecord") == 66  # a box per neuron call and per neuron's parameters
+    assert gt.to_dot(loss, depth=None).count("shape=Mrecord") == 0
+    with pytest.raises(ValueError, match="depth"):
+        gt.to_dot(loss, depth=-1)
+
+
+def test_repeated_instances_fold_into_one_stack() -> None:
+    import random
+
+    random.seed(3)
+    model = gt.nn.MLP(2, [3, 1])
+    outs = [model([Value(0.1 * k), Value(1.0)]) for k in range(12)]
+    total = sum(outs)
+    total.backward()
+    text = gt.to_dot(total)
+    assert text.count("MLP ×12") == 1 and "nodes each" in text
+    lo, med, hi = sorted(o.data for o in outs)[0], sorted(o.data for o in outs)[5], max(o.data for o in outs)
+    assert f"data {lo:.4g} … {med:.4g} … {hi:.4g}" in text

@@ -200,7 +200,7 @@ def test_dot_puts_scopes_in_nested_escaped_clusters() -> None:
     m = _model()
     with gt.scope('<b>"x"&amp;\\'):
         y = m([Value(1.0), Value(2.0)])
-    text = gt.to_dot(y)
+    text = gt.to_dot(y, depth=None)  # every level (the default, depth=1, folds the neurons into boxes)
     assert "subgraph cluster_" in text and "label=<MLP&#91;0&#93;>" in text
     # the call: user scope, MLP[0], 3 layers, 6 neurons; the parameters' module paths: MLP, 3 layers, 6 neurons
     assert text.count("subgraph cluster_") == (1 + 1 + 3 + 6) + (1 + 3 + 6)
