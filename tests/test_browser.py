@@ -97,8 +97,12 @@ def _hover_every_node(page: Page, *, click: bool = True) -> list[str]:
     ids = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.getIds()")
     tips = []
     for i in ids:
+        # bring the node into view first: a big view opens at a legible zoom, not fitted to the window
         pt = page.page.evaluate(
-            "(id) => window.graphtraceNetwork.canvasToDOM(window.graphtraceNetwork.getPosition(id))", i
+            """(id) => { const net = window.graphtraceNetwork;
+                         net.focus(id, { scale: Math.max(net.getScale(), 0.72), animation: false });
+                         return net.canvasToDOM(net.getPosition(id)); }""",
+            i,
         )
         box = page.page.locator("#graph").bounding_box()
         page.page.mouse.move(box["x"] + 2, box["y"] + 2)  # leave the previous node so its tooltip hides

@@ -50,10 +50,13 @@ def _environment() -> jinja2.Environment:
     vis = Path(pyvis.__file__).parent / "lib" / "vis-9.1.2"
     js = (vis / "vis-network.min.js").read_text(encoding="utf-8")
     css = (vis / "vis-network.css").read_text(encoding="utf-8")
-    if "</script" in js.lower() or "</style" in css.lower():  # pragma: no cover - pyvis ships a clean copy
-        raise RuntimeError("vis-network assets cannot be inlined safely")
+    dagre = (Path(__file__).parent / "vendor" / "dagre.min.js").read_text(encoding="utf-8")
+    if "</script" in (js + dagre).lower() or "</style" in css.lower():  # pragma: no cover - clean copies
+        raise RuntimeError("vis-network or dagre assets cannot be inlined safely")
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES), autoescape=True)
-    env.globals.update(vis_js=Markup(js), vis_css=Markup(css), legend=list(ROLE_COLORS.items()))
+    env.globals.update(
+        vis_js=Markup(js), vis_css=Markup(css), dagre_js=Markup(dagre), legend=list(ROLE_COLORS.items())
+    )
     return env
 
 
@@ -71,7 +74,8 @@ def _box_label(a: dict[str, Any]) -> str:
 
 
 def _layout(G: nx.DiGraph, texts: dict[Any, str]) -> dict[Any, tuple[int, int]]:
-    """Left to right by topological generation, each generation centred vertically.
+    """Left to right by topological generation, each generation centred vertically: the positions of a
+    full view of more than 3,000 nodes (smaller ones are laid out in the page by dagre).
 
     A leaf sits in the column just before its first use (not all leaves in column 0), so inputs and
     constants are drawn next to the op that reads them.
