@@ -54,9 +54,7 @@ def _environment() -> jinja2.Environment:
     if "</script" in (js + dagre).lower() or "</style" in css.lower():  # pragma: no cover - clean copies
         raise RuntimeError("vis-network or dagre assets cannot be inlined safely")
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES), autoescape=True)
-    env.globals.update(
-        vis_js=Markup(js), vis_css=Markup(css), dagre_js=Markup(dagre), legend=list(ROLE_COLORS.items())
-    )
+    env.globals.update(vis_js=Markup(js), vis_css=Markup(css), dagre_js=Markup(dagre), legend=list(ROLE_COLORS.items()))
     return env
 
 
