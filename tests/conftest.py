@@ -24,6 +24,21 @@ def graph_state() -> Callable[[], tuple[int, int]]:
 
 
 @pytest.fixture
+def demo_sample() -> Value:
+    """One moons-like sample through micrograd's demo MLP(2, [16, 16, 1]) and its hinge loss, after
+    ``loss.backward()``: 984 nodes in scopes (the graph ``graphtrace train`` draws)."""
+    import random
+
+    random.seed(1337)
+    model = gt.nn.MLP(2, [16, 16, 1])
+    score = model([Value(1.12, label="x0"), Value(0.08, label="x1")])
+    loss = (1 + -1 * score).relu()
+    loss.label = "loss"
+    loss.backward()
+    return loss
+
+
+@pytest.fixture
 def seed_root() -> Value:
     """The seed's ``L = (a*b + c) * f`` with its labels, after ``L.backward()``."""
     a, b, c, f = Value(2.0, label="a"), Value(-3.0, label="b"), Value(10.0, label="c"), Value(-2.0, label="f")

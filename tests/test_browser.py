@@ -180,17 +180,6 @@ def test_screenshot_for_the_readme(browser: Any, tmp_path: Path) -> None:
     page.page.close()
 
 
-def _sample_trace() -> Value:
-    """One moons-like sample through the demo MLP(2, [16, 16, 1]): about 980 nodes, with scopes."""
-    random.seed(1337)
-    model = gt.nn.MLP(2, [16, 16, 1])
-    score = model([Value(1.12, label="x0"), Value(0.08, label="x1")])
-    loss = (1 + -1 * score).relu()
-    loss.label = "loss"
-    loss.backward()
-    return loss
-
-
 def _count(page: Page) -> int:
     return int(page.page.evaluate("window.graphtraceNetwork.body.data.nodes.length"))
 
@@ -213,8 +202,10 @@ def _click_item(page: Page, item: str, *, double: bool = False) -> None:
     )
 
 
-def test_a_large_trace_opens_collapsed_and_expands_and_collapses_by_click(browser: Any, tmp_path: Path) -> None:
-    loss = _sample_trace()
+def test_a_large_trace_opens_collapsed_and_expands_and_collapses_by_click(
+    browser: Any, tmp_path: Path, demo_sample: Value
+) -> None:
+    loss = demo_sample
     G = gt.to_networkx(loss)
     assert G.number_of_nodes() > gt.export.html.COLLAPSE_OVER
     page = Page(browser)
@@ -243,9 +234,9 @@ def test_a_large_trace_opens_collapsed_and_expands_and_collapses_by_click(browse
     page.page.close()
 
 
-def test_search_expands_the_path_and_focuses_a_weight(browser: Any, tmp_path: Path) -> None:
+def test_search_expands_the_path_and_focuses_a_weight(browser: Any, tmp_path: Path, demo_sample: Value) -> None:
     page = Page(browser)
-    page.open(gt.to_html(_sample_trace(), tmp_path / "sample.html"))
+    page.open(gt.to_html(demo_sample, tmp_path / "sample.html"))
     result = page.page.evaluate("window.graphtraceSearch('L1.N3.w2')")
     assert result["found"] is True
     selected = page.page.evaluate("window.graphtraceNetwork.getSelectedNodes()")
@@ -261,9 +252,9 @@ def test_search_expands_the_path_and_focuses_a_weight(browser: Any, tmp_path: Pa
     page.page.close()
 
 
-def test_colour_by_grad_toggle_recolours_the_view(browser: Any, tmp_path: Path) -> None:
+def test_colour_by_grad_toggle_recolours_the_view(browser: Any, tmp_path: Path, demo_sample: Value) -> None:
     page = Page(browser)
-    page.open(gt.to_html(_sample_trace(), tmp_path / "sample.html"))
+    page.open(gt.to_html(demo_sample, tmp_path / "sample.html"))
 
     def colours() -> list[str]:
         return page.page.evaluate(  # type: ignore[no-any-return]

@@ -97,21 +97,9 @@ def test_edges_carry_their_local_grad() -> None:
     assert 'n1 -> n2_op [label="2", fontsize=10];' in text
 
 
-def _sample() -> Value:
-    import random
-
-    random.seed(1337)
-    model = gt.nn.MLP(2, [16, 16, 1])
-    score = model([Value(1.12, label="x0"), Value(0.08, label="x1")])
-    loss = (1 + -1 * score).relu()
-    loss.label = "loss"
-    loss.backward()
-    return loss
-
-
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'dot' is not installed")
-def test_depth_folds_deeper_scopes_into_boxes_that_dot_renders() -> None:
-    loss = _sample()
+def test_depth_folds_deeper_scopes_into_boxes_that_dot_renders(demo_sample: Value) -> None:
+    loss = demo_sample
     G = gt.to_networkx(loss)
     assert G.number_of_nodes() == 984
     text = gt.to_dot(loss)  # depth 1: the call's cluster, one box per layer (and per layer's parameters)
