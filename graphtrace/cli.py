@@ -129,16 +129,19 @@ def _hidden(text: str) -> list[int]:
     return sizes
 
 
-def _bounded(limit: int) -> Callable[[str], int]:
+def _integer(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in ``[low, high]``, else one line naming the bound."""
+    what = "a positive integer" if low == 1 else f"an integer >= {low}"
+
     def parse(text: str) -> int:
         try:
             n = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-        if n < 1:
-            raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-        if n > limit:
-            raise argparse.ArgumentTypeError(f"expected at most {limit:,}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if n < low:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        if high is not None and n > high:
+            raise argparse.ArgumentTypeError(f"expected at most {high:,}, got {text!r}")
         return n
 
     return parse
@@ -152,16 +155,6 @@ def _positive_float(text: str) -> float:
     if not (math.isfinite(x) and x > 0):
         raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
     return x
-
-
-def _count(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return n
 
 
 def _seed(text: str) -> int:
@@ -369,11 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="micrograd's moons demo with a progress bar, history, plots and a sample's graph")
     t.add_argument(
-        "--steps", type=_bounded(MAX_STEPS), default=100, help=f"training steps, at most {MAX_STEPS:,} (default 100)"
+        "--steps", type=_integer(1, MAX_STEPS), default=100, help=f"training steps, at most {MAX_STEPS:,} (default 100)"
     )
     t.add_argument(
         "--samples",
-        type=_bounded(MAX_SAMPLES),
+        type=_integer(1, MAX_SAMPLES),
         default=100,
         help=f"make_moons samples, at most {MAX_SAMPLES:,} (default 100)",
     )
@@ -392,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--record", metavar="DIR", help="record every step into run directory DIR (see gt.open_run)")
     t.add_argument(
         "--snapshot-every",
-        type=_count,
+        type=_integer(0),
         default=0,
         metavar="K",
         help="with --record: also the whole trace every K steps",
