@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import graphtrace as gt
@@ -116,7 +116,7 @@ def test_two_hand_made_parameters_with_one_label_are_both_kept() -> None:
     assert list(w["data_a"]) == [1.0, 2.0] and list(w["side"]) == ["both", "both"]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
         st.tuples(st.sampled_from(["w", "b", ""]), st.sampled_from(["parameter", "leaf"])), min_size=1, max_size=6
