@@ -23,6 +23,25 @@ def graph_state() -> Callable[[], tuple[int, int]]:
     return _state
 
 
+def nested_scopes(depth: int, at: tuple[str, ...]) -> list[Value]:
+    """``x * 2`` recorded inside ``depth`` nested scopes s0/s1/..., once at each scope named in ``at``."""
+    x = Value(1.0, label="x")
+    scopes = [gt.scope(f"s{i}") for i in range(depth)]
+    outs = []
+    for s in scopes:
+        s.__enter__()
+        if s.name in at:
+            outs.append(x * 2.0)
+    for s in reversed(scopes):
+        s.__exit__(None, None, None)
+    return outs
+
+
+@pytest.fixture
+def deep_scopes() -> Callable[[int, tuple[str, ...]], list[Value]]:
+    return nested_scopes
+
+
 @pytest.fixture
 def demo_sample() -> Value:
     """One moons-like sample through micrograd's demo MLP(2, [16, 16, 1]) and its hinge loss, after

@@ -354,16 +354,8 @@ def test_run_report_draws_every_plot_and_the_graph_offline(browser: Any, tmp_pat
     page.page.close()
 
 
-def test_ten_thousand_nested_scopes_draw_and_search(browser: Any, tmp_path: Path) -> None:
-    x = Value(1.0, label="x")
-    scopes = [gt.scope(f"s{i}") for i in range(10_000)]
-    outs = []
-    for s in scopes:
-        s.__enter__()
-        if s.name in ("s0", "s5000", "s9999"):
-            outs.append(x * 2.0)
-    for s in reversed(scopes):
-        s.__exit__(None, None, None)
+def test_ten_thousand_nested_scopes_draw_and_search(browser: Any, tmp_path: Path, deep_scopes: Any) -> None:
+    outs = deep_scopes(10_000, ("s0", "s5000", "s9999"))
     root = outs[0] + outs[1] + outs[2]
     root.label = "root"
     root.backward()

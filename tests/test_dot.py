@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from typing import Any
 
 import pytest
 
@@ -67,16 +68,8 @@ def test_control_characters_in_labels_show_as_escapes(label: str) -> None:
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'dot' is not installed")
-def test_deeply_nested_scopes_export_without_recursion() -> None:
-    x = Value(1.0, label="x")
-    scopes = [gt.scope(f"s{i}") for i in range(10_000)]
-    outs = []
-    for s in scopes:
-        s.__enter__()
-        if s.name in ("s0", "s999", "s9999"):
-            outs.append(x * 2.0)
-    for s in reversed(scopes):
-        s.__exit__(None, None, None)
+def test_deeply_nested_scopes_export_without_recursion(deep_scopes: Any) -> None:
+    outs = deep_scopes(10_000, ("s0", "s999", "s9999"))
     root = outs[0] + outs[1] + outs[2]
     text = gt.to_dot(root, depth=None)  # every level drawn
     assert text.count("subgraph cluster_") == 10_000
