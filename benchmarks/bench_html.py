@@ -59,11 +59,16 @@ def main() -> None:
         size = path.stat().st_size / 1e6
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file:") else r.abort())
-            page.goto(path.resolve().as_uri())
-            page.wait_for_function("window.graphtraceFirstDraw !== null", timeout=60_000)
-            first = page.evaluate("window.graphtraceFirstDraw")
+            loads = []
+            for _ in range(5):  # the median of 5 loads, the last one kept open for the rest
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                page.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file:") else r.abort())
+                page.goto(path.resolve().as_uri())
+                page.wait_for_function("window.graphtraceFirstDraw !== null", timeout=60_000)
+                loads.append(page.evaluate("window.graphtraceFirstDraw"))
+                if len(loads) < 5:
+                    page.close()
+            first = statistics.median(loads)
             boxes = page.evaluate("window.graphtraceNetwork.body.data.nodes.length")
             redraw = page.evaluate(REDRAW)
             page.evaluate("window.graphtraceCollapse('MLP[0]')")  # the first view opened the stack: close it
@@ -75,7 +80,7 @@ def main() -> None:
     rows = [
         ("to_html", f"{t_html:.2f} s", t_html <= 1.0, "<= 1 s"),
         ("file size", f"{size:.1f} MB", size <= 10, "<= 10 MB"),
-        (f"first draw ({boxes} boxes)", f"{first:.0f} ms", first <= 500, "<= 500 ms"),
+        (f"first draw ({boxes} boxes), median of 5", f"{first:.0f} ms", first <= 500, "<= 500 ms"),
         ("median zoom/pan redraw", f"{redraw:.1f} ms", redraw <= 30, "<= 30 ms"),
         ("open the folded MLP x100", f"{expand:.0f} ms", expand <= 200, "<= 200 ms"),
         ("search-to-focus of L1.N3.w2", f"{search:.0f} ms", search <= 300, "<= 300 ms"),
@@ -84,7 +89,7 @@ def main() -> None:
     full_median = statistics.median(full)
     print(f"collapsed HTML of the demo step ({G.number_of_nodes():,} nodes), headless Chromium, 1280x800:")
     for what, value, ok, target in rows:
-        print(f"  {what:<32} {value:>10}  target {target:<9} {'ok' if ok else 'MISSED'}")
+        print(f"  {what:<40} {value:>10}  target {target:<9} {'ok' if ok else 'MISSED'}")
     print(
         f"10k-node MLP trace drawn in full: first draw median {full_median:.0f} ms of 5 loads "
         f"({', '.join(f'{t:.0f}' for t in full)}), target <= 3 s {'ok' if full_median <= 3000 else 'MISSED'}"

@@ -498,3 +498,44 @@ def test_the_training_step_opens_folded_legible_and_an_instance_shows_its_values
     assert any("\u00d740" in label for label in shown)  # boxes of the other scopes still summarise all 40
     assert page.errors == [] and page.blocked == []
     page.page.close()
+
+
+def test_the_collapsed_page_carries_every_number_bit_for_bit(browser: Any, tmp_path: Path) -> None:
+    """The collapsed page's columns (base64 float64, distinct values plus an index, narrow integer
+    types) decode to exactly the graph's numbers, ids and names: NaN, the infinities, -0.0, subnormals
+    and repeated values included."""
+    import math
+
+    import networkx as nx
+
+    values = [math.nan, math.inf, -math.inf, -0.0, 5e-324, 0.1 + 0.2, 1.0, 1.0, -2.5, 1e300]
+    ids: list[Any] = [70_000 + k for k in range(len(values) - 2)] + [-5, "str-id"]
+    G = nx.DiGraph()
+    for k, (n, v) in enumerate(zip(ids, values, strict=True)):
+        G.add_node(n, label=f"n{k} {HOSTILE[k % len(HOSTILE)]}", op="" if k < 3 else "mul", data=v, grad=values[-1 - k])
+    for k in range(3, len(ids)):
+        G.add_edge(ids[k - 3], ids[k], local_grad=values[(k + 4) % len(values)])
+        G.add_edge(ids[k - 1], ids[k], local_grad=1.0)
+    page = Page(browser)
+    page.open(gt.to_html(G, tmp_path / "numbers.html", collapse=True))
+    titles = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.title)")
+    assert len(titles) == len(ids)
+    seen = {}
+    for t in titles:
+        fields = dict(line.split(": ", 1) for line in t.split("\n") if ": " in line)
+        seen[fields["node"]] = (fields["data"], fields["grad"])
+    for n, a in G.nodes(data=True):
+        data, grad = seen[str(n)]
+        for shown, want in ((data, a["data"]), (grad, a["grad"])):
+            got = float(shown)
+            assert (math.isnan(got) and math.isnan(want)) or (
+                got == want and math.copysign(1, got) == math.copysign(1, want)
+            ), (n, shown, want)
+    # every edge's local_grad, as the chain-rule panel lists it for each result
+    for n in ids[3:]:
+        page.page.evaluate("(t) => window.graphtraceSearch(t)", G.nodes[n]["label"])
+        details = page.page.inner_text("#details")
+        for u in G.predecessors(n):
+            assert G.nodes[u]["label"] in details
+    assert page.errors == [] and page.dialogs == [] and page.blocked == []
+    page.page.close()

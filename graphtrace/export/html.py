@@ -9,6 +9,7 @@ layered layout computed here with physics off, so 10k-node traces draw in about 
 
 from __future__ import annotations
 
+import base64
 import html as _html
 import math
 import re
@@ -19,6 +20,7 @@ from typing import Any
 
 import jinja2
 import networkx as nx
+import numpy as np
 import pandas as pd
 import pyvis
 from markupsafe import Markup
@@ -235,8 +237,11 @@ _ROLE_INDEX = {role: i for i, role in enumerate(ROLE_COLORS)}
 def _collapsed_network(G: nx.DiGraph, title: str, colors: tuple[str, dict[Any, float]] | None = None) -> Network:
     """The scope-collapsible view: compact arrays that the page's script lays out and redraws.
 
-    ``nodes``: ``[id, scope index, role index, label, op, data, grad]`` in topological order;
-    ``edges``: ``[source index, target index, local_grad]``, each result's operands in order;
+    ``columns``: one column per field, rows in topological order for nodes (``id``, ``scope`` index,
+    ``role`` index, ``label``, ``op``, ``data``, ``grad``) and, for edges, each result's operands in
+    order (``nargs`` per result, then ``src`` the operand's node index and ``lg`` the local_grad per
+    edge). Numbers travel as base64 typed arrays of the narrowest type, strings as distinct words plus
+    an index column, ``id`` is left out when the ids are the row numbers;
     ``scopes``: every scope path and all its prefixes as ``[parent index, segment]``, parents before
     children. Strings reach the page only through ``tojson`` in a JSON script tag and are drawn as text,
     never as HTML.
@@ -283,25 +288,27 @@ def _collapsed_network(G: nx.DiGraph, title: str, colors: tuple[str, dict[Any, f
             return INPUTS if group_inputs else ""
         return OUTSIDE if group_outside else ""
 
-    nodes = []
-    for n in order:
-        a = node[n]
-        path = shown_path(n, a)
-        nodes.append(
-            [
-                n if isinstance(n, int) else str(n),
-                scope_id(path),
-                _ROLE_INDEX[roles[n]],
-                str(a.get("label", "")),
-                str(a.get("op", "")),
-                _json_num(a.get("data", float("nan"))),
-                _json_num(a.get("grad", float("nan"))),
-            ]
-        )
+    attrs = [node[n] for n in order]
+    ids = [n if isinstance(n, int) else str(n) for n in order]
     pred = G._pred
-    edges = [
-        [index[u], index[v], _json_num(e.get("local_grad", float("nan")))] for v in order for u, e in pred[v].items()
-    ]
+    sources = [index[u] for v in order for u in pred[v]]
+    local = [e.get("local_grad", math.nan) for v in order for e in pred[v].values()]
+    int_ids = [n for n in ids if type(n) is int and abs(n) <= _INT32]
+    # ids: none when they are the row numbers, else base64 when they are all int32, else a list
+    id_column = (None if int_ids == list(range(len(ids))) else _ints(int_ids)) if len(int_ids) == len(ids) else ids
+    columns: dict[str, Any] = {
+        "id": id_column,
+        "scope": _ints([scope_id(shown_path(n, a)) for n, a in zip(order, attrs, strict=True)]),
+        "role": _ints([_ROLE_INDEX[roles[n]] for n in order]),
+        "label": _words([str(a.get("label", "")) for a in attrs]),
+        "op": _words([str(a.get("op", "")) for a in attrs]),
+        "data": _floats([_float(a.get("data", math.nan)) for a in attrs]),
+        "grad": _floats([_float(a.get("grad", math.nan)) for a in attrs]),
+        # edges grouped by result: its operand count, then each operand (source) in order
+        "nargs": _ints([len(pred[v]) for v in order]),
+        "src": _ints(sources),
+        "lg": _floats([_float(x) for x in local]),
+    }
     net = Network(height="100%", width="100%", directed=True, heading=title)
     net.nodes = []
     net.edges = []
@@ -309,8 +316,7 @@ def _collapsed_network(G: nx.DiGraph, title: str, colors: tuple[str, dict[Any, f
     net.templateEnv = _environment()
     net.path = "collapsed.html"
     net.graphtrace_payload = {
-        "nodes": nodes,
-        "edges": edges,
+        "columns": columns,
         "scopes": [list(p) for p in scope_pairs],
         "roles": list(ROLE_COLORS),
         "colors": list(ROLE_COLORS.values()),
@@ -319,9 +325,52 @@ def _collapsed_network(G: nx.DiGraph, title: str, colors: tuple[str, dict[Any, f
         "maxLabel": MAX_LABEL,
     }
     if colors:
-        net.graphtrace_payload["values"] = [_json_num(colors[1][n]) for n in order]
+        net.graphtrace_payload["values"] = _floats([colors[1][n] for n in order])
         net.graphtrace_payload["valueName"] = colors[0]
     return net
+
+
+_INT32 = 2**31 - 1
+
+
+def _float(x: Any) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError, OverflowError):
+        return math.nan
+
+
+def _b64(values: list[Any], dtype: str) -> str:
+    """A column as base64 of its little-endian bytes: the page decodes it into a typed array without
+    parsing a number (NaN and the infinities included), which is most of what the first draw waited for."""
+    return base64.b64encode(np.asarray(values, dtype=dtype).tobytes()).decode("ascii")
+
+
+def _ints(values: list[int]) -> dict[str, str]:
+    """An integer column in the narrowest of uint8, uint16 and int32 that holds it, with its type."""
+    low, high = min(values, default=0), max(values, default=0)
+    kind = "u1" if low >= 0 and high < 2**8 else "u2" if low >= 0 and high < 2**16 else "i4"
+    return {"t": kind, "b": _b64(values, "<" + kind)}
+
+
+def _floats(values: list[float]) -> dict[str, Any]:
+    """A float64 column, bit for bit: its distinct values and an index column when that is shorter
+    (a trace repeats its local derivatives and gradients), else the values themselves."""
+    bits = np.asarray(values, dtype="<f8").view("<i8")
+    distinct, index = np.unique(bits, return_inverse=True)
+    if (
+        len(distinct) * 8 + len(values) * (1 if len(distinct) <= 2**8 else 2 if len(distinct) <= 2**16 else 4)
+        < len(values) * 8
+    ):
+        return {"values": _b64(distinct.view("<f8").tolist(), "<f8"), "index": _ints(index.tolist())}
+    return {"values": _b64(values, "<f8")}
+
+
+def _words(values: list[str]) -> dict[str, Any]:
+    """A string column as its distinct words and each row's word index (a trace repeats its names)."""
+    seen: dict[str, int] = {}
+    codes = [seen.setdefault(v, len(seen)) for v in values]
+    return {"words": list(seen), "index": _ints(codes)}
 
 
 def _json_num(x: Any) -> Any:
