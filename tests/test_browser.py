@@ -458,6 +458,24 @@ def test_the_collapsed_view_replays_the_opened_scope_and_sums_a_parameters_terms
     # open one sample's call and replay the backward pass over the nodes shown
     page.page.evaluate("window.graphtraceExpand('MLP[3]/Layer0/Neuron1')")
     shown = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.getIds().filter(i => i[0] === 'n').length")
+    # the open scopes are nested containers (compound layout) and every node shown lies inside the innermost
+    # (the search above opened the weight's scope under "parameters": its containers are drawn too)
+    clusters = page.page.evaluate("window.graphtraceClusters()")
+    labels = [(c["label"], c["depth"]) for c in clusters]
+    chain = [("\u25a4 MLP \u00d720: instance 3 (MLP[3])", 0), ("Layer0", 1), ("Neuron1", 2)]
+    assert [x for x in labels if x in chain] == chain, labels
+    inner = clusters[labels.index(chain[-1])]
+    positions = page.page.evaluate(
+        "(() => { const net = window.graphtraceNetwork, p = net.getPositions();"
+        " return net.body.data.nodes.get().filter(n => n.title.includes('\\nscope: MLP[3]/Layer0/Neuron1\\n'))"
+        ".map(n => p[n.id]); })()"
+    )
+    assert len(positions) >= 5  # the neuron's nodes (its weights are in the parameters scope)
+    for q in positions:
+        assert abs(q["x"] - inner["x"]) <= inner["width"] / 2 and abs(q["y"] - inner["y"]) <= inner["height"] / 2, (
+            q,
+            inner,
+        )
     first = page.page.evaluate("window.graphtraceStep(1)")
     assert first["of"] == shown and first["step"] == 1
     last = page.page.evaluate("(n) => window.graphtraceStep(n)", shown)
