@@ -557,3 +557,29 @@ def test_the_collapsed_page_carries_every_number_bit_for_bit(browser: Any, tmp_p
             assert G.nodes[u]["label"] in details
     assert page.errors == [] and page.dialogs == [] and page.blocked == []
     page.page.close()
+
+
+def test_only_instances_with_the_same_ops_fold_into_a_stack(browser: Any, tmp_path: Path) -> None:
+    """Two calls with the same node count and children but different ops stay two boxes; the same ops fold."""
+
+    def trace(second_op: str) -> Value:
+        x, y, z = Value(1.0, label="x"), Value(2.0, label="y"), Value(3.0, label="z")
+        with gt.scope("Block[0]"):
+            a = (x * y) * z
+        with gt.scope("Block[1]"):
+            b = (x * y) * z if second_op == "mul" else (x + y) + z
+        out = a + b
+        out.label = "out"
+        out.backward()
+        return out
+
+    labels = {}
+    for op in ("mul", "add"):
+        page = Page(browser)
+        page.open(gt.to_html(trace(op), tmp_path / f"fold_{op}.html", collapse=True))
+        page.page.evaluate("window.graphtraceExpand('Block[0]')")
+        labels[op] = [c["label"] for c in page.page.evaluate("window.graphtraceClusters()")]
+        assert page.errors == []
+        page.page.close()
+    assert labels["mul"] == ["\u25a4 Block \u00d72: instance 0 (Block[0])"], labels
+    assert "Block[0]" in labels["add"] and not any("\u00d7" in x for x in labels["add"]), labels
