@@ -17,6 +17,8 @@ Examples
 
 from __future__ import annotations
 
+from typing import Any
+
 from . import analysis, nn, runs
 from .analysis import diff
 from .anomaly import AnomalyError, detect_anomaly
@@ -32,6 +34,16 @@ from .store import no_grad
 from .value import Value
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # gt.pytorch is imported on first use, so that `import graphtrace` never imports torch
+    if name == "pytorch":
+        import importlib
+
+        return importlib.import_module(".pytorch", __name__)
+    raise AttributeError(f"module 'graphtrace' has no attribute {name!r}")
+
 
 __all__ = [
     "RULES",

@@ -76,7 +76,10 @@ def nodes_frame(x: Any) -> pd.DataFrame:
         Columns ``node_id`` (int64), ``label``, ``op``, ``role`` (string), ``data``, ``grad``
         (float64), ``in_degree``, ``out_degree`` and ``depth`` (int64: the longest path from any leaf),
         ``scope`` (string: the scope path the node was recorded in, ``""`` outside any; see
-        :mod:`graphtrace.scopes`).
+        :mod:`graphtrace.scopes`). A tensor trace (:mod:`graphtrace.pytorch`) adds the columns of
+        :data:`TENSOR_COLUMNS`: ``shape``, ``dtype``, ``numel`` (-1 when not seen), whether data and
+        grad were recorded, their summaries, the values of small tensors (JSON text), and the ReLU
+        ``units``/``dead_units`` and tanh ``saturated_share`` of activations (NA elsewhere).
 
     Raises
     ------
@@ -106,7 +109,7 @@ def nodes_frame(x: Any) -> pd.DataFrame:
         ps = pred[n]
         depth[n] = 1 + max(depth[p] for p in ps) if ps else 0
     attrs = [node[n] for n in order]
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "node_id": _id_column(order),
             "label": pd.array([str(a.get("label", "")) for a in attrs], dtype=_STR),
@@ -120,6 +123,51 @@ def nodes_frame(x: Any) -> pd.DataFrame:
             "scope": pd.array([str(a.get("scope", "")) for a in attrs], dtype=_STR),
         }
     )
+    if is_tensor_trace(G):
+        for name, column in _tensor_columns(attrs).items():
+            frame[name] = column
+    return frame
+
+
+def is_tensor_trace(G: nx.DiGraph) -> bool:
+    """Whether ``G`` is a trace of tensors (:mod:`graphtrace.pytorch`), whose nodes carry shapes and
+    summaries."""
+    return G.graph.get("kind") == "torch"
+
+
+#: The typed columns of a tensor trace's node table, after the scalar ones (see :mod:`graphtrace.pytorch`).
+TENSOR_COLUMNS: dict[str, str] = {
+    "shape": "string",
+    "dtype": "string",
+    "numel": "int64",
+    "data_known": "bool",
+    "grad_known": "bool",
+    **{f"{p}_{s}": "float64" for p in ("data", "grad") for s in ("mean", "std", "min", "max", "max_abs", "abs_mean", "norm")},
+    "data_nonfinite": "int64",
+    "grad_nonfinite": "int64",
+    "data_values": "string",
+    "grad_values": "string",
+    "units": "Int64",
+    "dead_units": "Int64",
+    "saturated_share": "float64",
+}
+
+
+def _tensor_columns(attrs: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, kind in TENSOR_COLUMNS.items():
+        values = [a.get(name) for a in attrs]
+        if kind == "float64":
+            out[name] = _floats([np.nan if v is None else v for v in values])
+        elif kind == "int64":
+            out[name] = np.asarray([-1 if v is None else int(v) for v in values], dtype=np.int64)
+        elif kind == "bool":
+            out[name] = np.asarray([bool(v) for v in values], dtype=bool)
+        elif kind == "Int64":
+            out[name] = pd.array([None if v is None else int(v) for v in values], dtype="Int64")
+        else:
+            out[name] = pd.array(["" if v is None else str(v) for v in values], dtype=_STR)
+    return out
 
 
 def edges_frame(x: Any) -> pd.DataFrame:
