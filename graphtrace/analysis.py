@@ -12,7 +12,7 @@ from typing import Any
 import networkx as nx
 import pandas as pd
 
-from .export.frames import node_roles, topological_nodes
+from .export.frames import is_tensor_trace, node_roles, topological_nodes
 from .naming import renumber_paths
 from .snapshot import as_graph
 from .store import read_trace
@@ -519,6 +519,11 @@ def anomalies(x: Any) -> pd.DataFrame:
     their non-finite values from an origin. Use :func:`graphtrace.detect_anomaly` to stop at the
     first origin while the code runs.
 
+    On a tensor trace (:mod:`graphtrace.pytorch`) a node is non-finite when any element of its value
+    (or gradient) is, values the trace did not see count as finite, names carry the shape
+    (``relu [8×16]``) and causes the module scope; a backward origin names the first edge whose
+    gradient (the vector-Jacobian product the consumer sends back) has non-finite elements.
+
     Parameters
     ----------
     x : Value or networkx.DiGraph
@@ -547,12 +552,27 @@ def anomalies(x: Any) -> pd.DataFrame:
     G = as_graph(x)
     order = topological_nodes(G)
     nodes, pred, succ = G._node, G._pred, G._succ
+    tensors = is_tensor_trace(G)
     data = {n: _num(nodes[n].get("data")) for n in order}
     grad = {n: _num(nodes[n].get("grad", 0.0)) for n in order}
+    if tensors:  # a tensor is finite when every element is; a value the trace did not see counts as finite
+        data = {
+            n: 0.0 if not nodes[n].get("data_known") else (math.nan if nodes[n].get("data_nonfinite") else data[n])
+            for n in order
+        }
+        grad = {
+            n: 0.0 if not nodes[n].get("grad_known") else (math.nan if nodes[n].get("grad_nonfinite") else grad[n])
+            for n in order
+        }
     fin = math.isfinite
 
     def name(n: Any) -> str:
-        return str(nodes[n].get("label") or f"node {n}")
+        label = str(nodes[n].get("label") or f"node {n}")
+        return f"{label} [{nodes[n].get('shape')}]" if tensors else label
+
+    def where(n: Any) -> str:
+        sc = nodes[n].get("scope")
+        return f" in {sc}" if sc else ""
 
     rows: list[dict[str, Any]] = []
     for n in order:
@@ -561,18 +581,33 @@ def anomalies(x: Any) -> pd.DataFrame:
             continue
         fwd = not fin(d) and all(fin(data[p]) for p in pred[n])
         causes = []
-        if fwd:
+        if fwd and tensors:
+            k, op, shape = nodes[n].get("data_nonfinite"), nodes[n].get("op"), nodes[n].get("shape")
+            causes.append(
+                f"{op}{where(n)} of finite operands gave {k} non-finite elements of {shape}"
+                if pred[n]
+                else f"leaf with {k} non-finite elements"
+            )
+        elif fwd:
             causes.append(f"{nodes[n].get('op')} of finite operands gave {d!r}" if pred[n] else f"leaf with data {d!r}")
         bwd = False
         if not fin(g):
             terms = [(v, _num(e.get("local_grad")), grad[v]) for v, e in succ[n].items()]
             if terms and all(fin(gv) for _, _, gv in terms):
                 bwd = True
+                if tensors:  # the first edge whose gradient (vector-Jacobian product) is non-finite
+                    bad_edges = [v for v, e in succ[n].items() if e.get("grad_nonfinite")]
+                    v = bad_edges[0] if bad_edges else next(iter(succ[n]))
+                    causes.append(
+                        f"the gradient {name(v)} ({nodes[v].get('op')}{where(v)}) sends back along its edge has "
+                        f"{succ[n][v].get('grad_nonfinite', 0)} non-finite elements"
+                    )
+                    terms = []
                 bad = [(v, lg) for v, lg, _ in terms if not fin(lg)]
                 if bad:
                     v, lg = bad[0]
                     causes.append(f"local_grad {lg!r} on the edge to {name(v)} ({nodes[v].get('op')})")
-                else:
+                elif terms:
                     causes.append("overflow of finite local_grad * grad terms")
         rows.append(
             {
@@ -646,6 +681,109 @@ def health(x: Any, depth: int = 2) -> pd.DataFrame:
     """
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
         raise ValueError(f"health: depth must be a positive int, got {depth!r}")
+    if not isinstance(x, nx.DiGraph) or not is_tensor_trace(x):
+        return _scalar_health(x, depth)
+    return _tensor_health(x)
+
+
+_HEALTH_SCHEMA = {
+    "layer": _STR,
+    "units": "int64",
+    "relu_units": "int64",
+    "dead_relu": "int64",
+    "dead_relu_share": "float64",
+    "tanh_saturated_share": "float64",
+    "param_count": "int64",
+    "param_abs_grad_mean": "float64",
+    "param_abs_grad_max": "float64",
+}
+
+
+def _tensor_health(G: nx.DiGraph) -> pd.DataFrame:
+    """:func:`health` of a tensor trace: one row per module scope where a ReLU or tanh ran; a unit is a
+    feature or channel (dead: 0 for every sample and position); the parameters are those of the ops
+    feeding the activation (the nearest ops above it that read a parameter: its Linear or Conv, and a
+    norm layer between)."""
+    node = G._node
+    by_scope_: dict[str, list[Any]] = {}
+    for n in topological_nodes(G):
+        a = node[n]
+        if a.get("units") is not None or a.get("saturated_share") is not None:
+            by_scope_.setdefault(str(a.get("scope", "")), []).append(n)
+    # a module of its own (nn.ReLU) is its scope; activations called in a module's forward
+    # (torch.relu twice in one forward) are each a layer, named by scope and node name
+    acts: dict[str, list[Any]] = {}
+    for sc, ns in by_scope_.items():
+        if len(ns) == 1:
+            acts[sc] = ns
+        else:
+            acts.update({f"{sc}/{node[n]['label']}" if sc else str(node[n]["label"]): [n] for n in ns})
+    rows = []
+    for layer, ns in acts.items():
+        relu_units = sum(int(node[n].get("units") or 0) for n in ns)
+        dead = sum(int(node[n].get("dead_units") or 0) for n in ns)
+        shares = [float(node[n]["saturated_share"]) for n in ns if node[n].get("saturated_share") is not None]
+        tanh_units = sum(int(node[n].get("tanh_units") or 0) for n in ns)
+        params = _feeding_parameters(G, ns)
+        count = sum(int(node[p].get("numel", 0)) for p in params)
+        known = [p for p in params if node[p].get("grad_known")]
+        weight = sum(int(node[p]["numel"]) for p in known)
+        rows.append(
+            (
+                layer,
+                relu_units + tanh_units,
+                relu_units,
+                dead,
+                dead / relu_units if relu_units else math.nan,
+                sum(shares) / len(shares) if shares else math.nan,
+                count,
+                sum(node[p]["grad_abs_mean"] * int(node[p]["numel"]) for p in known) / weight if weight else math.nan,
+                max((float(node[p]["grad_max_abs"]) for p in known), default=math.nan),
+            )
+        )
+    return _frame(rows, _HEALTH_SCHEMA)
+
+
+_VIEW_OPS = {"t", "view", "reshape", "unsafe_view", "expand", "permute", "transpose", "unsqueeze", "squeeze"}
+_NORM_OPS = {"native_batch_norm", "native_layer_norm", "native_group_norm", "cudnn_batch_norm", "batch_norm"}
+
+
+def _feeding_parameters(G: nx.DiGraph, starts: list[Any]) -> list[Any]:
+    """The parameters of the ops that feed the activations ``starts``: walking operands up, the first
+    op on each path that reads a parameter (directly or through a view such as the transpose in
+    ``F.linear``), and past a norm layer to the op before it; a path stops at another activation."""
+    node, pred = G._node, G._pred
+
+    def params_of(n: Any) -> list[Any]:
+        out = []
+        for p in pred[n]:
+            if node[p].get("role") == "parameter":
+                out.append(p)
+            elif node[p].get("op") in _VIEW_OPS:
+                out.extend(q for q in pred[p] if node[q].get("role") == "parameter")
+        return out
+
+    found: dict[Any, None] = {}
+    seen = set(starts)
+    stack = list(starts)
+    while stack:
+        n = stack.pop()
+        if n not in starts:
+            if node[n].get("units") is not None or node[n].get("saturated_share") is not None:
+                continue  # another activation: its own layer
+            ps = params_of(n)
+            if ps:
+                found.update(dict.fromkeys(ps))
+                if node[n].get("op") not in _NORM_OPS:
+                    continue
+        for p in pred[n]:
+            if p not in seen and node[p].get("role") != "parameter":
+                seen.add(p)
+                stack.append(p)
+    return sorted(found, key=lambda p: (str(type(p)), p))
+
+
+def _scalar_health(x: Any, depth: int) -> pd.DataFrame:
     units = by_scope(x, pool=True)
     units = units[units["scope"].str.count("/") >= depth]
     layer_of = units["scope"].map(lambda p: "/".join(p.split("/")[:depth]))

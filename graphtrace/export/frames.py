@@ -132,7 +132,7 @@ def nodes_frame(x: Any) -> pd.DataFrame:
 def is_tensor_trace(G: nx.DiGraph) -> bool:
     """Whether ``G`` is a trace of tensors (:mod:`graphtrace.pytorch`), whose nodes carry shapes and
     summaries."""
-    return G.graph.get("kind") == "torch"
+    return bool(G.graph.get("kind") == "torch")
 
 
 #: The typed columns of a tensor trace's node table, after the scalar ones (see :mod:`graphtrace.pytorch`).
@@ -142,7 +142,11 @@ TENSOR_COLUMNS: dict[str, str] = {
     "numel": "int64",
     "data_known": "bool",
     "grad_known": "bool",
-    **{f"{p}_{s}": "float64" for p in ("data", "grad") for s in ("mean", "std", "min", "max", "max_abs", "abs_mean", "norm")},
+    **{
+        f"{p}_{s}": "float64"
+        for p in ("data", "grad")
+        for s in ("mean", "std", "min", "max", "max_abs", "abs_mean", "norm")
+    },
     "data_nonfinite": "int64",
     "grad_nonfinite": "int64",
     "data_values": "string",
@@ -150,6 +154,7 @@ TENSOR_COLUMNS: dict[str, str] = {
     "units": "Int64",
     "dead_units": "Int64",
     "saturated_share": "float64",
+    "tanh_units": "Int64",
 }
 
 

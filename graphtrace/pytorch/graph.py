@@ -15,7 +15,7 @@ from .tensors import Raw, empty, finish, raw, shape_text, summary
 __all__ = ["NodeInfo", "build", "from_tensor", "module_paths", "op_name", "tensor_meta"]
 
 _BACKWARD = re.compile(r"Backward\d*$")
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z0-9])(?=[A-Z][a-z])")
 
 
 def op_name(fn: Any) -> str:
