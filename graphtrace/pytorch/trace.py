@@ -87,15 +87,15 @@ class _Functions(TorchFunctionMode):
         self.owner = owner
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        if func not in _BACKWARD_CALLS or self.owner._mode is None:
+        mode = self.owner._mode
+        if func not in _BACKWARD_CALLS or mode is None:
             return func(*args, **(kwargs or {}))
-        owner = self.owner
-        owner.resolve()
-        owner._mode.__exit__(None, None, None)
+        self.owner.resolve()
+        mode.__exit__(None, None, None)
         try:
             return func(*args, **(kwargs or {}))
         finally:
-            owner._mode.__enter__()
+            mode.__enter__()
 
 
 class Trace:
