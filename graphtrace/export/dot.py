@@ -8,7 +8,7 @@ from typing import Any
 import networkx as nx
 
 from ..snapshot import as_graph
-from .frames import topological_nodes
+from .frames import is_tensor_trace, topological_nodes
 
 __all__ = ["draw_dot", "to_dot"]
 
@@ -133,7 +133,9 @@ def _fold(G: nx.DiGraph, order: list[Any], depth: int | None) -> dict[Any, tuple
 
 def to_dot(x: Any, rankdir: str = "LR", depth: int | None = 1) -> str:
     """DOT text: a record node ``{ label | data | grad }`` per Value and an op node feeding each result;
-    each edge is labelled with its ``local_grad`` (∂result/∂operand), as in the HTML view.
+    each edge is labelled with its ``local_grad`` (∂result/∂operand), as in the HTML view. On a tensor
+    trace (:mod:`graphtrace.pytorch`) records add the shape and edges show the norm of the gradient
+    they carry back (``grad_norm``).
 
     Nodes recorded in a scope (:mod:`graphtrace.scopes`) sit in nested ``subgraph cluster_k`` blocks, one
     per path segment, labelled with the segment, so ``draw_dot`` of a Neuron call reads like one. Scopes
@@ -168,6 +170,7 @@ def to_dot(x: Any, rankdir: str = "LR", depth: int | None = 1) -> str:
     if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 0):
         raise ValueError(f"to_dot: depth must be an int >= 0 or None, got {depth!r}")
     G = as_graph(x)
+    tensors = is_tensor_trace(G)
     order = topological_nodes(G)
     folded = _fold(G, order, depth)
     ids = {n: f"n{i}" for i, n in enumerate(order)}
@@ -192,6 +195,8 @@ def to_dot(x: Any, rankdir: str = "LR", depth: int | None = 1) -> str:
             f"data {float(a.get('data', float('nan'))):.4f}",
             f"grad {float(a.get('grad', float('nan'))):.4f}",
         ]
+        if tensors:  # a tensor's shape under its name; data and grad are norms (one element: the value)
+            fields.insert(1, _record_text(str(a.get("shape", ""))))
         mine = by_scope.setdefault(str(a.get("scope", "")), [])
         mine.append(f"{ids[n]} [label={_quoted('{ ' + ' | '.join(fields) + ' }')}, shape=record];")
         op = str(a.get("op", ""))
@@ -234,7 +239,10 @@ def to_dot(x: Any, rankdir: str = "LR", depth: int | None = 1) -> str:
         source = item.get(u, ids[u])
         if source == target:
             continue
-        merged.setdefault((source, target), []).append(float(e.get("local_grad", float("nan"))))
+        # a tensor trace's edges carry the norm of the gradient they send back instead
+        merged.setdefault((source, target), []).append(
+            float(e.get("grad_norm" if tensors else "local_grad", float("nan")))
+        )
     for (source, target), grads in merged.items():
         if len(grads) == 1:  # as the HTML's edge labels
             label = f' [label="{grads[0]:.4g}", fontsize=10]'

@@ -137,6 +137,7 @@ def is_tensor_trace(G: nx.DiGraph) -> bool:
 
 #: The typed columns of a tensor trace's node table, after the scalar ones (see :mod:`graphtrace.pytorch`).
 TENSOR_COLUMNS: dict[str, str] = {
+    "grad_fn": "string",
     "shape": "string",
     "dtype": "string",
     "numel": "int64",

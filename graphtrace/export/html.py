@@ -29,7 +29,7 @@ from pyvis.network import Network
 from .._files import atomic_write
 from .._real import as_float
 from ..snapshot import as_graph
-from .frames import node_roles, topological_nodes
+from .frames import is_tensor_trace, node_roles, topological_nodes
 
 __all__ = ["COLLAPSE_OVER", "DEFAULT_DIR", "EXPAND_BUDGET", "ROLE_COLORS", "html_text", "show", "to_html"]
 
@@ -64,13 +64,27 @@ def _fmt(x: Any) -> str:
     return f"{x:.4g}" if isinstance(x, float) else str(x)
 
 
+def tensor_info(a: dict[str, Any]) -> str:
+    """The summary lines of a tensor node (dtype, element count, data and grad statistics)."""
+    lines = [f"dtype: {a.get('dtype', '')}, {a.get('numel', -1)} elements"]
+    for p in ("data", "grad"):
+        if not a.get(f"{p}_known"):
+            lines.append(f"{p}: not recorded")
+            continue
+        stats = ", ".join(f"{s} {_fmt(a.get(f'{p}_{s}', math.nan))}" for s in ("mean", "std", "min", "max", "norm"))
+        bad = a.get(f"{p}_nonfinite", 0)
+        lines.append(f"{p}: {stats}" + (f", {bad} non-finite" if bad else ""))
+    return "\n".join(lines)
+
+
 def _box_label(a: dict[str, Any]) -> str:
     label = str(a.get("label", ""))
     if len(label) > MAX_LABEL:
         label = label[: MAX_LABEL - 1] + "…"
     op = str(a.get("op", ""))
     data, grad = a.get("data", float("nan")), a.get("grad", float("nan"))
-    return f"{label}{f'  ({op})' if op else ''}\ndata {_fmt(data)}\ngrad {_fmt(grad)}"
+    shape = f"  {a['shape']}" if a.get("shape") else ""
+    return f"{label}{f'  ({op})' if op else ''}{shape}\ndata {_fmt(data)}\ngrad {_fmt(grad)}"
 
 
 def _layout(G: nx.DiGraph, texts: dict[Any, str]) -> dict[Any, tuple[int, int]]:
@@ -175,6 +189,7 @@ def _network(G: nx.DiGraph, title: str, colors: tuple[str, dict[Any, float]] | N
     roles = node_roles(G)
     vmax = _vmax(colors[1]) if colors else 0.0
     texts = {n: _box_label(a) for n, a in G._node.items()}
+    tensors = is_tensor_trace(G)
     pos = _layout(G, texts)
     nodes = []
     order = topological_nodes(G)
@@ -190,6 +205,7 @@ def _network(G: nx.DiGraph, title: str, colors: tuple[str, dict[Any, float]] | N
                 "name": label,
                 "label": texts[n],
                 "title": f"{label}\nop: {op or '(leaf)'}\nrole: {roles[n]}\ndata: {data!r}\ngrad: {grad!r}\nnode: {n}"
+                + (f"\nshape: {a.get('shape', '')}\n{tensor_info(a)}" if tensors else "")
                 + (f"\n{colors[0]}: {colors[1][n]!r}" if colors else ""),
                 "color": {
                     "background": _diverging(colors[1][n], vmax) if colors else ROLE_COLORS[roles[n]],
@@ -309,6 +325,9 @@ def _collapsed_network(G: nx.DiGraph, title: str, colors: tuple[str, dict[Any, f
         "src": _ints(sources),
         "lg": _floats([_float(x) for x in local]),
     }
+    if is_tensor_trace(G):
+        columns["shape"] = _words([str(a.get("shape", "")) for a in attrs])
+        columns["info"] = _words([tensor_info(a) for a in attrs])
     net = Network(height="100%", width="100%", directed=True, heading=title)
     net.nodes = []
     net.edges = []

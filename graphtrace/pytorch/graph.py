@@ -181,6 +181,7 @@ def build(
                         attrs.update({"shape": "", "dtype": "", "numel": -1})
                 if grad is None and fn is root_fn and root_tensor is not None and root_tensor.retains_grad:
                     grad = raw(root_tensor.grad) if root_tensor.grad is not None else None
+            attrs["grad_fn"] = type(fn).__name__
             rows.append((fn, attrs, data, grad))
     datas = iter(finish([d for _, _, d, _ in rows if d is not None], "data"))
     grads = iter(finish([g for _, _, _, g in rows if g is not None], "grad"))

@@ -45,7 +45,7 @@ def empty(prefix: str) -> dict[str, Any]:
 
 class Raw:
     """A tensor's statistics as computed while the model runs (:func:`finish` makes the summary):
-    ``[sum, sum |x|, L2 norm, min, max]`` over the finite elements and the L2 norm over all, the
+    ``[sum, sum |x|, sum x², min, max]`` over the finite elements and the L2 norm over all, the
     element count, the non-finite count, and the values when small."""
 
     __slots__ = ("complex", "n", "nonfinite", "stats", "values")
@@ -84,7 +84,7 @@ def raw(t: torch.Tensor, l1: bool = False) -> Raw:
     sq = torch.dot(x, x) if x.dtype in (torch.float32, torch.float64) else torch.linalg.vector_norm(x) ** 2
     total, l1_sum, sumsq, low, high = torch.stack([x.sum(), x.abs().sum() if l1 else _NAN32, sq, lo, hi]).tolist()
     norm = math.sqrt(sumsq)
-    stats = [total, l1_sum, norm, low, high, norm]
+    stats = [total, l1_sum, sumsq, low, high, norm]
     nonfinite = 0
     if not math.isfinite(sumsq):  # a NaN or ±inf element, or squares beyond float32
         finite = torch.isfinite(x)
@@ -93,10 +93,8 @@ def raw(t: torch.Tensor, l1: bool = False) -> Raw:
         if d.numel():  # again in float64, over the finite elements
             lo, hi = torch.aminmax(d)
             l1_f = d.abs().sum() if l1 else _NAN64
-            total, l1_sum, finite_norm, low, high = torch.stack(
-                [d.sum(), l1_f, torch.linalg.vector_norm(d), lo, hi]
-            ).tolist()
-            stats = [total, l1_sum, finite_norm, low, high, finite_norm if nonfinite == 0 else norm]
+            total, l1_sum, sumsq, low, high = torch.stack([d.sum(), l1_f, torch.dot(d, d), lo, hi]).tolist()
+            stats = [total, l1_sum, sumsq, low, high, math.sqrt(sumsq) if nonfinite == 0 else norm]
         else:
             stats = [math.nan] * 5 + [norm]
     return Raw(stats, n, nonfinite, x.clone() if n <= SMALL else None, t.is_complex())
@@ -117,10 +115,10 @@ def finish(raws: list[Raw], prefix: str) -> list[dict[str, Any]]:
                 }
             )
             continue
-        total, abs_total, finite_norm, low, high, norm = r.stats
+        total, abs_total, sumsq, low, high, norm = r.stats
         m = r.n - r.nonfinite
         mean = total / m if m else math.nan
-        std = math.sqrt(max(finite_norm * finite_norm / m - mean * mean, 0.0)) if m else math.nan
+        std = math.sqrt(max(sumsq / m - mean * mean, 0.0)) if m else math.nan
         d: dict[str, Any] = {
             f"{prefix}_mean": mean,
             f"{prefix}_std": std,

@@ -22,14 +22,6 @@ _TANH = {"tanh", "tanh_"}
 SATURATED = 0.97
 
 
-def _segment(root: str, dotted: str) -> str:
-    """What a module adds to its parent's scope path: ``/conv1`` as ``conv1``, a container's numbered
-    child (``layer1.0``) as ``[0]``, directly on the container's segment."""
-    parent = dotted.rpartition(".")[0]
-    full, before = scope_path(root, dotted), scope_path(root, parent)
-    return full[len(before) :].removeprefix("/")
-
-
 def _op_base(func: Any) -> str:
     return str(getattr(func, "__name__", "")).split(".")[0]
 
@@ -112,31 +104,34 @@ class Trace:
         self.infos: dict[Any, NodeInfo] = {}
         self._order: list[Any] = []
         self._handles: list[Any] = []
-        self._stack: list[list[Any]] = []  # [path, call counts of its children]
+        self._stack: list[tuple[str, str, dict[str, int]]] = []  # (path, static path, calls of children)
         self._top: dict[str, int] = {}
         self._mode: _Recorder | None = None
         self._functions: _Functions | None = None
         self._shared_nodes: set[Any] | None = None
         self._graph: nx.DiGraph | None = None
-        self._names: dict[Any, str] = {}
+        self._static: dict[Any, str] = {}  # module -> its path in the model (scope_path)
         self._params: dict[int, tuple[str, str]] = {}
         self._active = False
 
     # ---- module scopes ---------------------------------------------------------------------------
     def _pre(self, module: Any, args: Any) -> None:
-        name = self._names.get(module, type(module).__name__)
+        static = self._static.get(module, type(module).__name__)
         if self._stack:
-            counts = self._stack[-1][1]
-            k = counts.get(name, 0)
-            counts[name] = k + 1
-            # a numbered child of a container (layers.0) is an index on the container's segment
-            sep = "" if name.startswith("[") else "/"
-            path = f"{self._stack[-1][0]}{sep}{name}" + (f"[{k}]" if k else "")
+            top, top_static, counts = self._stack[-1]
+            # the module's path below the module calling it (``/conv1``; ``[0]`` for a Sequential's
+            # child); a module called from elsewhere (a shared one) by its own name
+            rel = static[len(top_static) :] if static.startswith(top_static) and static != top_static else None
+            if rel is None or not rel.startswith(("/", "[")):
+                rel = "/" + static.rsplit("/", 1)[-1]
+            k = counts.get(rel, 0)
+            counts[rel] = k + 1
+            path = top + rel + (f"[{k}]" if k else "")
         else:
-            k = self._top.get(name, 0)
-            self._top[name] = k + 1
-            path = name + (f"[{k}]" if k else "")
-        self._stack.append([path, {}])
+            k = self._top.get(static, 0)
+            self._top[static] = k + 1
+            path = static + (f"[{k}]" if k else "")
+        self._stack.append((path, static, {}))
 
     def _post(self, module: Any, args: Any, output: Any) -> None:
         if self.pending:  # the module's last op belongs to it
@@ -218,7 +213,7 @@ class Trace:
             root = type(self.model).__name__
             self._params = module_paths(self.model)
             for dotted, m in self.model.named_modules():
-                self._names[m] = root if not dotted else _segment(root, dotted)
+                self._static[m] = scope_path(root, dotted)
                 self._handles.append(m.register_forward_pre_hook(self._pre))
                 self._handles.append(m.register_forward_hook(self._post, always_call=True))
         self._mode = _Recorder(self)
@@ -242,7 +237,7 @@ class Trace:
             self._graph = build(self._order, self.infos, self._params)
         finally:
             # drop every reference to the autograd graph and the model
-            self.infos, self._order, self._names = {}, [], {}
+            self.infos, self._order, self._static = {}, [], {}
 
     @property
     def graph(self) -> nx.DiGraph:
