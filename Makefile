@@ -14,8 +14,14 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# PyTorch for the bridge's tests: the CPU-only build (no GPU libraries). This machine's pip finds it in
+# its wheel directory; elsewhere: make install TORCH_INDEX=--extra-index-url=https://download.pytorch.org/whl/cpu
+TORCH ?= torch==2.13.0+cpu
+TORCH_INDEX ?=
+
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test,bench,graphviz]'
+	$(BIN)/python -m pip install --quiet $(TORCH_INDEX) '$(TORCH)'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,graphviz,torch-test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,8 +30,8 @@ demo: $(STAMP)
 	$(BIN)/graphtrace demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check graphtrace tests benchmarks
-	$(BIN)/ruff format --check graphtrace tests benchmarks
+	$(BIN)/ruff check graphtrace tests benchmarks conftest.py
+	$(BIN)/ruff format --check graphtrace tests benchmarks conftest.py
 	$(BIN)/mypy
 
 # The browser tests run first, then the rest in parallel (a notebook cell may take 20 min on a loaded machine).

@@ -1,0 +1,9 @@
+"""Collection rules for the whole suite (tests/ and the doctests in graphtrace/)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+# The PyTorch bridge is an optional extra: without torch its doctests and the test models are not
+# collected (tests/test_pytorch.py skips itself), so the suite runs where torch is not installed.
+collect_ignore_glob = [] if importlib.util.find_spec("torch") else ["graphtrace/pytorch/*", "tests/torch_models.py"]
