@@ -34,6 +34,7 @@ import math
 import os
 import queue
 import shutil
+import sys
 import threading
 import time
 import weakref
@@ -168,7 +169,15 @@ class Run:
             raise ValueError(f"record: mode must be one of {_MODES}, got {mode!r}")
         named = getattr(model, "named_parameters", None)
         if not callable(named):
-            raise TypeError(f"record: model must be a graphtrace.nn.Module, got {type(model).__name__}")
+            raise TypeError(
+                f"record: model must be a graphtrace.nn.Module or a torch.nn.Module, got {type(model).__name__}"
+            )
+        self._torch: Any = None  # a torch model's parameter tensors (graphtrace.pytorch.TorchParams)
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(model, torch.nn.Module):
+            from .pytorch import TorchParams
+
+            self._torch = TorchParams(model)
         hp = {} if hparams is None else hparams
         if not isinstance(hp, dict) or not all(isinstance(k, str) for k in hp):
             raise TypeError(f"record: hparams must be a dict with str keys, got {hparams!r}")
@@ -180,7 +189,7 @@ class Run:
         self.snapshot_every = _check_every("snapshot_every", snapshot_every)
         self.path = Path(path)
         self.model = model
-        self._params: list[tuple[str, Value]] = list(named())
+        self._params: list[tuple[str, Value]] = [] if self._torch is not None else list(named())
         self._last_data = [p.data for _, p in self._params]
         self._closed = False
         p = self.path
@@ -211,7 +220,8 @@ class Run:
                 "format_version": FORMAT_VERSION,
                 "graphtrace": _version(),
                 "model": repr(model),
-                "parameters": [name for name, _ in self._params],
+                "kind": "torch" if self._torch is not None else "graphtrace",
+                "parameters": [name for name, _ in (self._torch.named if self._torch is not None else self._params)],
                 "hparams": hp_json,
                 "started": _now(),
                 "finished": None,
@@ -227,13 +237,23 @@ class Run:
         atomic_write(self.path / "manifest.json", lambda fh: fh.write(text))
 
     def log(
-        self, step: int, loss: Value | float, *, accuracy: float | None = None, learning_rate: float | None = None
+        self,
+        step: int,
+        loss: Value | float,
+        *,
+        accuracy: float | None = None,
+        learning_rate: float | None = None,
+        graph: Any = None,
     ) -> None:
         """Record step ``step``: call it after the optimizer's update of that step.
 
         Writes the step's parameters (``data`` after the update, the step's ``grad``, and ``update``:
         the change of ``data`` since the previous logged step, i.e. the update actually applied), the
         ``by_scope`` table and the whole trace when due, then the ``steps`` row that completes it.
+
+        For a torch model, ``loss`` is its loss tensor (or a number), each parameter tensor is one
+        row (see :class:`graphtrace.pytorch.TorchParams`), and the ``scopes`` table is written from
+        ``graph`` (the step's :func:`graphtrace.pytorch.trace` graph) when given.
 
         Raises
         ------
@@ -251,6 +271,9 @@ class Run:
         if step in self._done:
             raise ValueError(f"log: step {step} is already recorded in {self.path}; nothing is rewritten")
         loss_value = loss.data if isinstance(loss, Value) else as_float(loss)
+        numel = getattr(loss, "numel", None)
+        if loss_value is None and self._torch is not None and callable(numel) and numel() == 1:
+            loss_value = float(loss.detach())  # type: ignore[union-attr]  # a torch tensor
         if loss_value is None:
             raise TypeError(f"log: loss must be a Value or a real number, got {type(loss).__name__}: {loss!r}")
         extra = {}
@@ -262,18 +285,22 @@ class Run:
         t0 = time.perf_counter()
         part = f"step={step}"
         data = [p.data for _, p in self._params]
-        params = pa.table(
-            {
-                "name": pa.array([n for n, _ in self._params], pa.string()),
-                "scope": pa.array([p.scope for _, p in self._params], pa.string()),
-                "data": pa.array(data, pa.float64()),
-                "grad": pa.array([p.grad for _, p in self._params], pa.float64()),
-                "update": pa.array([d - b for d, b in zip(data, self._last_data, strict=True)], pa.float64()),
-            }
-        )
+        if self._torch is not None:
+            params = self._torch.table()
+        else:
+            params = pa.table(
+                {
+                    "name": pa.array([n for n, _ in self._params], pa.string()),
+                    "scope": pa.array([p.scope for _, p in self._params], pa.string()),
+                    "data": pa.array(data, pa.float64()),
+                    "grad": pa.array([p.grad for _, p in self._params], pa.float64()),
+                    "update": pa.array([d - b for d, b in zip(data, self._last_data, strict=True)], pa.float64()),
+                }
+            )
         job = [(self.path / "params" / part / "part.parquet", _encode(params))]
-        if isinstance(loss, Value) and self.scopes_every and step % self.scopes_every == 0:
-            cols = scope_columns(loss)
+        traced = loss if isinstance(loss, Value) else graph
+        if traced is not None and self.scopes_every and step % self.scopes_every == 0:
+            cols = scope_columns(traced)
             table = pa.Table.from_arrays(
                 [pa.array(cols[f.name], f.type) for f in _SCOPES_SCHEMA], schema=_SCOPES_SCHEMA
             )
@@ -559,13 +586,21 @@ def health(path: str | os.PathLike[str], depth: int = 2) -> Any:
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
         raise ValueError(f"health: depth must be a positive int, got {depth!r}")
     con = open_run(path)
+    torch_run = _read_manifest(Path(path)).get("kind") == "torch"
     layer = f"array_to_string(string_split(scope, '/')[1:{depth}], '/')"
+    # a torch run's rows are tensors: the mean |grad| weighted by size, the largest |grad|, and the
+    # update:data ratio of the layer's tensors (‖update‖ / ‖data before‖, averaged)
+    grads = (
+        "sum(grad_abs_mean * numel) / sum(numel) AS param_abs_grad_mean, max(grad_max_abs) AS param_abs_grad_max, "
+        "log10(nullif(avg(update_data), 0)) AS update_data_log10"
+        if torch_run
+        else "avg(abs(grad)) AS param_abs_grad_mean, max(abs(grad)) AS param_abs_grad_max, "
+        'log10(nullif(avg(abs("update")), 0) / nullif(avg(abs(data - "update")), 0)) AS update_data_log10'
+    )
     unit = "regexp_replace(scope, '\\[[0-9]+\\]', '', 'g')"
     query = f"""
         WITH p AS (
-            SELECT step, {layer} AS layer, avg(abs(grad)) AS param_abs_grad_mean,
-                   max(abs(grad)) AS param_abs_grad_max,
-                   log10(nullif(avg(abs("update")), 0) / nullif(avg(abs(data - "update")), 0)) AS update_data_log10
+            SELECT step, {layer} AS layer, {grads}
             FROM params GROUP BY ALL
         ), u AS (
             SELECT step, {unit} AS unit, min(relu_zero_share) AS relu_all_zero,

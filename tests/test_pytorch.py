@@ -372,3 +372,52 @@ def test_from_tensor_knows_values_only_where_autograd_saved_them() -> None:
     assert ops["tanh"]["data_known"] and ops["tanh"]["shape"] == "4×3"  # TanhBackward0 saves its result
     assert not ops["addmm"]["data_known"] and ops["addmm"]["numel"] == -1
     assert ops["sum"]["data"] == pytest.approx(float(y)) and ops["sum"]["role"] == "root"
+
+
+# ---- runs ------------------------------------------------------------------------------------------
+def test_a_torch_model_is_recorded_one_row_per_parameter_tensor(tmp_path: Path) -> None:
+    torch.manual_seed(12)
+    model = SmallCNN()
+    with torch.no_grad():
+        model.bn2.bias[:] = -50.0  # the second ReLU layer is dead: every channel 0 for every sample
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    path = tmp_path / "cnn"
+    with gt.record(path, model, hparams={"lr": 0.1}) as run:
+        for step in range(3):
+            before = [p.detach().clone() for p in model.parameters()]
+            opt.zero_grad()
+            with gt.pytorch.trace(model) as tr:
+                loss = F.cross_entropy(model(x), y)
+                loss.backward()
+            grads = [p.grad.clone() for p in model.parameters()]
+            opt.step()
+            run.log(step, loss, learning_rate=0.1, graph=tr.graph)
+    con = gt.open_run(path)
+    rows = con.sql("SELECT * FROM params WHERE step = 2 ORDER BY name").df().set_index("name")
+    assert len(rows) == len(list(model.parameters()))
+    for (name, p), b, g in zip(model.named_parameters(), before, grads, strict=True):
+        r = rows.loc[name]
+        assert r["shape"] == "×".join(map(str, p.shape)) and r["numel"] == p.numel()
+        assert r["scope"] == "SmallCNN/" + name.rpartition(".")[0]
+        assert r["data"] == pytest.approx(float(p.detach().double().norm()), rel=1e-5)
+        assert r["grad"] == pytest.approx(float(g.double().norm()), rel=1e-5)
+        update = (p.detach() - b).double()
+        assert r["update"] == pytest.approx(float(update.norm()), rel=1e-4, abs=1e-9)
+        if float(b.double().norm()) > 0:
+            assert r["update_data"] == pytest.approx(float(update.norm() / b.double().norm()), rel=1e-4, abs=1e-12)
+    assert con.sql("SELECT count(*) FROM steps").fetchall() == [(3,)]
+    # the run's health: the dead layer shows (scopes from each step's trace), the gradient sizes are there
+    h = gt.runs.health(path, depth=2)
+    last = h[h["step"] == 2].set_index("layer")
+    assert last.loc["SmallCNN/conv2", "param_abs_grad_mean"] == 0.0  # nothing flows back through dead ReLUs
+    assert last.loc["SmallCNN/conv1", "param_abs_grad_mean"] == 0.0
+    assert last.loc["SmallCNN/fc", "param_abs_grad_mean"] > 0
+    assert math.isfinite(last.loc["SmallCNN/fc", "update_data_log10"])
+    dead = gt.analysis.health(tr.graph).set_index("layer")
+    assert dead.loc["SmallCNN/relu_1", "dead_relu_share"] == 1.0
+    # and the run's report renders, naming the model's modules
+    from graphtrace.report import report_html
+
+    page = report_html(path)
+    assert "SmallCNN/fc" in page and "<svg" in page

@@ -28,7 +28,8 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess witho
     ) from exc
 
 from .graph import from_tensor
+from .record import TorchParams
 from .tensors import SMALL, summary
 from .trace import Trace, trace
 
-__all__ = ["SMALL", "Trace", "from_tensor", "summary", "trace"]
+__all__ = ["SMALL", "TorchParams", "Trace", "from_tensor", "summary", "trace"]
