@@ -583,3 +583,36 @@ def test_only_instances_with_the_same_ops_fold_into_a_stack(browser: Any, tmp_pa
         page.page.close()
     assert labels["mul"] == ["\u25a4 Block \u00d72: instance 0 (Block[0])"], labels
     assert "Block[0]" in labels["add"] and not any("\u00d7" in x for x in labels["add"]), labels
+
+
+def test_a_torch_resnet_page_shows_shapes_and_tensor_summaries(browser: Any, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from torch_models import ResNet18
+
+    torch.manual_seed(0)
+    model = ResNet18(classes=10)
+    with gt.pytorch.trace(model) as tr:
+        loss = torch.nn.functional.cross_entropy(model(torch.randn(2, 3, 32, 32)), torch.tensor([1, 2]))
+        loss.backward()
+    page = Page(browser)
+    page.open(gt.to_html(tr.graph, tmp_path / "resnet.html", collapse=True))
+    # layer1's two blocks have the same structure and fold into one stack; layer2's differ (the first
+    # downsamples) and stay apart
+    labels = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.label)")
+    page.page.evaluate("window.graphtraceExpand('ResNet18/layer1[0]/conv1')")
+    clusters = [c["label"] for c in page.page.evaluate("window.graphtraceClusters()")]
+    assert "\u25a4 layer1 \u00d72: instance 0 (layer1[0])" in clusters, (clusters, labels)
+    page.page.evaluate("window.graphtraceExpand('ResNet18/layer2[0]')")
+    boxes = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.label)")
+    assert not any("layer2 \u00d7" in b for b in boxes), boxes
+    titles = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => [n.label, n.title])")
+    conv = [t for label, t in titles if label.startswith("convolution")]
+    assert conv, titles
+    assert any("2×64×8×8" in label for label, _ in titles if label.startswith("convolution"))
+    assert "shape: 2×64×8×8" in conv[0] and "dtype: float32" in conv[0] and "data: mean " in conv[0]
+    assert "grad: mean " in conv[0]
+    assert page.errors == [] and page.blocked == []
+    page.page.close()
