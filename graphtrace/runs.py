@@ -270,10 +270,10 @@ class Run:
             raise ValueError(f"log: step must be an int >= 0, got {step!r}")
         if step in self._done:
             raise ValueError(f"log: step {step} is already recorded in {self.path}; nothing is rewritten")
+        detach = getattr(loss, "detach", None) if self._torch is not None else None
+        if callable(detach):  # a torch loss tensor
+            loss = detach()
         loss_value = loss.data if isinstance(loss, Value) else as_float(loss)
-        numel = getattr(loss, "numel", None)
-        if loss_value is None and self._torch is not None and callable(numel) and numel() == 1:
-            loss_value = float(loss.detach())  # type: ignore[union-attr]  # a torch tensor
         if loss_value is None:
             raise TypeError(f"log: loss must be a Value or a real number, got {type(loss).__name__}: {loss!r}")
         extra = {}

@@ -30,6 +30,7 @@ class TorchParams:
         self.scopes = [paths[id(p)][1] for _, p in self.named]
         with torch.no_grad():
             self.last = [p.detach().clone() for _, p in self.named]
+            self.last_norm = [float(torch.linalg.vector_norm(b.double())) for b in self.last]
 
     def table(self) -> pa.Table:
         """This step's rows; remembers the parameters' values for the next step's ``update``."""
@@ -45,8 +46,10 @@ class TorchParams:
                 "grad",
             )
             upd = finish([raw(u) for u in updates], "update")
-            before = [float(torch.linalg.vector_norm(b.double())) for b in self.last]
-            self.last = [d.clone() for d in now]
+            before = self.last_norm
+            for b, d in zip(self.last, now, strict=True):
+                b.copy_(d)  # (into the same buffers: no allocation per step)
+            self.last_norm = [r["data_norm"] for r in data]
         cols: dict[str, Any] = {
             "name": pa.array([n for n, _ in self.named], pa.string()),
             "scope": pa.array(self.scopes, pa.string()),
