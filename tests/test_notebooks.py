@@ -10,12 +10,13 @@ import pytest
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
 
-def test_the_four_notebooks_exist() -> None:
+def test_the_five_notebooks_exist() -> None:
     assert [p.name for p in NOTEBOOKS] == [
         "01_scalar_autograd.ipynb",
         "02_neural_net.ipynb",
         "03_graph_analysis.ipynb",
         "04_debugging_a_run.ipynb",
+        "05_pytorch.ipynb",
     ]
 
 
