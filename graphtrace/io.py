@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ._files import atomic_write
+from .export.frames import TENSOR_COLUMNS, is_tensor_trace
 from .snapshot import as_graph
 
 __all__ = ["FORMATS", "load", "save"]
@@ -160,7 +161,24 @@ def _write_graphml(G: nx.DiGraph, fh: IO[bytes]) -> None:
             role=_xml_escape(a["role"]),
             scope=_xml_escape(a.get("scope", "")),
         )
-    H.add_edges_from((u, v, {"local_grad": float(e["local_grad"])}) for u, v, e in G.edges(data=True))
+    tensors = is_tensor_trace(G)
+    if tensors:  # a tensor trace's shapes and summaries, where a node has them
+        H.graph["kind"] = "torch"
+        for n, a in G.nodes(data=True):
+            H.nodes[n].update(
+                {k: _xml_escape(v) if isinstance(v, str) else v for k in TENSOR_COLUMNS if (v := a.get(k)) is not None}
+            )
+    H.add_edges_from(
+        (
+            u,
+            v,
+            {
+                "local_grad": float(e["local_grad"]),
+                **({k: e[k] for k in _TENSOR_EDGE_KEYS if k in e} if tensors else {}),
+            },
+        )
+        for u, v, e in G.edges(data=True)
+    )
     for line in nx.generate_graphml(H, encoding="utf-8", prettyprint=False):
         fh.write(line.encode("utf-8"))
         fh.write(b"\n")
@@ -175,8 +193,9 @@ def _read_graphml(path: Path) -> nx.DiGraph:
         raise ValueError(f"{path}: not a graphtrace trace (needs a directed simple graph)")
     if G.graph.pop("graphtrace_escape", None) != 1:
         raise ValueError(f"{path}: not a graphtrace trace (no graphtrace_escape graph attribute)")
+    text_keys = _STR_KEYS + tuple(k for k, kind in TENSOR_COLUMNS.items() if kind == "string")
     for _, a in G.nodes(data=True):
-        for k in _STR_KEYS:
+        for k in text_keys:
             if k in a:
                 a[k] = _xml_unescape(str(a[k]))
     return nx.DiGraph(G)
@@ -225,8 +244,28 @@ def _write_parquet(G: nx.DiGraph, fh: IO[bytes]) -> None:
     meta = {b"graphtrace": b"1"}
     if G.graph.get("root") is not None:
         meta[b"graphtrace.root"] = str(int(G.graph["root"])).encode()
-    table = pa.table(columns, schema=_PARQUET_SCHEMA.with_metadata(meta))
+    schema = _PARQUET_SCHEMA
+    if is_tensor_trace(G):  # a tensor trace's shapes and summaries: one more column each (null where absent)
+        meta[b"graphtrace.kind"] = b"torch"
+        for name, arrow in _tensor_fields():
+            key = name.removeprefix("edge_")
+            on_edges = name.startswith("edge_")
+            values = none_n + [e.get(key) for _, _, e in edges] if on_edges else [a.get(key) for _, a in nodes] + none_e
+            columns[name] = pa.array(values, arrow, from_pandas=False)
+            schema = schema.append(pa.field(name, arrow))
+    table = pa.table(columns, schema=schema.with_metadata(meta))
     pq.write_table(table, fh)
+
+
+_TENSOR_EDGE_KEYS = {"grad_norm": "float64", "grad_nonfinite": "int64"}
+_ARROW = {"string": pa.string(), "int64": pa.int64(), "Int64": pa.int64(), "bool": pa.bool_(), "float64": pa.float64()}
+
+
+def _tensor_fields() -> list[tuple[str, pa.DataType]]:
+    """The extra Parquet columns of a tensor trace: its node attributes, then its edges'."""
+    node = [(name, _ARROW[kind]) for name, kind in TENSOR_COLUMNS.items()]
+    edge = [(f"edge_{name}", _ARROW[kind]) for name, kind in _TENSOR_EDGE_KEYS.items()]
+    return node + edge
 
 
 def _read_parquet(path: Path) -> nx.DiGraph:
@@ -262,6 +301,21 @@ def _read_parquet(path: Path) -> nx.DiGraph:
     G = nx.DiGraph()
     G.add_nodes_from((cols["node_id"][i], {k: cols[k][i] for k in NODE_KEYS}) for i in node_rows)
     G.add_edges_from((cols["source"][i], cols["target"][i], {"local_grad": cols["local_grad"][i]}) for i in edge_rows)
+    if meta.get(b"graphtrace.kind") == b"torch":
+        G.graph["kind"] = "torch"
+        for name, _ in _tensor_fields():
+            if name not in table.column_names:
+                continue
+            values = table.column(name).to_pylist()
+            key = name.removeprefix("edge_")
+            if name.startswith("edge_"):
+                for i in edge_rows:
+                    if values[i] is not None:
+                        G.edges[cols["source"][i], cols["target"][i]][key] = values[i]
+            else:
+                for i in node_rows:
+                    if values[i] is not None:
+                        G.nodes[cols["node_id"][i]][key] = values[i]
     if b"graphtrace.root" in meta:
         try:
             G.graph["root"] = int(meta[b"graphtrace.root"])
@@ -280,6 +334,9 @@ _READERS = {".json": _read_json, ".graphml": _read_graphml, ".parquet": _read_pa
 
 def save(x: Any, path: str | Path) -> Path:
     """Save a trace (a root Value or a snapshot) to ``path``; the suffix picks the format.
+
+    A tensor trace (:mod:`graphtrace.pytorch`) keeps its shapes, summaries and edge gradient norms in
+    every format (Parquet: one nullable column each, marked ``graphtrace.kind = torch``).
 
     Parameters
     ----------

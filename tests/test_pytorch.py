@@ -285,12 +285,12 @@ def test_tables_html_dot_and_files_work_on_a_torch_trace(tmp_path: Path) -> None
     assert "graphtrace-data" in html or "graphtrace-nodes" in html
     dot = gt.to_dot(G, depth=3)
     assert "convolution" in dot and "4×8×28×28" in dot
-    path = gt.save(G, tmp_path / "cnn.json")
-    H = gt.load(path)
-    assert H.graph.get("kind") == "torch"
-    for n in G:
-        for key in ("shape", "grad_norm", "data_known", "dead_units"):
-            assert H.nodes[n].get(key) == G.nodes[n].get(key)
+    for suffix in (".json", ".parquet", ".graphml"):
+        H = gt.load(gt.save(G, tmp_path / f"cnn{suffix}"))
+        assert H.graph.get("kind") == "torch", suffix
+        assert gt.nodes_frame(H).equals(gt.nodes_frame(G)), suffix
+        for u, v, e in G.edges(data=True):
+            assert H.edges[u, v]["grad_norm"] == e["grad_norm"] and H.edges[u, v]["grad_nonfinite"] == e["grad_nonfinite"]
 
 
 def test_a_resnet18_traces_and_every_parameter_has_its_gradient() -> None:
