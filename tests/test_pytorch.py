@@ -290,7 +290,8 @@ def test_tables_html_dot_and_files_work_on_a_torch_trace(tmp_path: Path) -> None
         assert H.graph.get("kind") == "torch", suffix
         assert gt.nodes_frame(H).equals(gt.nodes_frame(G)), suffix
         for u, v, e in G.edges(data=True):
-            assert H.edges[u, v]["grad_norm"] == e["grad_norm"] and H.edges[u, v]["grad_nonfinite"] == e["grad_nonfinite"]
+            h = H.edges[u, v]
+            assert h["grad_norm"] == e["grad_norm"] and h["grad_nonfinite"] == e["grad_nonfinite"]
 
 
 def test_a_resnet18_traces_and_every_parameter_has_its_gradient() -> None:
