@@ -82,12 +82,12 @@ def report_html(path: str | os.PathLike[str]) -> str:
     from .analysis import anomalies
     from .export.html import html_text
     from .io import load
-    from .runs import _read_manifest, health, open_run
+    from .runs import _query, _read_manifest, health, open_run
 
     root = Path(path)
     manifest = _read_manifest(root)
     con = open_run(root)
-    steps = con.execute("SELECT * FROM steps ORDER BY step").df()
+    steps = _query(con, "SELECT * FROM steps ORDER BY step", root)
     h = health(root)
     esc = html.escape
     parts = [
@@ -123,18 +123,28 @@ def report_html(path: str | os.PathLike[str]) -> str:
     ]
     for name, svg in plots:
         parts.append(f'<figure class="plot" data-plot="{esc(name)}">{svg}</figure>')
-    bad = con.execute(
+    bad = _query(
+        con,
         "SELECT step, name, scope, data, grad FROM params WHERE NOT (isfinite(data) AND isfinite(grad)) "
-        "ORDER BY step, name LIMIT 50"
-    ).df()
+        "ORDER BY step, name LIMIT 50",
+        root,
+    )
     parts.append("<h2>Anomalies</h2>")
-    if bad.empty and all(math.isfinite(v) for v in steps["loss"]):
+    bad_loss = [int(s) for s, v in zip(steps["step"], steps["loss"], strict=True) if not math.isfinite(v)]
+    if bad.empty and not bad_loss:
         parts.append("<p>No parameter, gradient or loss went non-finite.</p>")
-    else:
-        first = bad["step"].min() if not bad.empty else None
+    if bad_loss:
+        parts.append(
+            f"<p>First step whose loss is not finite: {bad_loss[0]} (loss "
+            f"{esc(repr(float(steps.loc[steps['step'] == bad_loss[0], 'loss'].iloc[0])))}).</p>"
+        )
+    if not bad.empty:
+        first = bad["step"].min()
         parts.append(f"<p>First step with a non-finite parameter or gradient: {esc(str(first))}.</p>")
         parts.append(bad.to_html(index=False, escape=True, classes="anomalies"))
-    snaps = [int(s) for (s,) in con.execute("SELECT DISTINCT step FROM snapshots ORDER BY step").fetchall()]
+    elif bad_loss:
+        parts.append("<p>Every parameter and gradient stayed finite.</p>")
+    snaps = [int(s) for s in _query(con, "SELECT DISTINCT step FROM snapshots ORDER BY step", root)["step"]]
     if snaps:
         s = snaps[-1]
         G = load(root / "snapshots" / f"step={s}" / "trace.parquet")

@@ -4,6 +4,7 @@ Layout of a run directory (every file is written whole to a hidden temporary nam
 
     runs/NAME/
       manifest.json                            graphtrace version, model, hyper-parameters, times, status
+      .lock                                    locked while a recorder has the run open (an OS file lock)
       steps/step=0/part.parquet                one row: loss, accuracy, learning_rate, wall_time, seconds
       params/step=0/part.parquet               one row per parameter: name, scope, data, grad, update
       scopes/step=0/part.parquet               the step's gt.analysis.by_scope table (scopes_every=1)
@@ -31,8 +32,10 @@ import atexit
 import datetime
 import json
 import math
+import operator
 import os
 import queue
+import re
 import shutil
 import sys
 import threading
@@ -67,6 +70,23 @@ _SCOPES_SCHEMA = pa.schema(
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+
+
+#: The largest step: the ``step`` column is a BIGINT (int64) in every table.
+MAX_STEP = 2**63 - 1
+
+
+def _check_step(step: Any) -> int:
+    """``step`` as an int (numpy integers too), or ValueError before anything is written."""
+    if isinstance(step, bool):
+        raise ValueError(f"log: step must be an int >= 0, got {step!r}")
+    try:
+        k = operator.index(step)
+    except TypeError:
+        raise ValueError(f"log: step must be an int >= 0, got {step!r}") from None
+    if not 0 <= k <= MAX_STEP:
+        raise ValueError(f"log: step must be an int from 0 to 2**63 - 1 (the step column is int64), got {k}")
+    return k
 
 
 def _check_every(name: str, value: Any) -> int:
@@ -162,6 +182,7 @@ class Run:
         scopes_every: int = 1,
         snapshot_every: int = 0,
         mode: str = "new",
+        allow_model_change: bool = False,
     ) -> None:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"record: path must be a str or path, got {type(path).__name__}: {path!r}")
@@ -195,42 +216,82 @@ class Run:
         p = self.path
         if p.exists() and not p.is_dir():
             raise NotADirectoryError(f"record: {p} exists and is not a directory")
-        exists = p.is_dir() and any(p.iterdir())
+        exists = p.is_dir() and any(c.name != _LOCK for c in p.iterdir())
         if mode == "new" and exists:
             raise FileExistsError(
                 f"record: {p} already holds files; pass mode='resume' to add steps to the run there "
                 "or mode='overwrite' to replace it"
             )
-        if mode == "resume":
-            self.manifest = _read_manifest(p)
-            self._done = set(_steps_on_disk(p))
-            self.manifest.update(status="running", finished=None)
-        else:
-            if mode == "overwrite" and exists:
-                _read_manifest(p)  # only ever delete a graphtrace run
-                if p.is_symlink():
-                    raise ValueError(
-                        f"record: {p} is a symbolic link (to {os.readlink(p)}); mode='overwrite' does not delete "
-                        "through a link: pass the run directory itself"
-                    )
-                shutil.rmtree(p)
-            self._done = set()
-            self.manifest = {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "graphtrace": _version(),
-                "model": repr(model),
-                "kind": "torch" if self._torch is not None else "graphtrace",
-                "parameters": [name for name, _ in (self._torch.named if self._torch is not None else self._params)],
-                "hparams": hp_json,
-                "started": _now(),
-                "finished": None,
-                "status": "running",
-            }
+        if mode != "new" and exists:
+            _read_manifest(p)  # only ever resume or delete a graphtrace run
+        if mode == "overwrite" and exists and p.is_symlink():
+            raise ValueError(
+                f"record: {p} is a symbolic link (to {os.readlink(p)}); mode='overwrite' does not delete "
+                "through a link: pass the run directory itself"
+            )
+        shapes = self._shapes()
         p.mkdir(parents=True, exist_ok=True)
+        self._lock = _RunLock(p)  # one recorder per run, in any process; released by close (or a crash)
+        try:
+            _remove_temporaries(p)  # what a killed writer left: nobody else writes here now
+            if mode == "resume":
+                self.manifest = _read_manifest(p)
+                self._check_same_model(shapes, allow_model_change)
+                self._done = set(_steps_on_disk(p))
+                resumes = self.manifest.setdefault("resumes", [])
+                resumes.append({"at": _now(), "hparams": hp_json})
+                self.manifest.update(status="running", finished=None)
+            else:
+                if mode == "overwrite" and exists:
+                    for child in p.iterdir():
+                        if child.name != _LOCK:
+                            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+                self._init_manifest(model, hp_json, shapes)
+        except BaseException:
+            self._lock.release()
+            raise
         self._write_manifest()
         self._writer = _Writer()
         weakref.finalize(self, self._writer.close)  # an unclosed run still writes what it logged
+        weakref.finalize(self, self._lock.release)
+
+    def _shapes(self) -> dict[str, list[int]]:
+        """Each parameter's name and shape (``[]`` for a graphtrace scalar)."""
+        if self._torch is not None:
+            return {n: list(p.shape) for n, p in self._torch.named}
+        return {n: [] for n, _ in self._params}
+
+    def _check_same_model(self, shapes: dict[str, list[int]], allow: bool) -> None:
+        before = self.manifest.get("shapes") or {n: [] for n in self.manifest.get("parameters", [])}
+        if before == shapes:
+            return
+        if not allow:
+            gone = [n for n in before if n not in shapes]
+            new = [n for n in shapes if n not in before]
+            reshaped = [n for n in shapes if n in before and before[n] != shapes[n]]
+            raise ValueError(
+                f"record: resuming {self.path} with a different model ({len(shapes)} parameters; the run has "
+                f"{len(before)}; missing {gone[:3]}, new {new[:3]}, reshaped {reshaped[:3]}): the tables would mix "
+                "two models. Pass allow_model_change=True to record it anyway, or record a new run"
+            )
+        self.manifest.setdefault("model_changes", []).append({"at": _now(), "parameters": list(shapes)})
+        self.manifest.update(parameters=list(shapes), shapes=shapes)
+
+    def _init_manifest(self, model: Any, hp_json: Any, shapes: dict[str, list[int]]) -> None:
+        self._done = set()
+        self.manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "graphtrace": _version(),
+            "model": repr(model),
+            "kind": "torch" if self._torch is not None else "graphtrace",
+            "parameters": list(shapes),
+            "shapes": shapes,
+            "hparams": hp_json,
+            "started": _now(),
+            "finished": None,
+            "status": "running",
+        }
 
     def _write_manifest(self) -> None:
         text = json.dumps(self.manifest, indent=2, allow_nan=False) + "\n"
@@ -266,8 +327,7 @@ class Run:
         if self._closed:
             raise ValueError(f"log: the run at {self.path} is closed")
         self._raise_write_error()
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise ValueError(f"log: step must be an int >= 0, got {step!r}")
+        step = _check_step(step)
         if step in self._done:
             raise ValueError(f"log: step {step} is already recorded in {self.path}; nothing is rewritten")
         detach = getattr(loss, "detach", None) if self._torch is not None else None
@@ -361,7 +421,10 @@ class Run:
         self._closed = True
         self._writer.close()
         self.manifest.update(status="failed" if self._writer.failed else status, finished=_now())
-        self._write_manifest()
+        try:
+            self._write_manifest()
+        finally:
+            self._lock.release()
         self._raise_write_error(again=False)
 
     def __enter__(self) -> Run:
@@ -376,6 +439,53 @@ class Run:
         return f"Run({str(self.path)!r}, steps={len(self._done)}, status={self.manifest['status']!r})"
 
 
+_LOCK = ".lock"
+_HELD: set[str] = set()  # the runs this process records (a file lock is per process, not per recorder)
+_HELD_GUARD = threading.Lock()
+
+
+class _RunLock:
+    """An exclusive lock on a run directory while a recorder has it open: the ``.lock`` file there,
+    locked with ``filelock`` (an OS lock: released when the holder exits, crashed or not), plus this
+    process's own list (a second recorder in the same process)."""
+
+    def __init__(self, path: Path) -> None:
+        import filelock
+
+        self.key = str(path.resolve())
+        with _HELD_GUARD:
+            if self.key in _HELD:
+                raise RuntimeError(
+                    f"record: {path} is being recorded by another recorder in this process; close it first"
+                )
+            _HELD.add(self.key)
+        self.file = filelock.FileLock(str(path / _LOCK), timeout=0)
+        try:
+            self.file.acquire()
+        except filelock.Timeout:
+            with _HELD_GUARD:
+                _HELD.discard(self.key)
+            raise RuntimeError(
+                f"record: {path} is being recorded by another process (it holds {path / _LOCK}); "
+                "wait for it to finish, or record into another directory"
+            ) from None
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.file.release()
+            with _HELD_GUARD:
+                _HELD.discard(self.key)
+
+
+def _remove_temporaries(path: Path) -> None:
+    """Delete the hidden temporary files (``.NAME.XXXX.tmp``) that a writer killed mid-write left."""
+    for t in path.rglob(".*.tmp"):
+        if t.is_file() and not t.is_symlink():
+            t.unlink(missing_ok=True)
+
+
 def _version() -> str:
     from . import __version__
 
@@ -383,14 +493,25 @@ def _version() -> str:
 
 
 def _steps_on_disk(path: Path) -> list[int]:
-    out = []
-    for d in (path / "steps").glob("step=*"):
-        if (d / "part.parquet").is_file():
-            try:
-                out.append(int(d.name.split("=", 1)[1]))
-            except ValueError:
-                continue
-    return sorted(out)
+    base = path / "steps"
+    if not base.is_dir():
+        return []
+    return sorted(
+        int(d.name.split("=", 1)[1])
+        for d in base.iterdir()
+        if _STEP_DIR.fullmatch(d.name) and (d / "part.parquet").is_file()
+    )
+
+
+def _query(con: Any, sql: str, path: str | os.PathLike[str]) -> Any:
+    """``con.execute(sql).df()``, with DuckDB's errors (a damaged file found while reading) as a
+    ValueError naming the run and DuckDB's message (which names the file)."""
+    import duckdb
+
+    try:
+        return con.execute(sql).df()
+    except duckdb.Error as exc:
+        raise ValueError(f"{path}: reading the run failed ({str(exc).splitlines()[0]})") from None
 
 
 def record(
@@ -401,6 +522,7 @@ def record(
     scopes_every: int = 1,
     snapshot_every: int = 0,
     mode: str = "new",
+    allow_model_change: bool = False,
 ) -> Run:
     """Record a training run into directory ``path``: use as a context manager, call ``log`` each step.
 
@@ -423,6 +545,14 @@ def record(
         ``"new"`` refuses a directory that already holds files; ``"resume"`` adds steps to the run
         there (steps already recorded are refused, never rewritten); ``"overwrite"`` deletes the run
         there first (only a graphtrace run: a directory with its manifest).
+    allow_model_change : bool, optional
+        Let ``"resume"`` continue a run with a model whose parameters (names, shapes) differ from the
+        run's; the manifest then lists the change. By default such a resume is refused: the tables
+        would mix two models. Each resume's ``hparams`` are kept in the manifest's ``resumes``.
+
+    While a recorder is open the run is locked (the ``.lock`` file in it, an OS lock released when
+    the process ends, crashed or not): a second recorder on the same run, in this process or another,
+    gets a RuntimeError. Opening a run for writing removes the temporary files a killed writer left.
 
     Returns
     -------
@@ -437,6 +567,8 @@ def record(
         written by a newer graphtrace.
     TypeError
         ``model`` is not a graphtrace Module, ``path`` or ``hparams`` of the wrong type.
+    RuntimeError
+        Another recorder has the run open.
 
     Examples
     --------
@@ -456,7 +588,15 @@ def record(
     >>> con.sql("SELECT step, count(*) AS n FROM params GROUP BY step ORDER BY step").fetchall()
     [(0, 13), (1, 13), (2, 13)]
     """
-    return Run(path, model, hparams=hparams, scopes_every=scopes_every, snapshot_every=snapshot_every, mode=mode)
+    return Run(
+        path,
+        model,
+        hparams=hparams,
+        scopes_every=scopes_every,
+        snapshot_every=snapshot_every,
+        mode=mode,
+        allow_model_change=allow_model_change,
+    )
 
 
 _EMPTY = {
@@ -474,8 +614,32 @@ _EMPTY = {
 _FILES = {"steps": "part.parquet", "params": "part.parquet", "scopes": "part.parquet", "snapshots": "trace.parquet"}
 
 
-def _sql_string(p: Path) -> str:
-    return "'" + str(p).replace("'", "''") + "'"
+#: Columns every file of a table must have (older files may lack later, optional ones).
+_REQUIRED = {
+    "steps": ("loss",),
+    "params": ("name", "scope", "data", "grad", "update"),
+    "scopes": ("scope", "nodes"),
+    "snapshots": ("kind", "node_id"),
+}
+_STEP_DIR = re.compile(r"step=(0|[1-9][0-9]*)")
+
+
+def _table_files(root: Path, name: str) -> list[Path]:
+    """The files of table ``name``, one per ``step=K`` folder; a folder of another name, or a folder
+    without its file but with other files, is a ValueError naming it (nothing there is read)."""
+    base = root / name
+    if not base.is_dir():
+        return []
+    files = []
+    for d in sorted(base.iterdir()):
+        if d.name.startswith("."):
+            continue  # a killed writer's temporary file
+        if not (d.is_dir() and _STEP_DIR.fullmatch(d.name)):
+            raise ValueError(f"{d}: not part of a graphtrace run (a table holds only step=K folders, K >= 0)")
+        f = d / _FILES[name]
+        if f.is_file():
+            files.append(f)
+    return files
 
 
 def open_run(path: str | os.PathLike[str], *, connection: Any = None) -> Any:
@@ -505,27 +669,38 @@ def open_run(path: str | os.PathLike[str], *, connection: Any = None) -> Any:
     See :func:`record`.
     """
     import duckdb
+    import pyarrow.dataset as ds
 
     root = Path(path)
     _read_manifest(root)
     con = duckdb.connect() if connection is None else connection
     present = set(_steps_on_disk(root))
+    complete = ", ".join(str(s) for s in sorted(present)) or "NULL"
     for name in _TABLES:
-        files = sorted((root / name).glob(f"step=*/{_FILES[name]}"))
+        files = _table_files(root, name)
         if not files:
             con.execute(f"CREATE OR REPLACE VIEW {name} AS {_EMPTY[name]}")
             continue
+        want = _REQUIRED[name]
         for f in files:
             try:
-                pq.read_metadata(f)
+                have = pq.read_schema(f).names
             except Exception as exc:  # a truncated or foreign file: name it
                 raise ValueError(f"{f}: not a readable Parquet file ({exc})") from None
-        source = f"read_parquet({_sql_string(root / name)} || '/step=*/{_FILES[name]}', hive_partitioning = true)"
-        complete = ", ".join(str(s) for s in sorted(present)) or "NULL"
-        con.execute(
-            f"CREATE OR REPLACE VIEW {name} AS SELECT * REPLACE (CAST(step AS BIGINT) AS step) FROM {source} "
-            f"WHERE CAST(step AS BIGINT) IN ({complete})"
+            missing = [c for c in want if c not in have]
+            if missing:
+                raise ValueError(f"{f}: not a graphtrace {name} table (missing columns {', '.join(missing)})")
+        # the files as a list, never a glob: a run's path is used literally ([, *, ?, \ and spaces)
+        step_field = pa.field("step", pa.int64())
+        dataset = ds.dataset(
+            [str(f) for f in files],
+            format="parquet",
+            partitioning=ds.partitioning(pa.schema([step_field]), flavor="hive"),
+            partition_base_dir=str(root / name),
         )
+        source = f"__graphtrace_{name}"
+        con.register(source, dataset)
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {source} WHERE step IN ({complete})")
     return con
 
 
@@ -598,7 +773,7 @@ def health(path: str | os.PathLike[str], depth: int = 2) -> Any:
         'log10(nullif(avg(abs("update")), 0) / nullif(avg(abs(data - "update")), 0)) AS update_data_log10'
     )
     unit = "regexp_replace(scope, '\\[[0-9]+\\]', '', 'g')"
-    query = f"""
+    sql = f"""
         WITH p AS (
             SELECT step, {layer} AS layer, {grads}
             FROM params GROUP BY ALL
@@ -618,7 +793,7 @@ def health(path: str | os.PathLike[str], depth: int = 2) -> Any:
         FROM p LEFT JOIN s ON p.step = s.step AND p.layer = s.layer
         ORDER BY p.step, p.layer
     """
-    df = con.execute(query).df()
+    df = _query(con, sql, path)
     df["step"] = df["step"].astype("int64")
     df["layer"] = df["layer"].astype(str)
     for c in df.columns[2:]:

@@ -238,6 +238,7 @@ def test_recording_module_docstring_layout_matches_the_files(tmp_path: Path) -> 
     files = sorted(str(p.relative_to(tmp_path / "run")) for p in (tmp_path / "run").rglob("*") if p.is_file())
     doc = textwrap.dedent(gt.runs.__doc__ or "")  # type: ignore[attr-defined]
     assert files == [
+        ".lock",
         "manifest.json",
         "params/step=0/part.parquet",
         "scopes/step=0/part.parquet",
