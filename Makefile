@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_export.py
 	$(BIN)/python benchmarks/bench_html.py
 	$(BIN)/python benchmarks/bench_torch.py
+	$(BIN)/python benchmarks/bench_store.py
 	for py in $(wildcard .nox/tests-3-1*/bin/python); do $$py benchmarks/bench_runs.py || exit 1; done
 
 clean:

@@ -1,19 +1,27 @@
-"""A training run as a dataset: hive-partitioned Parquet files plus a JSON manifest, queried with DuckDB.
+"""A training run as a dataset: Parquet files plus a JSON manifest, queried with DuckDB.
 
-Layout of a run directory (every file is written whole to a hidden temporary name, then renamed)::
+Layout of a run directory (format 2; every file is written whole to a hidden temporary name, then
+renamed)::
 
     runs/NAME/
       manifest.json                            graphtrace version, model, hyper-parameters, times, status
       .lock                                    locked while a recorder has the run open (an OS file lock)
-      steps/step=0/part.parquet                one row: loss, accuracy, learning_rate, wall_time, seconds
-      params/step=0/part.parquet               one row per parameter: name, scope, data, grad, update
-      scopes/step=0/part.parquet               the step's gt.analysis.by_scope table (scopes_every=1)
+      steps/part-FIRST-LAST.parquet            one row per step: step, loss, accuracy, learning_rate, ...
+      params/part-FIRST-LAST.parquet           one row per parameter and step: step, name, scope, data, grad, update
+      scopes/part-FIRST-LAST.parquet           each step's gt.analysis.by_scope table (scopes_every=1)
+      .staged/TABLE/step=K.parquet             a step written but not compacted yet
       snapshots/step=0/trace.parquet           (opt-in) the step's whole trace, in gt.save's Parquet layout
 
-``step`` is the hive partition key of every table, so DuckDB (``hive_partitioning=true``), Dask
-(``dask.dataframe.read_parquet``), Spark (``spark.read.parquet``) and pyarrow read it as a column.
-A step's ``steps`` row is written last: a step is complete once it has one, and :func:`open_run`'s
-views show complete steps only, so a run killed at any moment reads as its completed steps.
+Every file of ``steps``, ``params`` and ``scopes`` has the ``step`` column. Each step is first
+written as its own hidden staged files; every ``chunk_steps`` steps (100 by default) and at ``close``
+the writer merges the staged complete steps into one ``part-FIRST-LAST.parquet`` per table (see
+:func:`compact`), so a 10,000-step run has about 100 files per table. Dask
+(``dask.dataframe.read_parquet``) and Spark (``spark.read.parquet``) read a table's folder as it is:
+the staged files live outside it, so they see the compacted steps, each once (all of them once the
+run is closed). A step's ``steps`` row is written last (and merged last): a step is complete once it has
+one, and :func:`open_run`'s views show every complete step exactly once, staged or compacted, so a
+run killed at any moment, a merge included, reads as its completed steps. Runs of format 1 (a
+``step=K`` folder per step and table, the step as the hive partition key) still read and resume.
 
 :meth:`Run.log` builds a step's tables, encodes them as Parquet in memory and hands the bytes to the
 run's writer thread, which writes them in order (parameters, scopes, then the ``steps`` row) while
@@ -59,7 +67,9 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "Run", "complete_steps", "health", "open_
 
 #: ``manifest.json``'s ``format``; its ``format_version`` is :data:`FORMAT_VERSION`.
 FORMAT = "graphtrace-run"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Steps per compacted file (format 2): a run keeps about one file per table per this many steps.
+CHUNK_STEPS = 100
 _MODES = ("new", "resume", "overwrite")
 _TABLES = ("steps", "params", "scopes", "snapshots")
 #: The ``scopes`` table: ``gt.analysis.by_scope``'s columns and dtypes, in Arrow.
@@ -148,15 +158,18 @@ class _Writer:
                 if job is None:
                     return
                 if not self.failed:  # after a failure nothing more is written
-                    for path, data in job:
-                        _write_table(path, data)
+                    for item in job:
+                        if callable(item):  # a compaction, in order with the writes
+                            item()
+                        else:
+                            _write_table(*item)
             except BaseException as exc:  # handed to the training thread
                 self.failed = True
                 self.error = exc
             finally:
                 self._jobs.task_done()
 
-    def put(self, job: list[tuple[Path, pa.Buffer]]) -> None:
+    def put(self, job: list[Any]) -> None:
         self._jobs.put(job)
 
     def flush(self) -> None:
@@ -183,6 +196,7 @@ class Run:
         snapshot_every: int = 0,
         mode: str = "new",
         allow_model_change: bool = False,
+        chunk_steps: int = CHUNK_STEPS,
     ) -> None:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"record: path must be a str or path, got {type(path).__name__}: {path!r}")
@@ -206,6 +220,9 @@ class Run:
             hp_json = json.loads(json.dumps(hp, allow_nan=False))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"record: hparams must be JSON numbers, strings, lists and dicts ({exc})") from None
+        if isinstance(chunk_steps, bool) or not isinstance(chunk_steps, int) or chunk_steps < 1:
+            raise ValueError(f"record: chunk_steps must be an int >= 1, got {chunk_steps!r}")
+        self.chunk_steps = chunk_steps
         self.scopes_every = _check_every("scopes_every", scopes_every)
         self.snapshot_every = _check_every("snapshot_every", snapshot_every)
         self.path = Path(path)
@@ -250,6 +267,10 @@ class Run:
         except BaseException:
             self._lock.release()
             raise
+        # format 2 stages each step in hidden files and compacts them; a resumed format-1 run keeps
+        # its one folder per step
+        self._compacting = self.manifest.get("format_version", 1) >= 2
+        self._staged = len(_staged_steps(p)) if self._compacting else 0
         self._write_manifest()
         self._writer = _Writer()
         weakref.finalize(self, self._writer.close)  # an unclosed run still writes what it logged
@@ -288,6 +309,7 @@ class Run:
             "parameters": list(shapes),
             "shapes": shapes,
             "hparams": hp_json,
+            "chunk_steps": self.chunk_steps,
             "started": _now(),
             "finished": None,
             "status": "running",
@@ -345,6 +367,15 @@ class Run:
         t0 = time.perf_counter()
         part = f"step={step}"
         data = [p.data for _, p in self._params]
+
+        def where(table: str) -> Path:
+            if self._compacting:  # format 2: staged until compacted; the step is a column of the file
+                return self.path / _STAGED / table / f"{part}.parquet"
+            return self.path / table / part / "part.parquet"
+
+        def with_step(t: pa.Table) -> pa.Table:
+            return t.add_column(0, "step", pa.array([step] * t.num_rows, pa.int64())) if self._compacting else t
+
         if self._torch is not None:
             params = self._torch.table()
         else:
@@ -357,14 +388,14 @@ class Run:
                     "update": pa.array([d - b for d, b in zip(data, self._last_data, strict=True)], pa.float64()),
                 }
             )
-        job = [(self.path / "params" / part / "part.parquet", _encode(params))]
+        job: list[Any] = [(where("params"), _encode(with_step(params)))]
         traced = loss if isinstance(loss, Value) else graph
         if traced is not None and self.scopes_every and step % self.scopes_every == 0:
             cols = scope_columns(traced)
             table = pa.Table.from_arrays(
                 [pa.array(cols[f.name], f.type) for f in _SCOPES_SCHEMA], schema=_SCOPES_SCHEMA
             )
-            job.append((self.path / "scopes" / part / "part.parquet", _encode(table)))
+            job.append((where("scopes"), _encode(with_step(table))))
         if isinstance(loss, Value) and self.snapshot_every and step % self.snapshot_every == 0:
             from .io import save
 
@@ -380,10 +411,19 @@ class Run:
                 "record_seconds": pa.array([time.perf_counter() - t0], pa.float64()),
             }
         )
-        job.append((self.path / "steps" / part / "part.parquet", _encode(steps)))  # last: the step is complete
+        job.append((where("steps"), _encode(with_step(steps))))  # last: the step is complete
+        if self._compacting:
+            self._staged += 1
+            if self._staged >= self.chunk_steps:
+                job.append(self._compact)
+                self._staged = 0
         self._writer.put(job)
         self._done.add(step)
         self._last_data = data
+
+    def _compact(self) -> None:
+        """(In the writer thread.) Merge the staged complete steps into one file per table."""
+        compact(self.path)
 
     def _raise_write_error(self, *, again: bool = True) -> None:
         """Raise the writer's failure (once), then (``again``) refuse to go on."""
@@ -419,6 +459,8 @@ class Run:
         if self._closed:
             return
         self._closed = True
+        if self._compacting and not self._writer.failed:
+            self._writer.put([self._compact])  # the last steps too: a finished run is all chunks
         self._writer.close()
         self.manifest.update(status="failed" if self._writer.failed else status, finished=_now())
         try:
@@ -492,7 +534,87 @@ def _version() -> str:
     return __version__
 
 
+_STAGED = ".staged"  # format 2: a step's files until compaction, outside the tables' folders
+_STAGED_FILE = re.compile(r"step=(0|[1-9][0-9]*)\.parquet")
+_CHUNK_FILE = re.compile(r"part-([0-9]{19})-([0-9]{19})(?:-[0-9]+)?\.parquet")
+_COMPACTED = ("params", "scopes", "steps")  # "steps" last: a step stays complete however a merge ends
+
+
+def _staged_files(root: Path, table: str) -> dict[int, Path]:
+    base = root / _STAGED / table
+    if not base.is_dir():
+        return {}
+    out = {}
+    for f in base.iterdir():
+        m = _STAGED_FILE.fullmatch(f.name)
+        if m and f.is_file():
+            out[int(m.group(1))] = f
+    return out
+
+
+def _chunk_files(root: Path, table: str) -> list[Path]:
+    base = root / table
+    if not base.is_dir():
+        return []
+    return sorted(f for f in base.iterdir() if _CHUNK_FILE.fullmatch(f.name) and f.is_file())
+
+
+def _chunk_steps(f: Path) -> set[int]:
+    try:
+        return {int(k) for k in pq.read_table(f, columns=["step"]).column("step").to_pylist()}
+    except Exception as exc:  # a damaged or foreign file: name it
+        raise ValueError(f"{f}: not a readable graphtrace chunk ({exc})") from None
+
+
+def _staged_steps(root: Path) -> list[int]:
+    """Complete steps not compacted yet (their ``steps`` row is staged, no chunk has them)."""
+    covered: set[int] = set()
+    for f in _chunk_files(root, "steps"):
+        covered |= _chunk_steps(f)
+    return sorted(k for k in _staged_files(root, "steps") if k not in covered)
+
+
+def compact(path: str | os.PathLike[str]) -> None:
+    """Merge a run's staged complete steps into one Parquet file per table (format 2).
+
+    For ``params``, ``scopes`` and then ``steps``: the staged files of the complete steps not yet in a
+    chunk become one file ``part-FIRST-LAST.parquet`` (written whole, then renamed), then the staged
+    files go. Killed at any moment, every complete step is still read exactly once: a step in a chunk
+    is read from the chunk and its leftover staged files are ignored (and removed by the next
+    compaction), and a step stays complete because its ``steps`` row is merged last. The recorder
+    runs it every ``chunk_steps`` steps and at ``close``; call it only while no recorder has the run.
+    """
+    root = Path(path)
+    todo = _staged_steps(root)
+    done_steps: set[int] = set()
+    for f in _chunk_files(root, "steps"):
+        done_steps |= _chunk_steps(f)
+    for table in _COMPACTED:
+        staged = _staged_files(root, table)
+        in_chunks: set[int] = set()
+        for f in _chunk_files(root, table):
+            in_chunks |= _chunk_steps(f)
+        files = [staged[k] for k in todo if k in staged and k not in in_chunks]
+        if files:
+            merged = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+            first, last = min(todo), max(todo)
+            name, k = f"part-{first:019d}-{last:019d}.parquet", 0
+            while (root / table / name).exists():
+                k += 1
+                name = f"part-{first:019d}-{last:019d}-{k}.parquet"
+            _write_table(root / table / name, _encode(merged))
+        # the staged files now in a chunk (these, and any a killed merge left behind)
+        for k2, f in staged.items():
+            if k2 in in_chunks or k2 in todo or (table != "steps" and k2 in done_steps):
+                f.unlink(missing_ok=True)
+
+
 def _steps_on_disk(path: Path) -> list[int]:
+    if _layout(path) >= 2:
+        steps: set[int] = set(_staged_files(path, "steps"))
+        for f in _chunk_files(path, "steps"):
+            steps |= _chunk_steps(f)
+        return sorted(steps)
     base = path / "steps"
     if not base.is_dir():
         return []
@@ -501,6 +623,15 @@ def _steps_on_disk(path: Path) -> list[int]:
         for d in base.iterdir()
         if _STEP_DIR.fullmatch(d.name) and (d / "part.parquet").is_file()
     )
+
+
+def _layout(path: Path) -> int:
+    """The run's format version (1: a folder per step; 2: compacted chunks)."""
+    try:
+        version = json.loads((path / "manifest.json").read_text(encoding="utf-8")).get("format_version", 1)
+    except (OSError, ValueError, AttributeError):
+        return 1
+    return int(version) if isinstance(version, int) and not isinstance(version, bool) else 1
 
 
 def _query(con: Any, sql: str, path: str | os.PathLike[str]) -> Any:
@@ -523,6 +654,7 @@ def record(
     snapshot_every: int = 0,
     mode: str = "new",
     allow_model_change: bool = False,
+    chunk_steps: int = CHUNK_STEPS,
 ) -> Run:
     """Record a training run into directory ``path``: use as a context manager, call ``log`` each step.
 
@@ -549,6 +681,10 @@ def record(
         Let ``"resume"`` continue a run with a model whose parameters (names, shapes) differ from the
         run's; the manifest then lists the change. By default such a resume is refused: the tables
         would mix two models. Each resume's ``hparams`` are kept in the manifest's ``resumes``.
+
+    chunk_steps : int, optional
+        Merge the steps into one file per table every this many steps (100: a 10,000-step run keeps
+        about 100 files per table; see the module docstring).
 
     While a recorder is open the run is locked (the ``.lock`` file in it, an OS lock released when
     the process ends, crashed or not): a second recorder on the same run, in this process or another,
@@ -596,6 +732,7 @@ def record(
         snapshot_every=snapshot_every,
         mode=mode,
         allow_model_change=allow_model_change,
+        chunk_steps=chunk_steps,
     )
 
 
@@ -622,6 +759,21 @@ _REQUIRED = {
     "snapshots": ("kind", "node_id"),
 }
 _STEP_DIR = re.compile(r"step=(0|[1-9][0-9]*)")
+
+
+def _chunked_files(root: Path, name: str) -> list[Path]:
+    """Format 2: the table's chunks, then its staged files of steps no chunk holds. Anything else
+    visible in the table's folder is a ValueError naming it."""
+    base = root / name
+    for d in base.iterdir() if base.is_dir() else ():
+        if not d.name.startswith(".") and not (_CHUNK_FILE.fullmatch(d.name) and d.is_file()):
+            raise ValueError(f"{d}: not part of a graphtrace run (a table holds only part-FIRST-LAST.parquet files)")
+    chunks = _chunk_files(root, name)
+    covered: set[int] = set()
+    for f in chunks:
+        covered |= _chunk_steps(f)
+    staged = _staged_files(root, name)
+    return chunks + [staged[k] for k in sorted(staged) if k not in covered]
 
 
 def _table_files(root: Path, name: str) -> list[Path]:
@@ -674,14 +826,16 @@ def open_run(path: str | os.PathLike[str], *, connection: Any = None) -> Any:
     root = Path(path)
     _read_manifest(root)
     con = duckdb.connect() if connection is None else connection
+    compacted = _layout(root) >= 2
     present = set(_steps_on_disk(root))
     complete = ", ".join(str(s) for s in sorted(present)) or "NULL"
     for name in _TABLES:
-        files = _table_files(root, name)
+        chunked = compacted and name in _COMPACTED
+        files = _chunked_files(root, name) if chunked else _table_files(root, name)
         if not files:
             con.execute(f"CREATE OR REPLACE VIEW {name} AS {_EMPTY[name]}")
             continue
-        want = _REQUIRED[name]
+        want = (*_REQUIRED[name], "step") if chunked else _REQUIRED[name]
         for f in files:
             try:
                 have = pq.read_schema(f).names
@@ -691,16 +845,27 @@ def open_run(path: str | os.PathLike[str], *, connection: Any = None) -> Any:
             if missing:
                 raise ValueError(f"{f}: not a graphtrace {name} table (missing columns {', '.join(missing)})")
         # the files as a list, never a glob: a run's path is used literally ([, *, ?, \ and spaces)
-        step_field = pa.field("step", pa.int64())
-        dataset = ds.dataset(
-            [str(f) for f in files],
-            format="parquet",
-            partitioning=ds.partitioning(pa.schema([step_field]), flavor="hive"),
-            partition_base_dir=str(root / name),
-        )
+        if chunked:  # format 2: the step is a column of every file
+            dataset = ds.dataset([str(f) for f in files], format="parquet")
+        else:
+            step_field = pa.field("step", pa.int64())
+            dataset = ds.dataset(
+                [str(f) for f in files],
+                format="parquet",
+                partitioning=ds.partitioning(pa.schema([step_field]), flavor="hive"),
+                partition_base_dir=str(root / name),
+            )
         source = f"__graphtrace_{name}"
         con.register(source, dataset)
-        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {source} WHERE step IN ({complete})")
+        if chunked and name == "steps":
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {source}")
+        elif chunked:  # the complete steps: those with a steps row
+            con.execute(
+                f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {source} "
+                "WHERE step IN (SELECT step FROM __graphtrace_steps)"
+            )
+        else:
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {source} WHERE step IN ({complete})")
     return con
 
 

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -133,28 +134,29 @@ def test_damaged_files_and_stray_folders_are_named(tmp_path: Path) -> None:
     assert main(["report", str(path)], stderr=err) == 2 and "step=x1" in err.getvalue()
     stray.rmdir()
     # a file of another table's schema
-    wrong = path / "params" / "step=1" / "part.parquet"
-    wrong.write_bytes((path / "steps" / "step=1" / "part.parquet").read_bytes())
-    with pytest.raises(ValueError, match=r"step=1/part.parquet: not a graphtrace params table \(missing columns name"):
+    wrong = next((path / "params").glob("part-*.parquet"))
+    wrong.write_bytes(next((path / "steps").glob("part-*.parquet")).read_bytes())
+    with pytest.raises(ValueError, match=rf"{wrong.name}: not a graphtrace params table \(missing columns name"):
         gt.open_run(path)
     _record(path, steps=3, mode="overwrite")
     # a good footer over damaged data pages: found when the data is read, named, exit 2 from the CLI
-    part = path / "params" / "step=2" / "part.parquet"
+    part = next((path / "params").glob("part-*.parquet"))
     raw = bytearray(part.read_bytes())
     footer = int.from_bytes(raw[-8:-4], "little")
     for i in range(4, len(raw) - 8 - footer):  # every data page, the footer left whole
         raw[i] ^= 0xFF
     part.write_bytes(bytes(raw))
-    with pytest.raises(ValueError, match=r"reading the run failed"):
+    # (the chunk's step column is read when the run opens, so the damage is found there already)
+    with pytest.raises(ValueError, match=rf"{part.name}: not a readable|reading the run failed"):
         gt.runs.health(path)
     err = io.StringIO()
-    assert main(["report", str(path)], stderr=err) == 2 and "reading the run failed" in err.getvalue()
+    assert main(["report", str(path)], stderr=err) == 2 and part.name in err.getvalue()
 
 
 def test_a_killed_writers_temporaries_are_removed_when_the_run_is_opened_for_writing(tmp_path: Path) -> None:
     path = tmp_path / "run"
     _record(path, steps=1)
-    leftovers = [path / "params" / "step=1" / ".part.parquet.abc123.tmp", path / ".manifest.json.x.tmp"]
+    leftovers = [path / ".staged" / "params" / ".step=1.parquet.abc123.tmp", path / ".manifest.json.x.tmp"]
     for t in leftovers:
         t.parent.mkdir(parents=True, exist_ok=True)
         t.write_bytes(b"half")
@@ -184,3 +186,116 @@ def test_a_run_recorded_while_another_reads_it(tmp_path: Path) -> None:
         run.log(0, 1.0)
         run.flush()
         assert gt.open_run(path).sql("SELECT count(*) FROM steps").fetchall() == [(1,)]
+
+
+# ---- long runs in few files (format 2) ------------------------------------------------------------
+def _files(path: Path, table: str) -> list[Path]:
+    return [p for p in (path / table).rglob("*") if p.is_file()]
+
+
+def test_steps_are_compacted_into_a_file_per_chunk_and_read_once(tmp_path: Path) -> None:
+    dd = pytest.importorskip("dask.dataframe")
+    path = tmp_path / "run"
+    model, _, _ = moons_demo(samples=12, hidden=(4,))
+    with gt.record(path, model, chunk_steps=100) as run:
+        for step in range(250):
+            run.log(step, 1.0 / (step + 1))
+            if step == 120:
+                run.flush()
+                # mid-run: a chunk of 0..99 plus staged steps; open_run sees every complete step once,
+                # Dask the compacted ones only, once each
+                assert gt.open_run(path).sql("SELECT count(*), count(DISTINCT step) FROM steps").fetchall() == [
+                    (121, 121)
+                ]
+                seen = dd.read_parquet(str(path / "params"))["step"].compute()
+                assert sorted(set(seen)) == list(range(100)) and len(seen) == 100 * len(list(model.parameters()))
+    for table in ("steps", "params", "scopes"):
+        names = sorted(p.name for p in _files(path, table))
+        assert len(names) <= 3, (table, names)  # 0-99, 100-199, 200-249; nothing staged is left
+    con = gt.open_run(path)
+    assert con.sql("SELECT count(*), count(DISTINCT step) FROM steps").fetchall() == [(250, 250)]
+    n = len(list(model.parameters()))
+    assert con.sql("SELECT count(*) FROM params").fetchall() == [(250 * n,)]
+    seen = dd.read_parquet(str(path / "params"))["step"].compute()
+    assert len(seen) == 250 * n and seen.nunique() == 250
+
+
+_COMPACTING_WRITER = """
+import sys
+sys.path.insert(0, {root!r})
+import graphtrace as gt
+from graphtrace.train import moons_demo
+model, X, y = moons_demo(samples=12, hidden=(4,))
+run = gt.record({path!r}, model, chunk_steps=3)
+print("ready", flush=True)
+for step in range(100_000):
+    run.log(step, 1.0)
+"""
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sigkill_during_compaction_leaves_every_step_once(tmp_path: Path, seed: int) -> None:
+    dd = pytest.importorskip("dask.dataframe")
+    import random
+    import signal
+
+    path = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _COMPACTING_WRITER.format(root=str(ROOT), path=str(path))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    deadline = time.monotonic() + 120
+    while len(complete_steps(path)) < 10 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    random.seed(seed)
+    time.sleep(random.random() * 0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    done = complete_steps(path)
+    assert done == list(range(len(done))) and len(done) >= 10
+    con = gt.open_run(path)
+    assert con.sql("SELECT count(*), count(DISTINCT step) FROM steps").fetchall() == [(len(done), len(done))]
+    n = con.sql("SELECT count(*) FROM params WHERE step = 0").fetchall()[0][0]
+    assert con.sql("SELECT count(*) FROM params").fetchall() == [(n * len(done),)]
+    for table in ("params", "steps"):  # what Dask sees: no step twice
+        seen = dd.read_parquet(str(path / table))["step"].compute() if _files(path, table) else []
+        per_step = {k: list(seen).count(k) for k in set(seen)}
+        assert all(c == (n if table == "params" else 1) for c in per_step.values()), per_step
+    # resumed and closed: everything compacted, each step once
+    model, _, _ = moons_demo(samples=12, hidden=(4,))
+    with gt.record(path, model, mode="resume", chunk_steps=3) as run:
+        run.log(len(done), 1.0)
+    assert not any(p.name.endswith(".parquet") for p in (path / ".staged" / "steps").glob("*"))
+    seen = dd.read_parquet(str(path / "steps"))["step"].compute()
+    assert sorted(seen) == list(range(len(done) + 1))
+
+
+def test_a_format_1_run_still_reads_and_resumes(tmp_path: Path) -> None:
+    """A run written before compaction (a step=K folder per step, the step as hive key) reads as before,
+    and a resume keeps its layout."""
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "run"
+    _record(path, steps=3)
+    old = tmp_path / "old"
+    old.mkdir()
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["format_version"] = 1
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    for table in ("steps", "params", "scopes"):
+        for chunk in (path / table).glob("part-*.parquet"):
+            t = pq.read_table(chunk)
+            for k in sorted(set(t.column("step").to_pylist())):
+                rows = t.filter(pq.ParquetFile(chunk).read().column("step").to_pandas().eq(k).to_numpy())
+                (old / table / f"step={k}").mkdir(parents=True)
+                pq.write_table(rows.drop(["step"]), old / table / f"step={k}" / "part.parquet")
+    want = gt.open_run(path).sql("SELECT step, name, data FROM params ORDER BY step, name").fetchall()
+    assert gt.open_run(old).sql("SELECT step, name, data FROM params ORDER BY step, name").fetchall() == want
+    model, _, _ = moons_demo(samples=12, hidden=(4,))
+    with gt.record(old, model, mode="resume") as run:
+        run.log(3, 0.5)
+    assert (old / "params" / "step=3" / "part.parquet").is_file() and not (old / ".staged").exists()
+    assert complete_steps(old) == [0, 1, 2, 3]
+    assert len(gt.runs.health(old)) > 0

@@ -207,9 +207,9 @@ def test_open_run_names_the_file_that_is_wrong(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"manifest\.json: not a readable"):
         gt.open_run(path)
     (path / "manifest.json").write_text(json.dumps(manifest))
-    part = path / "params" / "step=1" / "part.parquet"
+    part = next((path / "params").glob("part-*.parquet"))
     part.write_bytes(part.read_bytes()[:100])
-    with pytest.raises(ValueError, match=r"step=1/part.parquet: not a readable Parquet file"):
+    with pytest.raises(ValueError, match=rf"{part.name}: not a readable"):
         gt.open_run(path)
 
 
@@ -237,15 +237,17 @@ def test_recording_module_docstring_layout_matches_the_files(tmp_path: Path) -> 
     _record(tmp_path / "run", steps=1, snapshot_every=1, scopes_every=1)
     files = sorted(str(p.relative_to(tmp_path / "run")) for p in (tmp_path / "run").rglob("*") if p.is_file())
     doc = textwrap.dedent(gt.runs.__doc__ or "")  # type: ignore[attr-defined]
+    chunk = "part-0000000000000000000-0000000000000000000.parquet"
     assert files == [
         ".lock",
         "manifest.json",
-        "params/step=0/part.parquet",
-        "scopes/step=0/part.parquet",
+        f"params/{chunk}",
+        f"scopes/{chunk}",
         "snapshots/step=0/trace.parquet",
-        "steps/step=0/part.parquet",
+        f"steps/{chunk}",
     ]
-    assert all(f in doc for f in files)
+    # the docstring names each file by its pattern (FIRST-LAST for the chunk's step range)
+    assert all(f.replace(chunk, "part-FIRST-LAST.parquet") in doc for f in files)
 
 
 def test_health_of_one_trace_and_of_a_run_agree_on_dead_units(tmp_path: Path) -> None:
@@ -301,7 +303,7 @@ def test_a_failed_write_is_raised_by_the_next_call_and_nothing_later_is_written(
     real = runs._write_table
 
     def failing(path: Path, table: object) -> None:
-        if path.parts[-2] == "step=1" and path.parts[-3] == "scopes":
+        if path.name == "step=1.parquet" and path.parts[-2] == "scopes":
             raise OSError(28, "No space left on device", str(path))
         real(path, table)  # type: ignore[arg-type]
 
@@ -312,11 +314,11 @@ def test_a_failed_write_is_raised_by_the_next_call_and_nothing_later_is_written(
         for _ in train_steps(model, X, y, 4, run=run):
             pass
         run.flush()
-    assert "scopes/step=1/part.parquet" in str(info.value)
+    assert ".staged/scopes/step=1.parquet" in str(info.value)
     assert any("no later step was written" in n for n in info.value.__notes__)
     with pytest.raises(RuntimeError, match="stopped writing"):
         run.log(99, 1.0)
     run.close()
     assert complete_steps(tmp_path / "run") == [0]
-    assert not (tmp_path / "run" / "params" / "step=2").exists()
+    assert not (tmp_path / "run" / ".staged" / "params" / "step=2.parquet").exists()
     assert json.loads((tmp_path / "run" / "manifest.json").read_text())["status"] == "failed"
