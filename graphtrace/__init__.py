@@ -27,7 +27,7 @@ from .check import GradcheckError, gradcheck, numerical_grad
 from .export import draw_dot, edges_frame, html_text, nodes_frame, show, to_dot, to_html
 from .io import load, save
 from .rules import RULES
-from .runs import open_run, record
+from .runs import open_run, open_runs, record
 from .scopes import current_scope, scope
 from .snapshot import to_networkx
 from .store import no_grad
@@ -65,6 +65,7 @@ __all__ = [
     "nodes_frame",
     "numerical_grad",
     "open_run",
+    "open_runs",
     "record",
     "runs",
     "save",

@@ -180,7 +180,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import report
 
     try:
-        path = report(args.run, args.out)
+        path = report(args.run if len(args.run) > 1 else args.run[0], args.out)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     _console().print(f"wrote {path}")
@@ -393,9 +393,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="with --record: replace the run already in DIR")
     t.set_defaults(func=cmd_train)
 
-    r = sub.add_parser("report", help="one offline HTML report of a run recorded with train --record / gt.record")
-    r.add_argument("run", help="the run directory")
-    r.add_argument("--out", help="output file (default: RUN/report.html)")
+    r = sub.add_parser(
+        "report",
+        help="one offline HTML report of a run recorded with train --record / gt.record, or several runs compared",
+    )
+    r.add_argument("run", nargs="+", help="the run directory (several: one page comparing them)")
+    r.add_argument(
+        "--out", help="output file (default: RUN/report.html; for several runs: compare.html beside the first)"
+    )
     r.set_defaults(func=cmd_report)
 
     e = sub.add_parser("export", help="convert a saved trace (.json, .graphml, .parquet)")

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ._files import atomic_write
 
-__all__ = ["report", "report_html"]
+__all__ = ["compare_html", "report", "report_html"]
 
 _GUIDE = -3.0  # log10 update:data, Karpathy's rule of thumb (makemore part 3)
 
@@ -164,7 +164,89 @@ def report_html(path: str | os.PathLike[str]) -> str:
     return "".join(parts)
 
 
-def report(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
+def _hparams_table(manifests: list[dict[str, Any]], names: list[str]) -> pd.DataFrame:
+    """The hyper-parameters that differ between the runs (one row per run); all of them for one run."""
+    flat = [{k: json.dumps(v) for k, v in (m.get("hparams") or {}).items()} for m in manifests]
+    keys = sorted({k for f in flat for k in f})
+    differ = [k for k in keys if len({f.get(k, "(unset)") for f in flat}) > 1] if len(flat) > 1 else keys
+    return pd.DataFrame({"run": names, **{k: [f.get(k, "(unset)") for f in flat] for k in differ}})
+
+
+def _overlay(frames: dict[str, pd.DataFrame], column: str, title: str, *, log: bool = False) -> str:
+    fig, ax = _figure(title)
+    drawn = False
+    for run, df in frames.items():
+        if column in df and df[column].notna().any():
+            ax.plot(df["step"], df[column], label=run)
+            drawn = True
+    if log and drawn and all((df[column].dropna() > 0).all() for df in frames.values() if column in df):
+        ax.set_yscale("log")
+    ax.set_ylabel(column)
+    if drawn:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no run recorded it", ha="center", transform=ax.transAxes)
+    return _svg(fig)
+
+
+def compare_html(paths: list[str | os.PathLike[str]]) -> str:
+    """One page comparing several runs: their curves overlaid (one colour per run) and a table of the
+    hyper-parameters that differ (see :func:`report`)."""
+    from .runs import _query, _read_manifest, health, open_runs, run_names
+
+    roots = [Path(p) for p in paths]
+    manifests = [_read_manifest(r) for r in roots]
+    names = run_names(roots)
+    con = open_runs(roots)
+    steps = _query(con, "SELECT run, step, loss, accuracy, learning_rate FROM steps ORDER BY run, step", roots[0])
+    per_run = {n: steps[steps["run"] == n] for n in names}
+    grads: dict[str, pd.DataFrame] = {}
+    for n, r in zip(names, roots, strict=True):
+        h = health(r)
+        grads[n] = (
+            h.groupby("step", as_index=False)[["param_abs_grad_mean", "update_data_log10"]].mean()
+            if not h.empty
+            else pd.DataFrame({"step": [], "param_abs_grad_mean": [], "update_data_log10": []})
+        )
+    esc = html.escape
+    parts = [
+        "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        f"<title>graphtrace runs: {esc(', '.join(names))}</title>",
+        "<style>body{font-family:sans-serif;margin:20px;max-width:1100px}figure{margin:12px 0}"
+        "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}</style>"
+        "</head><body>",
+        f"<h1>graphtrace: {len(names)} runs compared</h1>",
+        "<h2>Hyper-parameters that differ</h2>",
+        _hparams_table(manifests, names).to_html(index=False, escape=True, classes="hparams"),
+        "<table class=runs><tr><th>run</th><th>status</th><th>complete steps</th><th>last loss</th></tr>",
+    ]
+    for n, m in zip(names, manifests, strict=True):
+        df = per_run[n]
+        last = repr(float(df["loss"].iloc[-1])) if len(df) else "-"
+        parts.append(
+            f"<tr><td>{esc(n)}</td><td>{esc(str(m.get('status')))}</td><td>{len(df)}</td><td>{esc(last)}</td></tr>"
+        )
+    parts.append("</table>")
+    plots = [
+        ("loss", _overlay(per_run, "loss", "loss per run", log=True)),
+        ("accuracy", _overlay(per_run, "accuracy", "accuracy per run")),
+        ("learning rate", _overlay(per_run, "learning_rate", "learning rate per run")),
+        (
+            "gradient flow",
+            _overlay(grads, "param_abs_grad_mean", "mean |grad| of the parameters (layers averaged)", log=True),
+        ),
+        (
+            "update ratio",
+            _overlay(grads, "update_data_log10", "log10 update:data (layers averaged; about -3 is healthy)"),
+        ),
+    ]
+    for name, svg in plots:
+        parts.append(f'<figure class="plot" data-plot="{esc(name)}">{svg}</figure>')
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+def report(path: Any, out: str | os.PathLike[str] | None = None) -> Path:
     """Write the HTML report of run ``path`` (default ``<path>/report.html``) and return its path.
 
     One self-contained, offline page: loss and accuracy curves, mean |grad| of each layer's
@@ -172,6 +254,11 @@ def report(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = No
     dead ReLU and saturated tanh shares (steps recorded with ``scopes_every``), the non-finite
     parameters and gradients (and the last snapshot's :func:`graphtrace.analysis.anomalies`), and the
     last snapshot's graph, collapsed by scope.
+
+    Given a list of several runs, the page compares them instead (:func:`compare_html`): loss,
+    accuracy, learning rate, gradient flow and update:data overlaid, one colour per run, and a table
+    of the hyper-parameters that differ; written to ``out`` (default: ``compare.html`` next to the
+    first run).
 
     Raises
     ------
@@ -197,8 +284,18 @@ def report(path: str | os.PathLike[str], out: str | os.PathLike[str] | None = No
     >>> report(path).name
     'report.html'
     """
-    target = Path(path) / "report.html" if out is None else Path(out)
+    several = not isinstance(path, (str, os.PathLike))
+    if several:
+        paths = list(path)
+        if not paths:
+            raise ValueError("report: no run given")
+        if len(paths) == 1:
+            path, several = paths[0], False
+    if several:
+        target = Path(paths[0]).parent / "compare.html" if out is None else Path(out)
+    else:
+        target = Path(path) / "report.html" if out is None else Path(out)
     if target.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"report: {str(target)!r} should end in .html")
-    page = report_html(path)
+    page = compare_html(paths) if several else report_html(path)
     return atomic_write(target, lambda fh: fh.write(page))

@@ -63,7 +63,19 @@ from ._real import as_float
 from .analysis import _SCOPE_SCHEMA, scope_columns
 from .value import Value
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "Run", "complete_steps", "health", "open_run", "record"]
+__all__ = [
+    "CHUNK_STEPS",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "Run",
+    "compact",
+    "complete_steps",
+    "health",
+    "open_run",
+    "open_runs",
+    "record",
+    "run_names",
+]
 
 #: ``manifest.json``'s ``format``; its ``format_version`` is :data:`FORMAT_VERSION`.
 FORMAT = "graphtrace-run"
@@ -794,7 +806,7 @@ def _table_files(root: Path, name: str) -> list[Path]:
     return files
 
 
-def open_run(path: str | os.PathLike[str], *, connection: Any = None) -> Any:
+def open_run(path: str | os.PathLike[str], *, connection: Any = None, _prefix: str = "") -> Any:
     """A DuckDB connection with the run's tables as views: ``steps``, ``params``, ``scopes``, ``snapshots``.
 
     Each view has the ``step`` column (the partition key) and shows complete steps only (those with a
@@ -832,8 +844,9 @@ def open_run(path: str | os.PathLike[str], *, connection: Any = None) -> Any:
     for name in _TABLES:
         chunked = compacted and name in _COMPACTED
         files = _chunked_files(root, name) if chunked else _table_files(root, name)
+        view = f"{_prefix}{name}"
         if not files:
-            con.execute(f"CREATE OR REPLACE VIEW {name} AS {_EMPTY[name]}")
+            con.execute(f"CREATE OR REPLACE VIEW {view} AS {_EMPTY[name]}")
             continue
         want = (*_REQUIRED[name], "step") if chunked else _REQUIRED[name]
         for f in files:
@@ -855,18 +868,81 @@ def open_run(path: str | os.PathLike[str], *, connection: Any = None) -> Any:
                 partitioning=ds.partitioning(pa.schema([step_field]), flavor="hive"),
                 partition_base_dir=str(root / name),
             )
-        source = f"__graphtrace_{name}"
+        source = f"__graphtrace_{_prefix}{name}"
         con.register(source, dataset)
         if chunked and name == "steps":
-            con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {source}")
+            con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {source}")
         elif chunked:  # the complete steps: those with a steps row
             con.execute(
-                f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {source} "
-                "WHERE step IN (SELECT step FROM __graphtrace_steps)"
+                f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {source} "
+                f"WHERE step IN (SELECT step FROM __graphtrace_{_prefix}steps)"
             )
         else:
-            con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {source} WHERE step IN ({complete})")
+            con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {source} WHERE step IN ({complete})")
     return con
+
+
+def run_names(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """A short distinct name per run: its folder's name, with its parent's when two share one."""
+    roots = [Path(p) for p in paths]
+    bare = [r.name for r in roots]
+    names = [f"{r.parent.name}/{r.name}" if bare.count(r.name) > 1 else r.name for r in roots]
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names):
+        k = seen.get(n, 0)
+        seen[n] = k + 1
+        if k:
+            names[i] = f"{n} ({k + 1})"
+    return names
+
+
+def open_runs(paths: Sequence[str | os.PathLike[str]], *, connection: Any = None) -> Any:
+    """One DuckDB connection over several runs: the views of :func:`open_run`, each with a ``run``
+    column first (the run's folder name, made distinct), the runs' rows one after another.
+
+    Runs of different models or versions combine by column name (a column one run lacks is NULL).
+
+    Parameters
+    ----------
+    paths : sequence of str or path-like
+        Run directories (see :func:`record`), at least one.
+    connection : duckdb.DuckDBPyConnection, optional
+        Where to create the views (default: a new in-memory database).
+
+    Raises
+    ------
+    ValueError
+        If ``paths`` is empty, or one is not a readable run (the message names it).
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> import graphtrace as gt
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> for name, loss in (("a", 1.0), ("b", 2.0)):
+    ...     with gt.record(root / name, gt.nn.MLP(1, [1])) as run:
+    ...         run.log(0, loss)
+    >>> gt.open_runs([root / "a", root / "b"]).sql("SELECT run, step, loss FROM steps ORDER BY run").fetchall()
+    [('a', 0, 1.0), ('b', 0, 2.0)]
+    """
+    import duckdb
+
+    if isinstance(paths, (str, os.PathLike)) or not len(paths):
+        raise ValueError(f"open_runs: expected a non-empty list of run directories, got {paths!r}")
+    con = duckdb.connect() if connection is None else connection
+    names = run_names(paths)
+    for i, p in enumerate(paths):
+        open_run(p, connection=con, _prefix=f"__run{i}_")
+    for name in _TABLES:
+        parts = " UNION ALL BY NAME ".join(
+            f"SELECT {_sql_literal(run)} AS run, * FROM __run{i}_{name}" for i, run in enumerate(names)
+        )
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS {parts}")
+    return con
+
+
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def complete_steps(path: str | os.PathLike[str]) -> Sequence[int]:

@@ -299,3 +299,41 @@ def test_a_format_1_run_still_reads_and_resumes(tmp_path: Path) -> None:
     assert (old / "params" / "step=3" / "part.parquet").is_file() and not (old / ".staged").exists()
     assert complete_steps(old) == [0, 1, 2, 3]
     assert len(gt.runs.health(old)) > 0
+
+
+# ---- several runs side by side ---------------------------------------------------------------------
+def test_open_runs_puts_several_runs_side_by_side_with_a_run_column(tmp_path: Path) -> None:
+    _record(tmp_path / "lr-0.1", steps=3, hparams={"lr": 0.1, "batch": 12})
+    _record(tmp_path / "lr-0.5", steps=2, hparams={"lr": 0.5, "batch": 12})
+    con = gt.open_runs([tmp_path / "lr-0.1", tmp_path / "lr-0.5"])
+    assert con.sql("SELECT run, count(*) FROM steps GROUP BY run ORDER BY run").fetchall() == [
+        ("lr-0.1", 3),
+        ("lr-0.5", 2),
+    ]
+    one = gt.open_run(tmp_path / "lr-0.5").sql("SELECT step, name, data FROM params ORDER BY step, name").fetchall()
+    both = con.sql("SELECT step, name, data FROM params WHERE run = 'lr-0.5' ORDER BY step, name").fetchall()
+    assert both == one
+    with pytest.raises(ValueError, match="non-empty list"):
+        gt.open_runs([])
+    # two runs of the same folder name in different places get distinct names
+    _record(tmp_path / "x" / "run", steps=1)
+    _record(tmp_path / "y" / "run", steps=1)
+    names = [
+        r
+        for (r,) in gt.open_runs([tmp_path / "x" / "run", tmp_path / "y" / "run"])
+        .sql("SELECT DISTINCT run FROM steps ORDER BY run")
+        .fetchall()
+    ]
+    assert names == ["x/run", "y/run"]
+
+
+def test_the_report_of_several_runs_overlays_them_and_lists_the_hparams_that_differ(tmp_path: Path) -> None:
+    _record(tmp_path / "a", steps=3, hparams={"lr": 0.1, "batch": 12})
+    _record(tmp_path / "b", steps=3, hparams={"lr": 0.5, "batch": 12})
+    err = io.StringIO()
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "b")], stderr=err) == 0, err.getvalue()
+    page = (tmp_path / "compare.html").read_text(encoding="utf-8")
+    assert "2 runs compared" in page and page.count('class="plot"') == 5
+    table = page[page.index('class="dataframe hparams"') :]
+    table = table[: table.index("</table>")]
+    assert "lr" in table and "batch" not in table and "0.5" in table
