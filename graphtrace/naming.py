@@ -103,14 +103,25 @@ def renumber_scopes(G: nx.DiGraph, order: Iterable[Any]) -> None:
     ['MLP[0]/Layer0', 'MLP[0]', 'MLP[1]/Layer0/Neuron2[1]', 'eval/MLP[4]']
     """
     node = G._node
-    index: dict[str, str] = {}  # old first segment -> new one
-    counts: dict[str, int] = {}
-    renamed: dict[str, str] = {}  # whole path -> renumbered path
+    renumber = _renumberer()
     for n in order:
         a = node[n]
         path = a.get("scope")
         if not path or not isinstance(path, str):
             continue
+        new = renumber(path)
+        if new is not path:
+            a["scope"] = new
+
+
+def _renumberer() -> Any:
+    """A function from a scope path to its renumbered path, numbering first segments in the order
+    the paths are given to it (the same path object back when nothing changes)."""
+    index: dict[str, str] = {}  # old first segment -> new one
+    counts: dict[str, int] = {}
+    renamed: dict[str, str] = {}  # whole path -> renumbered path
+
+    def renumber(path: str) -> str:
         new = renamed.get(path)
         if new is None:
             head, sep, rest = path.partition("/")
@@ -125,8 +136,9 @@ def renumber_scopes(G: nx.DiGraph, order: Iterable[Any]) -> None:
                     seg = f"{m.group(1)}[{k}]"
                 index[head] = seg
             new = renamed[path] = seg + sep + rest if seg != head else path
-        if new is not path:
-            a["scope"] = new
+        return new
+
+    return renumber
 
 
 def renumber_paths(paths: list[str]) -> list[str]:
@@ -138,7 +150,5 @@ def renumber_paths(paths: list[str]) -> list[str]:
     >>> renumber_paths(["MLP/Layer0", "", "MLP[7]/Layer0", "MLP[7]/Layer1", "MLP[9]/Layer0"])
     ['MLP/Layer0', '', 'MLP[0]/Layer0', 'MLP[0]/Layer1', 'MLP[1]/Layer0']
     """
-    G = nx.DiGraph()
-    G.add_nodes_from((i, {"scope": p}) for i, p in enumerate(paths))
-    renumber_scopes(G, range(len(paths)))
-    return [G._node[i]["scope"] for i in range(len(paths))]
+    renumber = _renumberer()
+    return [renumber(p) if p and isinstance(p, str) else p for p in paths]
