@@ -328,6 +328,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .io import load
 
     src = Path(args.file)
+    if args.to == "tensorboard":  # a recorded run's scalars and histograms
+        from .runs import to_tensorboard
+
+        try:
+            logdir = to_tensorboard(src, Path(args.out) if args.out else src / "tensorboard")
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+        print(f"wrote {logdir} (tensorboard --logdir {logdir})")
+        return 0
+    if args.to != "tensorboard" and src.is_dir():
+        raise CLIError(
+            f"{src} is a directory: --to tensorboard exports a recorded run; html, dot and csv a saved trace"
+        )
     try:
         G = load(src)
     except FileNotFoundError:
@@ -403,9 +416,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.set_defaults(func=cmd_report)
 
-    e = sub.add_parser("export", help="convert a saved trace (.json, .graphml, .parquet)")
-    e.add_argument("file", help="a trace written by graphtrace.save")
-    e.add_argument("--to", choices=["html", "dot", "csv"], required=True, help="output format")
+    e = sub.add_parser(
+        "export", help="convert a saved trace (.json, .graphml, .parquet), or a recorded run to TensorBoard"
+    )
+    e.add_argument("file", help="a trace written by graphtrace.save, or a run directory (--to tensorboard)")
+    e.add_argument(
+        "--to",
+        choices=["html", "dot", "csv", "tensorboard"],
+        required=True,
+        help="output format (tensorboard: a run's scalars and histograms as event files, default RUN/tensorboard)",
+    )
     e.add_argument(
         "--out", help="output path without suffix (default: FILE without its suffix: run.v1.json -> run.v1.html)"
     )

@@ -75,6 +75,7 @@ __all__ = [
     "open_runs",
     "record",
     "run_names",
+    "to_tensorboard",
 ]
 
 #: ``manifest.json``'s ``format``; its ``format_version`` is :data:`FORMAT_VERSION`.
@@ -939,6 +940,13 @@ def open_runs(paths: Sequence[str | os.PathLike[str]], *, connection: Any = None
         )
         con.execute(f"CREATE OR REPLACE VIEW {name} AS {parts}")
     return con
+
+
+def to_tensorboard(path: str | os.PathLike[str], logdir: str | os.PathLike[str], depth: int = 2) -> Path:
+    """Write run ``path`` as TensorBoard event files: see :func:`graphtrace.tensorboard_export.to_tensorboard`."""
+    from .tensorboard_export import to_tensorboard as write
+
+    return write(path, logdir, depth)
 
 
 def _sql_literal(text: str) -> str:

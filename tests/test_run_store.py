@@ -337,3 +337,35 @@ def test_the_report_of_several_runs_overlays_them_and_lists_the_hparams_that_dif
     table = page[page.index('class="dataframe hparams"') :]
     table = table[: table.index("</table>")]
     assert "lr" in table and "batch" not in table and "0.5" in table
+
+
+# ---- TensorBoard --------------------------------------------------------------------------------
+def test_a_run_exported_to_tensorboard_reads_back_with_tensorboards_own_reader(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboardX")
+    ea = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    path = tmp_path / "run"
+    _record(path, steps=4)
+    err = io.StringIO()
+    assert main(["export", str(path), "--to", "tensorboard", "--out", str(tmp_path / "tb")], stderr=err) == 0, (
+        err.getvalue()
+    )
+    acc = ea.EventAccumulator(str(tmp_path / "tb"), size_guidance={ea.SCALARS: 0, ea.HISTOGRAMS: 0})
+    acc.Reload()
+    con = gt.open_run(path)
+    want = con.sql("SELECT step, loss FROM steps ORDER BY step").fetchall()
+    got = [(e.step, e.value) for e in acc.Scalars("loss")]
+    assert [s for s, _ in got] == [s for s, _ in want]
+    assert all(v == pytest.approx(w, rel=1e-6) for (_, v), (_, w) in zip(got, want, strict=True))  # float32 in events
+    tags = acc.Tags()
+    assert "grad_flow/MLP/Layer0" in tags["scalars"] and "update_data_log10/MLP/Layer1" in tags["scalars"]
+    hist = acc.Histograms("grad/MLP/Layer0")
+    n = con.sql("SELECT count(*) FROM params WHERE step = 0 AND scope LIKE 'MLP/Layer0%'").fetchall()[0][0]
+    assert [h.step for h in hist] == [0, 1, 2, 3] and hist[0].histogram_value.num == n
+    lo, hi = con.sql("SELECT min(grad), max(grad) FROM params WHERE step = 2 AND scope LIKE 'MLP/Layer0%'").fetchall()[
+        0
+    ]
+    assert hist[2].histogram_value.min == pytest.approx(lo, rel=1e-6) and hist[2].histogram_value.max == pytest.approx(
+        hi, rel=1e-6
+    )
+    # a saved trace is not a run: told, exit 2
+    assert main(["export", str(tmp_path / "nowhere"), "--to", "tensorboard"], stderr=io.StringIO()) == 2
