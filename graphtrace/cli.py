@@ -177,8 +177,19 @@ def _with_ending(stem: Path, ending: str) -> Path:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import report
+    from .report import report, watch
 
+    if args.watch:
+        if len(args.run) != 1:
+            raise CLIError("--watch follows one run")
+        try:
+            path = watch(args.run[0], args.out, interval=args.interval)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+        except KeyboardInterrupt:
+            return 130
+        _console().print(f"wrote {path} (the run is no longer running)")
+        return 0
     try:
         path = report(args.run if len(args.run) > 1 else args.run[0], args.out)
     except ValueError as exc:
@@ -411,6 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="one offline HTML report of a run recorded with train --record / gt.record, or several runs compared",
     )
     r.add_argument("run", nargs="+", help="the run directory (several: one page comparing them)")
+    r.add_argument(
+        "--watch",
+        action="store_true",
+        help="rewrite the page as steps land, the open page reloading itself, until the run stops running",
+    )
+    r.add_argument("--interval", type=float, default=2.0, help="seconds between looks at the run (--watch)")
     r.add_argument(
         "--out", help="output file (default: RUN/report.html; for several runs: compare.html beside the first)"
     )

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ._files import atomic_write
 
-__all__ = ["compare_html", "report", "report_html"]
+__all__ = ["compare_html", "report", "report_html", "watch"]
 
 _GUIDE = -3.0  # log10 update:data, Karpathy's rule of thumb (makemore part 3)
 
@@ -77,8 +77,9 @@ def _by_layer(h: pd.DataFrame, column: str, title: str, *, log: bool = False, gu
     return _svg(fig)
 
 
-def report_html(path: str | os.PathLike[str]) -> str:
-    """The report page of run ``path`` as a string (see :func:`report`)."""
+def report_html(path: str | os.PathLike[str], *, reload_every: float | None = None) -> str:
+    """The report page of run ``path`` as a string (see :func:`report`); ``reload_every`` (seconds)
+    makes the open page reload itself (the live view of :func:`watch`)."""
     from .analysis import anomalies
     from .export.html import html_text
     from .io import load
@@ -92,6 +93,7 @@ def report_html(path: str | os.PathLike[str]) -> str:
     esc = html.escape
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        f'<meta http-equiv="refresh" content="{reload_every:g}">' if reload_every else "",
         f"<title>graphtrace run: {esc(root.name)}</title>",
         "<style>body{font-family:sans-serif;margin:20px;max-width:1100px}figure{margin:12px 0}"
         "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}"
@@ -244,6 +246,64 @@ def compare_html(paths: list[str | os.PathLike[str]]) -> str:
         parts.append(f'<figure class="plot" data-plot="{esc(name)}">{svg}</figure>')
     parts.append("</body></html>")
     return "".join(parts)
+
+
+def _writer_of(text: str) -> Any:
+    return lambda fh: fh.write(text)
+
+
+def watch(
+    path: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    interval: float = 2.0,
+    reload_every: float = 5.0,
+    on_write: Any = None,
+) -> Path:
+    """Keep run ``path``'s report up to date while the run is being recorded: rewrite the page
+    (atomically) whenever a step lands, with a ``<meta refresh>`` so that an open browser tab
+    reloads itself every ``reload_every`` seconds; once the run's status is no longer ``running``,
+    write the final page (without the refresh) and return its path. ``graphtrace report RUN --watch``.
+
+    Parameters
+    ----------
+    path, out
+        As :func:`report`.
+    interval : float
+        Seconds between looks at the run's completed steps.
+    reload_every : float
+        The open page's reload period, in seconds.
+    on_write : callable, optional
+        Called with each page written (its text): for scripts and tests.
+
+    Raises
+    ------
+    ValueError
+        As :func:`report`.
+    """
+    import time
+
+    from .runs import _read_manifest, complete_steps
+
+    if not (interval > 0 and reload_every > 0):
+        raise ValueError(f"watch: interval and reload_every must be > 0, got {interval!r}, {reload_every!r}")
+    root = Path(path)
+    target = root / "report.html" if out is None else Path(out)
+    if target.suffix.lower() not in (".html", ".htm"):
+        raise ValueError(f"report: {str(target)!r} should end in .html")
+    seen: tuple[int, ...] | None = None
+    while True:
+        running = _read_manifest(root).get("status") == "running"
+        done = tuple(complete_steps(root))
+        if done != seen or not running:
+            page = report_html(root, reload_every=reload_every if running else None)
+            atomic_write(target, _writer_of(page))
+            if on_write is not None:
+                on_write(page)
+            seen = done
+        if not running:
+            return target
+        time.sleep(interval)
 
 
 def report(path: Any, out: str | os.PathLike[str] | None = None) -> Path:

@@ -369,3 +369,36 @@ def test_a_run_exported_to_tensorboard_reads_back_with_tensorboards_own_reader(t
     )
     # a saved trace is not a run: told, exit 2
     assert main(["export", str(tmp_path / "nowhere"), "--to", "tensorboard"], stderr=io.StringIO()) == 2
+
+
+# ---- the live view ----------------------------------------------------------------------------------
+def test_watch_rewrites_the_report_as_steps_land_until_the_run_finishes(tmp_path: Path) -> None:
+    import threading
+
+    from graphtrace.report import watch
+
+    path = tmp_path / "run"
+    model, _, _ = moons_demo(samples=12, hidden=(4,))
+    run = gt.record(path, model)
+    run.log(0, 1.0)
+    run.flush()
+    pages: list[str] = []
+    logged = threading.Event()
+
+    def on_write(page: str) -> None:
+        pages.append(page)
+        if len(pages) == 1:  # the first page is written: record two more steps, then finish
+            run.log(1, 0.5)
+            run.log(2, 0.25)
+            run.flush()
+            logged.set()
+        elif logged.is_set() and len(pages) == 2:
+            run.close()
+
+    out = watch(path, interval=0.05, on_write=on_write)
+    assert out == path / "report.html"
+    assert '<meta http-equiv="refresh"' in pages[0] and "1 complete steps" in pages[0]
+    assert '<meta http-equiv="refresh"' not in pages[-1] and "3 complete steps" in pages[-1]
+    assert out.read_text(encoding="utf-8") == pages[-1]
+    err = io.StringIO()
+    assert main(["report", str(path), str(path), "--watch"], stderr=err) == 2 and "one run" in err.getvalue()
