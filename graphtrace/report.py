@@ -1,12 +1,14 @@
-"""One self-contained HTML report of a recorded run: curves, gradient flow, update ratios, unit health,
-anomalies and the last snapshot's graph. Plots are matplotlib SVG written into the page; the graph is
-graphtrace's collapsed view in a sandboxed ``<iframe srcdoc>``. Nothing is fetched; all text is escaped.
+"""One self-contained HTML report of a recorded run: curves, gradient flow, update ratios,
+distributions over steps, histograms, unit health, anomalies and the last snapshot's graph.
+
+Plots are interactive Vega-Lite charts (:mod:`graphtrace.charts`: hover, zoom, a smoothing toggle,
+layer and step choosers) with vega's JavaScript inlined; the graph is graphtrace's collapsed view in
+a sandboxed ``<iframe srcdoc>``, loaded when scrolled to. Nothing is fetched; all text is escaped.
 """
 
 from __future__ import annotations
 
 import html
-import io
 import json
 import math
 import os
@@ -16,65 +18,11 @@ from typing import Any
 import pandas as pd
 
 from ._files import atomic_write
+from .charts import Charts
 
 __all__ = ["compare_html", "report", "report_html", "watch"]
 
 _GUIDE = -3.0  # log10 update:data, Karpathy's rule of thumb (makemore part 3)
-
-
-def _svg(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
-    plt.close(fig)
-    text = buf.getvalue()
-    return text[text.index("<svg") :]  # drop the XML prolog and doctype: inline SVG in HTML
-
-
-def _figure(title: str) -> tuple[Any, Any]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel("step")
-    ax.grid(alpha=0.3)
-    return fig, ax
-
-
-def _curves(steps: pd.DataFrame) -> str:
-    fig, ax = _figure("loss and accuracy")
-    ax.plot(steps["step"], steps["loss"], color="tab:blue", label="loss")
-    if (steps["loss"] > 0).all():
-        ax.set_yscale("log")
-    ax.set_ylabel("loss", color="tab:blue")
-    if steps["accuracy"].notna().any():
-        ax2 = ax.twinx()
-        ax2.plot(steps["step"], steps["accuracy"], color="tab:green", label="accuracy")
-        ax2.set_ylim(0, 1.05)
-        ax2.set_ylabel("accuracy", color="tab:green")
-    return _svg(fig)
-
-
-def _by_layer(h: pd.DataFrame, column: str, title: str, *, log: bool = False, guide: float | None = None) -> str:
-    fig, ax = _figure(title)
-    for layer, g in h.groupby("layer", sort=True):
-        y = g[column]
-        if y.notna().any():
-            ax.plot(g["step"], y, marker="." if len(g) < 30 else None, label=str(layer))
-    if guide is not None:
-        ax.axhline(guide, color="black", linestyle="--", linewidth=1, label=f"guide {guide:g}")
-    if log and (h[column] > 0).any():
-        ax.set_yscale("log")
-    ax.set_ylabel(column)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "not recorded (record with scopes_every=K)", ha="center", transform=ax.transAxes)
-    return _svg(fig)
 
 
 def report_html(path: str | os.PathLike[str], *, reload_every: float | None = None) -> str:
@@ -91,19 +39,17 @@ def report_html(path: str | os.PathLike[str], *, reload_every: float | None = No
     steps = _query(con, "SELECT * FROM steps ORDER BY step", root)
     h = health(root)
     esc = html.escape
+    charts = Charts()
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         f'<meta http-equiv="refresh" content="{reload_every:g}">' if reload_every else "",
         f"<title>graphtrace run: {esc(root.name)}</title>",
-        "<style>body{font-family:sans-serif;margin:20px;max-width:1100px}figure{margin:12px 0}"
-        "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}"
-        "pre{background:#f5f5f5;padding:6px;white-space:pre-wrap}iframe{width:100%;height:620px;border:1px solid #ccc}"
-        "</style></head><body>",
+        f"<style>{_STYLE}</style></head><body>",
         f"<h1>graphtrace run: {esc(root.name)}</h1>",
         f"<p>status <b>{esc(str(manifest.get('status')))}</b>, started {esc(str(manifest.get('started')))}, "
         f"finished {esc(str(manifest.get('finished')))}, graphtrace {esc(str(manifest.get('graphtrace')))}, "
         f"{len(steps)} complete steps.</p>",
-        f"<pre>model: {esc(str(manifest.get('model')))}\nhparams: {esc(json.dumps(manifest.get('hparams')))}</pre>",
+        f"<p>hyper-parameters: <code>{esc(json.dumps(manifest.get('hparams')))}</code></p>",
     ]
     if steps.empty:
         parts.append("<p>No complete step yet.</p></body></html>")
@@ -113,18 +59,74 @@ def report_html(path: str | os.PathLike[str], *, reload_every: float | None = No
         f"<p>last step {int(last['step'])}: loss {esc(repr(float(last['loss'])))}, "
         f"accuracy {esc(repr(float(last['accuracy'])))}</p>"
     )
-    plots = [
-        ("curves", _curves(steps)),
-        ("gradient flow", _by_layer(h, "param_abs_grad_mean", "mean |grad| of each layer's parameters", log=True)),
-        (
+    parts.append(_model_summary(con, root))
+    rows = steps.to_dict("records")
+    parts.append("<h2>Training</h2>")
+    parts.append(charts.line(rows, "loss", "loss", "loss", log=True, smooth=True))
+    for col, title in (("accuracy", "accuracy"), ("learning_rate", "learning rate")):
+        if steps[col].notna().any():
+            parts.append(charts.line(rows, col, title, title, domain=(0, 1) if col == "accuracy" else None))
+    parts.append("<h2>Gradients and updates, per layer</h2>")
+    hr = h.to_dict("records")
+    parts.append(
+        charts.line(
+            hr, "param_abs_grad_mean", "mean |grad| of the layer's parameters", "gradient flow", color="layer", log=True
+        )
+    )
+    parts.append(
+        charts.line(
+            hr,
+            "update_data_log10",
+            "log10(|update| / |data|)",
             "update ratio",
-            _by_layer(h, "update_data_log10", "log10(mean |update| / mean |data|) per layer", guide=_GUIDE),
-        ),
-        ("dead relu", _by_layer(h, "dead_relu_share", "share of dead ReLU units (0 for every sample)")),
-        ("saturated tanh", _by_layer(h, "tanh_saturated_share", "share of tanh outputs with |t| > 0.97")),
-    ]
-    for name, svg in plots:
-        parts.append(f'<figure class="plot" data-plot="{esc(name)}">{svg}</figure>')
+            color="layer",
+            rule=_GUIDE,
+            rule_label="-3: the rule of thumb",
+        )
+    )
+    parts.append("<h2>Distributions over steps</h2>")
+    parts.append(
+        "<p>Per step, over the parameters of the layer chosen: min–max (lightest), 10–90% and 25–75% bands, "
+        "and the median (line); hover for the numbers, drag or scroll to zoom the steps.</p>"
+    )
+    for what, title in (("data", "parameter values"), ("grad", "gradients"), ("update", "updates")):
+        parts.append(charts.bands(_quantiles(con, root, what), title, f"distribution of {what}"))
+    hist_rows, hist_steps = _histogram_rows(con, root, [int(s) for s in steps["step"]])
+    if hist_rows:
+        parts.append("<h2>Histograms</h2>")
+        parts.append(charts.histogram(hist_rows, hist_steps, "histogram"))
+    parts.append("<h2>Units</h2>")
+    kinds = _unit_kinds(con, root)
+    if kinds is None:
+        parts.append(
+            "<p>No step was recorded with its scope table (record with scopes_every=K), so dead and "
+            "saturated units are not known.</p>"
+        )
+    else:
+        if "relu" in kinds:
+            parts.append(
+                charts.line(
+                    hr,
+                    "dead_relu_share",
+                    "share of dead ReLU units (0 for every sample)",
+                    "dead relu",
+                    color="layer",
+                    domain=(0, 1),
+                )
+            )
+        if "tanh" in kinds:
+            parts.append(
+                charts.line(
+                    hr,
+                    "tanh_saturated_share",
+                    "share of tanh outputs with |t| > 0.97",
+                    "saturated tanh",
+                    color="layer",
+                    domain=(0, 1),
+                )
+            )
+        if not kinds:
+            parts.append("<p>The model has no ReLU or tanh units, so none can die or saturate.</p>")
     bad = _query(
         con,
         "SELECT step, name, scope, data, grad FROM params WHERE NOT (isfinite(data) AND isfinite(grad)) "
@@ -158,12 +160,104 @@ def report_html(path: str | os.PathLike[str], *, reload_every: float | None = No
         page = html_text(G, title=f"step {s} of {root.name}", collapse=True)
         parts.append(f"<h2>The graph of step {s}</h2>")
         parts.append(
-            f'<iframe id="graph" sandbox="allow-scripts" title="graph of step {s}" srcdoc="{esc(page)}"></iframe>'
+            f'<iframe id="graph" loading="lazy" sandbox="allow-scripts" title="graph of step {s}" '
+            f'srcdoc="{esc(page)}"></iframe>'
         )
     else:
         parts.append("<p>No snapshot recorded (record with snapshot_every=K to see the graph).</p>")
+    parts.append(charts.scripts())
     parts.append("</body></html>")
     return "".join(parts)
+
+
+def _query(con: Any, sql: str, root: Path) -> Any:
+    from .runs import _query as run_query
+
+    return run_query(con, sql, root)
+
+
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:20px;max-width:1100px}figure{margin:12px 0}"
+    "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}"
+    "code{background:#f5f5f5;padding:1px 4px}iframe{width:100%;height:620px;border:1px solid #ccc}"
+    ".vega-bindings{font-size:12px;margin:4px 0}"
+)
+_LAYER = "array_to_string(string_split(scope, '/')[1:2], '/')"
+MAX_POINTS = 300  # steps drawn per distribution (evenly spaced): a long run's page stays small
+HIST_STEPS = 12
+
+
+def _every(con: Any, root: Path) -> int:
+    n = int(_query(con, "SELECT count(*) AS n FROM steps", root)["n"].iloc[0])
+    return max(1, math.ceil(n / MAX_POINTS))
+
+
+def _quantiles(con: Any, root: Path, what: str) -> list[dict[str, Any]]:
+    """Per (step, layer): the quantiles of ``what`` over the layer's parameters (finite values)."""
+    k = _every(con, root)
+    col = f'"{what}"'
+    df = _query(
+        con,
+        f"""SELECT step, {_LAYER} AS layer, min({col}) AS min, quantile_cont({col}, 0.1) AS q10,
+                   quantile_cont({col}, 0.25) AS q25, median({col}) AS median, quantile_cont({col}, 0.75) AS q75,
+                   quantile_cont({col}, 0.9) AS q90, max({col}) AS max
+            FROM params WHERE isfinite({col}) AND step IN (SELECT step FROM steps QUALIFY
+                row_number() OVER (ORDER BY step) % {k} = 1 OR {k} = 1 OR step = max(step) OVER ())
+            GROUP BY ALL ORDER BY step, layer""",
+        root,
+    )
+    df["step"] = df["step"].astype("int64")
+    return list(df.to_dict("records"))
+
+
+def _histogram_rows(con: Any, root: Path, steps: list[int]) -> tuple[list[dict[str, Any]], list[int]]:
+    """Every parameter's data, grad and update at up to HIST_STEPS steps, evenly spaced, the last included."""
+    if not steps:
+        return [], []
+    k = max(1, math.ceil(len(steps) / HIST_STEPS))
+    chosen = sorted({*steps[::k], steps[-1]})
+    picked = ", ".join(str(s) for s in chosen)
+    df = _query(
+        con,
+        f'SELECT step, {_LAYER} AS layer, data, grad, "update" FROM params WHERE step IN ({picked})',
+        root,
+    )
+    long = df.melt(id_vars=["step", "layer"], value_vars=["data", "grad", "update"], var_name="what")
+    long["step"] = long["step"].astype("int64")
+    return list(long.to_dict("records")), chosen
+
+
+def _unit_kinds(con: Any, root: Path) -> set[str] | None:
+    """The unit kinds the recorded scope tables saw ({"relu", "tanh"}), None without any scope table."""
+    df = _query(
+        con,
+        "SELECT count(*) AS n, count(*) FILTER (WHERE NOT isnan(relu_zero_share)) AS relu, "
+        "count(*) FILTER (WHERE NOT isnan(tanh_saturated_share)) AS tanh FROM scopes",
+        root,
+    )
+    if int(df["n"].iloc[0]) == 0:
+        return None
+    return {kind for kind in ("relu", "tanh") if int(df[kind].iloc[0]) > 0}
+
+
+def _model_summary(con: Any, root: Path) -> str:
+    """The model as its modules and their parameter counts (from the last step's params rows)."""
+    has_numel = "numel" in _query(con, "SELECT * FROM params LIMIT 0", root).columns
+    count = "sum(numel)" if has_numel else "count(*)"
+    df = _query(
+        con,
+        f"SELECT {_LAYER} AS layer, count(DISTINCT scope) AS modules, count(*) AS tensors, {count} AS parameters "
+        "FROM params WHERE step = (SELECT max(step) FROM steps) GROUP BY ALL ORDER BY layer",
+        root,
+    )
+    if not has_numel:
+        df = df.drop(columns=["tensors"])
+    total = int(df["parameters"].sum()) if len(df) else 0
+    modules = int(df["modules"].sum()) if len(df) else 0
+    return (
+        f"<details open><summary>model: {len(df)} layers, {modules} modules, {total:,} parameters</summary>"
+        f"{df.to_html(index=False, escape=True, classes='model')}</details>"
+    )
 
 
 def _hparams_table(manifests: list[dict[str, Any]], names: list[str]) -> pd.DataFrame:
@@ -172,23 +266,6 @@ def _hparams_table(manifests: list[dict[str, Any]], names: list[str]) -> pd.Data
     keys = sorted({k for f in flat for k in f})
     differ = [k for k in keys if len({f.get(k, "(unset)") for f in flat}) > 1] if len(flat) > 1 else keys
     return pd.DataFrame({"run": names, **{k: [f.get(k, "(unset)") for f in flat] for k in differ}})
-
-
-def _overlay(frames: dict[str, pd.DataFrame], column: str, title: str, *, log: bool = False) -> str:
-    fig, ax = _figure(title)
-    drawn = False
-    for run, df in frames.items():
-        if column in df and df[column].notna().any():
-            ax.plot(df["step"], df[column], label=run)
-            drawn = True
-    if log and drawn and all((df[column].dropna() > 0).all() for df in frames.values() if column in df):
-        ax.set_yscale("log")
-    ax.set_ylabel(column)
-    if drawn:
-        ax.legend(fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "no run recorded it", ha="center", transform=ax.transAxes)
-    return _svg(fig)
 
 
 def compare_html(paths: list[str | os.PathLike[str]]) -> str:
@@ -214,9 +291,7 @@ def compare_html(paths: list[str | os.PathLike[str]]) -> str:
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         f"<title>graphtrace runs: {esc(', '.join(names))}</title>",
-        "<style>body{font-family:sans-serif;margin:20px;max-width:1100px}figure{margin:12px 0}"
-        "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}</style>"
-        "</head><body>",
+        f"<style>{_STYLE}</style></head><body>",
         f"<h1>graphtrace: {len(names)} runs compared</h1>",
         "<h2>Hyper-parameters that differ</h2>",
         _hparams_table(manifests, names).to_html(index=False, escape=True, classes="hparams"),
@@ -229,21 +304,30 @@ def compare_html(paths: list[str | os.PathLike[str]]) -> str:
             f"<tr><td>{esc(n)}</td><td>{esc(str(m.get('status')))}</td><td>{len(df)}</td><td>{esc(last)}</td></tr>"
         )
     parts.append("</table>")
-    plots = [
-        ("loss", _overlay(per_run, "loss", "loss per run", log=True)),
-        ("accuracy", _overlay(per_run, "accuracy", "accuracy per run")),
-        ("learning rate", _overlay(per_run, "learning_rate", "learning rate per run")),
-        (
-            "gradient flow",
-            _overlay(grads, "param_abs_grad_mean", "mean |grad| of the parameters (layers averaged)", log=True),
-        ),
-        (
+    charts = Charts()
+    rows = steps.to_dict("records")
+    parts.append(charts.line(rows, "loss", "loss", "loss", color="run", log=True, smooth=True))
+    for col, title in (("accuracy", "accuracy"), ("learning_rate", "learning rate")):
+        if steps[col].notna().any():
+            parts.append(charts.line(rows, col, title, title, color="run"))
+    flow = [{**r, "run": n} for n, g in grads.items() for r in g.to_dict("records")]
+    parts.append(
+        charts.line(
+            flow, "param_abs_grad_mean", "mean |grad| (layers averaged)", "gradient flow", color="run", log=True
+        )
+    )
+    parts.append(
+        charts.line(
+            flow,
+            "update_data_log10",
+            "log10 update:data (layers averaged)",
             "update ratio",
-            _overlay(grads, "update_data_log10", "log10 update:data (layers averaged; about -3 is healthy)"),
-        ),
-    ]
-    for name, svg in plots:
-        parts.append(f'<figure class="plot" data-plot="{esc(name)}">{svg}</figure>')
+            color="run",
+            rule=_GUIDE,
+            rule_label="-3: the rule of thumb",
+        )
+    )
+    parts.append(charts.scripts())
     parts.append("</body></html>")
     return "".join(parts)
 

@@ -324,6 +324,10 @@ def test_color_by_a_diff_colours_both_views(browser: Any, tmp_path: Path) -> Non
         page.page.close()
 
 
+def tmp_steps_loss(path: Path) -> list[float]:
+    return [r[0] for r in gt.open_run(path).sql("SELECT loss FROM steps ORDER BY step").fetchall()]
+
+
 def test_run_report_draws_every_plot_and_the_graph_offline(browser: Any, tmp_path: Path) -> None:
     from graphtrace.report import report
 
@@ -340,11 +344,33 @@ def test_run_report_draws_every_plot_and_the_graph_offline(browser: Any, tmp_pat
             run.log(step, loss, learning_rate=0.05)
     page = Page(browser)
     page.page.goto(report(tmp_path / "run").resolve().as_uri())
+    # every plot is drawn (Vega-Lite, as SVG)
+    drawn = page.page.evaluate("() => window.graphtraceCharts")
+    figures = page.page.evaluate("document.querySelectorAll('figure.plot').length")
+    assert drawn == figures == 9  # no accuracy was logged: no accuracy plot
     sizes = page.page.evaluate(
-        "[...document.querySelectorAll('figure.plot svg')].map(s => s.getBoundingClientRect().width * "
+        "[...document.querySelectorAll('figure.plot svg.marks')].map(s => s.getBoundingClientRect().width * "
         "s.getBoundingClientRect().height)"
     )
-    assert len(sizes) == 5 and all(a > 10_000 for a in sizes)
+    assert len(sizes) == 9 and all(a > 10_000 for a in sizes), sizes
+    titles = page.page.evaluate(
+        "[...document.querySelectorAll('figure.plot svg .role-axis-title')].map(t => t.textContent)"
+    )
+    assert "mean |grad| of the layer's parameters" in titles and "param_abs_grad_mean" not in titles
+    # hovering a point of the loss curve shows its step and value
+    loss = float(tmp_steps_loss(tmp_path / "run")[0])
+    box = page.page.evaluate(
+        "(() => { const p = document.querySelector('figure[data-plot=loss] svg .mark-symbol path');"
+        " const r = p.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+    )
+    page.page.mouse.move(box[0], box[1])
+    page.page.wait_for_function(
+        "() => { const t = document.getElementById('vg-tooltip-element');"
+        " return t && t.classList.contains('visible'); }",
+        timeout=60_000,
+    )
+    tip = page.page.inner_text("#vg-tooltip-element")
+    assert "step" in tip and "loss" in tip and f"{loss:.4g}"[:4] in tip, tip
     frame = page.page.frame_locator("#graph")
     frame.locator("#heading").wait_for()
     graph = next(f for f in page.page.frames if f != page.page.main_frame)
