@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_html.py
 	$(BIN)/python benchmarks/bench_torch.py
 	$(BIN)/python benchmarks/bench_store.py
+	$(BIN)/python benchmarks/bench_report.py
 	for py in $(wildcard .nox/tests-3-1*/bin/python); do $$py benchmarks/bench_runs.py || exit 1; done
 
 clean:

@@ -32,9 +32,15 @@ def _scripts() -> str:
     return "".join(parts)
 
 
+def _number(v: Any) -> Any:
+    if isinstance(v, float):  # 6 significant digits are more than a plot or its tooltip shows
+        return float(f"{v:.6g}") if math.isfinite(v) else None  # NaN and ±inf: null, left out
+    return v
+
+
 def _clean(rows: list[dict[Any, Any]]) -> list[dict[Any, Any]]:
-    """Rows for JSON: NaN and ±inf become null (Vega-Lite leaves them out)."""
-    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()} for r in rows]
+    """Rows for JSON: floats to 6 significant digits, NaN and ±inf null (Vega-Lite leaves them out)."""
+    return [{k: _number(v) for k, v in r.items()} for r in rows]
 
 
 class Charts:

@@ -8,6 +8,8 @@ a sandboxed ``<iframe srcdoc>``, loaded when scrolled to. Nothing is fetched; al
 
 from __future__ import annotations
 
+import base64
+import gzip
 import html
 import json
 import math
@@ -159,9 +161,13 @@ def report_html(path: str | os.PathLike[str], *, reload_every: float | None = No
             parts.append(table.to_html(index=False, escape=True, classes="anomalies"))
         page = html_text(G, title=f"step {s} of {root.name}", collapse=True)
         parts.append(f"<h2>The graph of step {s}</h2>")
+        # the page travels gzipped (base64: no markup in it) and becomes the iframe's srcdoc when the
+        # iframe scrolls into view: a 65k-node step is 0.5 MB here instead of 3.3 MB escaped
+        packed = base64.b64encode(gzip.compress(page.encode("utf-8"), compresslevel=6)).decode("ascii")
         parts.append(
-            f'<iframe id="graph" loading="lazy" sandbox="allow-scripts" title="graph of step {s}" '
-            f'srcdoc="{esc(page)}"></iframe>'
+            f'<iframe id="graph" sandbox="allow-scripts" title="graph of step {s}"></iframe>'
+            f'<script type="text/plain" id="graph-page">{packed}</script>'
+            f"<script>{_LAZY_GRAPH}</script>"
         )
     else:
         parts.append("<p>No snapshot recorded (record with snapshot_every=K to see the graph).</p>")
@@ -175,6 +181,22 @@ def _query(con: Any, sql: str, root: Path) -> Any:
 
     return run_query(con, sql, root)
 
+
+# Unpack the graph's page into the iframe once it is (nearly) in view.
+_LAZY_GRAPH = """(function () {
+  var frame = document.getElementById("graph"), done = false;
+  function load() {
+    if (done) { return; }
+    done = true;
+    var bin = atob(document.getElementById("graph-page").textContent), bytes = new Uint8Array(bin.length);
+    for (var i = 0; i < bin.length; i++) { bytes[i] = bin.charCodeAt(i); }
+    var text = new Response(new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"))).text();
+    window.graphtraceGraphPage = text.then(function (page) { frame.srcdoc = page; return page.length; });
+  }
+  new IntersectionObserver(function (entries, obs) {
+    if (entries.some(function (e) { return e.isIntersecting; })) { obs.disconnect(); load(); }
+  }, { rootMargin: "200px" }).observe(frame);
+})();"""
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:20px;max-width:1100px}figure{margin:12px 0}"

@@ -371,8 +371,13 @@ def test_run_report_draws_every_plot_and_the_graph_offline(browser: Any, tmp_pat
     )
     tip = page.page.inner_text("#vg-tooltip-element")
     assert "step" in tip and "loss" in tip and f"{loss:.4g}"[:4] in tip, tip
+    # the graph's page is unpacked into its iframe once the iframe scrolls into view
+    assert page.page.evaluate("window.graphtraceGraphPage === undefined")
+    page.page.locator("#graph").scroll_into_view_if_needed()
+    page.page.wait_for_function("() => window.graphtraceGraphPage !== undefined", timeout=60_000)
+    assert page.page.evaluate("() => window.graphtraceGraphPage") > 10_000
     frame = page.page.frame_locator("#graph")
-    frame.locator("#heading").wait_for()
+    frame.locator("#heading").wait_for(timeout=60_000)
     graph = next(f for f in page.page.frames if f != page.page.main_frame)
     graph.wait_for_function("window.graphtraceFirstDraw !== null && window.graphtraceFirstDraw !== undefined")
     assert graph.evaluate("window.graphtraceNetwork.body.data.nodes.length") > 3
