@@ -808,20 +808,7 @@ def _scalar_health(x: Any, depth: int) -> pd.DataFrame:
                 float(stats["param_abs_grad_max"]) if stats is not None else math.nan,
             )
         )
-    return _frame(
-        rows,
-        {
-            "layer": _STR,
-            "units": "int64",
-            "relu_units": "int64",
-            "dead_relu": "int64",
-            "dead_relu_share": "float64",
-            "tanh_saturated_share": "float64",
-            "param_count": "int64",
-            "param_abs_grad_mean": "float64",
-            "param_abs_grad_max": "float64",
-        },
-    )
+    return _frame(rows, _HEALTH_SCHEMA)
 
 
 _SEGMENT = re.compile(r"^(.*?)(?:\[(\d+)\])?$")
