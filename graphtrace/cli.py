@@ -453,7 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, stderr: IO[str] | None = None) -> int:
     """Entry point of the ``graphtrace`` console script; returns the exit status."""
     err = stderr or sys.stderr
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if not (sys.argv[1:] if argv is None else list(argv)):  # bare `graphtrace`: its help, as git prints its usage
+        parser.print_help()
+        return 2
+    args = parser.parse_args(argv)
     try:
         return int(args.func(args))
     except CLIError as exc:

@@ -89,7 +89,6 @@ def test_export_converts_saved_traces(tmp_path: Path) -> None:
         ["export", "broken.json", "--to", "dot"],
         ["export", "broken.json", "--to", "pdf"],
         ["frobnicate"],
-        [],
     ],
 )
 def test_bad_arguments_give_one_line_and_status_2(tmp_path: Path, args: list[str]) -> None:
@@ -111,6 +110,13 @@ def test_failed_write_leaves_no_partial_file(tmp_path: Path) -> None:
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exports"]
+
+
+def test_bare_graphtrace_prints_its_help(tmp_path: Path) -> None:
+    r = run(cwd=tmp_path)
+    assert r.returncode == 2 and r.stdout.startswith("usage: graphtrace") and "Traceback" not in r.stderr
+    for command in ("demo", "train", "report", "export"):
+        assert command in r.stdout
 
 
 def test_help_on_every_command(tmp_path: Path) -> None:
