@@ -27,19 +27,22 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import networkx as nx
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ._files import atomic_write
 from .export.frames import TENSOR_COLUMNS, is_tensor_trace
-from .snapshot import as_graph
+from .snapshot import TraceColumns, as_graph, trace_columns
+from .value import Value
 
-__all__ = ["FORMATS", "load", "save"]
+__all__ = ["FORMATS", "load", "parquet_table", "save"]
 
 FORMATS = (".json", ".graphml", ".parquet")
 NODE_KEYS = ("data", "grad", "op", "label", "role", "scope")
@@ -219,42 +222,83 @@ _PARQUET_SCHEMA = pa.schema(
 )
 
 
-def _write_parquet(G: nx.DiGraph, fh: IO[bytes]) -> None:
+def _write_parquet(G: nx.DiGraph | TraceColumns, fh: IO[bytes]) -> None:
+    if isinstance(G, TraceColumns):
+        pq.write_table(parquet_table(G), fh)
+        return
     nodes = list(G.nodes(data=True))
     edges = list(G.edges(data=True))
-    nn, ne = len(nodes), len(edges)
-    none_n, none_e = [None] * nn, [None] * ne
-
-    def floats(values: list[Any]) -> pa.Array:
-        return pa.array(values, type=pa.float64(), from_pandas=False)  # NaN stays NaN
-
-    columns = {
-        "kind": pa.array(["node"] * nn + ["edge"] * ne, pa.string()),
-        "node_id": pa.array([n for n, _ in nodes] + none_e, pa.int64()),
-        "label": pa.array([a["label"] for _, a in nodes] + none_e, pa.string()),
-        "op": pa.array([a["op"] for _, a in nodes] + none_e, pa.string()),
-        "role": pa.array([a["role"] for _, a in nodes] + none_e, pa.string()),
-        "scope": pa.array([a.get("scope", "") for _, a in nodes] + none_e, pa.string()),
-        "data": floats([float(a["data"]) for _, a in nodes] + none_e),
-        "grad": floats([float(a["grad"]) for _, a in nodes] + none_e),
-        "source": pa.array(none_n + [u for u, _, _ in edges], pa.int64()),
-        "target": pa.array(none_n + [v for _, v, _ in edges], pa.int64()),
-        "local_grad": floats(none_n + [float(e["local_grad"]) for _, _, e in edges]),
-    }
-    meta = {b"graphtrace": b"1"}
-    if G.graph.get("root") is not None:
-        meta[b"graphtrace.root"] = str(int(G.graph["root"])).encode()
-    schema = _PARQUET_SCHEMA
+    cols = TraceColumns(
+        root=G.graph.get("root"),  # type: ignore[arg-type]  # None: no root metadata
+        node_id=[n for n, _ in nodes],
+        data=[float(a["data"]) for _, a in nodes],
+        grad=[float(a["grad"]) for _, a in nodes],
+        op=[a["op"] for _, a in nodes],
+        label=[a["label"] for _, a in nodes],
+        role=[a["role"] for _, a in nodes],
+        scope=[a.get("scope", "") for _, a in nodes],
+        source=[u for u, _, _ in edges],
+        target=[v for _, v, _ in edges],
+        local_grad=[float(e["local_grad"]) for _, _, e in edges],
+        named=True,
+    )
+    table = parquet_table(cols)
     if is_tensor_trace(G):  # a tensor trace's shapes and summaries: one more column each (null where absent)
-        meta[b"graphtrace.kind"] = b"torch"
+        nn, ne = len(nodes), len(edges)
+        none_n, none_e = [None] * nn, [None] * ne
+        meta = {**(table.schema.metadata or {}), b"graphtrace.kind": b"torch"}
         for name, arrow in _tensor_fields():
             key = name.removeprefix("edge_")
             on_edges = name.startswith("edge_")
             values = none_n + [e.get(key) for _, _, e in edges] if on_edges else [a.get(key) for _, a in nodes] + none_e
-            columns[name] = pa.array(values, arrow, from_pandas=False)
-            schema = schema.append(pa.field(name, arrow))
-    table = pa.table(columns, schema=schema.with_metadata(meta))
+            table = table.append_column(pa.field(name, arrow), pa.array(values, arrow, from_pandas=False))
+        table = table.replace_schema_metadata(meta)
     pq.write_table(table, fh)
+
+
+def parquet_table(cols: TraceColumns) -> pa.Table:
+    """A trace's columns (named: :meth:`~graphtrace.snapshot.TraceColumns.name`) as the Arrow table
+    of the ``.parquet`` format: node rows, then edge rows, told apart by ``kind``.
+
+    Examples
+    --------
+    >>> import graphtrace as gt
+    >>> from graphtrace.io import parquet_table
+    >>> y = gt.Value(2.0, label="x") * 3
+    >>> t = parquet_table(gt.snapshot.trace_columns(y))
+    >>> t.column("kind").to_pylist(), t.column("label").to_pylist()
+    (['node', 'node', 'node', 'edge', 'edge'], ['x', 'const', 'mul', None, None])
+    """
+    nn, ne = len(cols.node_id), len(cols.source)
+    none_n, none_e = pa.nulls(nn), pa.nulls(ne)
+
+    def column(values: Sequence[Any], arrow: pa.DataType, on_edges: bool = False) -> pa.ChunkedArray:
+        # float64 built directly from the floats (never via pandas): NaN stays NaN, not null
+        a = pa.array(
+            np.frombuffer(values, np.float64) if isinstance(values, array) else values, arrow, from_pandas=False
+        )
+        return pa.chunked_array([none_n.cast(arrow), a] if on_edges else [a, none_e.cast(arrow)], arrow)
+
+    kinds = pa.DictionaryArray.from_arrays(
+        pa.array(np.repeat(np.array([0, 1], np.int8), [nn, ne])), pa.array(["node", "edge"])
+    ).cast(pa.string())
+    columns = [
+        kinds,
+        column(cols.node_id, pa.int64()),
+        column(cols.label, pa.string()),
+        column(cols.op, pa.string()),
+        column(cols.role, pa.string()),
+        column(cols.scope, pa.string()),
+        column(cols.data, pa.float64()),
+        column(cols.grad, pa.float64()),
+        column(cols.source, pa.int64(), True),
+        column(cols.target, pa.int64(), True),
+        column(cols.local_grad, pa.float64(), True),
+    ]
+    meta = {b"graphtrace": b"1"}
+    if cols.root is not None:
+        meta[b"graphtrace.root"] = str(int(cols.root)).encode()
+    return pa.Table.from_arrays(columns, schema=_PARQUET_SCHEMA.with_metadata(meta))
 
 
 _TENSOR_EDGE_KEYS = {"grad_norm": "float64", "grad_nonfinite": "int64"}
@@ -324,7 +368,7 @@ def _read_parquet(path: Path) -> nx.DiGraph:
     return G
 
 
-_WRITERS: dict[str, tuple[Callable[[nx.DiGraph, Any], None], bool]] = {
+_WRITERS: dict[str, tuple[Callable[[Any, Any], None], bool]] = {
     ".json": (_write_json, False),
     ".graphml": (_write_graphml, True),
     ".parquet": (_write_parquet, True),
@@ -366,7 +410,9 @@ def save(x: Any, path: str | Path) -> Path:
     """
     target = Path(path)
     suffix = _suffix(target, "save")
-    G = _check_trace(as_graph(x), "save")
+    # a Value's trace to Parquet: straight from the store's columns (a valid trace by construction)
+    fast = suffix == ".parquet" and isinstance(x, Value)
+    G: nx.DiGraph | TraceColumns = trace_columns(x) if fast else _check_trace(as_graph(x), "save")
     write, binary = _WRITERS[suffix]
     return atomic_write(target, lambda fh: write(G, fh), binary=binary)
 

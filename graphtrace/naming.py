@@ -28,7 +28,7 @@ import networkx as nx
 
 from .rules import RULES
 
-__all__ = ["OP_NAMES", "name_nodes", "renumber_paths", "renumber_scopes"]
+__all__ = ["OP_NAMES", "name_labels", "name_nodes", "renumber_paths", "renumber_scopes"]
 
 #: op -> the base name of its unlabelled results (from the rules table)
 OP_NAMES: dict[str, str] = {r.name: r.node_name for r in RULES.values()}
@@ -65,19 +65,44 @@ def name_nodes(G: nx.DiGraph, order: Iterable[Any]) -> None:
     ['x', 'const', 'mul', 'mul_1']
     """
     node = G._node
-    order = list(order)
+    attrs = [node[n] for n in order]
+    labels = [a.get("label") for a in attrs]
+    names = name_labels(
+        labels,
+        [str(a.get("op", "")) for a in attrs],
+        [str(a.get("role", "")) for a in attrs],
+        [str(a.get("scope", "")) for a in attrs],
+    )
+    for a, old, name in zip(attrs, labels, names, strict=True):
+        if not old:
+            a["label"] = name
+
+
+def name_labels(labels: list[Any], ops: list[str], roles: list[str], scopes: list[str]) -> list[Any]:
+    """The columnar form of :func:`name_nodes`: ``labels`` with every empty one replaced by its
+    readable name, given each node's ``op``, ``role`` and ``scope`` in creation order.
+
+    Examples
+    --------
+    >>> name_labels(["x", "", "", ""], ["", "", "*", "*"], ["leaf", "constant", "intermediate", "intermediate"],
+    ...             ["", "", "", "A"])
+    ['x', 'const', 'mul', 'mul']
+    """
     taken: dict[str, set[str]] = {}
-    for n in order:
-        a = node[n]
-        if a.get("label"):
-            taken.setdefault(str(a.get("scope", "")), set()).add(str(a["label"]))
+    for label, scope in zip(labels, scopes, strict=True):
+        if label:
+            taken.setdefault(scope, set()).add(str(label))
+    bases: dict[tuple[str, str], str] = {}
     counts: dict[tuple[str, str], int] = {}
-    for n in order:
-        a = node[n]
-        if a.get("label"):
+    out = list(labels)
+    for i, label in enumerate(labels):
+        if label:
             continue
-        scope = str(a.get("scope", ""))
-        base = _base(a)
+        scope = scopes[i]
+        kind = (ops[i], roles[i])
+        base = bases.get(kind)
+        if base is None:
+            base = bases[kind] = _base({"op": kind[0], "role": kind[1]})
         used = taken.get(scope)
         k = counts.get((scope, base), 0)
         while True:
@@ -86,7 +111,8 @@ def name_nodes(G: nx.DiGraph, order: Iterable[Any]) -> None:
             if not used or name not in used:
                 break
         counts[(scope, base)] = k
-        a["label"] = name
+        out[i] = name
+    return out
 
 
 def renumber_scopes(G: nx.DiGraph, order: Iterable[Any]) -> None:

@@ -50,6 +50,7 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -61,6 +62,7 @@ import pyarrow.parquet as pq
 from ._files import atomic_write
 from ._real import as_float
 from .analysis import _SCOPE_SCHEMA, scope_columns
+from .snapshot import TraceCopy
 from .value import Value
 
 __all__ = [
@@ -142,6 +144,14 @@ def _read_manifest(path: Path) -> dict[str, Any]:
 def _write_table(path: Path, data: pa.Buffer) -> None:
     """Write a table's Parquet bytes (see :func:`_encode`) as the file ``path``, atomically."""
     atomic_write(path, lambda fh: fh.write(data), binary=True)
+
+
+def _write_snapshot(path: Path, copy: TraceCopy) -> None:
+    """(In the writer thread.) Write a step's trace as ``gt.save``'s Parquet file ``path``."""
+    from .io import parquet_table
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda fh: pq.write_table(parquet_table(copy.columns()), fh), binary=True)
 
 
 def _encode(table: pa.Table) -> pa.Buffer:
@@ -410,11 +420,8 @@ class Run:
             )
             job.append((where("scopes"), _encode(with_step(table))))
         if isinstance(loss, Value) and self.snapshot_every and step % self.snapshot_every == 0:
-            from .io import save
-
-            target = self.path / "snapshots" / part / "trace.parquet"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            save(loss, target)
+            # copied here (the next step changes the store), named and encoded by the writer thread
+            job.append(partial(_write_snapshot, self.path / "snapshots" / part / "trace.parquet", TraceCopy(loss)))
         steps = pa.table(
             {
                 "loss": pa.array([loss_value], pa.float64()),

@@ -84,6 +84,40 @@ def test_snapshots_and_scope_tables_when_asked(tmp_path: Path) -> None:
     assert nodes == (len(G),)
 
 
+def test_a_snapshot_is_the_steps_trace_as_it_was_when_logged(tmp_path: Path) -> None:
+    """The snapshot is copied from the store in ``run.log`` and written later by the writer thread:
+    it equals ``gt.to_networkx`` of the step at the time of the call, whatever changes after it."""
+    model, X, y = moons_demo(samples=6, hidden=(3,))
+    with gt.scope("outer"):
+        loss, _ = gt.train.svm_loss(model, X, y)
+    model.zero_grad()
+    loss.backward()
+    lonely = gt.Value(1.5, label="lonely") * 2.0  # a second sink: the store holds more than the trace
+    want = gt.to_networkx(loss)
+    params = model.parameters()
+    with gt.record(tmp_path / "run", model, snapshot_every=1, scopes_every=0) as run:
+        run.log(0, loss)
+        # after log: parameters move, gradients are zeroed, a label is set, a node is rescoped
+        for p in params:
+            p.data += 1.0
+        model.zero_grad()
+        params[0].label = "renamed"
+        loss.label = "relabelled"
+        with gt.scope("later"):
+            more = loss * 3.0
+        del more, lonely
+    got = gt.load(tmp_path / "run" / "snapshots" / "step=0" / "trace.parquet")
+    assert got.graph["root"] == loss.node_id
+    pd_testing = pytest.importorskip("pandas.testing")
+    pd_testing.assert_frame_equal(gt.nodes_frame(got), gt.nodes_frame(want))
+    pd_testing.assert_frame_equal(
+        gt.edges_frame(got).sort_values(["source", "target"]).reset_index(drop=True),
+        gt.edges_frame(want).sort_values(["source", "target"]).reset_index(drop=True),
+    )
+    assert not any(a["label"] in {"renamed", "relabelled"} for _, a in got.nodes(data=True))
+    assert {a["scope"].split("/")[0] for _, a in got.nodes(data=True)} >= {"outer"}
+
+
 def test_the_same_answers_from_dask_on_a_local_cluster(tmp_path: Path) -> None:
     dd = pytest.importorskip("dask.dataframe")
     distributed = pytest.importorskip("distributed")
