@@ -293,6 +293,7 @@ class Run:
         # format 2 stages each step in hidden files and compacts them; a resumed format-1 run keeps
         # its one folder per step
         self._compacting = self.manifest.get("format_version", 1) >= 2
+        self._chunked: dict[str, set[int]] | None = None  # the steps in each table's chunks (known after a merge)
         self._staged = len(_staged_steps(p)) if self._compacting else 0
         self._write_manifest()
         self._writer = _Writer()
@@ -443,7 +444,7 @@ class Run:
 
     def _compact(self) -> None:
         """(In the writer thread.) Merge the staged complete steps into one file per table."""
-        compact(self.path)
+        self._chunked = _compact(self.path, self._chunked)
 
     def _raise_write_error(self, *, again: bool = True) -> None:
         """Raise the writer's failure (once), then (``again``) refuse to go on."""
@@ -586,11 +587,13 @@ def _chunk_steps(f: Path) -> set[int]:
         raise ValueError(f"{f}: not a readable graphtrace chunk ({exc})") from None
 
 
-def _staged_steps(root: Path) -> list[int]:
-    """Complete steps not compacted yet (their ``steps`` row is staged, no chunk has them)."""
-    covered: set[int] = set()
-    for f in _chunk_files(root, "steps"):
-        covered |= _chunk_steps(f)
+def _staged_steps(root: Path, covered: set[int] | None = None) -> list[int]:
+    """Complete steps not compacted yet (their ``steps`` row is staged, no chunk has them);
+    ``covered``: the steps the ``steps`` chunks hold, when known."""
+    if covered is None:
+        covered = set()
+        for f in _chunk_files(root, "steps"):
+            covered |= _chunk_steps(f)
     return sorted(k for k in _staged_files(root, "steps") if k not in covered)
 
 
@@ -604,29 +607,38 @@ def compact(path: str | os.PathLike[str]) -> None:
     compaction), and a step stays complete because its ``steps`` row is merged last. The recorder
     runs it every ``chunk_steps`` steps and at ``close``; call it only while no recorder has the run.
     """
-    root = Path(path)
-    todo = _staged_steps(root)
-    done_steps: set[int] = set()
-    for f in _chunk_files(root, "steps"):
-        done_steps |= _chunk_steps(f)
+    _compact(Path(path), None)
+
+
+def _compact(root: Path, chunked: dict[str, set[int]] | None) -> dict[str, set[int]]:
+    """:func:`compact`, given the steps each table's chunks hold (None: read them from the chunks);
+    returns them, updated. The recorder keeps them between merges (it alone writes the run while it
+    holds the lock), so a merge reads no chunk again: a run's merges cost what they merge."""
+    if chunked is None:
+        chunked = {table: set() for table in _COMPACTED}
+        for table in _COMPACTED:
+            for f in _chunk_files(root, table):
+                chunked[table] |= _chunk_steps(f)
+    todo = _staged_steps(root, chunked["steps"])
+    done_steps = set(chunked["steps"])  # before this merge (steps are merged last)
     for table in _COMPACTED:
         staged = _staged_files(root, table)
-        in_chunks: set[int] = set()
-        for f in _chunk_files(root, table):
-            in_chunks |= _chunk_steps(f)
-        files = [staged[k] for k in todo if k in staged and k not in in_chunks]
-        if files:
-            merged = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+        in_chunks = chunked[table]
+        merging = [k for k in todo if k in staged and k not in in_chunks]
+        if merging:
+            merged = pa.concat_tables([pq.read_table(staged[k]) for k in merging], promote_options="default")
             first, last = min(todo), max(todo)
-            name, k = f"part-{first:019d}-{last:019d}.parquet", 0
+            name, n = f"part-{first:019d}-{last:019d}.parquet", 0
             while (root / table / name).exists():
-                k += 1
-                name = f"part-{first:019d}-{last:019d}-{k}.parquet"
+                n += 1
+                name = f"part-{first:019d}-{last:019d}-{n}.parquet"
             _write_table(root / table / name, _encode(merged))
         # the staged files now in a chunk (these, and any a killed merge left behind)
-        for k2, f in staged.items():
-            if k2 in in_chunks or k2 in todo or (table != "steps" and k2 in done_steps):
+        for k, f in staged.items():
+            if k in in_chunks or k in todo or (table != "steps" and k in done_steps):
                 f.unlink(missing_ok=True)
+        in_chunks.update(merging)
+    return chunked
 
 
 def _steps_on_disk(path: Path) -> list[int]:

@@ -220,6 +220,32 @@ def test_steps_are_compacted_into_a_file_per_chunk_and_read_once(tmp_path: Path)
     assert len(seen) == 250 * n and seen.nunique() == 250
 
 
+def test_a_recorders_merges_read_no_chunk_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recorder keeps the steps its chunks hold: after the resume's first merge (which reads the
+    chunks already there), merging reads only the staged files, so a run's merges cost what they merge."""
+    import graphtrace.runs as runs
+
+    path = tmp_path / "run"
+    model, _, _ = moons_demo(samples=12, hidden=(4,))
+    with gt.record(path, model, chunk_steps=2) as run:
+        for step in range(6):
+            run.log(step, 1.0)
+    read: list[str] = []
+    real = runs._chunk_steps
+    monkeypatch.setattr(runs, "_chunk_steps", lambda f: read.append(f.name) or real(f))
+    with gt.record(path, model, mode="resume", chunk_steps=2) as run:
+        read.clear()  # opening the run read the chunks' steps
+        for step in range(6, 16):
+            run.log(step, 1.0)
+        run.flush()
+        # five merges: the first reads each chunk that was on disk (params and steps: 3 chunks each; a
+        # float loss has no scope table), the others none
+        assert len(read) == 6, read
+    con = gt.open_run(path)
+    assert con.sql("SELECT count(*), count(DISTINCT step) FROM steps").fetchall() == [(16, 16)]
+    assert len(_files(path, "steps")) == 8
+
+
 _COMPACTING_WRITER = """
 import sys
 sys.path.insert(0, {root!r})
