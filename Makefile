@@ -21,7 +21,7 @@ TORCH_INDEX ?=
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet $(TORCH_INDEX) '$(TORCH)'
-	$(BIN)/python -m pip install --quiet -e '.[test,bench,graphviz,torch-test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,graphviz,torch-test,docs,dist]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -61,7 +61,7 @@ import pyarrow.parquet as pq
 
 from ._files import atomic_write
 from ._real import as_float
-from .analysis import _SCOPE_SCHEMA, scope_columns
+from .analysis.scope_table import _SCOPE_SCHEMA, scope_columns
 from .snapshot import TraceCopy
 from .value import Value
 

@@ -104,7 +104,7 @@ STORM = textwrap.dedent(
     # the scope log and the list of units and parameters survived: by_scope read through them (no
     # pass over every node) matches a snapshot's
     import pandas as pd
-    from graphtrace import analysis
+    from graphtrace.analysis import scope_table as analysis
     out = sum(model([gt.Value(a), gt.Value(b)]).relu() for (a, b), _ in batch)
     out.backward()
     assert analysis._live_scan(out) is not None

@@ -272,7 +272,7 @@ def test_by_scope_on_the_live_store_matches_an_independent_pandas_computation(
 ) -> None:
     import gc
 
-    from graphtrace import analysis
+    from graphtrace.analysis import scope_table as analysis
 
     gc.collect()
     root, _m = _demo_step(bad)
@@ -310,7 +310,7 @@ def test_non_finite_values_written_after_recording_are_counted_and_forgotten_whe
 
 
 def test_scan_finds_runs_of_one_scope_string() -> None:
-    from graphtrace.analysis import _Scan
+    from graphtrace.analysis.scope_table import _Scan
 
     a, b = "A", "B"
     attrs = [{"scope": a, "op": ""}, {"scope": a, "op": "*"}, {"scope": b, "op": "relu"}, {"scope": a, "op": "+"}]
@@ -366,7 +366,7 @@ def _run_program(actions: list[tuple[int, int, int]]) -> tuple[Value, list[Value
 
 
 def _check_live_by_scope(root: Value) -> None:
-    from graphtrace import analysis
+    from graphtrace.analysis import scope_table as analysis
 
     assert analysis._live_scan(root) is not None
     for depth, pool in ((None, False), (1, False), (None, True)):
