@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import store
+from . import modes, store
 from ._handle import Handle
 
 __all__ = ["AnomalyError", "detect_anomaly"]
@@ -111,7 +111,7 @@ store.set_anomaly_check(_check_op, _user_line)
 
 def anomaly_enabled() -> bool:
     """Whether this thread is inside :func:`detect_anomaly`."""
-    return store._mode.anomaly
+    return modes._mode.anomaly
 
 
 @contextmanager
@@ -138,7 +138,7 @@ def detect_anomaly() -> Iterator[None]:
     ...
     graphtrace.anomaly.AnomalyError: forward: * gave inf from finite operands; ...
     """
-    st = store._mode
+    st = modes._mode
     prev_enabled, prev_anomaly = st.enabled, st.anomaly
     st.anomaly = True
     st.enabled = store.CHECKING if st.enabled else False

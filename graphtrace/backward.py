@@ -23,7 +23,7 @@ from typing import Any
 
 import networkx as nx
 
-from . import store
+from . import modes, store
 from ._real import as_float
 from .anomaly import check_backward
 
@@ -211,7 +211,7 @@ def _checked(
 ) -> dict[Hashable, float]:
     """:func:`_gradients`, then, inside :func:`graphtrace.detect_anomaly`, the check of every new grad."""
     acc = _gradients(G, root, seed, sorted_graph, exact)
-    if store._mode.anomaly:
+    if modes._mode.anomaly:
         check_backward(G, sorted_graph[0], sorted_graph[1], acc)
     return acc
 

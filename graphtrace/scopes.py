@@ -36,9 +36,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import Any
 
-from .store import ROOT_SCOPE, _scope_get, current_scope_path
-from .store import SCOPE as _SCOPE
-from .store import ScopeFrame as _Frame
+from .scope_state import ROOT_SCOPE, _scope_get, current_scope_path
+from .scope_state import SCOPE as _SCOPE
+from .scope_state import ScopeFrame as _Frame
 
 __all__ = ["current_scope", "module_call", "scope"]
 

@@ -41,7 +41,6 @@ networkx changes that layout, and ``pyproject.toml`` pins the networkx range.
 
 from __future__ import annotations
 
-import contextvars
 import itertools
 import math
 import sys
@@ -62,6 +61,8 @@ from networkx.classes.reportviews import InDegreeView
 
 from ._handle import Handle
 from ._real import as_float
+from .modes import _THREADS, CHECKING, _mode, enable_grad, grad_enabled, no_grad
+from .scope_state import ROOT_SCOPE, SCOPE, ScopeFrame, _scope_get, current_scope_path
 
 __all__ = [
     "CHECKING",
@@ -70,12 +71,16 @@ __all__ = [
     "LOCK",
     "NONFINITE",
     "PICKED",
+    "ROOT_SCOPE",
+    "SCOPE",
     "SOURCES",
     "UNIT_OPS",
     "AdjacencyDict",
     "Handle",
     "Ref",
+    "ScopeFrame",
     "SortableDiGraph",
+    "current_scope_path",
     "enable_grad",
     "flush",
     "grad_enabled",
@@ -234,8 +239,6 @@ _scope_log_append = SCOPE_LOG.append
 _scope_log_limit = 4096
 #: the scope of the node published last (None: log the next one)
 _log_scope: Any = None
-#: One item per thread that has used the store's per-thread state (``_GradMode.__init__``).
-_THREADS: list[int] = []
 #: Ids of the nodes whose scope was set after they were recorded (:func:`rescope`).
 RESCOPED: set[int] = set()
 
@@ -342,9 +345,6 @@ def reset_shared_edges() -> None:
 
 
 _DOMAIN_ERRORS = (ValueError, ArithmeticError)
-
-#: ``_mode.enabled`` inside :func:`graphtrace.detect_anomaly`: ops record and are checked.
-CHECKING = "checking"
 
 
 def _no_check(op: str, operands: tuple[Any, ...], out: float) -> str:
@@ -920,136 +920,6 @@ def live_count() -> int:
     """
     with graph_lock() as G:
         return len(G)
-
-
-class _GradMode(threading.local):
-    """Per-thread recording state: whether ops record (:func:`no_grad`) and anomaly mode. (The scope
-    is per *context*, see :class:`ScopeFrame`.)"""
-
-    #: False inside no_grad; True when recording; CHECKING when recording inside detect_anomaly
-    enabled: object = True
-    #: whether this thread is inside graphtrace.detect_anomaly
-    anomaly: bool = False
-
-    def __init__(self) -> None:  # once per thread, at its first use of the store's state
-        _THREADS.append(1)  # a C call: atomic
-
-
-_mode = _GradMode()
-
-
-class ScopeFrame:
-    """One open scope instance (:func:`graphtrace.scope` or a Module call): a link of the chain that
-    :data:`SCOPE` holds, innermost first. The chain lives in a :class:`contextvars.ContextVar`, so each
-    thread and each asyncio task (which runs in a copy of its creator's context) sees its own.
-
-    ``path`` is the ``/``-joined path of the segments from the outermost frame in, built on first use
-    (:meth:`resolve`) and kept: a frame costs O(1) memory until a node is recorded in it, so 10,000
-    nested scopes do not build 10,000 ever longer strings. ``counts`` numbers the module calls made
-    directly inside this frame; ``module`` is the Module whose call opened it (None for a named scope);
-    ``closed`` is set when it exits (see ``graphtrace.scopes``).
-    """
-
-    __slots__ = ("closed", "counts", "module", "name", "parent", "path")
-
-    def __init__(self, name: str, parent: ScopeFrame | None, module: Any = None) -> None:
-        self.name = name
-        self.parent = parent
-        self.module = module
-        self.counts: dict[str, int] = {}
-        self.closed = False
-        self.path: str | None = None if parent is not None else ""
-
-    def resolve(self) -> str:
-        """This frame's path (built iteratively, then cached)."""
-        path = self.build()
-        self.path = path
-        return path
-
-    def build(self) -> str:
-        """This frame's path, built from the nearest cached one, not cached (``with scope() as path``)."""
-        if self.path is not None:
-            return self.path
-        names = []
-        f: ScopeFrame | None = self
-        while f is not None and f.path is None:
-            names.append(f.name)
-            f = f.parent
-        base = f.path if f is not None else ""
-        names.reverse()
-        return "/".join([base, *names] if base else names)
-
-    def chain(self) -> Iterator[ScopeFrame]:
-        """This frame and its parents, innermost first (the root last)."""
-        f: ScopeFrame | None = self
-        while f is not None:
-            yield f
-            f = f.parent
-
-
-#: The frame outside any scope (path ``""``), shared by every context: it numbers nothing (a Module
-#: called outside any scope numbers its own calls).
-ROOT_SCOPE = ScopeFrame("", None)
-#: The innermost open scope of the running context.
-SCOPE: contextvars.ContextVar[ScopeFrame] = contextvars.ContextVar("graphtrace_scope", default=ROOT_SCOPE)
-_scope_get = SCOPE.get
-
-
-def current_scope_path() -> str:
-    """The scope path of nodes recorded now in this context (``""`` outside any scope)."""
-    f = _scope_get()
-    path = f.path
-    return path if path is not None else f.resolve()
-
-
-def grad_enabled() -> bool:
-    """Whether ops in this thread record nodes and edges (False inside :func:`no_grad`)."""
-    return bool(_mode.enabled)
-
-
-@contextmanager
-def no_grad() -> Iterator[None]:
-    """Context manager: ops inside record no edges and keep no operand alive (inference).
-
-    Results are plain leaf Values. Like PyTorch's, the mode is per thread and nests.
-
-    Examples
-    --------
-    >>> import graphtrace as gt
-    >>> w = gt.Value(3.0)
-    >>> with gt.no_grad():
-    ...     y = w * 2.0
-    >>> y.op, y.data
-    ('', 6.0)
-    """
-    previous = _mode.enabled
-    _mode.enabled = False
-    try:
-        yield
-    finally:
-        _mode.enabled = previous
-
-
-@contextmanager
-def enable_grad() -> Iterator[None]:
-    """Context manager: ops inside record again, even within :func:`no_grad` (like PyTorch's).
-
-    Examples
-    --------
-    >>> import graphtrace as gt
-    >>> from graphtrace.store import enable_grad
-    >>> w = gt.Value(3.0)
-    >>> with gt.no_grad(), enable_grad():
-    ...     y = w * 2.0
-    >>> y.op
-    '*'
-    """
-    previous = _mode.enabled
-    _mode.enabled = CHECKING if _mode.anomaly else True
-    try:
-        yield
-    finally:
-        _mode.enabled = previous
 
 
 @contextmanager
