@@ -375,16 +375,62 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+_EXAMPLES = {
+    "graphtrace": """examples:
+  graphtrace demo                                   the seed's expression, its tables and exports
+  graphtrace train --record runs/demo               train micrograd's demo, recording every step
+  graphtrace report runs/demo                       the run's interactive report (runs/demo/report.html)
+  graphtrace export exports/seed.json --to html     a saved trace as an interactive page
+
+'graphtrace COMMAND --help' shows each command's options and examples.""",
+    "demo": """examples:
+  graphtrace demo                   writes exports/seed.html, seed.json and seed.dot
+  graphtrace demo --out /tmp/seed   the same files in /tmp/seed""",
+    "train": """examples:
+  graphtrace train                                  micrograd's demo: 100 steps, 100 moons, MLP(2, [16, 16, 1])
+  graphtrace train --steps 20 --hidden 8 --lr 0.5   a smaller, shorter run
+  graphtrace train --record runs/demo               also record every step (gt.open_run("runs/demo"))
+  graphtrace train --record runs/demo --snapshot-every 25 --overwrite
+                                                    replace the run, with the whole trace every 25 steps""",
+    "report": """examples:
+  graphtrace report runs/demo                       writes runs/demo/report.html
+  graphtrace report runs/demo --watch               keeps it current while the run records
+  graphtrace report runs/lr0.1 runs/lr1 --out compare.html
+                                                    two runs compared on one page""",
+    "export": """examples:
+  graphtrace export exports/seed.json --to html     exports/seed.html, the interactive page
+  graphtrace export exports/seed.json --to dot      exports/seed.dot, for Graphviz
+  graphtrace export trace.parquet --to csv          trace.nodes.csv and trace.edges.csv
+  graphtrace export runs/demo --to tensorboard      runs/demo/tensorboard (tensorboard --logdir runs/demo/tensorboard)""",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="graphtrace", description="Scalar autograd whose computation graph is a NetworkX DiGraph.")
+    raw = argparse.RawDescriptionHelpFormatter
+    p = _Parser(
+        prog="graphtrace",
+        description="Scalar autograd whose computation graph is a NetworkX DiGraph.",
+        epilog=_EXAMPLES["graphtrace"],
+        formatter_class=raw,
+    )
     p.add_argument("--version", action="version", version=f"graphtrace {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    d = sub.add_parser("demo", help="the seed's expression: backward, tables, HTML/JSON/DOT exports")
+    d = sub.add_parser(
+        "demo",
+        help="the seed's expression: backward, tables, HTML/JSON/DOT exports",
+        epilog=_EXAMPLES["demo"],
+        formatter_class=raw,
+    )
     d.add_argument("--out", default="exports", help="output folder (default: exports/)")
     d.set_defaults(func=cmd_demo)
 
-    t = sub.add_parser("train", help="micrograd's moons demo with a progress bar, history, plots and a sample's graph")
+    t = sub.add_parser(
+        "train",
+        help="micrograd's moons demo with a progress bar, history, plots and a sample's graph",
+        epilog=_EXAMPLES["train"],
+        formatter_class=raw,
+    )
     t.add_argument(
         "--steps", type=_integer(1, MAX_STEPS), default=100, help=f"training steps, at most {MAX_STEPS:,} (default 100)"
     )
@@ -420,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser(
         "report",
         help="one offline HTML report of a run recorded with train --record / gt.record, or several runs compared",
+        epilog=_EXAMPLES["report"],
+        formatter_class=raw,
     )
     r.add_argument("run", nargs="+", help="the run directory (several: one page comparing them)")
     r.add_argument(
@@ -434,7 +482,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_report)
 
     e = sub.add_parser(
-        "export", help="convert a saved trace (.json, .graphml, .parquet), or a recorded run to TensorBoard"
+        "export",
+        help="convert a saved trace (.json, .graphml, .parquet), or a recorded run to TensorBoard",
+        epilog=_EXAMPLES["export"],
+        formatter_class=raw,
     )
     e.add_argument("file", help="a trace written by graphtrace.save, or a run directory (--to tensorboard)")
     e.add_argument(

@@ -120,9 +120,29 @@ def test_bare_graphtrace_prints_its_help(tmp_path: Path) -> None:
 
 
 def test_help_on_every_command(tmp_path: Path) -> None:
-    for cmd in ([], ["demo"], ["train"], ["export"]):
+    for cmd in ([], ["demo"], ["train"], ["report"], ["export"]):
         r = run(*cmd, "--help", cwd=tmp_path)
         assert r.returncode == 0 and "usage: graphtrace" in r.stdout
+        assert "\nexamples:\n  graphtrace " in r.stdout, cmd
+
+
+def test_every_example_in_the_help_is_a_valid_command_line() -> None:
+    import shlex
+
+    from graphtrace.cli import _EXAMPLES, build_parser
+
+    parser = build_parser()
+    seen = set()
+    for command, text in _EXAMPLES.items():
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("graphtrace ")]
+        assert lines, command
+        for line in lines:
+            argv = shlex.split(line.split("  ")[0])[1:]  # the command line, without its description
+            args = parser.parse_args(argv)  # exits (SystemExit) on an invalid one
+            seen.add(args.command)
+            if command != "graphtrace":
+                assert args.command == command, line
+    assert seen == {"demo", "train", "report", "export"}
 
 
 def test_json_export_is_a_node_link_document(tmp_path: Path) -> None:
