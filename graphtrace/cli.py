@@ -401,7 +401,7 @@ _EXAMPLES = {
   graphtrace export exports/seed.json --to html     exports/seed.html, the interactive page
   graphtrace export exports/seed.json --to dot      exports/seed.dot, for Graphviz
   graphtrace export trace.parquet --to csv          trace.nodes.csv and trace.edges.csv
-  graphtrace export runs/demo --to tensorboard      runs/demo/tensorboard (tensorboard --logdir runs/demo/tensorboard)""",
+  graphtrace export runs/demo --to tensorboard      runs/demo/tensorboard, for tensorboard --logdir""",
 }
 
 
