@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test test-all test-others lint bench install clean browser
+.PHONY: demo test test-all test-others lint bench install clean browser docs dist
 
 # the supported CPythons that pyenv has here (missing ones are skipped by nox)
 export PYENV_VERSION ?= $(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.1[123]\.[0-9]+$$' | sort -V | tr '\n' ':' | sed 's/:$$//')
@@ -34,8 +34,18 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check graphtrace tests benchmarks conftest.py
 	$(BIN)/mypy
 
+# the docs site (MkDocs Material + mkdocstrings + mkdocs-jupyter) into site/; --strict: a broken link, a
+# missing reference or a docstring griffe cannot parse fails the build
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# the sdist and the wheel into dist/ (tests/test_wheel.py installs the wheel in a fresh venv and uses it)
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+
 # The browser tests run first, then the rest in parallel (a notebook cell may take 20 min on a loaded machine).
-test: lint
+test: lint docs
 	$(BIN)/python -m pytest -m browser tests/test_browser.py
 	$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not browser" --nbmake --nbmake-timeout=1200 tests graphtrace notebooks
 

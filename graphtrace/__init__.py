@@ -37,11 +37,12 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    # gt.pytorch is imported on first use, so that `import graphtrace` never imports torch
-    if name == "pytorch":
+    # gt.pytorch is imported on first use, so that `import graphtrace` never imports torch; gt.report too
+    # (its charts and vendored scripts are only needed for a report)
+    if name in ("pytorch", "report"):
         import importlib
 
-        return importlib.import_module(".pytorch", __name__)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'graphtrace' has no attribute {name!r}")
 
 

@@ -703,8 +703,9 @@ def record(
         step; 0: never). When the loss is the live store's only sink (a training step), it is read
         from the store without a snapshot: about 5% of micrograd's demo step (``make bench``).
     snapshot_every : int, optional
-        Also write the step's whole trace every this many steps (0, the default: never). A snapshot of
-        the demo step costs about as much as the step itself.
+        Also write the step's whole trace every this many steps (0, the default: never). ``log``
+        copies it from the store as columns; the writer thread names and encodes it. Every step:
+        about +50% of the demo step (``make bench``).
     mode : {"new", "resume", "overwrite"}
         ``"new"`` refuses a directory that already holds files; ``"resume"`` adds steps to the run
         there (steps already recorded are refused, never rewritten); ``"overwrite"`` deletes the run
@@ -713,14 +714,9 @@ def record(
         Let ``"resume"`` continue a run with a model whose parameters (names, shapes) differ from the
         run's; the manifest then lists the change. By default such a resume is refused: the tables
         would mix two models. Each resume's ``hparams`` are kept in the manifest's ``resumes``.
-
     chunk_steps : int, optional
         Merge the steps into one file per table every this many steps (100: a 10,000-step run keeps
         about 100 files per table; see the module docstring).
-
-    While a recorder is open the run is locked (the ``.lock`` file in it, an OS lock released when
-    the process ends, crashed or not): a second recorder on the same run, in this process or another,
-    gets a RuntimeError. Opening a run for writing removes the temporary files a killed writer left.
 
     Returns
     -------
@@ -737,6 +733,12 @@ def record(
         ``model`` is not a graphtrace Module, ``path`` or ``hparams`` of the wrong type.
     RuntimeError
         Another recorder has the run open.
+
+    Notes
+    -----
+    While a recorder is open the run is locked (the ``.lock`` file in it, an OS lock released when
+    the process ends, crashed or not): a second recorder on the same run, in this process or another,
+    gets a RuntimeError. Opening a run for writing removes the temporary files a killed writer left.
 
     Examples
     --------
