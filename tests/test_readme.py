@@ -27,7 +27,7 @@ def test_the_readme_snippets_run_as_written(tmp_path: Path, monkeypatch: pytest.
     for block in blocks:
         if "import torch" in block and importlib.util.find_spec("torch") is None:
             continue  # the bridge's snippet needs the torch extra
-        exec(compile(block, "README.md", "exec"), ns)  # noqa: S102
+        exec(compile(block, "README.md", "exec"), ns)
     out = capsys.readouterr().out
     # the tour: the seed's gradients and the ledger
     assert "6.0 -4.0" in out
