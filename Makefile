@@ -21,7 +21,7 @@ TORCH_INDEX ?=
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet $(TORCH_INDEX) '$(TORCH)'
-	$(BIN)/python -m pip install --quiet -e '.[test,bench,graphviz,torch-test,docs,dist]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,graphviz,torch-test,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -42,7 +42,7 @@ docs: $(STAMP)
 # the sdist and the wheel into dist/ (tests/test_wheel.py installs the wheel in a fresh venv and uses it)
 dist: $(STAMP)
 	rm -rf dist
-	$(BIN)/python -m build --outdir dist .
+	$(BIN)/python -m build --no-isolation --outdir dist .
 
 # The browser tests run first, then the rest in parallel (a notebook cell may take 20 min on a loaded machine).
 test: lint docs
