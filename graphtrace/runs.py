@@ -31,7 +31,9 @@ writing into a Python file object takes the GIL for every chunk, and those hand-
 training thread more than the encoding costs (about 1.5 ms for the demo step). :meth:`Run.flush`
 waits for the writer; :meth:`Run.close` (and leaving the ``with`` block, and the interpreter's exit)
 flushes. A write that fails is raised by the next ``log``, ``flush`` or ``close``, and nothing of
-later steps is written after it.
+later steps is written after it. A snapshot is copied from the live store as columns in ``log``
+(:class:`graphtrace.snapshot.TraceCopy`, under the store's lock: the next step changes the store) and
+named, encoded and written by the writer thread, before the step's ``steps`` row.
 """
 
 from __future__ import annotations
