@@ -256,7 +256,7 @@ def _write_parquet(G: nx.DiGraph | TraceColumns, fh: IO[bytes]) -> None:
     pq.write_table(table, fh)
 
 
-def parquet_table(cols: TraceColumns) -> pa.Table:
+def parquet_table(cols: TraceColumns, reuse: dict[str, Any] | None = None) -> pa.Table:
     """A trace's columns (named: :meth:`~graphtrace.snapshot.TraceColumns.name`) as the Arrow table
     of the ``.parquet`` format: node rows, then edge rows, told apart by ``kind``.
 
@@ -272,6 +272,18 @@ def parquet_table(cols: TraceColumns) -> pa.Table:
     nn, ne = len(cols.node_id), len(cols.source)
     none_n, none_e = pa.nulls(nn), pa.nulls(ne)
 
+    def text(name: str, values: list[str]) -> pa.ChunkedArray:
+        # ``reuse``: the string columns of a table made before (a run's previous snapshot), taken again
+        # when their values are the same (a training step's ops, names and scopes are the last step's)
+        if reuse is not None:
+            before = reuse.get(name)
+            if before is not None and before[1] == ne and (before[0] is values or before[0] == values):
+                return before[2]  # type: ignore[no-any-return]
+        a = column(values, pa.string())
+        if reuse is not None:
+            reuse[name] = (values, ne, a)
+        return a
+
     def column(values: Sequence[Any], arrow: pa.DataType, on_edges: bool = False) -> pa.ChunkedArray:
         # float64 built directly from the floats (never via pandas): NaN stays NaN, not null
         a = pa.array(
@@ -285,10 +297,10 @@ def parquet_table(cols: TraceColumns) -> pa.Table:
     columns = [
         kinds,
         column(cols.node_id, pa.int64()),
-        column(cols.label, pa.string()),
-        column(cols.op, pa.string()),
-        column(cols.role, pa.string()),
-        column(cols.scope, pa.string()),
+        text("label", cols.label),
+        text("op", cols.op),
+        text("role", cols.role),
+        text("scope", cols.scope),
         column(cols.data, pa.float64()),
         column(cols.grad, pa.float64()),
         column(cols.source, pa.int64(), True),

@@ -148,12 +148,17 @@ def _write_table(path: Path, data: pa.Buffer) -> None:
     atomic_write(path, lambda fh: fh.write(data), binary=True)
 
 
-def _write_snapshot(path: Path, copy: TraceCopy) -> None:
-    """(In the writer thread.) Write a step's trace as ``gt.save``'s Parquet file ``path``."""
+def _write_snapshot(path: Path, copy: TraceCopy, last: dict[str, Any]) -> None:
+    """(In the writer thread.) Write a step's trace as ``gt.save``'s Parquet file ``path``. ``last``:
+    the run's previous snapshot (its columns and Arrow string columns), whose names and string
+    columns a step like it takes again instead of deriving them."""
     from .io import parquet_table
 
+    cols = copy.columns(like=last.get("columns"))
+    table = parquet_table(cols, last.setdefault("arrow", {}))
+    last["columns"] = cols
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda fh: pq.write_table(parquet_table(copy.columns()), fh), binary=True)
+    atomic_write(path, lambda fh: pq.write_table(table, fh), binary=True)
 
 
 def _encode(table: pa.Table) -> pa.Buffer:
@@ -295,6 +300,7 @@ class Run:
         # format 2 stages each step in hidden files and compacts them; a resumed format-1 run keeps
         # its one folder per step
         self._compacting = self.manifest.get("format_version", 1) >= 2
+        self._last_snapshot: dict[str, Any] = {}  # the writer thread's previous snapshot (see _write_snapshot)
         self._chunked: dict[str, set[int]] | None = None  # the steps in each table's chunks (known after a merge)
         self._staged = len(_staged_steps(p)) if self._compacting else 0
         self._write_manifest()
@@ -424,7 +430,8 @@ class Run:
             job.append((where("scopes"), _encode(with_step(table))))
         if isinstance(loss, Value) and self.snapshot_every and step % self.snapshot_every == 0:
             # copied here (the next step changes the store), named and encoded by the writer thread
-            job.append(partial(_write_snapshot, self.path / "snapshots" / part / "trace.parquet", TraceCopy(loss)))
+            target = self.path / "snapshots" / part / "trace.parquet"
+            job.append(partial(_write_snapshot, target, TraceCopy(loss), self._last_snapshot))
         steps = pa.table(
             {
                 "loss": pa.array([loss_value], pa.float64()),

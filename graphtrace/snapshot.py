@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any
@@ -43,14 +43,32 @@ class TraceColumns:
     target: list[int]
     local_grad: Sequence[float]
     named: bool = False
+    #: the labels as read from the store, before :meth:`name` (None until then)
+    given_label: list[str] | None = field(default=None, repr=False, compare=False)
 
-    def name(self) -> TraceColumns:
+    def name(self, like: TraceColumns | None = None) -> TraceColumns:
         """Renumber the scopes' outermost call indices and name the unlabelled nodes (see
-        :mod:`graphtrace.naming`), once; returns ``self``."""
+        :mod:`graphtrace.naming`), once; returns ``self``.
+
+        ``like``: a trace named before (a recorded run's previous snapshot). When this trace has the
+        same ops, roles, given labels and renumbered scopes, node for node (a training step like the
+        one before), its names are the same and are taken from it instead of derived again.
+        """
         if not self.named:
-            self.scope = renumber_paths(self.scope)
-            self.label = name_labels(self.label, self.op, self.role, self.scope)
-            self.named = True
+            scope = renumber_paths(self.scope)
+            given = self.label
+            if (
+                like is not None
+                and like.named
+                and like.given_label == given
+                and like.op == self.op
+                and like.role == self.role
+                and like.scope == scope
+            ):
+                self.label = like.label
+            else:
+                self.label = name_labels(given, self.op, self.role, scope)
+            self.scope, self.given_label, self.named = scope, given, True
         return self
 
 
@@ -83,8 +101,8 @@ class TraceCopy:
         self._ids = ids
         self._counts = list(map(len, preds))
 
-    def columns(self, *, named: bool = True) -> TraceColumns:
-        """The copy as columns (named unless ``named=False``)."""
+    def columns(self, *, named: bool = True, like: TraceColumns | None = None) -> TraceColumns:
+        """The copy as columns (named unless ``named=False``; ``like``: see :meth:`TraceColumns.name`)."""
         data, grad = self._floats
         label, scope = self._strings
         op = list(map(itemgetter("op"), self._attrs))
@@ -102,7 +120,7 @@ class TraceCopy:
             target=list(chain.from_iterable(map(repeat, self._ids, self._counts))),
             local_grad=self._local_grad,
         )
-        return cols.name() if named else cols
+        return cols.name(like) if named else cols
 
 
 _LOCAL_GRAD = itemgetter("local_grad")

@@ -168,3 +168,36 @@ def test_parquet_is_queryable_with_duckdb(tmp_path: Path) -> None:
         f"SELECT count(*), count(*) FILTER (WHERE role = 'leaf') FROM '{path}' WHERE kind = 'node'"
     ).fetchall()[0]
     assert (n_nodes, n_params) == (len(gt.to_networkx(trace())), 2)
+
+
+def test_parquet_tables_reuse_string_columns_only_when_they_fit() -> None:
+    from graphtrace.io import parquet_table
+    from graphtrace.snapshot import TraceColumns
+
+    def cols(edges: int, label: str = "y") -> TraceColumns:
+        return TraceColumns(
+            root=1,
+            node_id=[0, 1],
+            data=[1.0, 2.0],
+            grad=[2.0, 1.0],
+            op=["", "*"],
+            label=["x", label],
+            role=["leaf", "root"],
+            scope=["", ""],
+            source=[0] * edges,
+            target=[1] * edges,
+            local_grad=[1.0] * edges,
+            named=True,
+        )
+
+    reuse: dict[str, object] = {}
+    first = parquet_table(cols(1), reuse)
+    same = parquet_table(cols(1), reuse)
+
+    def address(t: object, name: str) -> int:
+        return t.column(name).chunk(0).buffers()[2].address  # type: ignore[attr-defined, no-any-return]
+
+    assert address(same, "op") == address(first, "op")  # taken again, not rebuilt
+    other = parquet_table(cols(2, label="z"), reuse)  # one more edge row, another label
+    assert other.num_rows == 4 and other.column("op").to_pylist() == ["", "*", None, None]
+    assert other.column("label").to_pylist() == ["x", "z", None, None]

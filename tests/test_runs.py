@@ -118,6 +118,33 @@ def test_a_snapshot_is_the_steps_trace_as_it_was_when_logged(tmp_path: Path) -> 
     assert {a["scope"].split("/")[0] for _, a in got.nodes(data=True)} >= {"outer"}
 
 
+def test_each_snapshot_is_its_own_steps_trace_when_steps_look_alike(tmp_path: Path) -> None:
+    """A run's snapshots take names and string columns from the previous one when the step has the same
+    ops, roles, labels and scopes: every snapshot must still equal its own step's ``to_networkx``."""
+    model, X, y = moons_demo(samples=6, hidden=(3,))
+    params = model.parameters()
+    want = []
+    with gt.record(tmp_path / "run", model, snapshot_every=1, scopes_every=0) as run:
+        for step in range(5):
+            if step == 2:
+                params[1].label = "renamed"  # the same structure, one label differs
+            n = 4 if step == 3 else 6  # a smaller batch: another structure
+            loss, _ = gt.train.svm_loss(model, X[:n], y[:n])
+            model.zero_grad()
+            loss.backward()
+            want.append(gt.to_networkx(loss))
+            run.log(step, loss)
+            for p in params:
+                p.data -= 0.1 * p.grad
+    pd_testing = pytest.importorskip("pandas.testing")
+    for step, G in enumerate(want):
+        got = gt.load(tmp_path / "run" / "snapshots" / f"step={step}" / "trace.parquet")
+        pd_testing.assert_frame_equal(gt.nodes_frame(got), gt.nodes_frame(G))
+        assert sorted(got.edges(data="local_grad")) == sorted(G.edges(data="local_grad"))
+    assert "renamed" not in {a["label"] for _, a in want[1].nodes(data=True)}
+    assert "renamed" in {a["label"] for _, a in want[2].nodes(data=True)}
+
+
 def test_the_same_answers_from_dask_on_a_local_cluster(tmp_path: Path) -> None:
     dd = pytest.importorskip("dask.dataframe")
     distributed = pytest.importorskip("distributed")
