@@ -49,3 +49,22 @@ def test_the_readme_points_only_inside_the_repository() -> None:
     for target in re.findall(r"\]\(([^)#]+)", text):
         if "://" not in target:
             assert (ROOT / target).exists(), target
+
+
+@pytest.mark.parametrize(
+    "page", ["index.md", "guide/tour.md", "guide/anomalies.md", "guide/runs.md", "guide/pytorch.md"]
+)
+def test_the_docs_snippets_run_as_written(
+    page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    blocks = python_blocks(ROOT / "docs" / page)
+    assert blocks
+    if any("import torch" in b for b in blocks) and importlib.util.find_spec("torch") is None:
+        pytest.skip("the torch extra is not installed")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "exports").mkdir()
+    ns: dict[str, Any] = {}
+    for block in blocks:
+        exec(compile(block, str(page), "exec"), ns)  # noqa: S102
+    if page == "guide/anomalies.md":
+        assert "became inf through local_grad inf" in capsys.readouterr().out
