@@ -65,6 +65,6 @@ def test_the_docs_snippets_run_as_written(
     (tmp_path / "exports").mkdir()
     ns: dict[str, Any] = {}
     for block in blocks:
-        exec(compile(block, str(page), "exec"), ns)  # noqa: S102
+        exec(compile(block, str(page), "exec"), ns)
     if page == "guide/anomalies.md":
         assert "became inf through local_grad inf" in capsys.readouterr().out
