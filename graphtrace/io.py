@@ -35,6 +35,7 @@ from typing import IO, Any
 import networkx as nx
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ._files import atomic_write
@@ -59,11 +60,15 @@ def _suffix(path: Path, verb: str) -> str:
     return suffix
 
 
-def _check_trace(G: nx.DiGraph, source: str) -> nx.DiGraph:
-    """ValueError naming ``source`` unless G is an acyclic graphtrace trace with int ids."""
+def _check_trace(G: nx.DiGraph, source: str, *, typed: bool = False) -> nx.DiGraph:
+    """ValueError naming ``source`` unless G is an acyclic graphtrace trace with int ids.
+
+    ``typed``: the reader has checked every id, attribute and ``local_grad`` already (a Parquet file
+    whose columns have the format's types and no nulls where a value is needed), so only the
+    structure (cycles, the root) is left to check."""
     if not isinstance(G, nx.DiGraph) or G.is_multigraph():
         raise ValueError(f"{source}: not a graphtrace trace (needs a directed simple graph, got {type(G).__name__})")
-    for n, attrs in G.nodes(data=True):
+    for n, attrs in () if typed else G.nodes(data=True):
         if isinstance(n, bool) or not isinstance(n, int):
             raise ValueError(f"{source}: node id {n!r} is not an int")
         missing = [k for k in _REQUIRED_KEYS if k not in attrs]
@@ -77,7 +82,7 @@ def _check_trace(G: nx.DiGraph, source: str) -> nx.DiGraph:
         for k in _STR_KEYS:
             if not isinstance(attrs.get(k, ""), str):
                 raise ValueError(f"{source}: node {n} has a non-string {k!r}: {attrs[k]!r}")
-    for u, v, e in G.edges(data=True):
+    for u, v, e in () if typed else G.edges(data=True):
         lg = e.get("local_grad")
         if isinstance(lg, bool) or not isinstance(lg, (int, float)):
             raise ValueError(f"{source}: edge ({u}, {v}) lacks a numeric 'local_grad'")
@@ -324,7 +329,8 @@ def _tensor_fields() -> list[tuple[str, pa.DataType]]:
     return node + edge
 
 
-def _read_parquet(path: Path) -> nx.DiGraph:
+def _read_parquet(path: Path) -> tuple[nx.DiGraph, bool]:
+    """The trace, and whether its columns' types already checked every value (see :func:`_typed_columns`)."""
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
@@ -335,6 +341,7 @@ def _read_parquet(path: Path) -> nx.DiGraph:
     missing = [f.name for f in _PARQUET_SCHEMA if f.name not in table.column_names and f.name != "scope"]
     if missing:
         raise ValueError(f"{path}: missing columns {', '.join(missing)}")
+    typed = _typed_columns(table)
     cols = {name: table.column(name).to_pylist() for name in _PARQUET_SCHEMA.names if name in table.column_names}
     if "scope" not in cols:  # written before scopes existed
         cols["scope"] = [""] * table.num_rows
@@ -377,7 +384,27 @@ def _read_parquet(path: Path) -> nx.DiGraph:
             G.graph["root"] = int(meta[b"graphtrace.root"])
         except ValueError:
             raise ValueError(f"{path}: root metadata {meta[b'graphtrace.root']!r} is not an int") from None
-    return G
+    return G, typed
+
+
+def _typed_columns(table: pa.Table) -> bool:
+    """Whether ``table``'s columns have exactly the format's types and hold a value wherever one is
+    needed: every node row its id, floats and strings, every edge row its ``local_grad`` (then no
+    value of the file needs checking one by one)."""
+    schema = table.schema
+    for f in _PARQUET_SCHEMA:
+        if f.name in schema.names and schema.field(f.name).type != f.type:
+            return False
+    kind = table.column("kind")
+    nodes = pc.equal(kind, "node")
+    edges = pc.equal(kind, "edge")
+    if nodes.null_count or edges.null_count:
+        return False
+    need = [(nodes, name) for name in ("node_id", "data", "grad", "op", "label", "role")]
+    need.append((edges, "local_grad"))
+    if "scope" in schema.names:
+        need.append((nodes, "scope"))
+    return all(table.column(name).filter(rows).null_count == 0 for rows, name in need)
 
 
 _WRITERS: dict[str, tuple[Callable[[Any, Any], None], bool]] = {
@@ -385,7 +412,12 @@ _WRITERS: dict[str, tuple[Callable[[Any, Any], None], bool]] = {
     ".graphml": (_write_graphml, True),
     ".parquet": (_write_parquet, True),
 }
-_READERS = {".json": _read_json, ".graphml": _read_graphml, ".parquet": _read_parquet}
+# each reader gives the graph and whether its values are checked already (only Parquet's typed columns)
+_READERS: dict[str, Callable[[Path], tuple[nx.DiGraph, bool]]] = {
+    ".json": lambda path: (_read_json(path), False),
+    ".graphml": lambda path: (_read_graphml(path), False),
+    ".parquet": _read_parquet,
+}
 
 
 def save(x: Any, path: str | Path) -> Path:
@@ -455,7 +487,8 @@ def load(path: str | Path) -> nx.DiGraph:
     if not source.is_file():
         raise FileNotFoundError(f"load: no such file {str(source)!r}")
     try:
-        G = _check_trace(_READERS[suffix](source), str(source))
+        read, typed = _READERS[suffix](source)
+        G = _check_trace(read, str(source), typed=typed)
     except ValueError as exc:
         if str(exc).startswith(f"{source}: "):
             raise

@@ -154,8 +154,14 @@ def report_html(path: str | os.PathLike[str], *, reload_every: float | None = No
     if snaps:
         s = snaps[-1]
         G = load(root / "snapshots" / f"step={s}" / "trace.parquet")
-        table = anomalies(G)
-        if not table.empty:
+        nonfinite = _query(
+            con,
+            f"SELECT count(*) AS n FROM snapshots WHERE step = {s} AND kind = 'node' "
+            "AND NOT (isfinite(data) AND isfinite(grad))",
+            root,
+        )["n"].iloc[0]
+        table = anomalies(G) if nonfinite else None  # its table lists exactly these nodes
+        if table is not None and not table.empty:
             parts.append(f"<p>Non-finite nodes of the step {s} snapshot (origins first):</p>")
             table = table.sort_values(["forward_origin", "backward_origin"], ascending=False).head(50)
             parts.append(table.to_html(index=False, escape=True, classes="anomalies"))

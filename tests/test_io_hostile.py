@@ -92,12 +92,44 @@ EDGE = {"kind": "edge", "local_grad": 1.0}
         ),
         ([NODE | {"node_id": 0}], {b"graphtrace": b"1", b"graphtrace.root": b"abc"}, "root metadata"),
         ([NODE | {"node_id": 0}, {"kind": "weird"}], None, "kind 'weird'"),
+        # the format's column types with a null where a value is needed: each checked one by one
+        ([NODE | {"scope": "", "node_id": 0, "data": None}], None, "non-numeric 'data'"),
+        ([NODE | {"scope": "", "node_id": 0, "label": None}], None, "non-string 'label'"),
+        (
+            [
+                NODE | {"scope": "", "node_id": 0},
+                NODE | {"scope": "", "node_id": 1},
+                EDGE | {"source": 0, "target": 1, "local_grad": None},
+            ],
+            None,
+            "lacks a numeric 'local_grad'",
+        ),
+        # every value present and typed: the structure is still checked
+        (
+            [
+                NODE | {"scope": "", "node_id": 0},
+                NODE | {"scope": "", "node_id": 1},
+                EDGE | {"source": 0, "target": 1},
+                EDGE | {"source": 1, "target": 0},
+            ],
+            None,
+            "cycle",
+        ),
+        ([NODE | {"scope": "", "node_id": 0}], {b"graphtrace": b"1", b"graphtrace.root": b"7"}, "root 7 is not a node"),
     ],
 )
 def test_malformed_parquet_traces(tmp_path: Path, rows: Any, meta: Any, match: str) -> None:
     path = tmp_path / "bad.parquet"
     _write_rows(path, rows, meta)
     _expect_error(path, match)
+
+
+def test_a_parquet_trace_with_other_column_types_is_checked_value_by_value(tmp_path: Path) -> None:
+    schema = _PARQUET_SCHEMA.set(_PARQUET_SCHEMA.get_field_index("data"), pa.field("data", pa.string()))
+    cols = {f.name: [NODE.get(f.name)] for f in _PARQUET_SCHEMA} | {"node_id": [0], "data": ["1.0"]}
+    path = tmp_path / "strings.parquet"
+    pq.write_table(pa.table(cols, schema=schema.with_metadata({b"graphtrace": b"1"})), path)
+    _expect_error(path, "non-numeric 'data'")
 
 
 def _mutations(data: bytes, rng: random.Random) -> list[bytes]:

@@ -66,6 +66,25 @@ def test_report_lists_the_first_non_finite_step(tmp_path: Path) -> None:
     page = report_html(tmp_path / "run")
     assert "First step with a non-finite parameter or gradient: 3." in page
     assert "L0.N0.w0" in page
+    # the last snapshot (step 4) holds NaNs: its anomalies table names where they start
+    assert "Non-finite nodes of the step 4 snapshot (origins first):" in page
+    table = page.split("Non-finite nodes of the step 4 snapshot")[1].split("</table>")[0]
+    assert "L0.N0.w0" in table
+
+
+def test_a_finite_snapshot_has_no_anomalies_table(tmp_path: Path) -> None:
+    # (x - 1) ** 2 gives its constant exponent a NaN grad wherever x < 1 (as torch does): d * d has none
+    random.seed(7)
+    model = gt.nn.MLP(2, [4, 1])
+    with gt.record(tmp_path / "run", model, snapshot_every=1) as run:
+        for step in range(2):
+            d = model([0.5, -0.5]) - 1.0
+            loss = d * d
+            model.zero_grad()
+            loss.backward()
+            run.log(step, loss)
+    page = report_html(tmp_path / "run")
+    assert "The graph of step 1" in page and "Non-finite nodes of the step" not in page
 
 
 def test_report_errors_name_the_problem_and_write_nothing(tmp_path: Path) -> None:
