@@ -33,7 +33,8 @@ def report_html(path: str | os.PathLike[str], *, reload_every: float | None = No
     from .analysis import anomalies
     from .export.html import html_text
     from .io import load
-    from .runs import _query, _read_manifest, health, open_run
+    from .runs.layout import _read_manifest
+    from .runs.read import _query, health, open_run
 
     root = Path(path)
     manifest = _read_manifest(root)
@@ -183,7 +184,7 @@ def report_html(path: str | os.PathLike[str], *, reload_every: float | None = No
 
 
 def _query(con: Any, sql: str, root: Path) -> Any:
-    from .runs import _query as run_query
+    from .runs.read import _query as run_query
 
     return run_query(con, sql, root)
 
@@ -299,7 +300,8 @@ def _hparams_table(manifests: list[dict[str, Any]], names: list[str]) -> pd.Data
 def compare_html(paths: list[str | os.PathLike[str]]) -> str:
     """One page comparing several runs: their curves overlaid (one colour per run) and a table of the
     hyper-parameters that differ (see :func:`report`)."""
-    from .runs import _query, _read_manifest, health, open_runs, run_names
+    from .runs.layout import _read_manifest
+    from .runs.read import _query, health, open_runs, run_names
 
     roots = [Path(p) for p in paths]
     manifests = [_read_manifest(r) for r in roots]
@@ -395,7 +397,8 @@ def watch(
     """
     import time
 
-    from .runs import _read_manifest, complete_steps
+    from .runs.layout import _read_manifest
+    from .runs.read import complete_steps
 
     if not (interval > 0 and reload_every > 0):
         raise ValueError(f"watch: interval and reload_every must be > 0, got {interval!r}, {reload_every!r}")

@@ -223,7 +223,7 @@ def test_steps_are_compacted_into_a_file_per_chunk_and_read_once(tmp_path: Path)
 def test_a_recorders_merges_read_no_chunk_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The recorder keeps the steps its chunks hold: after the resume's first merge (which reads the
     chunks already there), merging reads only the staged files, so a run's merges cost what they merge."""
-    import graphtrace.runs as runs
+    from graphtrace.runs import layout as runs
 
     path = tmp_path / "run"
     model, _, _ = moons_demo(samples=12, hidden=(4,))

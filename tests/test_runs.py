@@ -359,7 +359,7 @@ def test_log_returns_before_the_disk_and_flush_close_wait_for_it(tmp_path: Path)
 def test_a_failed_write_is_raised_by_the_next_call_and_nothing_later_is_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from graphtrace import runs
+    from graphtrace.runs import recorder as runs
 
     real = runs._write_table
 
