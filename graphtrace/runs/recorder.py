@@ -1,0 +1,528 @@
+"""The recorder: :func:`record` and :class:`Run`, whose writer thread writes each logged step in order."""
+
+from __future__ import annotations
+
+import atexit
+import datetime
+import json
+import math
+import operator
+import os
+import queue
+import shutil
+import sys
+import threading
+import time
+import weakref
+from functools import partial
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .._files import atomic_write
+from .._real import as_float
+from ..analysis.scope_table import scope_columns
+from ..snapshot import TraceCopy
+from ..value import Value
+from .layout import (
+    _LOCK,
+    _SCOPES_SCHEMA,
+    _STAGED,
+    CHUNK_STEPS,
+    FORMAT,
+    FORMAT_VERSION,
+    _compact,
+    _encode,
+    _read_manifest,
+    _remove_temporaries,
+    _RunLock,
+    _staged_steps,
+    _steps_on_disk,
+    _write_table,
+)
+
+_MODES = ("new", "resume", "overwrite")
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+
+
+#: The largest step: the ``step`` column is a BIGINT (int64) in every table.
+MAX_STEP = 2**63 - 1
+
+
+def _check_step(step: Any) -> int:
+    """``step`` as an int (numpy integers too), or ValueError before anything is written."""
+    if isinstance(step, bool):
+        raise ValueError(f"log: step must be an int >= 0, got {step!r}")
+    try:
+        k = operator.index(step)
+    except TypeError:
+        raise ValueError(f"log: step must be an int >= 0, got {step!r}") from None
+    if not 0 <= k <= MAX_STEP:
+        raise ValueError(f"log: step must be an int from 0 to 2**63 - 1 (the step column is int64), got {k}")
+    return k
+
+
+def _check_every(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"record: {name} must be an int >= 0 (0: never), got {value!r}")
+    return value
+
+
+def _write_snapshot(path: Path, copy: TraceCopy, last: dict[str, Any]) -> None:
+    """(In the writer thread.) Write a step's trace as ``gt.save``'s Parquet file ``path``. ``last``:
+    the run's previous snapshot (its columns and Arrow string columns), whose names and string
+    columns a step like it takes again instead of deriving them."""
+    from ..io import parquet_table
+
+    cols = copy.columns(like=last.get("columns"))
+    table = parquet_table(cols, last.setdefault("arrow", {}))
+    last["columns"] = cols
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda fh: pq.write_table(table, fh), binary=True)
+
+
+class _Writer:
+    """One thread writing a run's files, in the order they are queued; at most ``depth`` steps wait
+    (``put`` blocks beyond that, so a slow disk slows the loop instead of filling memory)."""
+
+    def __init__(self, depth: int = 8) -> None:
+        self._jobs: queue.Queue[list[tuple[Path, pa.Buffer]] | None] = queue.Queue(depth)
+        self.error: BaseException | None = None  # a failure not reported yet (the Run clears it)
+        self.failed = False  # a write failed: nothing more is written, whatever was reported
+        self._thread = threading.Thread(target=self._work, name="graphtrace-run-writer", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)  # the interpreter's exit writes what is queued
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                if job is None:
+                    return
+                if not self.failed:  # after a failure nothing more is written
+                    for item in job:
+                        if callable(item):  # a compaction, in order with the writes
+                            item()
+                        else:
+                            _write_table(*item)
+            except BaseException as exc:  # handed to the training thread
+                self.failed = True
+                self.error = exc
+            finally:
+                self._jobs.task_done()
+
+    def put(self, job: list[Any]) -> None:
+        self._jobs.put(job)
+
+    def flush(self) -> None:
+        """Wait until everything queued is written."""
+        self._jobs.join()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+        atexit.unregister(self.close)
+
+
+class Run:
+    """A training run being recorded; made by :func:`record` (see there)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        model: Any,
+        *,
+        hparams: dict[str, Any] | None = None,
+        scopes_every: int = 1,
+        snapshot_every: int = 0,
+        mode: str = "new",
+        allow_model_change: bool = False,
+        chunk_steps: int = CHUNK_STEPS,
+    ) -> None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"record: path must be a str or path, got {type(path).__name__}: {path!r}")
+        if mode not in _MODES:
+            raise ValueError(f"record: mode must be one of {_MODES}, got {mode!r}")
+        named = getattr(model, "named_parameters", None)
+        if not callable(named):
+            raise TypeError(
+                f"record: model must be a graphtrace.nn.Module or a torch.nn.Module, got {type(model).__name__}"
+            )
+        self._torch: Any = None  # a torch model's parameter tensors (graphtrace.pytorch.TorchParams)
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(model, torch.nn.Module):
+            from ..pytorch import TorchParams
+
+            self._torch = TorchParams(model)
+        hp = {} if hparams is None else hparams
+        if not isinstance(hp, dict) or not all(isinstance(k, str) for k in hp):
+            raise TypeError(f"record: hparams must be a dict with str keys, got {hparams!r}")
+        try:
+            hp_json = json.loads(json.dumps(hp, allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"record: hparams must be JSON numbers, strings, lists and dicts ({exc})") from None
+        if isinstance(chunk_steps, bool) or not isinstance(chunk_steps, int) or chunk_steps < 1:
+            raise ValueError(f"record: chunk_steps must be an int >= 1, got {chunk_steps!r}")
+        self.chunk_steps = chunk_steps
+        self.scopes_every = _check_every("scopes_every", scopes_every)
+        self.snapshot_every = _check_every("snapshot_every", snapshot_every)
+        self.path = Path(path)
+        self.model = model
+        self._params: list[tuple[str, Value]] = [] if self._torch is not None else list(named())
+        self._last_data = [p.data for _, p in self._params]
+        self._closed = False
+        p = self.path
+        if p.exists() and not p.is_dir():
+            raise NotADirectoryError(f"record: {p} exists and is not a directory")
+        exists = p.is_dir() and any(c.name != _LOCK for c in p.iterdir())
+        if mode == "new" and exists:
+            raise FileExistsError(
+                f"record: {p} already holds files; pass mode='resume' to add steps to the run there "
+                "or mode='overwrite' to replace it"
+            )
+        if mode != "new" and exists:
+            _read_manifest(p)  # only ever resume or delete a graphtrace run
+        if mode == "overwrite" and exists and p.is_symlink():
+            raise ValueError(
+                f"record: {p} is a symbolic link (to {os.readlink(p)}); mode='overwrite' does not delete "
+                "through a link: pass the run directory itself"
+            )
+        shapes = self._shapes()
+        p.mkdir(parents=True, exist_ok=True)
+        self._lock = _RunLock(p)  # one recorder per run, in any process; released by close (or a crash)
+        try:
+            _remove_temporaries(p)  # what a killed writer left: nobody else writes here now
+            if mode == "resume":
+                self.manifest = _read_manifest(p)
+                self._check_same_model(shapes, allow_model_change)
+                self._done = set(_steps_on_disk(p))
+                resumes = self.manifest.setdefault("resumes", [])
+                resumes.append({"at": _now(), "hparams": hp_json})
+                self.manifest.update(status="running", finished=None)
+            else:
+                if mode == "overwrite" and exists:
+                    for child in p.iterdir():
+                        if child.name != _LOCK:
+                            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+                self._init_manifest(model, hp_json, shapes)
+        except BaseException:
+            self._lock.release()
+            raise
+        # format 2 stages each step in hidden files and compacts them; a resumed format-1 run keeps
+        # its one folder per step
+        self._compacting = self.manifest.get("format_version", 1) >= 2
+        self._last_snapshot: dict[str, Any] = {}  # the writer thread's previous snapshot (see _write_snapshot)
+        self._chunked: dict[str, set[int]] | None = None  # the steps in each table's chunks (known after a merge)
+        self._staged = len(_staged_steps(p)) if self._compacting else 0
+        self._write_manifest()
+        self._writer = _Writer()
+        weakref.finalize(self, self._writer.close)  # an unclosed run still writes what it logged
+        weakref.finalize(self, self._lock.release)
+
+    def _shapes(self) -> dict[str, list[int]]:
+        """Each parameter's name and shape (``[]`` for a graphtrace scalar)."""
+        if self._torch is not None:
+            return {n: list(p.shape) for n, p in self._torch.named}
+        return {n: [] for n, _ in self._params}
+
+    def _check_same_model(self, shapes: dict[str, list[int]], allow: bool) -> None:
+        before = self.manifest.get("shapes") or {n: [] for n in self.manifest.get("parameters", [])}
+        if before == shapes:
+            return
+        if not allow:
+            gone = [n for n in before if n not in shapes]
+            new = [n for n in shapes if n not in before]
+            reshaped = [n for n in shapes if n in before and before[n] != shapes[n]]
+            raise ValueError(
+                f"record: resuming {self.path} with a different model ({len(shapes)} parameters; the run has "
+                f"{len(before)}; missing {gone[:3]}, new {new[:3]}, reshaped {reshaped[:3]}): the tables would mix "
+                "two models. Pass allow_model_change=True to record it anyway, or record a new run"
+            )
+        self.manifest.setdefault("model_changes", []).append({"at": _now(), "parameters": list(shapes)})
+        self.manifest.update(parameters=list(shapes), shapes=shapes)
+
+    def _init_manifest(self, model: Any, hp_json: Any, shapes: dict[str, list[int]]) -> None:
+        self._done = set()
+        self.manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "graphtrace": _version(),
+            "model": repr(model),
+            "kind": "torch" if self._torch is not None else "graphtrace",
+            "parameters": list(shapes),
+            "shapes": shapes,
+            "hparams": hp_json,
+            "chunk_steps": self.chunk_steps,
+            "started": _now(),
+            "finished": None,
+            "status": "running",
+        }
+
+    def _write_manifest(self) -> None:
+        text = json.dumps(self.manifest, indent=2, allow_nan=False) + "\n"
+        atomic_write(self.path / "manifest.json", lambda fh: fh.write(text))
+
+    def log(
+        self,
+        step: int,
+        loss: Value | float,
+        *,
+        accuracy: float | None = None,
+        learning_rate: float | None = None,
+        graph: Any = None,
+    ) -> None:
+        """Record step ``step``: call it after the optimizer's update of that step.
+
+        Writes the step's parameters (``data`` after the update, the step's ``grad``, and ``update``:
+        the change of ``data`` since the previous logged step, i.e. the update actually applied), the
+        ``by_scope`` table and the whole trace when due, then the ``steps`` row that completes it.
+
+        For a torch model, ``loss`` is its loss tensor (or a number), each parameter tensor is one
+        row (see :class:`graphtrace.pytorch.TorchParams`), and the ``scopes`` table is written from
+        ``graph`` (the step's :func:`graphtrace.pytorch.trace` graph) when given.
+
+        Raises
+        ------
+        ValueError
+            If ``step`` is not an int >= 0 or was recorded already (nothing is ever rewritten), or
+            ``accuracy`` / ``learning_rate`` is not a real number.
+        TypeError
+            If ``loss`` is neither a Value nor a real number.
+        """
+        if self._closed:
+            raise ValueError(f"log: the run at {self.path} is closed")
+        self._raise_write_error()
+        step = _check_step(step)
+        if step in self._done:
+            raise ValueError(f"log: step {step} is already recorded in {self.path}; nothing is rewritten")
+        detach = getattr(loss, "detach", None) if self._torch is not None else None
+        if callable(detach):  # a torch loss tensor
+            loss = detach()
+        loss_value = loss.data if isinstance(loss, Value) else as_float(loss)
+        if loss_value is None:
+            raise TypeError(f"log: loss must be a Value or a real number, got {type(loss).__name__}: {loss!r}")
+        extra = {}
+        for name, v in (("accuracy", accuracy), ("learning_rate", learning_rate)):
+            f = math.nan if v is None else as_float(v)
+            if f is None:
+                raise ValueError(f"log: {name} must be a real number, got {v!r}")
+            extra[name] = f
+        t0 = time.perf_counter()
+        part = f"step={step}"
+        data = [p.data for _, p in self._params]
+
+        def where(table: str) -> Path:
+            if self._compacting:  # format 2: staged until compacted; the step is a column of the file
+                return self.path / _STAGED / table / f"{part}.parquet"
+            return self.path / table / part / "part.parquet"
+
+        def with_step(t: pa.Table) -> pa.Table:
+            return t.add_column(0, "step", pa.array([step] * t.num_rows, pa.int64())) if self._compacting else t
+
+        if self._torch is not None:
+            params = self._torch.table()
+        else:
+            params = pa.table(
+                {
+                    "name": pa.array([n for n, _ in self._params], pa.string()),
+                    "scope": pa.array([p.scope for _, p in self._params], pa.string()),
+                    "data": pa.array(data, pa.float64()),
+                    "grad": pa.array([p.grad for _, p in self._params], pa.float64()),
+                    "update": pa.array([d - b for d, b in zip(data, self._last_data, strict=True)], pa.float64()),
+                }
+            )
+        job: list[Any] = [(where("params"), _encode(with_step(params)))]
+        traced = loss if isinstance(loss, Value) else graph
+        if traced is not None and self.scopes_every and step % self.scopes_every == 0:
+            cols = scope_columns(traced)
+            table = pa.Table.from_arrays(
+                [pa.array(cols[f.name], f.type) for f in _SCOPES_SCHEMA], schema=_SCOPES_SCHEMA
+            )
+            job.append((where("scopes"), _encode(with_step(table))))
+        if isinstance(loss, Value) and self.snapshot_every and step % self.snapshot_every == 0:
+            # copied here (the next step changes the store), named and encoded by the writer thread
+            target = self.path / "snapshots" / part / "trace.parquet"
+            job.append(partial(_write_snapshot, target, TraceCopy(loss), self._last_snapshot))
+        steps = pa.table(
+            {
+                "loss": pa.array([loss_value], pa.float64()),
+                "accuracy": pa.array([extra["accuracy"]], pa.float64()),
+                "learning_rate": pa.array([extra["learning_rate"]], pa.float64()),
+                "wall_time": pa.array([_now()], pa.string()),
+                "record_seconds": pa.array([time.perf_counter() - t0], pa.float64()),
+            }
+        )
+        job.append((where("steps"), _encode(with_step(steps))))  # last: the step is complete
+        if self._compacting:
+            self._staged += 1
+            if self._staged >= self.chunk_steps:
+                job.append(self._compact)
+                self._staged = 0
+        self._writer.put(job)
+        self._done.add(step)
+        self._last_data = data
+
+    def _compact(self) -> None:
+        """(In the writer thread.) Merge the staged complete steps into one file per table."""
+        self._chunked = _compact(self.path, self._chunked)
+
+    def _raise_write_error(self, *, again: bool = True) -> None:
+        """Raise the writer's failure (once), then (``again``) refuse to go on."""
+        exc = self._writer.error
+        if exc is not None:
+            self._writer.error = None  # raised once; the writer stays failed: nothing more is written
+            exc.add_note(f"graphtrace: writing run {self.path} failed; no later step was written")
+            raise exc
+        if self._writer.failed and again:
+            raise RuntimeError(f"the run at {self.path} stopped writing after an earlier error")
+
+    def flush(self) -> None:
+        """Wait until every logged step is written (a failed write is raised here).
+
+        Examples
+        --------
+        >>> import pathlib, tempfile
+        >>> import graphtrace as gt
+        >>> run = gt.record(pathlib.Path(tempfile.mkdtemp()) / "r", gt.nn.MLP(1, [1]))
+        >>> run.log(0, 1.0)
+        >>> run.flush()
+        >>> gt.runs.complete_steps(run.path)
+        [0]
+        >>> run.close()
+        """
+        self._writer.flush()
+        self._raise_write_error()
+
+    def close(self, status: str = "finished") -> None:
+        """Write what is queued, then mark the run finished (or ``"failed"``) in its manifest;
+        further :meth:`log` calls fail. A failed write of a step is raised here (the manifest
+        then says ``"failed"``)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._compacting and not self._writer.failed:
+            self._writer.put([self._compact])  # the last steps too: a finished run is all chunks
+        self._writer.close()
+        self.manifest.update(status="failed" if self._writer.failed else status, finished=_now())
+        try:
+            self._write_manifest()
+        finally:
+            self._lock.release()
+        self._raise_write_error(again=False)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close("finished" if exc_type is None else "failed")
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, steps={len(self._done)}, status={self.manifest['status']!r})"
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def record(
+    path: str | os.PathLike[str],
+    model: Any,
+    *,
+    hparams: dict[str, Any] | None = None,
+    scopes_every: int = 1,
+    snapshot_every: int = 0,
+    mode: str = "new",
+    allow_model_change: bool = False,
+    chunk_steps: int = CHUNK_STEPS,
+) -> Run:
+    """Record a training run into directory ``path``: use as a context manager, call ``log`` each step.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The run directory (made if missing).
+    model : graphtrace.nn.Module
+        Its ``named_parameters()`` are logged every step.
+    hparams : dict, optional
+        Hyper-parameters stored in the manifest (JSON values).
+    scopes_every : int, optional
+        Write the step's ``gt.analysis.by_scope`` table every this many steps (default 1: every
+        step; 0: never). When the loss is the live store's only sink (a training step), it is read
+        from the store without a snapshot: about 5% of micrograd's demo step (``make bench``).
+    snapshot_every : int, optional
+        Also write the step's whole trace every this many steps (0, the default: never). ``log``
+        copies it from the store as columns; the writer thread names and encodes it. Every step:
+        about +50% of the demo step (``make bench``).
+    mode : {"new", "resume", "overwrite"}
+        ``"new"`` refuses a directory that already holds files; ``"resume"`` adds steps to the run
+        there (steps already recorded are refused, never rewritten); ``"overwrite"`` deletes the run
+        there first (only a graphtrace run: a directory with its manifest).
+    allow_model_change : bool, optional
+        Let ``"resume"`` continue a run with a model whose parameters (names, shapes) differ from the
+        run's; the manifest then lists the change. By default such a resume is refused: the tables
+        would mix two models. Each resume's ``hparams`` are kept in the manifest's ``resumes``.
+    chunk_steps : int, optional
+        Merge the steps into one file per table every this many steps (100: a 10,000-step run keeps
+        about 100 files per table; see the module docstring).
+
+    Returns
+    -------
+    Run
+
+    Raises
+    ------
+    FileExistsError
+        ``mode="new"`` and ``path`` holds files.
+    ValueError
+        A bad mode or count, or (``resume`` / ``overwrite``) ``path`` is not a graphtrace run or was
+        written by a newer graphtrace.
+    TypeError
+        ``model`` is not a graphtrace Module, ``path`` or ``hparams`` of the wrong type.
+    RuntimeError
+        Another recorder has the run open.
+
+    Notes
+    -----
+    While a recorder is open the run is locked (the ``.lock`` file in it, an OS lock released when
+    the process ends, crashed or not): a second recorder on the same run, in this process or another,
+    gets a RuntimeError. Opening a run for writing removes the temporary files a killed writer left.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile, random
+    >>> import graphtrace as gt
+    >>> random.seed(0)
+    >>> model = gt.nn.MLP(2, [3, 1])
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "demo"
+    >>> with gt.record(path, model, hparams={"lr": 0.1}) as run:
+    ...     for step in range(3):
+    ...         loss = (model([1.0, -1.0]) - 1.0) ** 2
+    ...         model.zero_grad(); loss.backward()
+    ...         for p in model.parameters():
+    ...             p.data -= 0.1 * p.grad
+    ...         run.log(step, loss, learning_rate=0.1)
+    >>> con = gt.open_run(path)
+    >>> con.sql("SELECT step, count(*) AS n FROM params GROUP BY step ORDER BY step").fetchall()
+    [(0, 13), (1, 13), (2, 13)]
+    """
+    return Run(
+        path,
+        model,
+        hparams=hparams,
+        scopes_every=scopes_every,
+        snapshot_every=snapshot_every,
+        mode=mode,
+        allow_model_change=allow_model_change,
+        chunk_steps=chunk_steps,
+    )
