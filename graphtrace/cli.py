@@ -157,6 +157,19 @@ def _positive_float(text: str) -> float:
     return x
 
 
+def _seconds(text: str) -> float:
+    """An argparse type: seconds to wait, > 0 and at most a day (what every platform can sleep)."""
+    from .report import MAX_INTERVAL
+
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < x <= MAX_INTERVAL:  # NaN and infinity fail here too
+        raise argparse.ArgumentTypeError(f"expected seconds > 0 and at most {MAX_INTERVAL:g} (a day), got {text!r}")
+    return x
+
+
 def _seed(text: str) -> int:
     try:
         n = int(text)
@@ -475,7 +488,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="rewrite the page as steps land, the open page reloading itself, until the run stops running",
     )
-    r.add_argument("--interval", type=float, default=2.0, help="seconds between looks at the run (--watch)")
+    r.add_argument(
+        "--interval",
+        type=_seconds,
+        default=2.0,
+        help="seconds between looks at the run (--watch; default 2, at most a day)",
+    )
     r.add_argument(
         "--out", help="output file (default: RUN/report.html; for several runs: compare.html beside the first)"
     )

@@ -366,6 +366,10 @@ def _writer_of(text: str) -> Any:
     return lambda fh: fh.write(text)
 
 
+#: The longest wait :func:`watch` accepts between looks (a day): longer ones cannot be slept on every platform.
+MAX_INTERVAL = 86400.0
+
+
 def watch(
     path: str | os.PathLike[str],
     out: str | os.PathLike[str] | None = None,
@@ -384,24 +388,28 @@ def watch(
     path, out
         As :func:`report`.
     interval : float
-        Seconds between looks at the run's completed steps.
+        Seconds between looks at the run's completed steps (> 0, at most :data:`MAX_INTERVAL`).
     reload_every : float
-        The open page's reload period, in seconds.
+        The open page's reload period, in seconds (> 0, at most :data:`MAX_INTERVAL`).
     on_write : callable, optional
         Called with each page written (its text): for scripts and tests.
 
     Raises
     ------
     ValueError
-        As :func:`report`.
+        As :func:`report`, or ``interval`` / ``reload_every`` is not a number of seconds in
+        (0, :data:`MAX_INTERVAL`] (infinity and NaN included).
     """
     import time
 
     from .runs.layout import _read_manifest
     from .runs.read import complete_steps
 
-    if not (interval > 0 and reload_every > 0):
-        raise ValueError(f"watch: interval and reload_every must be > 0, got {interval!r}, {reload_every!r}")
+    for name, value in (("interval", interval), ("reload_every", reload_every)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_INTERVAL:
+            raise ValueError(
+                f"watch: {name} must be a number of seconds > 0 and at most {MAX_INTERVAL:g}, got {value!r}"
+            )
     root = Path(path)
     target = root / "report.html" if out is None else Path(out)
     if target.suffix.lower() not in (".html", ".htm"):

@@ -108,3 +108,26 @@ def test_cli_report(tmp_path: Path) -> None:
 
     assert main(["report", str(tmp_path)], stderr=Err()) == 2  # type: ignore[arg-type]
     assert "not a graphtrace run" in "".join(errors)
+
+
+# ---- --watch ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("interval", ["inf", "1e300", "nan", "0", "-1", "2 s"])
+def test_watch_refuses_an_interval_it_cannot_sleep_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], interval: str
+) -> None:
+    """--interval inf / 1e300 reached time.sleep and died with an OverflowError traceback (exit 1)."""
+    from graphtrace.report import watch
+
+    path = tmp_path / "run"
+    with gt.record(path, gt.nn.MLP(1, [1])) as run:  # running: the watch would sleep
+        run.log(0, 1.0)
+        run.flush()
+        with pytest.raises(SystemExit) as exit_:
+            main(["report", str(path), "--watch", "--interval", interval])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--interval" in err and "Traceback" not in err, err
+        if interval != "2 s":
+            with pytest.raises(ValueError, match="interval must be a number of seconds"):
+                watch(path, interval=float(interval))
+    assert not (path / "report.html").exists()
