@@ -191,6 +191,7 @@ def _with_ending(stem: Path, ending: str) -> Path:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import report, watch
+    from .runs import status
 
     if args.watch:
         if len(args.run) != 1:
@@ -201,7 +202,14 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise CLIError(str(exc)) from None
         except KeyboardInterrupt:
             return 130
-        _console().print(f"wrote {path} (the run is no longer running)")
+        state = status(args.run[0])
+        if state == "interrupted":
+            _console().print(
+                f"wrote {path}; the run was interrupted: its manifest says running, but no recorder holds "
+                "its lock (was the recorder killed?)"
+            )
+        else:
+            _console().print(f"wrote {path} (the run is {state})")
         return 0
     try:
         path = report(args.run if len(args.run) > 1 else args.run[0], args.out)

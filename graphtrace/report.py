@@ -34,10 +34,13 @@ def report_html(path: str | os.PathLike[str], *, reload_every: float | None = No
     from .export.html import html_text
     from .io import load
     from .runs.layout import _read_manifest
-    from .runs.read import _query, health, open_run
+    from .runs.read import _query, health, open_run, status
 
     root = Path(path)
     manifest = _read_manifest(root)
+    state = status(root)
+    if state == "interrupted":
+        state = "interrupted (its manifest says running, but no recorder holds the run's lock: killed?)"
     con = open_run(root)
     steps = _query(con, "SELECT * FROM steps ORDER BY step", root)
     h = health(root)
@@ -49,7 +52,7 @@ def report_html(path: str | os.PathLike[str], *, reload_every: float | None = No
         f"<title>graphtrace run: {esc(root.name)}</title>",
         f"<style>{_STYLE}</style></head><body>",
         f"<h1>graphtrace run: {esc(root.name)}</h1>",
-        f"<p>status <b>{esc(str(manifest.get('status')))}</b>, started {esc(str(manifest.get('started')))}, "
+        f"<p>status <b>{esc(state)}</b>, started {esc(str(manifest.get('started')))}, "
         f"finished {esc(str(manifest.get('finished')))}, graphtrace {esc(str(manifest.get('graphtrace')))}, "
         f"{len(steps)} complete steps.</p>",
         f"<p>hyper-parameters: <code>{esc(json.dumps(manifest.get('hparams')))}</code></p>",
@@ -380,8 +383,10 @@ def watch(
 ) -> Path:
     """Keep run ``path``'s report up to date while the run is being recorded: rewrite the page
     (atomically) whenever a step lands, with a ``<meta refresh>`` so that an open browser tab
-    reloads itself every ``reload_every`` seconds; once the run's status is no longer ``running``,
-    write the final page (without the refresh) and return its path. ``graphtrace report RUN --watch``.
+    reloads itself every ``reload_every`` seconds; once the run is no longer running (finished, failed,
+    or interrupted: its manifest says running but no recorder holds its lock, see
+    :func:`graphtrace.runs.status`), write the final page (without the refresh) and return its path.
+    ``graphtrace report RUN --watch``.
 
     Parameters
     ----------
@@ -402,8 +407,7 @@ def watch(
     """
     import time
 
-    from .runs.layout import _read_manifest
-    from .runs.read import complete_steps
+    from .runs.read import complete_steps, status
 
     for name, value in (("interval", interval), ("reload_every", reload_every)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_INTERVAL:
@@ -416,7 +420,7 @@ def watch(
         raise ValueError(f"report: {str(target)!r} should end in .html")
     seen: tuple[int, ...] | None = None
     while True:
-        running = _read_manifest(root).get("status") == "running"
+        running = status(root) == "running"
         done = tuple(complete_steps(root))
         if done != seen or not running:
             page = report_html(root, reload_every=reload_every if running else None)

@@ -12,6 +12,8 @@ import graphtrace as gt
 from graphtrace.cli import main
 from graphtrace.report import report, report_html
 
+ROOT = Path(__file__).parent.parent
+
 
 def _run(path: Path, steps: int = 6, *, break_at: int | None = None) -> None:
     random.seed(7)
@@ -131,3 +133,39 @@ def test_watch_refuses_an_interval_it_cannot_sleep_in_one_line(
             with pytest.raises(ValueError, match="interval must be a number of seconds"):
                 watch(path, interval=float(interval))
     assert not (path / "report.html").exists()
+
+
+_KILLED_RECORDER = """
+import os, sys
+sys.path.insert(0, {root!r})
+import graphtrace as gt
+run = gt.record({path!r}, gt.nn.MLP(1, [1]))
+run.log(0, 1.0)
+run.flush()
+os.kill(os.getpid(), 9)
+"""
+
+
+def test_watch_of_a_killed_recorder_stops_and_says_the_run_was_interrupted(tmp_path: Path) -> None:
+    """The manifest of a SIGKILLed recorder says running forever: --watch looked forever."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "run"
+    code = _KILLED_RECORDER.format(root=str(ROOT), path=str(path))
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == -9
+    assert gt.runs.status(path) == "interrupted"
+    watcher = [sys.executable, "-m", "graphtrace", "report", str(path), "--watch", "--interval", "0.05"]
+    done = subprocess.run(watcher, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "the run was interrupted" in done.stdout
+    page = (path / "report.html").read_text(encoding="utf-8")
+    assert "http-equiv" not in page and "<b>interrupted" in page and "1 complete steps" in page
+    # a live recorder is not interrupted, in this process or another
+    with gt.record(path, gt.nn.MLP(1, [1]), mode="resume") as run:
+        assert gt.runs.status(path) == "running"
+        probe = "import sys, graphtrace as gt; print(gt.runs.status(sys.argv[1]))"
+        other = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=120)
+        assert other.stdout.strip() == "running", other.stderr
+        run.log(1, 0.5)
+    assert gt.runs.status(path) == "finished"

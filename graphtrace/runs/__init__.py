@@ -44,7 +44,7 @@ and :mod:`~graphtrace.runs.tensorboard` (:func:`to_tensorboard`).
 from __future__ import annotations
 
 from .layout import CHUNK_STEPS, FORMAT, FORMAT_VERSION, compact
-from .read import complete_steps, health, open_run, open_runs, run_names
+from .read import complete_steps, health, open_run, open_runs, run_names, status
 from .recorder import Run, record
 from .tensorboard import to_tensorboard
 
@@ -60,5 +60,6 @@ __all__ = [
     "open_runs",
     "record",
     "run_names",
+    "status",
     "to_tensorboard",
 ]

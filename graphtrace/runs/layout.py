@@ -89,24 +89,29 @@ class _RunLock:
     locked with ``filelock`` (an OS lock: released when the holder exits, crashed or not), plus this
     process's own list (a second recorder in the same process)."""
 
+    #: Seconds a recorder waits for a lock held by someone else before it is refused: a reader that
+    #: checks whether the lock is free (:func:`_lock_free`) holds it for a moment only.
+    WAIT = 1.0
+
     def __init__(self, path: Path) -> None:
         import filelock
 
-        self.key = str(path.resolve())
+        lock = path / _LOCK
+        self.key = str(lock.resolve())
         with _HELD_GUARD:
             if self.key in _HELD:
                 raise RuntimeError(
                     f"record: {path} is being recorded by another recorder in this process; close it first"
                 )
             _HELD.add(self.key)
-        self.file = filelock.FileLock(str(path / _LOCK), timeout=0)
+        self.file = filelock.FileLock(str(lock), timeout=self.WAIT)
         try:
             self.file.acquire()
         except filelock.Timeout:
             with _HELD_GUARD:
                 _HELD.discard(self.key)
             raise RuntimeError(
-                f"record: {path} is being recorded by another process (it holds {path / _LOCK}); "
+                f"record: {path} is being recorded by another process (it holds {lock}); "
                 "wait for it to finish, or record into another directory"
             ) from None
         self.held = True
@@ -117,6 +122,27 @@ class _RunLock:
             self.file.release()
             with _HELD_GUARD:
                 _HELD.discard(self.key)
+
+
+def _lock_free(path: Path) -> bool:
+    """Whether no recorder holds run ``path``'s lock (in this process or another, on this machine or
+    another one sharing the folder): the lock is taken and released at once (a recorder starting in
+    that moment waits :attr:`_RunLock.WAIT` for it)."""
+    import filelock
+
+    lock = path / _LOCK
+    if not lock.is_file():
+        return True  # never recorded by a recorder that locks
+    with _HELD_GUARD:
+        if str(lock.resolve()) in _HELD:
+            return False
+    probe = filelock.FileLock(str(lock), timeout=0)
+    try:
+        probe.acquire()
+    except filelock.Timeout:
+        return False
+    probe.release()
+    return True
 
 
 def _remove_temporaries(path: Path) -> None:

@@ -20,6 +20,7 @@ from .layout import (
     _chunk_files,
     _chunk_steps,
     _layout,
+    _lock_free,
     _read_manifest,
     _staged_files,
     _steps_on_disk,
@@ -237,6 +238,32 @@ def complete_steps(path: str | os.PathLike[str]) -> Sequence[int]:
     root = Path(path)
     _read_manifest(root)
     return _steps_on_disk(root)
+
+
+def status(path: str | os.PathLike[str]) -> str:
+    """The run's state: ``"running"``, ``"finished"``, ``"failed"`` or ``"interrupted"``.
+
+    The manifest's ``status``, except that a run whose manifest says ``"running"`` while no recorder
+    holds its lock is ``"interrupted"``: its recorder was killed (SIGKILL, a lost machine) before it
+    could write the end of the run. Its complete steps read as usual.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> import graphtrace as gt
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "run"
+    >>> run = gt.record(path, gt.nn.MLP(1, [1]))
+    >>> gt.runs.status(path)
+    'running'
+    >>> run.close()
+    >>> gt.runs.status(path)
+    'finished'
+    """
+    root = Path(path)
+    state = str(_read_manifest(root).get("status"))
+    if state == "running" and _lock_free(root):
+        return "interrupted"
+    return state
 
 
 def health(path: str | os.PathLike[str], depth: int = 2) -> Any:
