@@ -66,7 +66,7 @@ def report_html(path: str | os.PathLike[str], *, reload_every: float | None = No
         f"accuracy {esc(repr(float(last['accuracy'])))}</p>"
     )
     parts.append(_model_summary(con, root))
-    rows = steps.to_dict("records")
+    rows = steps[["step", "rank", "loss", "accuracy", "learning_rate"]].to_dict("records")
     parts.append("<h2>Training</h2>")
     parts.append(charts.line(rows, "loss", "loss", "loss", log=True, smooth=True))
     for col, title in (("accuracy", "accuracy"), ("learning_rate", "learning rate")):

@@ -44,7 +44,7 @@ and :mod:`~graphtrace.runs.tensorboard` (:func:`to_tensorboard`).
 from __future__ import annotations
 
 from .layout import CHUNK_STEPS, FORMAT, FORMAT_VERSION, compact
-from .read import complete_steps, health, open_run, open_runs, run_names, status
+from .read import complete_steps, health, open_run, open_runs, rank_status, run_names, status
 from .recorder import Run, record
 from .tensorboard import to_tensorboard
 
@@ -58,6 +58,7 @@ __all__ = [
     "health",
     "open_run",
     "open_runs",
+    "rank_status",
     "record",
     "run_names",
     "status",

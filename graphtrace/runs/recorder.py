@@ -10,7 +10,9 @@ import operator
 import os
 import queue
 import shutil
+import socket
 import sys
+import tempfile
 import threading
 import time
 import weakref
@@ -29,15 +31,25 @@ from ..snapshot import TraceCopy
 from ..value import Value
 from .layout import (
     _LOCK,
+    _RANK_DIR,
+    _RANKS,
     _SCOPES_SCHEMA,
-    _STAGED,
     CHUNK_STEPS,
     FORMAT,
     FORMAT_VERSION,
+    SINGLE_FORMAT,
+    WALL_TIME,
+    Part,
     _compact,
     _encode,
+    _load_json,
+    _lock_free,
+    _own_folders,
     _read_manifest,
+    _remove_empty_staged,
+    _remove_part,
     _remove_temporaries,
+    _run_manifest,
     _RunLock,
     _staged_steps,
     _steps_on_disk,
@@ -66,6 +78,34 @@ def _check_step(step: Any) -> int:
     if not 0 <= k <= MAX_STEP:
         raise ValueError(f"log: step must be an int from 0 to 2**63 - 1 (the step column is int64), got {k}")
     return k
+
+
+def _rank_and_world(rank: Any, world_size: Any) -> tuple[int, int]:
+    """This recorder's (rank, world size): as given, else the initialised ``torch.distributed``
+    process group's, else ``torchrun``'s environment (``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``
+    set), else (0, 1). ValueError before anything is written if they do not make sense."""
+    source = "record"
+    if rank is None and world_size is None:
+        torch = sys.modules.get("torch")  # never imported here: a torch job has imported it
+        dist = getattr(torch, "distributed", None) if torch is not None else None
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            return int(dist.get_rank()), int(dist.get_world_size())
+        env = os.environ
+        if not all(k in env for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")):
+            return 0, 1
+        source = "record: the environment's RANK / WORLD_SIZE (torchrun)"
+        try:
+            rank, world_size = int(env["RANK"]), int(env["WORLD_SIZE"])
+        except ValueError:
+            raise ValueError(f"{source} must be integers, got {env['RANK']!r} / {env['WORLD_SIZE']!r}") from None
+    if rank is None or world_size is None:
+        raise ValueError(f"record: give both rank= and world_size= (or neither), got {rank!r} and {world_size!r}")
+    for name, v in (("rank", rank), ("world_size", world_size)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"{source}: {name} must be an int, got {v!r}")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"{source}: expected 0 <= rank < world_size, got rank {rank} of world_size {world_size}")
+    return rank, world_size
 
 
 def _check_every(name: str, value: Any) -> int:
@@ -145,6 +185,8 @@ class Run:
         mode: str = "new",
         allow_model_change: bool = False,
         chunk_steps: int = CHUNK_STEPS,
+        rank: int | None = None,
+        world_size: int | None = None,
     ) -> None:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"record: path must be a str or path, got {type(path).__name__}: {path!r}")
@@ -171,6 +213,7 @@ class Run:
         if isinstance(chunk_steps, bool) or not isinstance(chunk_steps, int) or chunk_steps < 1:
             raise ValueError(f"record: chunk_steps must be an int >= 1, got {chunk_steps!r}")
         self.chunk_steps = chunk_steps
+        self.rank, self.world_size = _rank_and_world(rank, world_size)
         self.scopes_every = _check_every("scopes_every", scopes_every)
         self.snapshot_every = _check_every("snapshot_every", snapshot_every)
         self.path = Path(path)
@@ -181,6 +224,34 @@ class Run:
         p = self.path
         if p.exists() and not p.is_dir():
             raise NotADirectoryError(f"record: {p} exists and is not a directory")
+        if mode == "overwrite" and p.is_symlink():
+            raise ValueError(
+                f"record: {p} is a symbolic link (to {os.readlink(p)}); mode='overwrite' does not delete "
+                "through a link: pass the run directory itself"
+            )
+        shapes = self._shapes()
+        if self.world_size > 1:
+            self._part = Part(p, self.rank)
+            self._open_rank(mode, model, hp_json, shapes, allow_model_change)
+        else:
+            self._part = Part(p)
+            self._open_single(mode, model, hp_json, shapes, allow_model_change)
+        # format 2 stages each step in hidden files and compacts them; a resumed format-1 run keeps
+        # its one folder per step
+        self._compacting = self._part.rank is not None or self.manifest.get("format_version", 1) >= 2
+        self._last_snapshot: dict[str, Any] = {}  # the writer thread's previous snapshot (see _write_snapshot)
+        self._chunked: dict[str, set[int]] | None = None  # the steps in each table's chunks (known after a merge)
+        self._staged = len(_staged_steps(self._part)) if self._compacting else 0
+        self._write_manifest()
+        self._writer = _Writer()
+        weakref.finalize(self, self._writer.close)  # an unclosed run still writes what it logged
+        weakref.finalize(self, self._lock.release)
+
+    def _open_single(
+        self, mode: str, model: Any, hp_json: Any, shapes: dict[str, list[int]], allow_model_change: bool
+    ) -> None:
+        """Open (make, resume or replace) a run of one process, and lock it."""
+        p = self.path
         exists = p.is_dir() and any(c.name != _LOCK for c in p.iterdir())
         if mode == "new" and exists:
             raise FileExistsError(
@@ -188,21 +259,27 @@ class Run:
                 "or mode='overwrite' to replace it"
             )
         if mode != "new" and exists:
-            _read_manifest(p)  # only ever resume or delete a graphtrace run
-        if mode == "overwrite" and exists and p.is_symlink():
-            raise ValueError(
-                f"record: {p} is a symbolic link (to {os.readlink(p)}); mode='overwrite' does not delete "
-                "through a link: pass the run directory itself"
-            )
-        shapes = self._shapes()
+            before = _run_manifest(p)  # only ever resume or delete a graphtrace run
+            if before["format_version"] >= 3:
+                ranks = int(before["world_size"])
+                if mode == "resume":
+                    raise ValueError(
+                        f"record: {p} was recorded by {ranks} processes (ranks): resume it from each rank of a "
+                        "torch.distributed job, or pass rank= and world_size="
+                    )
+                held = [k for k in range(ranks) if not _lock_free(Part(p, k))]
+                if held:
+                    raise RuntimeError(f"record: rank {held[0]} of {p} is being recorded; it cannot be overwritten")
         p.mkdir(parents=True, exist_ok=True)
-        self._lock = _RunLock(p)  # one recorder per run, in any process; released by close (or a crash)
+        self._lock = _RunLock(self._part)  # one recorder per run, in any process; released by close (or a crash)
         try:
-            _remove_temporaries(p)  # what a killed writer left: nobody else writes here now
+            _remove_temporaries(self._part)  # what a killed writer left: nobody else writes here now
             if mode == "resume":
                 self.manifest = _read_manifest(p)
-                self._check_same_model(shapes, allow_model_change)
-                self._done = set(_steps_on_disk(p))
+                if self._check_same_model(self.manifest, shapes, allow_model_change):
+                    self.manifest.setdefault("model_changes", []).append({"at": _now(), "parameters": list(shapes)})
+                    self.manifest.update(parameters=list(shapes), shapes=shapes)
+                self._done = set(_steps_on_disk(self._part))
                 resumes = self.manifest.setdefault("resumes", [])
                 resumes.append({"at": _now(), "hparams": hp_json})
                 self.manifest.update(status="running", finished=None)
@@ -211,20 +288,139 @@ class Run:
                     for child in p.iterdir():
                         if child.name != _LOCK:
                             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-                self._init_manifest(model, hp_json, shapes)
+                self._done = set()
+                self.manifest = {
+                    **self._run_fields(model, hp_json, shapes, SINGLE_FORMAT),
+                    **self._rank_fields(hp_json),
+                }
         except BaseException:
             self._lock.release()
             raise
-        # format 2 stages each step in hidden files and compacts them; a resumed format-1 run keeps
-        # its one folder per step
-        self._compacting = self.manifest.get("format_version", 1) >= 2
-        self._last_snapshot: dict[str, Any] = {}  # the writer thread's previous snapshot (see _write_snapshot)
-        self._chunked: dict[str, set[int]] | None = None  # the steps in each table's chunks (known after a merge)
-        self._staged = len(_staged_steps(p)) if self._compacting else 0
-        self._write_manifest()
-        self._writer = _Writer()
-        weakref.finalize(self, self._writer.close)  # an unclosed run still writes what it logged
-        weakref.finalize(self, self._lock.release)
+
+    def _open_rank(
+        self, mode: str, model: Any, hp_json: Any, shapes: dict[str, list[int]], allow_model_change: bool
+    ) -> None:
+        """Open rank ``self.rank``'s part of a run of ``self.world_size`` processes (format 3), and
+        lock that rank only. The run's ``manifest.json`` is created by the first rank to come (an
+        atomic link: exactly one wins) and checked by the others; each rank writes its own manifest."""
+        p, part, rank, world = self.path, self._part, self.rank, self.world_size
+        ours = self._run_fields(model, hp_json, shapes, FORMAT_VERSION)
+        before = self._joinable(mode, shapes, allow_model_change)
+        p.mkdir(parents=True, exist_ok=True)
+        self._lock = _RunLock(part)  # this rank's lock only: ranks never wait on each other
+        try:
+            mine = part.manifest.is_file() or any(d.is_dir() and any(d.iterdir()) for d in _own_folders(part))
+            if mode == "new" and mine:
+                raise FileExistsError(
+                    f"record: rank {rank} of {p} already holds steps; pass mode='resume' to add steps to it "
+                    "or mode='overwrite' to replace it"
+                )
+            _remove_temporaries(part)  # what a killed writer of this rank left: nobody else writes them
+            if before is None and not _create(p / "manifest.json", ours):  # another rank was first: it must agree
+                before = self._joinable(mode, shapes, allow_model_change)
+            # a replaced manifest has the same content from every rank of the job: whichever replaces it
+            # last, it reads the same
+            if before is not None and mode == "overwrite":
+                _write_json(p / "manifest.json", ours)
+            elif before is not None and before.get("shapes") != shapes:  # resume, allow_model_change=True
+                _write_json(p / "manifest.json", {**before, "parameters": list(shapes), "shapes": shapes})
+            self.manifest = self._rank_fields(hp_json)
+            if mode == "resume" and mine:
+                if part.manifest.is_file():
+                    self.manifest = {**_load_json(part.manifest, f"rank {rank} manifest"), "rank": rank}
+                self._done = set(_steps_on_disk(part))
+                self.manifest.setdefault("resumes", []).append({"at": _now(), "hparams": hp_json})
+                self.manifest.update(status="running", finished=None, host=ours["host"], pid=os.getpid())
+                if before is not None and before.get("shapes") != shapes:
+                    self.manifest.setdefault("model_changes", []).append({"at": _now(), "parameters": list(shapes)})
+            else:
+                if mode == "overwrite":
+                    _remove_part(part)
+                    if rank == 0:
+                        self._remove_ranks_beyond(world)
+                self._done = set()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _joinable(self, mode: str, shapes: dict[str, list[int]], allow: bool) -> dict[str, Any] | None:
+        """The run manifest this rank joins (None: none yet), or the error of a run it cannot join
+        (raised before anything is written)."""
+        p, world = self.path, self.world_size
+        if not (p / "manifest.json").is_file():
+            # a folder with only "ranks" in it: a run another rank is starting
+            foreign = (
+                [c.name for c in p.iterdir() if not c.name.startswith(".") and c.name != _RANKS] if p.is_dir() else []
+            )
+            if foreign and mode == "new":
+                raise FileExistsError(f"record: {p} already holds files ({foreign[0]}, ...) and no graphtrace run")
+            if foreign or mode == "resume":
+                _run_manifest(p)  # the ValueError naming what is missing
+            return None
+        before = _run_manifest(p)
+        if before["format_version"] < 3:
+            raise (FileExistsError if mode == "new" else ValueError)(
+                f"record: {p} holds a run recorded by one process (format {before['format_version']}); "
+                f"rank {self.rank} of {world} records into another directory, or delete that run first"
+            )
+        if mode == "overwrite":
+            return before
+        if before["world_size"] != world:
+            raise (FileExistsError if mode == "new" else ValueError)(
+                f"record: {p} holds a run of world_size {before['world_size']}, this job has {world}: "
+                "pass mode='overwrite' to replace it, or record into another directory"
+            )
+        if before.get("shapes") != shapes:
+            if mode == "new":
+                raise FileExistsError(
+                    f"record: {p} holds a run of another model; pass mode='overwrite' to replace it, or record "
+                    "into another directory"
+                )
+            self._check_same_model(before, shapes, allow)
+        return before
+
+    def _remove_ranks_beyond(self, world: int) -> None:
+        """(Rank 0, overwriting.) Delete the partitions of ranks the new world does not have."""
+        base = self.path / _RANKS
+        found = {int(m.group(1)) for f in base.iterdir() if (m := _RANK_DIR.fullmatch(f.name.split(".")[0]))}
+        for table in ("steps", "params", "scopes", "snapshots"):
+            folder = self.path / table
+            for d in folder.iterdir() if folder.is_dir() else ():
+                if m := _RANK_DIR.fullmatch(d.name):
+                    found.add(int(m.group(1)))
+        for k in sorted(k for k in found if k >= world):
+            old = Part(self.path, k)
+            if _lock_free(old):
+                _remove_part(old)
+
+    def _run_fields(self, model: Any, hp_json: Any, shapes: dict[str, list[int]], version: int) -> dict[str, Any]:
+        """What the run's manifest holds: the same for every rank of a job."""
+        fields: dict[str, Any] = {
+            "format": FORMAT,
+            "format_version": version,
+            "graphtrace": _version(),
+            "model": repr(model),
+            "kind": "torch" if self._torch is not None else "graphtrace",
+            "parameters": list(shapes),
+            "shapes": shapes,
+            "hparams": hp_json,
+            "world_size": self.world_size,
+        }
+        if version >= 3:
+            fields.update(created=_now(), host=socket.gethostname())
+        return fields
+
+    def _rank_fields(self, hp_json: Any) -> dict[str, Any]:
+        """What this recorder's own manifest holds (format 3: the rank's; format 2: the run's)."""
+        fields: dict[str, Any] = {
+            "chunk_steps": self.chunk_steps,
+            "started": _now(),
+            "finished": None,
+            "status": "running",
+        }
+        if self.world_size > 1:
+            fields = {"rank": self.rank, "hparams": hp_json, **fields, "host": socket.gethostname(), "pid": os.getpid()}
+        return fields
 
     def _shapes(self) -> dict[str, list[int]]:
         """Each parameter's name and shape (``[]`` for a graphtrace scalar)."""
@@ -232,10 +428,11 @@ class Run:
             return {n: list(p.shape) for n, p in self._torch.named}
         return {n: [] for n, _ in self._params}
 
-    def _check_same_model(self, shapes: dict[str, list[int]], allow: bool) -> None:
-        before = self.manifest.get("shapes") or {n: [] for n in self.manifest.get("parameters", [])}
+    def _check_same_model(self, manifest: dict[str, Any], shapes: dict[str, list[int]], allow: bool) -> bool:
+        """Whether the model differs from the run's (allowed); ValueError if it differs, not allowed."""
+        before = manifest.get("shapes") or {n: [] for n in manifest.get("parameters", [])}
         if before == shapes:
-            return
+            return False
         if not allow:
             gone = [n for n in before if n not in shapes]
             new = [n for n in shapes if n not in before]
@@ -245,29 +442,10 @@ class Run:
                 f"{len(before)}; missing {gone[:3]}, new {new[:3]}, reshaped {reshaped[:3]}): the tables would mix "
                 "two models. Pass allow_model_change=True to record it anyway, or record a new run"
             )
-        self.manifest.setdefault("model_changes", []).append({"at": _now(), "parameters": list(shapes)})
-        self.manifest.update(parameters=list(shapes), shapes=shapes)
-
-    def _init_manifest(self, model: Any, hp_json: Any, shapes: dict[str, list[int]]) -> None:
-        self._done = set()
-        self.manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "graphtrace": _version(),
-            "model": repr(model),
-            "kind": "torch" if self._torch is not None else "graphtrace",
-            "parameters": list(shapes),
-            "shapes": shapes,
-            "hparams": hp_json,
-            "chunk_steps": self.chunk_steps,
-            "started": _now(),
-            "finished": None,
-            "status": "running",
-        }
+        return True
 
     def _write_manifest(self) -> None:
-        text = json.dumps(self.manifest, indent=2, allow_nan=False) + "\n"
-        atomic_write(self.path / "manifest.json", lambda fh: fh.write(text))
+        _write_json(self._part.manifest, self.manifest)
 
     def log(
         self,
@@ -319,8 +497,8 @@ class Run:
         data = [p.data for _, p in self._params]
 
         def where(table: str) -> Path:
-            if self._compacting:  # format 2: staged until compacted; the step is a column of the file
-                return self.path / _STAGED / table / f"{part}.parquet"
+            if self._compacting:  # format 2 and 3: staged until compacted; the step is a column of the file
+                return self._part.staged(table) / f"{part}.parquet"
             return self.path / table / part / "part.parquet"
 
         def with_step(t: pa.Table) -> pa.Table:
@@ -348,14 +526,14 @@ class Run:
             job.append((where("scopes"), _encode(with_step(table))))
         if isinstance(loss, Value) and self.snapshot_every and step % self.snapshot_every == 0:
             # copied here (the next step changes the store), named and encoded by the writer thread
-            target = self.path / "snapshots" / part / "trace.parquet"
+            target = self._part.snapshot(step)
             job.append(partial(_write_snapshot, target, TraceCopy(loss), self._last_snapshot))
         steps = pa.table(
             {
                 "loss": pa.array([loss_value], pa.float64()),
                 "accuracy": pa.array([extra["accuracy"]], pa.float64()),
                 "learning_rate": pa.array([extra["learning_rate"]], pa.float64()),
-                "wall_time": pa.array([_now()], pa.string()),
+                "wall_time": pa.array([datetime.datetime.now(datetime.UTC)], WALL_TIME),
                 "record_seconds": pa.array([time.perf_counter() - t0], pa.float64()),
             }
         )
@@ -371,7 +549,7 @@ class Run:
 
     def _compact(self) -> None:
         """(In the writer thread.) Merge the staged complete steps into one file per table."""
-        self._chunked = _compact(self.path, self._chunked)
+        self._chunked = _compact(self._part, self._chunked)
 
     def _raise_write_error(self, *, again: bool = True) -> None:
         """Raise the writer's failure (once), then (``again``) refuse to go on."""
@@ -408,7 +586,8 @@ class Run:
             return
         self._closed = True
         if self._compacting and not self._writer.failed:
-            self._writer.put([self._compact])  # the last steps too: a finished run is all chunks
+            # the last steps too: a finished run is all chunks, and no empty staged folder is left
+            self._writer.put([self._compact, partial(_remove_empty_staged, self._part)])
         self._writer.close()
         self.manifest.update(status="failed" if self._writer.failed else status, finished=_now())
         try:
@@ -429,6 +608,31 @@ class Run:
         return f"Run({str(self.path)!r}, steps={len(self._done)}, status={self.manifest['status']!r})"
 
 
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    text = json.dumps(value, indent=2, allow_nan=False) + "\n"
+    atomic_write(path, lambda fh: fh.write(text))
+
+
+def _create(path: Path, value: dict[str, Any]) -> bool:
+    """Create the file ``path`` whole with ``value`` (JSON) unless it exists; False if it did (another
+    process created it first: a hard link to a complete temporary file either wins or fails, atomically)."""
+    text = json.dumps(value, indent=2, allow_nan=False) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(tmp)
+
+
 def _version() -> str:
     from .. import __version__
 
@@ -445,6 +649,8 @@ def record(
     mode: str = "new",
     allow_model_change: bool = False,
     chunk_steps: int = CHUNK_STEPS,
+    rank: int | None = None,
+    world_size: int | None = None,
 ) -> Run:
     """Record a training run into directory ``path``: use as a context manager, call ``log`` each step.
 
@@ -475,6 +681,17 @@ def record(
     chunk_steps : int, optional
         Merge the steps into one file per table every this many steps (100: a 10,000-step run keeps
         about 100 files per table; see the module docstring).
+    rank, world_size : int, optional
+        This process's rank and the number of processes recording the run, for a run of several
+        processes (``0 <= rank < world_size``). By default they come from the initialised
+        ``torch.distributed`` process group (``get_rank()``, ``get_world_size()``), else from
+        ``torchrun``'s environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), else a run of one
+        process (rank 0 of 1). With ``world_size`` > 1 each rank writes its own Hive partitions
+        (``steps/rank=K/``, ...), holds its own lock and writes its own manifest
+        (``ranks/rank=K.json``): ranks never wait on each other, and ``mode`` applies to the rank's
+        own steps (``"overwrite"`` replaces this rank's; rank 0 also removes ranks beyond the new
+        world). The run's ``manifest.json`` (model, parameters, ``world_size``) is made by the first
+        rank and must agree with every other rank's (the same ``world_size`` and model).
 
     Returns
     -------
@@ -490,13 +707,14 @@ def record(
     TypeError
         ``model`` is not a graphtrace Module, ``path`` or ``hparams`` of the wrong type.
     RuntimeError
-        Another recorder has the run open.
+        Another recorder has the run (or this rank of it) open.
 
     Notes
     -----
-    While a recorder is open the run is locked (the ``.lock`` file in it, an OS lock released when
-    the process ends, crashed or not): a second recorder on the same run, in this process or another,
-    gets a RuntimeError. Opening a run for writing removes the temporary files a killed writer left.
+    While a recorder is open the run is locked (the ``.lock`` file in it, or ``ranks/rank=K.lock``
+    for rank K; an OS lock released when the process ends, crashed or not): a second recorder on the
+    same run (rank), in this process or another, gets a RuntimeError. Opening a run for writing
+    removes the temporary files a killed writer (of the same rank) left.
 
     Examples
     --------
@@ -525,4 +743,6 @@ def record(
         mode=mode,
         allow_model_change=allow_model_change,
         chunk_steps=chunk_steps,
+        rank=rank,
+        world_size=world_size,
     )
