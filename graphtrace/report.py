@@ -33,7 +33,7 @@ def report_html(path: str | os.PathLike[str], *, reload_every: float | None = No
     from .analysis import anomalies
     from .export.html import html_text
     from .io import load
-    from .runs.layout import _read_manifest
+    from .runs.layout import _parts, _read_manifest
     from .runs.read import _query, health, open_run, status
 
     root = Path(path)
@@ -154,13 +154,15 @@ def report_html(path: str | os.PathLike[str], *, reload_every: float | None = No
         parts.append(bad.to_html(index=False, escape=True, classes="anomalies"))
     elif bad_loss:
         parts.append("<p>Every parameter and gradient stayed finite.</p>")
-    snaps = [int(s) for s in _query(con, "SELECT DISTINCT step FROM snapshots ORDER BY step", root)["step"]]
+    snaps = [
+        int(s) for s in _query(con, "SELECT DISTINCT step FROM snapshots WHERE rank = 0 ORDER BY step", root)["step"]
+    ]
     if snaps:
         s = snaps[-1]
-        G = load(root / "snapshots" / f"step={s}" / "trace.parquet")
+        G = load(_parts(root, manifest)[0].snapshot(s))
         nonfinite = _query(
             con,
-            f"SELECT count(*) AS n FROM snapshots WHERE step = {s} AND kind = 'node' "
+            f"SELECT count(*) AS n FROM snapshots WHERE step = {s} AND rank = 0 AND kind = 'node' "
             "AND NOT (isfinite(data) AND isfinite(grad))",
             root,
         )["n"].iloc[0]
@@ -407,7 +409,7 @@ def watch(
     """
     import time
 
-    from .runs.read import complete_steps, status
+    from .runs.read import complete_steps, rank_status, status
 
     for name, value in (("interval", interval), ("reload_every", reload_every)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_INTERVAL:
@@ -418,10 +420,10 @@ def watch(
     target = root / "report.html" if out is None else Path(out)
     if target.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"report: {str(target)!r} should end in .html")
-    seen: tuple[int, ...] | None = None
+    seen: tuple[tuple[int, ...], ...] | None = None
     while True:
         running = status(root) == "running"
-        done = tuple(complete_steps(root))
+        done = tuple(tuple(complete_steps(root, k)) for k in rank_status(root))  # each rank's
         if done != seen or not running:
             page = report_html(root, reload_every=reload_every if running else None)
             atomic_write(target, _writer_of(page))
