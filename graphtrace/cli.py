@@ -367,7 +367,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             logdir = to_tensorboard(src, Path(args.out) if args.out else src / "tensorboard")
         except ValueError as exc:
             raise CLIError(str(exc)) from None
-        print(f"wrote {logdir} (tensorboard --logdir {logdir})")
+        print(f"wrote {logdir / Path(src).resolve().name} (tensorboard --logdir {logdir})")
         return 0
     if args.to != "tensorboard" and src.is_dir():
         raise CLIError(
@@ -422,7 +422,9 @@ _EXAMPLES = {
   graphtrace export exports/seed.json --to html     exports/seed.html, the interactive page
   graphtrace export exports/seed.json --to dot      exports/seed.dot, for Graphviz
   graphtrace export trace.parquet --to csv          trace.nodes.csv and trace.edges.csv
-  graphtrace export runs/demo --to tensorboard      runs/demo/tensorboard, for tensorboard --logdir""",
+  graphtrace export runs/demo --to tensorboard      runs/demo/tensorboard/demo, for tensorboard --logdir
+  graphtrace export runs/demo --to tensorboard --out tb
+                                                    tb/demo (again: its earlier events replaced)""",
 }
 
 
@@ -518,7 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--to",
         choices=["html", "dot", "csv", "tensorboard"],
         required=True,
-        help="output format (tensorboard: a run's scalars and histograms as event files, default RUN/tensorboard)",
+        help="output format (tensorboard: a run's scalars, histograms and hyper-parameters as event files, in "
+        "OUT/NAME, default RUN/tensorboard/NAME)",
     )
     e.add_argument(
         "--out", help="output path without suffix (default: FILE without its suffix: run.v1.json -> run.v1.html)"

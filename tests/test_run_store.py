@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -375,7 +376,8 @@ def test_a_run_exported_to_tensorboard_reads_back_with_tensorboards_own_reader(t
     assert main(["export", str(path), "--to", "tensorboard", "--out", str(tmp_path / "tb")], stderr=err) == 0, (
         err.getvalue()
     )
-    acc = ea.EventAccumulator(str(tmp_path / "tb"), size_guidance={ea.SCALARS: 0, ea.HISTOGRAMS: 0})
+    assert sorted(p.name for p in (tmp_path / "tb").iterdir()) == ["run"]  # the run's own name
+    acc = ea.EventAccumulator(str(tmp_path / "tb" / "run"), size_guidance={ea.SCALARS: 0, ea.HISTOGRAMS: 0})
     acc.Reload()
     con = gt.open_run(path)
     want = con.sql("SELECT step, loss FROM steps ORDER BY step").fetchall()
@@ -428,3 +430,74 @@ def test_watch_rewrites_the_report_as_steps_land_until_the_run_finishes(tmp_path
     assert out.read_text(encoding="utf-8") == pages[-1]
     err = io.StringIO()
     assert main(["report", str(path), str(path), "--watch"], stderr=err) == 2 and "one run" in err.getvalue()
+
+
+def _events(logdir: Path, tag: str) -> dict[str, list[Any]]:
+    """Every scalar event of ``tag`` under ``logdir``, per TensorBoard run (folder holding event files)."""
+    ea = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    runs = sorted({f.parent for f in logdir.rglob("events.out.tfevents.*")})
+    out = {}
+    for d in runs:
+        acc = ea.EventAccumulator(str(d), size_guidance={ea.SCALARS: 0})
+        acc.Reload()
+        out[d.relative_to(logdir).as_posix()] = acc.Scalars(tag) if tag in acc.Tags()["scalars"] else []
+    return out
+
+
+def test_tensorboard_events_keep_each_steps_wall_time_the_runs_own_name_and_its_hparams(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """#29 item 5: every event was stamped with the export's time, a run exported from its own folder
+    was named ".", and no hyper-parameter reached the HParams tab."""
+    pytest.importorskip("tensorboardX")
+    ea = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    path = tmp_path / "lr-0.1"
+    model, _, _ = moons_demo(samples=12, hidden=(4,))
+    with gt.record(path, model, hparams={"lr": 0.1, "hidden": [4], "opt": "sgd"}) as run:
+        for step in range(3):
+            run.log(step, 1.0 / (step + 1))
+            time.sleep(0.3)  # the steps' own pace, unlike an export's
+    monkeypatch.chdir(path)
+    err = io.StringIO()
+    assert main(["export", ".", "--to", "tensorboard", "--out", str(tmp_path / "tb")], stderr=err) == 0, err.getvalue()
+    assert sorted(p.name for p in (tmp_path / "tb").iterdir()) == ["lr-0.1"]
+    want = gt.open_run(path).sql("SELECT step, epoch(wall_time) FROM steps ORDER BY step").fetchall()
+    got = _events(tmp_path / "tb", "loss")["lr-0.1"]
+    assert [(e.step, e.wall_time) for e in got] == [(s, pytest.approx(w, abs=1e-3)) for s, w in want]
+    assert got[-1].wall_time - got[0].wall_time > 0.5
+    acc = ea.EventAccumulator(str(tmp_path / "tb" / "lr-0.1"))
+    acc.Reload()
+    content = acc.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hp = start.session_start_info.hparams
+    assert hp["lr"].number_value == 0.1 and hp["opt"].string_value == "sgd" and hp["hidden"].string_value == "[4]"
+
+
+def test_exporting_twice_into_one_logdir_replaces_the_runs_earlier_events(tmp_path: Path) -> None:
+    """#26 item 16: two exports left two event files and TensorBoard showed every step twice."""
+    pytest.importorskip("tensorboardX")
+    path = tmp_path / "run"
+    _record(path, steps=3)
+    (tmp_path / "tb" / "other").mkdir(parents=True)
+    (tmp_path / "tb" / "other" / "notes.txt").write_text("not ours")
+    for _ in range(2):
+        assert main(["export", str(path), "--to", "tensorboard", "--out", str(tmp_path / "tb")]) == 0
+        time.sleep(1.1)  # an event file's name has the second it was made in: another second, another file
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+
+    # every event written, file by file (EventAccumulator drops a restarted run's older steps; the
+    # TensorBoard server shows them all)
+    written = [
+        e.step
+        for f in (tmp_path / "tb").rglob("events.out.tfevents.*")
+        for e in LegacyEventFileLoader(str(f)).Load()
+        if any(v.tag == "loss" for v in e.summary.value)
+    ]
+    assert sorted(written) == [0, 1, 2]  # each step once
+    events = _events(tmp_path / "tb", "loss")
+    assert list(events) == ["run"]
+    assert len(list((tmp_path / "tb" / "run").glob("events.out.tfevents.*"))) == 1
+    assert (tmp_path / "tb" / "other" / "notes.txt").read_text() == "not ours"
+    assert not [p for p in (tmp_path / "tb").iterdir() if p.name.startswith(".")]  # no staging left

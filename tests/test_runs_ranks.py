@@ -407,3 +407,23 @@ def test_spark_reads_the_run_with_rank_as_a_partition_column(tmp_path: Path) -> 
     n = len(list(_model().parameters()))
     assert f"PARAMS {5 * n}" in lines
     assert pyspark.__version__
+
+
+def test_each_rank_is_its_own_tensorboard_run(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboardX")
+    ea = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    path = tmp_path / "job"
+    _ranked(path, world=2, steps=3, hparams={"lr": 0.1})
+    gt.runs.to_tensorboard(path, tmp_path / "tb")
+    assert sorted(p.name for p in (tmp_path / "tb" / "job").iterdir()) == ["rank=0", "rank=1"]
+    for k in (0, 1):
+        acc = ea.EventAccumulator(str(tmp_path / "tb" / "job" / f"rank={k}"))
+        acc.Reload()
+        assert [(e.step, e.value) for e in acc.Scalars("loss")] == [(s, 1.0 + s + 10 * k) for s in range(3)]
+        start = plugin_data_pb2.HParamsPluginData.FromString(
+            acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+        )
+        assert start.session_start_info.hparams["rank"].number_value == k
+        assert start.session_start_info.hparams["lr"].number_value == 0.1
