@@ -41,8 +41,17 @@ def report_html(path: str | os.PathLike[str], *, reload_every: float | None = No
     state = status(root)
     if state == "interrupted":
         state = "interrupted (its manifest says running, but no recorder holds the run's lock: killed?)"
-    con = open_run(root)
+    world = len(_parts(root, manifest))
+    if world > 1:  # the per-layer sections read rank 0; the Ranks section compares the ranks
+        con = open_run(root, _prefix="every_rank_")
+        for view in ("steps", "params", "scopes", "anomalies", "snapshots"):
+            con.execute(f"CREATE VIEW {view} AS SELECT * FROM every_rank_{view} WHERE rank = 0")
+        all_steps = _query(con, "SELECT * FROM every_rank_steps ORDER BY step, rank", root)
+    else:
+        con = open_run(root)
     steps = _query(con, "SELECT * FROM steps ORDER BY step", root)
+    if world == 1:
+        all_steps = steps
     h = health(root)
     esc = html.escape
     charts = Charts()
@@ -54,9 +63,11 @@ def report_html(path: str | os.PathLike[str], *, reload_every: float | None = No
         f"<h1>graphtrace run: {esc(root.name)}</h1>",
         f"<p>status <b>{esc(state)}</b>, started {esc(str(manifest.get('started')))}, "
         f"finished {esc(str(manifest.get('finished')))}, graphtrace {esc(str(manifest.get('graphtrace')))}, "
-        f"{len(steps)} complete steps.</p>",
+        f"{len(steps)} complete steps" + (f" (rank 0; {world} ranks)" if world > 1 else "") + ".</p>",
         f"<p>hyper-parameters: <code>{esc(json.dumps(manifest.get('hparams')))}</code></p>",
     ]
+    if world > 1:
+        parts.append(_ranks_section(root, all_steps))
     if steps.empty:
         parts.append("<p>No complete step yet.</p></body></html>")
         return "".join(parts)
@@ -66,13 +77,17 @@ def report_html(path: str | os.PathLike[str], *, reload_every: float | None = No
         f"accuracy {esc(repr(float(last['accuracy'])))}</p>"
     )
     parts.append(_model_summary(con, root))
-    rows = steps[["step", "rank", "loss", "accuracy", "learning_rate"]].to_dict("records")
+    rows = all_steps[["step", "rank", "loss", "accuracy", "learning_rate"]].to_dict("records")
+    by_rank = "rank" if world > 1 else None
     parts.append("<h2>Training</h2>")
-    parts.append(charts.line(rows, "loss", "loss", "loss", log=True, smooth=True))
+    parts.append(charts.line(rows, "loss", "loss", "loss", color=by_rank, log=True, smooth=True))
     for col, title in (("accuracy", "accuracy"), ("learning_rate", "learning rate")):
         if steps[col].notna().any():
-            parts.append(charts.line(rows, col, title, title, domain=(0, 1) if col == "accuracy" else None))
+            domain = (0, 1) if col == "accuracy" else None
+            parts.append(charts.line(rows, col, title, title, color=by_rank, domain=domain))
     parts.append("<h2>Gradients and updates, per layer</h2>")
+    if world > 1:
+        parts.append("<p>Of rank 0 (the Ranks section above compares the ranks).</p>")
     hr = h.to_dict("records")
     parts.append(
         charts.line(
@@ -185,6 +200,37 @@ def report_html(path: str | os.PathLike[str], *, reload_every: float | None = No
         parts.append("<p>No snapshot recorded (record with snapshot_every=K to see the graph).</p>")
     parts.append(charts.scripts())
     parts.append("</body></html>")
+    return "".join(parts)
+
+
+def _ranks_section(root: Path, steps: pd.DataFrame) -> str:
+    """A run of several ranks: each rank's state and steps, the first rank that departs from the others
+    and each rank's first non-finite value with where it started (:func:`graphtrace.runs.ranks`)."""
+    from .runs.ranks import ranks
+    from .runs.read import rank_status
+
+    esc = html.escape
+    states = rank_status(root)
+    found = ranks(root)
+    table = pd.DataFrame(
+        {
+            "rank": list(states),
+            "status": list(states.values()),
+            "complete steps": [int((steps["rank"] == k).sum()) for k in states],
+            "last loss": [
+                repr(float(steps.loc[steps["rank"] == k, "loss"].iloc[-1])) if (steps["rank"] == k).any() else "-"
+                for k in states
+            ],
+        }
+    )
+    parts = ["<h2>Ranks</h2>", table.to_html(index=False, escape=True, classes="ranks")]
+    parts += [f"<p>{esc(line)}</p>" for line in str(found).splitlines()]
+    if not found.departures.empty:
+        parts.append("<p>Where each rank first departs from the others:</p>")
+        parts.append(found.departures.to_html(index=False, escape=True, classes="departures"))
+    if not found.nonfinite.empty:
+        parts.append("<p>Each rank's first non-finite value, and where its trace says it started:</p>")
+        parts.append(found.nonfinite.to_html(index=False, escape=True, classes="anomalies"))
     return "".join(parts)
 
 

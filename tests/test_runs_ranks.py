@@ -427,3 +427,32 @@ def test_each_rank_is_its_own_tensorboard_run(tmp_path: Path) -> None:
         )
         assert start.session_start_info.hparams["rank"].number_value == k
         assert start.session_start_info.hparams["lr"].number_value == 0.1
+
+
+def test_ranks_of_ranks_that_agree_and_of_a_run_of_one_process(tmp_path: Path) -> None:
+    path = tmp_path / "job"
+    model = _model()
+    runs = [gt.record(path, model, rank=k, world_size=3) for k in range(3)]
+    for step in range(4):
+        for k, run in enumerate(runs):
+            if (k, step) == (2, 2):  # rank 2's parameters move on their own: the two others agree
+                next(iter(model.parameters())).data += 1.0
+            run.log(step, 1.0 + k)
+            if (k, step) == (2, 2):
+                next(iter(model.parameters())).data -= 1.0
+    for run in runs:
+        run.close()
+    found = gt.runs.ranks(path)
+    assert found.first is not None and (found.first["step"], found.first["rank"]) == (2, 2)
+    assert found.first["kind"] == "data" and found.first["name"] == next(iter(model.named_parameters()))[0]
+    assert found.nonfinite.empty and set(found.layers["rank"]) == {0, 1, 2}
+    assert "Rank 2 departs first: at step 2 the data of" in str(found)
+    assert str(gt.runs.ranks(path, atol=2.0)) == "The 3 ranks agree at every step."
+    single = tmp_path / "single"
+    with gt.record(single, model) as run:
+        run.log(0, 1.0)
+    one = gt.runs.ranks(single)
+    assert one.world_size == 1 and one.first is None and "no other rank" in str(one)
+    assert "<h2>Ranks</h2>" not in gt.report.report_html(single)
+    with pytest.raises(ValueError, match="rtol must be a number >= 0"):
+        gt.runs.ranks(path, rtol=float("nan"))

@@ -44,6 +44,7 @@ and :mod:`~graphtrace.runs.tensorboard` (:func:`to_tensorboard`).
 from __future__ import annotations
 
 from .layout import CHUNK_STEPS, FORMAT, FORMAT_VERSION, compact
+from .ranks import RankComparison, ranks
 from .read import complete_steps, health, open_run, open_runs, rank_status, run_names, status
 from .recorder import Run, record
 from .tensorboard import to_tensorboard
@@ -52,6 +53,7 @@ __all__ = [
     "CHUNK_STEPS",
     "FORMAT",
     "FORMAT_VERSION",
+    "RankComparison",
     "Run",
     "compact",
     "complete_steps",
@@ -59,6 +61,7 @@ __all__ = [
     "open_run",
     "open_runs",
     "rank_status",
+    "ranks",
     "record",
     "run_names",
     "status",

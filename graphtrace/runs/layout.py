@@ -48,7 +48,24 @@ SINGLE_FORMAT = 2
 CHUNK_STEPS = 100
 
 
-_TABLES = ("steps", "params", "scopes", "snapshots")
+_TABLES = ("steps", "params", "scopes", "anomalies", "snapshots")
+
+
+#: The ``anomalies`` table: the origins of a step's non-finite values (``gt.analysis.anomalies`` rows
+#: with ``forward_origin`` or ``backward_origin``), written for the steps whose trace has any.
+_ANOMALIES_SCHEMA = pa.schema(
+    [
+        ("node_id", pa.int64()),
+        ("label", pa.string()),
+        ("op", pa.string()),
+        ("scope", pa.string()),
+        ("data", pa.float64()),
+        ("grad", pa.float64()),
+        ("forward_origin", pa.bool_()),
+        ("backward_origin", pa.bool_()),
+        ("cause", pa.string()),
+    ]
+)
 
 
 #: The ``scopes`` table: ``gt.analysis.by_scope``'s columns and dtypes, in Arrow.
@@ -330,7 +347,7 @@ _CHUNK_FILE = re.compile(r"part-([0-9]{19})-([0-9]{19})(?:-[0-9]+)?\.parquet")
 _RANK_DIR = re.compile(r"rank=(0|[1-9][0-9]*)")
 
 
-_COMPACTED = ("params", "scopes", "steps")  # "steps" last: a step stays complete however a merge ends
+_COMPACTED = ("params", "scopes", "anomalies", "steps")  # "steps" last: a step stays complete however a merge ends
 
 
 def _staged_files(part: Part, table: str) -> dict[int, Path]:
@@ -449,6 +466,7 @@ _REQUIRED = {
     "steps": ("loss",),
     "params": ("name", "scope", "data", "grad", "update"),
     "scopes": ("scope", "nodes"),
+    "anomalies": ("scope", "op", "forward_origin", "backward_origin"),
     "snapshots": ("kind", "node_id"),
 }
 

@@ -51,11 +51,20 @@ _EMPTY = {
     "NULL::BIGINT AS param_count, "
     "NULL::DOUBLE AS param_abs_grad_sum, NULL::DOUBLE AS param_abs_grad_mean, NULL::DOUBLE AS param_abs_grad_max, "
     "NULL::DOUBLE AS relu_zero_share, NULL::DOUBLE AS tanh_saturated_share, NULL::BIGINT AS nonfinite WHERE false",
+    "anomalies": "SELECT NULL::BIGINT AS step, NULL::INTEGER AS rank, NULL::BIGINT AS node_id, NULL::VARCHAR AS label, "
+    "NULL::VARCHAR AS op, NULL::VARCHAR AS scope, NULL::DOUBLE AS data, NULL::DOUBLE AS grad, "
+    "NULL::BOOLEAN AS forward_origin, NULL::BOOLEAN AS backward_origin, NULL::VARCHAR AS cause WHERE false",
     "snapshots": "SELECT NULL::BIGINT AS step, NULL::INTEGER AS rank, NULL::VARCHAR AS kind WHERE false",
 }
 
 
-_FILES = {"steps": "part.parquet", "params": "part.parquet", "scopes": "part.parquet", "snapshots": "trace.parquet"}
+_FILES = {
+    "steps": "part.parquet",
+    "params": "part.parquet",
+    "scopes": "part.parquet",
+    "anomalies": "part.parquet",
+    "snapshots": "trace.parquet",
+}
 
 
 #: The file system the readers open a run's files with (None: the local one). The tests count the
@@ -148,7 +157,7 @@ def _read_part(part: Part, found: dict[str, _Found]) -> set[int]:
     :class:`_Vanished` when a file it listed was merged away before it was read."""
     rank = part.rank or 0
     complete: set[int] = set()
-    for name in ("steps", "params", "scopes"):  # steps first: its rows say which steps are complete
+    for name in ("steps", "params", "scopes", "anomalies"):  # steps first: its rows say which are complete
         _check_folder(part, name)
         staged = _staged_files(part, name)  # listed before the chunks: a step merged in between is in a chunk
         covered: set[int] = set()

@@ -30,10 +30,12 @@ from ..analysis.scope_table import scope_columns
 from ..snapshot import TraceCopy
 from ..value import Value
 from .layout import (
+    _ANOMALIES_SCHEMA,
     _LOCK,
     _RANK_DIR,
     _RANKS,
     _SCOPES_SCHEMA,
+    _TABLES,
     CHUNK_STEPS,
     FORMAT,
     FORMAT_VERSION,
@@ -106,6 +108,28 @@ def _rank_and_world(rank: Any, world_size: Any) -> tuple[int, int]:
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"{source}: expected 0 <= rank < world_size, got rank {rank} of world_size {world_size}")
     return rank, world_size
+
+
+#: The steps of one recording session whose anomaly origins are written (a diverged run's every later
+#: step is non-finite: the first ones tell where it started).
+MAX_ANOMALY_STEPS = 100
+
+
+def _origins(traced: Any) -> pa.Table:
+    """The ``anomalies`` rows of a trace with non-finite values: its forward and backward origins
+    (:func:`graphtrace.analysis.anomalies`), in topological order."""
+    from ..analysis import anomalies
+
+    df = anomalies(traced)
+    df = df[df["forward_origin"] | df["backward_origin"]]
+    cols = {
+        "node_id": [operator.index(n) if hasattr(n, "__index__") else -1 for n in df["node_id"]],
+        **{c: [str(v) for v in df[c]] for c in ("label", "op", "scope")},
+        **{c: df[c].astype("float64").tolist() for c in ("data", "grad")},
+        **{c: df[c].astype(bool).tolist() for c in ("forward_origin", "backward_origin")},
+        "cause": [str(v) for v in df["cause"]],
+    }
+    return pa.Table.from_arrays([pa.array(cols[f.name], f.type) for f in _ANOMALIES_SCHEMA], schema=_ANOMALIES_SCHEMA)
 
 
 def _check_every(name: str, value: Any) -> int:
@@ -239,6 +263,7 @@ class Run:
         # format 2 stages each step in hidden files and compacts them; a resumed format-1 run keeps
         # its one folder per step
         self._compacting = self._part.rank is not None or self.manifest.get("format_version", 1) >= 2
+        self._anomaly_steps = 0  # steps of this session whose anomaly origins were written
         self._last_snapshot: dict[str, Any] = {}  # the writer thread's previous snapshot (see _write_snapshot)
         self._chunked: dict[str, set[int]] | None = None  # the steps in each table's chunks (known after a merge)
         self._staged = len(_staged_steps(self._part)) if self._compacting else 0
@@ -383,7 +408,7 @@ class Run:
         """(Rank 0, overwriting.) Delete the partitions of ranks the new world does not have."""
         base = self.path / _RANKS
         found = {int(m.group(1)) for f in base.iterdir() if (m := _RANK_DIR.fullmatch(f.name.split(".")[0]))}
-        for table in ("steps", "params", "scopes", "snapshots"):
+        for table in _TABLES:
             folder = self.path / table
             for d in folder.iterdir() if folder.is_dir() else ():
                 if m := _RANK_DIR.fullmatch(d.name):
@@ -524,6 +549,9 @@ class Run:
                 [pa.array(cols[f.name], f.type) for f in _SCOPES_SCHEMA], schema=_SCOPES_SCHEMA
             )
             job.append((where("scopes"), _encode(with_step(table))))
+            if self._anomaly_steps < MAX_ANOMALY_STEPS and any(cols["nonfinite"]):
+                self._anomaly_steps += 1
+                job.append((where("anomalies"), _encode(with_step(_origins(traced)))))
         if isinstance(loss, Value) and self.snapshot_every and step % self.snapshot_every == 0:
             # copied here (the next step changes the store), named and encoded by the writer thread
             target = self._part.snapshot(step)
