@@ -309,6 +309,26 @@ def test_recording_module_docstring_layout_matches_the_files(tmp_path: Path) -> 
     ]
     # the docstring names each file by its pattern (FIRST-LAST for the chunk's step range)
     assert all(f.replace(chunk, "part-FIRST-LAST.parquet") in doc for f in files)
+    # a run of several ranks: each rank's partition, manifest and lock (a NaN loss: an anomalies table)
+    model, _, _ = moons_demo(samples=12, hidden=(4,))
+    ranked = tmp_path / "ranked"
+    for k in (0, 1):
+        with gt.record(ranked, model, rank=k, world_size=2, snapshot_every=1) as run:
+            loss = sum(p * float("nan") if k else p for p in model.parameters())
+            loss.backward()
+            run.log(0, loss)
+    files = sorted(str(p.relative_to(ranked)) for p in ranked.rglob("*") if p.is_file())
+    assert "ranks/rank=1.json" in files and "ranks/rank=1.lock" in files and f"anomalies/rank=1/{chunk}" in files
+    assert f"anomalies/rank=0/{chunk}" not in files  # rank 0's step was finite
+    patterns = {
+        f.replace("rank=1", "rank=K").replace("rank=0", "rank=K").replace(chunk, "part-FIRST-LAST.parquet")
+        for f in files
+    }
+    patterns = {p.replace("step=0", "step=S") if p.startswith("snapshots") else p for p in patterns}
+    assert {p for p in patterns if "/" in p and not p.startswith(("steps/", "ranks/", "snapshots/"))} <= {
+        f"{t}/rank=K/part-FIRST-LAST.parquet" for t in ("params", "scopes", "anomalies")
+    }
+    assert all(p in doc for p in patterns if p.startswith(("steps/", "ranks/", "snapshots/")) or "/" not in p)
 
 
 def test_health_of_one_trace_and_of_a_run_agree_on_dead_units(tmp_path: Path) -> None:
