@@ -169,3 +169,39 @@ def test_watch_of_a_killed_recorder_stops_and_says_the_run_was_interrupted(tmp_p
         assert other.stdout.strip() == "running", other.stderr
         run.log(1, 0.5)
     assert gt.runs.status(path) == "finished"
+
+
+_COMPACTING_RECORDER = """
+import sys, time
+sys.path.insert(0, {root!r})
+import graphtrace as gt
+model = gt.nn.MLP(2, [3, 1])
+with gt.record({path!r}, model, chunk_steps=2) as run:
+    print("ready", flush=True)
+    for step in range(300):
+        loss = (model([1.0, -1.0]) - 1.0) ** 2
+        model.zero_grad(); loss.backward()
+        run.log(step, loss)
+        time.sleep(0.005)
+"""
+
+
+def test_watch_follows_a_recorder_that_merges_every_two_steps(tmp_path: Path) -> None:
+    """#26 item 13, as found: --watch while the recorder compacts (chunk_steps=2, interval 0.05) exited 2
+    with "Failed to open ... .staged/steps/step=50.parquet" in 3 of 3 tries."""
+    import subprocess
+    import sys
+
+    from graphtrace.report import watch
+
+    path = tmp_path / "run"
+    code = _COMPACTING_RECORDER.format(root=str(ROOT), path=str(path))
+    recorder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert recorder.stdout is not None and recorder.stdout.readline().strip() == "ready"
+        pages: list[str] = []
+        watch(path, interval=0.05, reload_every=1, on_write=pages.append)
+    finally:
+        recorder.wait(300)
+    assert recorder.returncode == 0
+    assert len(pages) >= 2 and "300 complete steps" in pages[-1] and "http-equiv" not in pages[-1]
