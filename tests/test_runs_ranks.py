@@ -456,3 +456,70 @@ def test_ranks_of_ranks_that_agree_and_of_a_run_of_one_process(tmp_path: Path) -
     assert "<h2>Ranks</h2>" not in gt.report.report_html(single)
     with pytest.raises(ValueError, match="rtol must be a number >= 0"):
         gt.runs.ranks(path, rtol=float("nan"))
+
+
+_KILLED_RANK = """
+import sys
+sys.path.insert(0, {root!r})
+import graphtrace as gt
+from graphtrace.train import moons_demo
+model, X, y = moons_demo(samples=12, hidden=(4,))
+run = gt.record({path!r}, model, rank=1, world_size=2, chunk_steps=3)
+print("ready", flush=True)
+for step in range(100_000):
+    run.log(step, 1.0)
+"""
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_rank_killed_at_any_moment_keeps_each_complete_step_once(tmp_path: Path, seed: int) -> None:
+    import random
+    import signal
+    import time
+
+    path = tmp_path / "run"
+    with gt.record(path, _model(), rank=0, world_size=2) as run:  # rank 0 finished before
+        run.log(0, 1.0)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_RANK.format(root=str(ROOT), path=str(path))], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    deadline = time.monotonic() + 120
+    while len(complete_steps(path, 1)) < 10 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    random.seed(seed)
+    time.sleep(random.random() * 0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    done = complete_steps(path, 1)
+    assert done == list(range(len(done))) and len(done) >= 10
+    assert rank_status(path) == {0: "finished", 1: "interrupted"} and status(path) == "interrupted"
+    con = gt.open_run(path)
+    assert con.sql("SELECT count(*), count(DISTINCT step) FROM steps WHERE rank = 1").fetchall() == [
+        (len(done), len(done))
+    ]
+    n = len(list(_model().parameters()))
+    assert con.sql("SELECT count(*) FROM params WHERE rank = 1").fetchall() == [(n * len(done),)]
+    with gt.record(path, _model(), rank=1, world_size=2, mode="resume", chunk_steps=3) as run:
+        run.log(len(done), 1.0)
+    assert complete_steps(path, 1) == list(range(len(done) + 1)) and status(path) == "finished"
+
+
+def test_a_stray_folder_in_a_ranked_table_is_named(tmp_path: Path) -> None:
+    from graphtrace.cli import main
+
+    path = tmp_path / "run"
+    _ranked(path, world=2, steps=2)
+    stray = path / "params" / "rank=x"
+    stray.mkdir()
+    with pytest.raises(ValueError, match=r"rank=x: not part of a graphtrace run"):
+        gt.open_run(path)
+    stray.rmdir()
+    (path / "params" / "rank=1" / "notes.txt").write_text("?")
+    with pytest.raises(ValueError, match=r"notes.txt: not part of a graphtrace run"):
+        gt.open_run(path)
+    (path / "params" / "rank=1" / "notes.txt").unlink()
+    (path / "ranks" / "rank=1.json").write_text("{not json")
+    assert main(["report", str(path)]) == 2
+    with pytest.raises(ValueError, match=r"rank=1.json: not a readable graphtrace rank 1 manifest"):
+        gt.runs.status(path)
