@@ -358,7 +358,10 @@ def compare_html(paths: list[str | os.PathLike[str]]) -> str:
     manifests = [_read_manifest(r) for r in roots]
     names = run_names(roots)
     con = open_runs(roots)
-    steps = _query(con, "SELECT run, step, loss, accuracy, learning_rate FROM steps ORDER BY run, step", roots[0])
+    # rank 0 of a run of several ranks (its report compares them)
+    steps = _query(
+        con, "SELECT run, step, loss, accuracy, learning_rate FROM steps WHERE rank = 0 ORDER BY run, step", roots[0]
+    )
     per_run = {n: steps[steps["run"] == n] for n in names}
     grads: dict[str, pd.DataFrame] = {}
     for n, r in zip(names, roots, strict=True):
