@@ -42,6 +42,14 @@ def test_run_paths_are_used_literally(tmp_path: Path, name: str) -> None:
     assert "<svg" in report_html(path)
     err = io.StringIO()
     assert main(["report", str(path)], stderr=err) == 0, err.getvalue()
+    # a run of two ranks there too (its partitions are read as a list of files, never a glob)
+    ranked = tmp_path / f"{name}-ranks"
+    model, _, _ = moons_demo(samples=12, hidden=(4,))
+    for k in (0, 1):
+        with gt.record(ranked, model, rank=k, world_size=2) as run:
+            run.log(0, 1.0 + k)
+    con = gt.open_run(ranked)
+    assert con.sql("SELECT rank, loss FROM steps ORDER BY rank").fetchall() == [(0, 1.0), (1, 2.0)]
 
 
 def test_one_recorder_per_run_in_this_process_and_in_another(tmp_path: Path) -> None:
