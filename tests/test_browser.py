@@ -80,6 +80,26 @@ class Page:
         self.page.wait_for_function("window.graphtraceFirstDraw !== null && window.graphtraceFirstDraw !== undefined")
 
 
+PENDING, PENDING_FONT, CURRENT = "#f4f4f4", "#9a9a9a", "#ff7f0e"  # the page's replay marks (legend.js)
+DRAWN = """() => { const n = window.graphtraceNetwork, c = n.body.container.getBoundingClientRect(), s = n.getScale();
+  return { width: c.width, height: c.height, scale: s,
+    items: n.body.data.nodes.get().map(d => {
+      const b = n.getBoundingBox(d.id), tl = n.canvasToDOM({x: b.left, y: b.top}),
+            br = n.canvasToDOM({x: b.right, y: b.bottom});
+      return { id: d.id, label: d.label, background: d.color.background, border: d.color.border,
+               borderWidth: d.borderWidth, font: d.font && d.font.color, pending: !!(d.shapeProperties &&
+               d.shapeProperties.borderDashes && d.color.background === "#f4f4f4"),
+               left: tl.x, top: tl.y, right: br.x, bottom: br.y, px: 14 * s }; }),
+    edges: n.body.data.edges.get().map(e => ({ id: e.id, from: e.from, to: e.to, label: e.label || "",
+      color: e.color && e.color.color })) }; }"""
+
+
+def drawn(page: Page) -> dict[str, Any]:
+    """What the page draws now: every box's label, colours and rectangle (CSS px in the graph's area),
+    every edge's label and colour, the scale."""
+    return page.page.evaluate(DRAWN)  # type: ignore[no-any-return]
+
+
 def test_offline_page_draws_every_node_without_errors(browser: Any, tmp_path: Path, seed_root: Value) -> None:
     path = gt.to_html(seed_root, tmp_path / "seed.html")
     page = Page(browser)
@@ -414,23 +434,191 @@ SEED_BACKWARD = [
 ]  # the seed's order
 
 
-def test_the_backward_pass_replays_step_by_step_on_the_seed(browser: Any, tmp_path: Path, seed_root: Value) -> None:
+def test_the_backward_pass_replays_from_a_fresh_page_with_the_buttons(
+    browser: Any, tmp_path: Path, seed_root: Value
+) -> None:
+    """From a freshly opened page, each click on the next-step button fills one more gradient in the
+    backward order: the nodes not reached yet are drawn as pending ("grad ?", pending colours), the
+    current one is marked with the edges its sum runs over, and the panel shows its chain rule."""
+    path = gt.to_html(seed_root, tmp_path / "seed.html")
+    page = Page(browser)
+    page.open(path)
+    final = {d["label"].split("\n")[0].split()[0]: d for d in drawn(page)["items"]}
+    assert not any(d["pending"] for d in final.values())  # a fresh page shows every gradient
+    for k, (name, grad) in enumerate(SEED_BACKWARD, start=1):
+        page.page.click("#gt-next")
+        view = drawn(page)
+        by = {d["label"].split("\n")[0].split()[0]: d for d in view["items"]}
+        done = [n for n, _ in SEED_BACKWARD[:k]]
+        for n, d in by.items():
+            if n in done:
+                assert d["label"] == final[n]["label"] and d["background"] == final[n]["background"], (k, n, d)
+                assert not d["pending"]
+            else:
+                assert d["label"].endswith("grad ?") and d["pending"], (k, n, d)
+                assert d["background"] == PENDING and d["font"] == PENDING_FONT
+        assert by[name]["border"] == CURRENT and by[name]["borderWidth"] == 4
+        assert [x for x, d in by.items() if d["border"] == CURRENT] == [name]
+        step = page.page.inner_text("#gt-step")
+        assert step.startswith(f"step {k}/7: grad({name}) = {grad:g}"), step
+        assert f"chain rule: grad({name})" in page.page.inner_text("#details")
+        highlighted = [e for e in view["edges"] if e["color"] == CURRENT]
+        assert [e["from"] for e in highlighted] == [by[name]["id"]] * len(highlighted)
+        assert len(highlighted) == (0 if name == "L" else 1)
+    assert page.errors == [] and page.blocked == []
+    page.page.close()
+
+
+@pytest.mark.parametrize(
+    ("button", "pending"),
+    [("#gt-first", 7), ("#gt-prev", 1), ("#gt-last", 0), ("#gt-next", 6)],
+)
+def test_every_replay_button_draws_the_same_picture_from_a_fresh_page(
+    browser: Any, tmp_path: Path, seed_root: Value, button: str, pending: int
+) -> None:
     page = Page(browser)
     page.open(gt.to_html(seed_root, tmp_path / "seed.html"))
-    steps = [page.page.evaluate("(n) => window.graphtraceStep(n)", n) for n in range(1, 8)]
-    # one node per step, in reverse topological order, each with the seed's gradient
-    assert [(s["name"], s["grad"]) for s in steps] == SEED_BACKWARD
-    assert steps[0]["of"] == 7
-    first = page.page.evaluate("(n) => window.graphtraceStep(n)", 1)
-    assert first["name"] == "L" and "step 1/7" in page.page.inner_text("#gt-step")
-    labels = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.label)")
-    assert sum(label.endswith("grad ?") for label in labels) == 6  # only L's grad is filled in
+    page.page.click(button)
+    got = drawn(page)["items"]
+    assert sum(d["label"].endswith("grad ?") for d in got) == pending
+    assert sum(d["background"] == PENDING for d in got) == pending
+    # the same picture as the script entry point gives for that step
+    step = {"#gt-first": 0, "#gt-prev": 6, "#gt-last": 7, "#gt-next": 1}[button]
+    other = Page(browser)
+    other.open(gt.to_html(seed_root, tmp_path / "seed2.html"))
+    other.page.evaluate("(n) => window.graphtraceStep(n)", step)
+    assert [(d["label"], d["background"], d["border"]) for d in drawn(other)["items"]] == [
+        (d["label"], d["background"], d["border"]) for d in got
+    ]
+    page.page.close()
+    other.page.close()
+
+
+def test_play_greys_everything_first_and_then_fills_in_order(browser: Any, tmp_path: Path, seed_root: Value) -> None:
+    page = Page(browser)
+    page.open(gt.to_html(seed_root, tmp_path / "seed.html"))
+    page.page.click("#gt-play")
+    seen = set()
+    while True:  # the labels always agree with the step the header shows
+        snap = page.page.evaluate(
+            """() => [document.getElementById("gt-step").textContent,
+                      window.graphtraceNetwork.body.data.nodes.get().filter(n => n.label.endsWith("grad ?")).length]"""
+        )
+        k = int(snap[0].split("/")[0].split()[1])
+        assert snap[1] == 7 - k, snap
+        seen.add(k)
+        if k == 7:
+            break
+        page.page.wait_for_timeout(100)
+    assert 0 in seen and len(seen) >= 5, seen
+    page.page.close()
+
+
+def test_the_step_entry_point_takes_integers_only_and_the_buttons_keep_working(
+    browser: Any, tmp_path: Path, seed_root: Value
+) -> None:
+    page = Page(browser)
+    page.open(gt.to_html(seed_root, tmp_path / "seed.html"))
+    for bad in ("2.5", "NaN", "'2'", "Infinity", "null"):
+        err = page.page.evaluate(f"window.graphtraceStep({bad}).then(() => 'accepted', e => e.name + ': ' + e.message)")
+        assert err.startswith("TypeError: graphtraceStep: the step must be an integer"), (bad, err)
+    assert page.page.inner_text("#gt-step") == ""  # nothing moved
+    assert not any(d["label"].endswith("grad ?") for d in drawn(page)["items"])
     page.page.click("#gt-next")
-    assert "grad(d) = -2" in page.page.inner_text("#gt-step")
-    page.page.click("#gt-last")
-    labels = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.label)")
-    assert not any(label.endswith("grad ?") for label in labels)
-    assert page.errors == [] and page.blocked == []
+    page.page.click("#gt-next")
+    assert page.page.inner_text("#gt-step").startswith("step 2/7: grad(d) = -2")
+    assert sum(d["label"].endswith("grad ?") for d in drawn(page)["items"]) == 5
+    assert page.page.evaluate("(n) => window.graphtraceStep(n)", 99)["step"] == 7  # integers are clamped
+    assert page.errors == []
+    page.page.close()
+
+
+def _replay_all(page: Page) -> list[str]:
+    """Click the next-step button until the last step; per step, check every box's label and colour
+    (pending until its turn, its final picture after) and return the items in the order they filled."""
+    final = {d["id"]: d for d in drawn(page)["items"]}
+    order: list[str] = []
+    total = len(final)
+    for k in range(1, total + 1):
+        page.page.click("#gt-next")
+        view = drawn(page)
+        current = [d["id"] for d in view["items"] if d["border"] == CURRENT]
+        assert len(current) == 1, (k, current)
+        order.append(current[0])
+        assert page.page.inner_text("#gt-step").startswith(f"step {k}/{total}: "), page.page.inner_text("#gt-step")
+        for d in view["items"]:
+            if d["id"] in order:
+                assert d["label"] == final[d["id"]]["label"] and not d["pending"], (k, d)
+            else:
+                assert d["pending"] and d["background"] == PENDING, (k, d)
+                assert d["label"].splitlines()[-1].endswith("?"), (k, d["label"])
+    return order
+
+
+def _reverse_topological(order: list[str], edges: list[dict[str, Any]]) -> None:
+    at = {x: k for k, x in enumerate(order)}
+    for e in edges:  # a user gets its gradient before each of its operands
+        assert at[e["to"]] < at[e["from"]], (e, order)
+
+
+def test_on_a_folded_page_boxes_fill_after_everything_between_them_and_the_output(
+    browser: Any, tmp_path: Path, demo_sample: Value
+) -> None:
+    page = Page(browser)
+    page.open(gt.to_html(demo_sample, tmp_path / "sample.html"))
+    view = drawn(page)
+    assert any(d["id"].startswith("s") for d in view["items"])  # boxes and nodes
+    order = _replay_all(page)
+    labels = {d["id"]: d["label"] for d in view["items"]}
+    assert labels[order[0]].startswith("loss")
+    _reverse_topological(order, view["edges"])
+    assert page.errors == []
+    page.page.close()
+
+
+def test_a_folded_training_step_replays_box_by_box(browser: Any, tmp_path: Path) -> None:
+    from graphtrace.train import moons_demo, svm_loss
+
+    model, X, y = moons_demo(samples=40)
+    loss, _ = svm_loss(model, X, y)
+    loss.backward()
+    page = Page(browser)
+    page.open(gt.to_html(loss, tmp_path / "step.html"))
+    view = drawn(page)
+    order = _replay_all(page)
+    labels = {d["id"]: d["label"] for d in view["items"]}
+    assert labels[order[0]].startswith("\u25b8 (outside any scope)")  # the loss is computed outside the model
+    # open Layer1 x40 with a click: only boxes show, and they replay one by one
+    layer1 = next(d for d in view["items"] if d["label"].startswith("\u25b8 Layer1 \u00d740"))
+    _click_item(page, layer1["id"])
+    inner = drawn(page)
+    assert all(d["label"].startswith(("\u25b8", "\u25a4")) for d in inner["items"]), inner["items"]
+    order = _replay_all(page)
+    assert len(order) == len(inner["items"]) > len(view["items"])
+    assert page.errors == []
+    page.page.close()
+
+
+def test_a_torch_page_replays_with_pending_gradient_norms(browser: Any, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    torch.manual_seed(0)
+    cnn = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
+    with gt.pytorch.trace(cnn) as tr:
+        cnn(torch.randn(2, 3, 8, 8)).square().mean().backward()
+    page = Page(browser)
+    page.open(gt.to_html(tr.graph, tmp_path / "cnn.html"))
+    view = drawn(page)
+    order = _replay_all(page)
+    labels = {d["id"]: d["label"] for d in view["items"]}
+    assert labels[order[0]].startswith("mean")
+    _reverse_topological(order, view["edges"])
+    page.page.click("#gt-first")
+    assert all(
+        d["label"].endswith("\u2207 ?") or d["label"].endswith("\u2016\u2207\u2016 ?") for d in drawn(page)["items"]
+    )
+    assert page.errors == []
     page.page.close()
 
 

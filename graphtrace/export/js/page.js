@@ -55,8 +55,7 @@
     }
   });
   rp = GT.replay(M, {
-    items: function () { return view.current().items; },
-    itemOfNode: function () { return view.current().itemOfNode; },
+    view: function () { return view.current(); },
     paint: function (refresh, cx, prev) { view.repaint(refresh); view.highlight(cx, prev); },
     describe: function (x) {
       const it = view.current().items[x];

@@ -4,7 +4,7 @@
 // seed L; d, f; e, c; a, b): a node shown gets its gradient at its turn, a box when the last of its nodes
 // does, so nothing is filled before a node between it and the output. A fresh page shows every
 // gradient; the first step (or play) greys every one not yet computed ("grad ?").
-// host: items() and itemOfNode() of the view, paint(item indices to redraw or null for all, current
+// host: view() (the items, links and node -> item index drawn now), paint(item indices to redraw or null for all, current
 // item, previous current), describe(item) -> {name, grad, text}, told(state) after each step.
 GT.replay = function (M, host) {
   "use strict";
@@ -34,12 +34,60 @@ GT.replay = function (M, host) {
   }
   let order = null, posOf = null, k = 0, active = false, timer = null;
   const label = document.getElementById("gt-step"), playButton = document.getElementById("gt-play");
+  // the items in the order they fill: a user before its operands along the edges shown (boxes and
+  // nodes alike), among the items ready the one whose nodes are all done first (a cycle through boxes
+  // is broken there too)
   function prepare() {
     if (order !== null) { return; }
-    const r = ranks(), items = host.items(), ion = host.itemOfNode(), done = new Float64Array(items.length).fill(-1);
+    const r = ranks(), c = host.view(), items = c.items, ion = c.itemOfNode, nI = items.length;
+    const done = new Float64Array(nI).fill(-1);
     for (let i = 0; i < M.n; i++) { const x = ion[i]; if (x >= 0 && r[i] > done[x]) { done[x] = r[i]; } }
-    order = items.map(function (_, x) { return x; }).sort(function (a, b) { return done[a] - done[b]; });
-    posOf = new Int32Array(items.length);
+    const waiting = new Int32Array(nI), operands = items.map(function () { return []; });
+    c.links.forEach(function (m) {
+      const a = c.byId.get(m.from), b = c.byId.get(m.to);
+      waiting[a] += 1;  // a's users must fill first
+      operands[b].push(a);
+    });
+    const heap = [], taken = new Uint8Array(nI);
+    function push(x) {
+      heap.push(x);
+      for (let j = heap.length - 1; j > 0;) {
+        const up = (j - 1) >> 1;
+        if (done[heap[up]] <= done[heap[j]]) { break; }
+        const t = heap[up]; heap[up] = heap[j]; heap[j] = t; j = up;
+      }
+    }
+    function pop() {
+      const top = heap[0], end = heap.pop();
+      if (heap.length) {
+        heap[0] = end;
+        for (let j = 0; ;) {
+          const l = 2 * j + 1, rr = l + 1;
+          let m = j;
+          if (l < heap.length && done[heap[l]] < done[heap[m]]) { m = l; }
+          if (rr < heap.length && done[heap[rr]] < done[heap[m]]) { m = rr; }
+          if (m === j) { break; }
+          const t = heap[m]; heap[m] = heap[j]; heap[j] = t; j = m;
+        }
+      }
+      return top;
+    }
+    for (let x = 0; x < nI; x++) { if (waiting[x] === 0) { push(x); } }
+    const byDone = items.map(function (_, x) { return x; }).sort(function (a, b) { return done[a] - done[b]; });
+    let next = 0;
+    order = [];
+    while (order.length < nI) {
+      let x;
+      if (heap.length) { x = pop(); } else {  // a cycle: the first item not taken by completion
+        while (taken[byDone[next]]) { next += 1; }
+        x = byDone[next];
+      }
+      if (taken[x]) { continue; }
+      taken[x] = 1;
+      order.push(x);
+      operands[x].forEach(function (a) { if (!taken[a] && --waiting[a] === 0) { push(a); } });
+    }
+    posOf = new Int32Array(nI);
     order.forEach(function (x, p) { posOf[x] = p; });
   }
   function pending(x) { return active && order !== null && posOf[x] >= k; }
@@ -48,7 +96,7 @@ GT.replay = function (M, host) {
     const c = current();
     if (c < 0) { return { step: 0, of: order.length, name: null, grad: null, id: null }; }
     const d = host.describe(c);
-    return { step: k, of: order.length, name: d.name, grad: d.grad, id: host.items()[c].id };
+    return { step: k, of: order.length, name: d.name, grad: d.grad, id: host.view().items[c].id };
   }
   function go(n) {
     prepare();
