@@ -52,8 +52,8 @@ def browser() -> Iterator[Any]:
 class Page:
     """A page with every non-file request aborted, and console errors, failures and dialogs recorded."""
 
-    def __init__(self, browser: Any) -> None:
-        self.page = browser.new_page(viewport={"width": 1280, "height": 800})
+    def __init__(self, browser: Any, size: tuple[int, int] = (1280, 800)) -> None:
+        self.page = browser.new_page(viewport={"width": size[0], "height": size[1]})
         self.errors: list[str] = []
         self.failed: list[str] = []
         self.dialogs: list[str] = []
@@ -833,10 +833,139 @@ def test_a_torch_resnet_page_shows_shapes_and_tensor_summaries(browser: Any, tmp
     boxes = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.label)")
     assert not any("layer2 \u00d7" in b for b in boxes), boxes
     titles = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => [n.label, n.title])")
-    conv = [t for label, t in titles if label.startswith("convolution")]
+    # a scope of one node is drawn as that node, named after its module: "conv1 · convolution"
+    conv = [t for label, t in titles if "\u00b7 convolution  2×64×8×8" in label]
     assert conv, titles
-    assert any("2×64×8×8" in label for label, _ in titles if label.startswith("convolution"))
+    assert any("conv1 \u00b7 convolution  2×64×8×8" in label for label, _ in titles)
     assert "shape: 2×64×8×8" in conv[0] and "dtype: float32" in conv[0] and "data: mean " in conv[0]
     assert "grad: mean " in conv[0]
     assert page.errors == [] and page.blocked == []
+    page.page.close()
+
+
+# ---- every first view fits and reads (#27 item 2) -------------------------------------------------------
+SIZES = [(1280, 800), (1920, 1080)]
+
+
+def _first_view_pages(tmp: Path) -> dict[str, Path]:
+    """The pages a newcomer opens first: the seed, one sample and a whole training step of the demo MLP,
+    a small CNN and a 6-block GPT-style model traced with gt.pytorch.trace."""
+    import random
+
+    from graphtrace.train import moons_demo, svm_loss
+
+    a, b, c, f = Value(2.0, label="a"), Value(-3.0, label="b"), Value(10.0, label="c"), Value(-2.0, label="f")
+    e = a * b
+    e.label = "e"
+    d = e + c
+    d.label = "d"
+    L = d * f
+    L.label = "L"
+    L.backward()
+    out = {"seed": gt.to_html(L, tmp / "seed.html")}
+    random.seed(1337)
+    model = gt.nn.MLP(2, [16, 16, 1])
+    s = (1 + -1 * model([Value(1.12, label="x0"), Value(0.08, label="x1")])).relu()
+    s.label = "loss"
+    s.backward()
+    out["sample"] = gt.to_html(s, tmp / "sample.html")
+    model, X, y = moons_demo()
+    loss, _ = svm_loss(model, X, y)
+    loss.backward()
+    out["step"] = gt.to_html(loss, tmp / "step.html")
+    try:
+        import torch
+        from torch import nn
+    except ImportError:
+        return out
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from gpt2_small import GPT2, traced_step
+
+    torch.manual_seed(0)
+    cnn = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(256, 10),
+    )  # fmt: skip
+    with gt.pytorch.trace(cnn) as tr:
+        cnn(torch.randn(2, 3, 16, 16)).square().mean().backward()
+    out["cnn"] = gt.to_html(tr.graph, tmp / "cnn.html")
+    gpt = GPT2(n_layer=6, n_head=4, n_embd=64, vocab_size=256, block_size=32)
+    out["gpt"] = gt.to_html(traced_step(gpt), tmp / "gpt.html")  # type: ignore[arg-type]
+    return out
+
+
+@pytest.fixture(scope="module")
+def first_view_pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return _first_view_pages(tmp_path_factory.mktemp("first_views"))
+
+
+def _inside(view: dict[str, Any], items: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The items drawn (or of ``items``) whose rectangle is not wholly inside the graph's area."""
+    return [
+        d
+        for d in (view["items"] if items is None else items)
+        if d["left"] < -1 or d["top"] < -1 or d["right"] > view["width"] + 1 or d["bottom"] > view["height"] + 1
+    ]
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["1280x800", "1920x1080"])
+@pytest.mark.parametrize("name", ["seed", "sample", "step", "cnn", "gpt"])
+def test_every_first_view_fits_the_window_and_reads(
+    browser: Any, first_view_pages: dict[str, Path], name: str, size: tuple[int, int]
+) -> None:
+    if name not in first_view_pages:
+        pytest.skip("torch is not installed")
+    page = Page(browser, size)
+    page.open(first_view_pages[name])
+    view = drawn(page)
+    assert _inside(view) == [], _inside(view)  # every box wholly inside the graph's area
+    assert all(d["px"] >= 10 for d in view["items"]), view["scale"]  # labels >= 10 CSS px
+    assert len(view["items"]) <= (7 if name == "seed" else 15)
+    if name == "seed":  # a small graph is zoomed to fill the window, not left at 8% of it
+        width = max(d["right"] for d in view["items"]) - min(d["left"] for d in view["items"])
+        height = max(d["bottom"] for d in view["items"]) - min(d["top"] for d in view["items"])
+        assert width > 0.45 * view["width"] or height > 0.45 * view["height"], (width, height, view["width"])
+    # the fit button brings everything back after the view was moved away
+    page.page.evaluate("window.graphtraceNetwork.moveTo({position: {x: 5000, y: -3000}, scale: 3, animation: false})")
+    assert len(_inside(drawn(page))) == len(view["items"])
+    page.page.click("#gt-fit")
+    again = drawn(page)
+    assert _inside(again) == [] and all(d["px"] >= 10 for d in again["items"])
+    assert page.errors == [] and page.blocked == []
+    page.page.close()
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["1280x800", "1920x1080"])
+def test_opening_a_box_keeps_what_it_opened_in_view(
+    browser: Any, first_view_pages: dict[str, Path], size: tuple[int, int]
+) -> None:
+    if "gpt" in first_view_pages:  # the stack of blocks opens into one block, all of it in view
+        page = Page(browser, size)
+        page.open(first_view_pages["gpt"])
+        before = {d["id"] for d in drawn(page)["items"]}
+        boxes = [d for d in drawn(page)["items"] if d["id"][0] in "sg" and "parameters" not in d["label"]]
+        box = next((d for d in boxes if "h \u00d76" in d["label"]), None) or next(
+            d for d in boxes if "mlp" in d["label"]
+        )
+        _click_item(page, box["id"])
+        view = drawn(page)
+        opened = [d for d in view["items"] if d["id"] not in before]
+        assert len(opened) >= 3, view["items"]
+        assert _inside(view, opened) == [] and all(d["px"] >= 10 for d in view["items"])
+        page.page.close()
+    # a box whose inside cannot fit at a legible size: the view stays legible, on what it opened
+    page = Page(browser, size)
+    page.open(first_view_pages["sample"])
+    view = drawn(page)
+    box = next(d for d in view["items"] if d["label"].startswith("\u25b8 Layer1"))
+    before = {d["id"] for d in view["items"]}
+    _click_item(page, box["id"])
+    view = drawn(page)
+    opened = [d for d in view["items"] if d["id"] not in before]
+    assert all(d["px"] >= 10 for d in view["items"])
+    shown = [d for d in opened if d not in _inside(view, opened)]
+    assert len(shown) >= min(len(opened), 5), (len(shown), len(opened))
+    assert page.errors == []
     page.page.close()

@@ -111,7 +111,7 @@ GT.folding = function (M) {
   function close(k) { if (foldOf[k] >= 0) { groups[foldOf[k]].open = false; } else if (k > 0) { expanded[k] = 0; } }
   function openPath(k) { while (k > 0) { open(k); k = parent[k]; } }
   function openAll() { expanded.fill(1); }
-  // every scope's state: "" open, null hidden (inside an instance of an open stack not picked), or
+  // every scope's state: "" open (or holding a single node, drawn as itself), null hidden (inside an instance of an open stack not picked), or
   // the id of the box it shows in
   function assign() {
     const st = new Array(nS);
@@ -124,16 +124,34 @@ GT.folding = function (M) {
         const G = groups[g];
         st[k] = !G.open ? "g" + g : (G.members[G.sel] === k ? "" : null);
       } else {
-        st[k] = expanded[k] ? "" : "s" + k;
+        st[k] = expanded[k] || count[k] === 1 ? "" : "s" + k;  // a box of one node is that node
       }
     }
     return st;
+  }
+  // the boxes that collect leaves rather than compute (parameters, model inputs, and every scope inside
+  // them): they show the range of their nodes' values, not an output's
+  const collects = new Uint8Array(nS), holds = new Map();
+  for (let k = 1; k < nS; k++) {
+    collects[k] = parent[k] === 0 ? (sname[k] === P.noAuto[0] || sname[k] === P.noAuto[1] ? 1 : 0) : collects[parent[k]];
+  }
+  function nodesUnder(k) {  // every node under scope k (built on first use)
+    let list = holds.get(k);
+    if (list === undefined) {
+      list = [];
+      for (let i = 0; i < M.n; i++) {
+        for (let s = M.scope[i]; s >= 0; s = parent[s]) { if (s === k) { list.push(i); break; } if (s < k) { break; } }
+      }
+      holds.set(k, list);
+    }
+    return list;
   }
   // a box's output values over the instances it stands for: M.data or M.grad of each one's last node
   function outputs(scopes, column) { return scopes.map(function (k) { return column[last[k]]; }); }
   return {
     nS: nS, parent: parent, sname: sname, depth: depth, count: count, last: last, childItems: childItems,
     groups: groups, foldOf: foldOf, instOf: instOf, posOf: posOf,
+    collects: collects, nodesUnder: nodesUnder,
     spath: spath, scopeIndex: scopeIndex, display: display, twinsOf: twinsOf, outputs: outputs,
     isOpen: isOpen, open: open, close: close, openPath: openPath, openAll: openAll, pick: pick, assign: assign,
     activeGroup: function () { return activeGroup; },

@@ -105,8 +105,11 @@ GT.legend = (function () {
       if (s.edgeNumbers) { lines.push("on an edge: local \u2202out/\u2202in, the factor the chain rule multiplies by"); }
     }
     if (s.merged) { lines.push("\u00d7n on an edge: n edges between two boxes"); }
-    if (s.ranges) { lines.push("a \u2026 b \u2026 c on a box: min \u2026 median \u2026 max over its instances' outputs"); }
-    else if (s.boxes) { lines.push("on a box: its output's numbers"); }
+    if (s.ranges || s.collections) {
+      lines.push("a \u2026 b \u2026 c: min \u2026 median \u2026 max" + (s.ranges ? ", on a stack over its instances' outputs" : "") +
+                 (s.collections ? ", on parameters and inputs over their values" : ""));
+    }
+    if (s.boxes) { lines.push("on a scope: the numbers of its output (its last node)"); }
     lines.forEach(function (t) { const d = el("div", "line", t); d.setAttribute("data-legend", "numbers"); root.appendChild(d); });
   }
   return { PENDING: PENDING, CURRENT: CURRENT, ANOMALY: ANOMALY, BOX: BOX, BOX_BORDER: BOX_BORDER, NO_VALUE: NO_VALUE,

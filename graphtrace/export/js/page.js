@@ -3,7 +3,9 @@
 // the view is drawn).
 (function () {
   "use strict";
+  performance.mark("graphtrace:start");
   const M = GT.data.read(document.getElementById("graphtrace-data")), P = M.P;
+  performance.mark("graphtrace:read");
   const T = GT.folding(M), finder = GT.search(M, T);
   const network = new vis.Network(document.getElementById("graph"), { nodes: [], edges: [] }, {
     physics: { enabled: false },
@@ -11,7 +13,7 @@
     interaction: { hover: true, tooltipDelay: 80 },
     nodes: { shape: "box", font: { face: "ui-monospace, monospace", size: 14, multi: false }, margin: 6 },
     edges: { arrows: { to: { enabled: true, scaleFactor: 0.5 } }, smooth: false, color: { color: "#848484", highlight: "#333" },
-             font: { size: 12, align: "middle", strokeWidth: 3 } }
+             font: { size: 12, align: "horizontal", strokeWidth: 4, background: "rgba(255,255,255,0.85)" } }
   });
   window.graphtraceNetwork = network;
   window.graphtraceFirstDraw = null;
@@ -38,7 +40,7 @@
         view.colourMode() === "value" ? P.valueName : view.colourMode());
       GT.legend.draw(document.getElementById("gt-legend"), {
         roles: rolesPresent, colours: colours, scale: sc, boxes: boxes, stacks: stacks, tensor: M.tensor,
-        merged: c.links.some(function (m) { return m.count > 1; }), ranges: stacks, anomalies: anyAnomaly,
+        merged: c.links.some(function (m) { return m.count > 1; }), ranges: stacks, collections: c.items.some(function (it) { return it.kind === "s" && T.collects[it.ref]; }), anomalies: anyAnomaly,
         edgeNumbers: c.links.some(function (m) { return m.count === 1; })
       });
       document.getElementById("stats").textContent = M.n + " nodes, " + M.E.length + " edges" +
@@ -201,4 +203,5 @@
     a.remove();
   });
   view.firstView();
+  performance.mark("graphtrace:first-view");
 })();

@@ -6,7 +6,7 @@
 GT.view = function (M, T, network, hooks) {
   "use strict";
   const F = GT.format, Lg = GT.legend, P = M.P;
-  const LEGIBLE = 0.75, MAX_ZOOM = 1.6, MARGIN = 20, BIG = 3000, MAX_TRIES = 24;
+  const LEGIBLE = 0.75, MAX_ZOOM = 2.0, MARGIN = 20, BIG = 3000, MAX_TRIES = 24;
   const container = document.getElementById("graph");
   let cur = null, laid = null, colourMode = P.values ? "value" : "role", scale = null, rp = null;
   let drawnClusters = [];
@@ -73,7 +73,8 @@ GT.view = function (M, T, network, hooks) {
   function one(i) { return M.numel !== null && M.numel[i] === 1; }
   function tensorValue(v, ok) { return ok ? F.fmt(v) : "\u2014"; }
   function nodeText(i, pending) {
-    const label = F.cut(M.label[i], P.maxLabel);
+    const sc = M.scope[i], alone = sc > 0 && T.count[sc] === 1 && !T.collects[sc];
+    const label = (alone ? F.cut(T.display(sc), P.maxLabel) + " \u00b7 " : "") + F.cut(M.label[i], P.maxLabel);
     if (!M.tensor) {
       return label + opPart(i) + "\ndata " + F.fmt(M.data[i]) + "\ngrad " + (pending ? "?" : F.fmt(M.grad[i]));
     }
@@ -85,6 +86,11 @@ GT.view = function (M, T, network, hooks) {
     const tw = instances(it), k = it.ref, o = T.last[k], many = tw.length > 1;
     const head = (it.kind === "g" ? "\u25a4 " : "\u25b8 ") + F.cut(nameOf(it), P.maxLabel + 6) + "  [" + T.count[k] +
       (many ? " nodes each]" : " node" + (T.count[k] === 1 ? "]" : "s]"));
+    if (T.collects[k]) {  // parameters or inputs: the range of their values
+      const under = T.nodesUnder(k), pick = function (col) { return F.spread(under.map(function (i) { return col[i]; })); };
+      const xs = M.tensor ? "\u2016x\u2016 " : "data ", gs = M.tensor ? "\u2016\u2207\u2016 " : "grad ";
+      return head + "\n" + xs + pick(M.data) + "\n" + gs + (pending ? "?" : pick(M.grad));
+    }
     const data = many ? F.spread(T.outputs(tw, M.data)) : F.fmt(M.data[o]);
     const grad = pending ? "?" : (many ? F.spread(T.outputs(tw, M.grad)) : F.fmt(M.grad[o]));
     if (!M.tensor) { return head + "\ndata " + data + "\ngrad " + grad; }
@@ -146,7 +152,11 @@ GT.view = function (M, T, network, hooks) {
   }
   // ---- layout and camera --------------------------------------------------------------------------
   function containerOf(it) {
-    if (it.kind === "n") { return M.scope[it.ref]; }
+    if (it.kind === "n") {  // (a scope of one node is not drawn around it: the node carries its name)
+      let k = M.scope[it.ref];
+      while (k > 0 && T.count[k] === 1) { k = T.parent[k]; }
+      return k;
+    }
     return T.parent[it.kind === "g" ? T.groups[it.group].members[0] : it.ref];
   }
   function clusterLabel(k) {
@@ -186,11 +196,41 @@ GT.view = function (M, T, network, hooks) {
     const vp = viewport();
     return Math.min(vp.w / Math.max(1, b.x1 - b.x0), vp.h / Math.max(1, b.y1 - b.y0));
   }
-  function choose(c) {
-    const lr = arrange(c, "LR");
-    if (fitScale(lr.bounds) >= LEGIBLE) { return lr; }
-    const tb = arrange(c, "TB");
-    return fitScale(tb.bounds) >= LEGIBLE || fitScale(tb.bounds) > fitScale(lr.bounds) ? tb : lr;
+  // the number of layers a layout of c needs at least: the longest path along the links that go forward
+  // in topological order, in items
+  function layers(c) {
+    const items = c.items, idx = c.byId, depth = new Int32Array(items.length).fill(1);
+    const order = items.map(function (_, x) { return x; }).sort(function (a, b) { return items[a].first - items[b].first; });
+    const ins = items.map(function () { return []; });
+    c.links.forEach(function (m) { const a = idx.get(m.from), b = idx.get(m.to); if (items[a].first < items[b].first) { ins[b].push(a); } });
+    let most = 1;
+    order.forEach(function (x) {
+      ins[x].forEach(function (a) { if (depth[a] + 1 > depth[x]) { depth[x] = depth[a] + 1; } });
+      if (depth[x] > most) { most = depth[x]; }
+    });
+    return most;
+  }
+  // whether a layout in direction dir could fit at all: its layers, each at least as deep as the
+  // shallowest box, fit the window at the legible scale (a necessary condition, cheaper than dagre)
+  function mayFit(c, dir, n) {
+    const vp = viewport(), lr = dir === "LR";
+    let least = Infinity;
+    c.items.forEach(function (it) { const z = GT.layout.size(textOf(it, false)); least = Math.min(least, lr ? z.w : z.h); });
+    return n * least + (n - 1) * (lr ? 64 : 30) <= (lr ? vp.w : vp.h) / LEGIBLE;
+  }
+  // the layout of c that fits the window legibly: left to right, else top to bottom (else the one that
+  // comes closer); dirs: the directions to try, in order
+  function choose(c, dirs) {
+    dirs = dirs || ["LR", "TB"];
+    const n = layers(c);
+    let best = null;
+    for (let j = 0; j < dirs.length; j++) {
+      if (!mayFit(c, dirs[j], n) && (best !== null || j < dirs.length - 1)) { continue; }
+      const l = arrange(c, dirs[j]);
+      if (fitScale(l.bounds) >= LEGIBLE) { return l; }
+      if (best === null || fitScale(l.bounds) > fitScale(best.bounds)) { best = l; }
+    }
+    return best;
   }
   // look at the rectangle b (canvas coordinates): whole when it fits at a legible scale (zoomed in at
   // most to MAX_ZOOM), else at the legible scale centred on `anchor` (a point inside b)
@@ -269,7 +309,7 @@ GT.view = function (M, T, network, hooks) {
     if (!P.fold) { T.openAll(); return render("fit"); }
     const noAuto = new Set(P.noAuto);
     const top = function (k) { while (T.parent[k] > 0) { k = T.parent[k]; } return k; };
-    let c = collect(false), tries = 0, best = null;
+    let c = collect(false), tries = 0, best = null, dirs = ["LR", "TB"];
     for (;;) {
       const cands = c.items.filter(function (it) {
         return it.kind !== "n" && T.childItems[it.ref] > 1 && !(T.parent[it.ref] === 0 ? noAuto.has(T.sname[it.ref]) : noAuto.has(T.sname[top(it.ref)]));
@@ -284,8 +324,12 @@ GT.view = function (M, T, network, hooks) {
         if (it.kind === "g") { T.pick(it.group, 0); } else { T.open(it.ref); }
         const next = collect(false);
         if (next.items.length <= P.budget) {
-          const full = collect(true), l = choose(full);
-          if (fitScale(l.bounds) >= LEGIBLE) { c = next; best = { c: full, laid: l }; taken = true; break; }
+          const full = collect(true), l = choose(full, dirs);
+          if (fitScale(l.bounds) >= LEGIBLE) {
+            c = next; best = { c: full, laid: l }; taken = true;
+            if (l.dir === "TB") { dirs = ["TB"]; }  // opening more rarely makes a view wider than tall
+            break;
+          }
         }
         if (it.kind === "g") { T.groups[it.group].open = false; } else { T.close(it.ref); }
       }
