@@ -969,3 +969,85 @@ def test_opening_a_box_keeps_what_it_opened_in_view(
     assert len(shown) >= min(len(opened), 5), (len(shown), len(opened))
     assert page.errors == []
     page.page.close()
+
+
+# ---- folding by structure, thousands of siblings (#26 items 17-18, #27 item 3) -----------------------------
+def test_only_alike_calls_stack_and_the_stacks_count_their_members(browser: Any, tmp_path: Path) -> None:
+    x, y = Value(1.5, label="x"), Value(-2.0, label="y")
+    outs = []
+    for k in range(10):
+        with gt.scope(f"f[{k}]"):
+            with gt.scope("inner" if k != 7 else "other"):
+                a = x * y
+            outs.append(a.tanh() + (y if k == 5 else x))  # f[5] wired differently, f[7] another inner name
+    root = sum(outs, Value(0.0))
+    root.label = "out"
+    root.backward()
+    page = Page(browser)
+    page.open(gt.to_html(root, tmp_path / "f.html"))
+    labels = [d["label"].split("  [")[0] for d in drawn(page)["items"]]
+    assert sorted(x for x in labels if x.startswith(("\u25a4 f", "\u25b8 f"))) == [
+        "\u25a4 f \u00d72",
+        "\u25a4 f \u00d75",
+        "\u25b8 f[5]",
+        "\u25b8 f[6]",
+        "\u25b8 f[7]",
+    ]
+    got = page.page.evaluate("window.graphtracePick(3, 'f')")
+    assert got == {"instance": 3, "of": 5, "scope": "f[3]"}
+    assert "\u25a4 f \u00d75: instance 3 (f[3])" in [
+        c["label"] for c in page.page.evaluate("window.graphtraceClusters()")
+    ]
+    assert page.page.inner_text("#gt-pick").startswith("instance") and "of f \u00d75 (f[3])" in page.page.inner_text(
+        "#gt-pick"
+    )
+    assert page.errors == []
+    page.page.close()
+
+
+def test_ten_thousand_sibling_scopes_open_folded_and_fitting(browser: Any, tmp_path: Path) -> None:
+    x = Value(1.0, label="x")
+    outs = []
+    for i in range(10_000):
+        with gt.scope(f"s{i}"):
+            outs.append(x * 2.0)
+    root = sum(outs, Value(0.0))
+    root.label = "root"
+    root.backward()
+    page = Page(browser)
+    page.open(gt.to_html(root, tmp_path / "siblings.html"))
+    view = drawn(page)
+    assert page.errors == [] and len(view["items"]) <= 15 and _inside(view) == []
+    shown = " ".join(d["label"] for d in view["items"]) + " ".join(
+        c["label"] for c in page.page.evaluate("window.graphtraceClusters()")
+    )
+    assert "s \u00d710000" in shown, shown
+    page.page.close()
+
+
+def test_a_chain_through_thousands_of_sibling_scopes_draws(browser: Any, tmp_path: Path) -> None:
+    """Siblings that cannot fold (names without numbers): 3,000 boxes in a chain (dagre's recursion overflows
+    there: the page lays them out by columns), and 6,000 nodes with every node shown."""
+    import itertools
+    import string
+
+    names = ["".join(p) for p in itertools.product(string.ascii_lowercase, repeat=3)]
+    for n, collapse in ((3_000, True), (3_000, False)):
+        y = Value(1.0, label="y")
+        for i in range(n):
+            with gt.scope(names[i]):
+                y = y * 1.0001
+        y.label = "out"
+        y.backward()
+        page = Page(browser)
+        page.page.goto(gt.to_html(y, tmp_path / f"chain{n}.html", collapse=collapse).resolve().as_uri())
+        page.page.wait_for_function(
+            "window.graphtraceFirstDraw !== null && window.graphtraceFirstDraw !== undefined", timeout=120_000
+        )
+        assert page.errors == [], page.errors[:3]
+        assert _count(page) >= n
+        # legible, on the output
+        view = drawn(page)
+        out = next(d for d in view["items"] if d["label"].startswith(("out", "\u25b8 " + names[n - 1])))
+        assert view["scale"] * 14 >= 10 and out not in _inside(view, [out])
+        page.page.close()

@@ -9,9 +9,9 @@ adds ``shape``, ``info`` (the summary lines), ``numel``, ``known`` (bit 1: data 
 recorded), ``bad`` (bit 1: non-finite data, bit 2: non-finite grad) and per edge ``gn`` (the gradient
 norm along it) and ``gbad`` (its non-finite count).
 
-``scopes``: the scope tree as ``[parent index, segment]``, parents before children (no path string is
-built: scopes may nest 10,000 deep); ``stacks``: the sibling instances that fold (see
-:mod:`graphtrace.export.stacks`). Strings reach the page only through ``tojson`` in a JSON script tag and
+``scopes``: the scope tree as ``[parent index, segment]``, parents before children (no path string is built:
+scopes may nest 10,000 deep); ``stacks``: the sibling instances that fold, as ``[base name, member scopes]``
+(see :mod:`graphtrace.export.stacks`). Strings reach the page only through ``tojson`` in a JSON script tag and
 are drawn as text, never as HTML.
 """
 

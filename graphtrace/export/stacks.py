@@ -1,13 +1,15 @@
 """Which sibling scope instances of a page fold into one stack: those with the same structure.
 
 Sibling instances of one module, ``MLP[0]`` … ``MLP[99]`` (or the bare-index children ``0``, ``1``, … of a
-``torch.nn.Sequential``), fold into one box "MLP ×100" when they are alike. Alike means the same graph up to
-renaming its nodes, tested exactly rather than estimated: each instance's *signature* lists its nodes in
-topological order, each as (op, role, the scope it sits in relative to the instance — so the inner scope
-names — and where each operand comes from: the position of that operand inside the instance, or the k-th
-distinct value from outside it). Two instances fold when their signatures are equal, and only consecutive
-ones (``f[0..4]``, then ``f[5]`` alone if it is wired differently): a stack never spans an instance that
-differs, so the folded view keeps the order of the computation and has no cycles through a stack.
+``torch.nn.Sequential``), fold into one box "MLP ×100" when they are alike; so do numbered siblings (``s0`` …
+``s9999``) when there are more than :data:`SERIES_OVER` of them, too many to show one by one. Alike means the
+same graph recorded in the same order, tested exactly rather than estimated: each instance's *signature* lists
+its nodes in topological order, each as (op, role, the scope it sits in relative to the instance — so the
+inner scope names — and where each operand comes from: the position of that operand inside the instance, or
+the k-th distinct value from outside it). Two instances fold when their signatures are equal, and only
+consecutive ones (``f[0..4]``, then ``f[5]`` alone if it is wired differently): a stack never spans an
+instance that differs, so the folded view keeps the order of the computation and has no cycles through a
+stack.
 
 The signature of an instance is built once over its nodes, bottom-up through the scope tree; nodes and
 scope paths are interned as integers, so comparing two instances is comparing two tuples of integers
@@ -19,23 +21,31 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-__all__ = ["stacks"]
+__all__ = ["SERIES_OVER", "stacks"]
 
 _INDEXED = re.compile(r"^(.*)\[(\d+)\]$")
+_NUMBERED = re.compile(r"^(.*\D)(\d+)$")
+#: Numbered siblings (``s0``, ``s1``, … without brackets) are folded only in families larger than this.
+SERIES_OVER = 30
 
 
-def _families(pairs: Sequence[tuple[int, str]]) -> list[list[tuple[int, int]]]:
-    """Sibling instances of one name: per (parent, base) the ``(index, scope)`` of ``base[index]``
-    (or of bare ``index`` segments), for families of two or more, in index order."""
-    fams: dict[tuple[int, str, bool], list[tuple[int, int]]] = {}
+def _families(pairs: Sequence[tuple[int, str]]) -> list[tuple[str, list[tuple[int, int]]]]:
+    """Sibling instances of one name: per (parent, base) the ``(index, scope)`` of ``base[index]``, of
+    bare ``index`` segments (base ``""``) and, in families over SERIES_OVER, of ``base<index>``; families of
+    two or more, in index order."""
+    fams: dict[tuple[int, str, str], list[tuple[int, int]]] = {}
     for k in range(1, len(pairs)):
         parent, seg = pairs[k]
         m = _INDEXED.match(seg)
         if m is not None:
-            fams.setdefault((parent, m[1], False), []).append((int(m[2]), k))
+            fams.setdefault((parent, m[1], "[]"), []).append((int(m[2]), k))
         elif seg.isdigit():
-            fams.setdefault((parent, "", True), []).append((int(seg), k))
-    return [sorted(f) for f in fams.values() if len(f) > 1]
+            fams.setdefault((parent, "", ""), []).append((int(seg), k))
+        else:
+            n = _NUMBERED.match(seg)
+            if n is not None:
+                fams.setdefault((parent, n[1], "#"), []).append((int(n[2]), k))
+    return [(base, sorted(f)) for (_, base, kind), f in fams.items() if len(f) > (SERIES_OVER if kind == "#" else 1)]
 
 
 def stacks(
@@ -45,7 +55,7 @@ def stacks(
     roles: Sequence[int],
     nargs: Sequence[int],
     src: Sequence[int],
-) -> list[list[int]]:
+) -> list[tuple[str, list[int]]]:
     """The stacks of a page: lists of two or more sibling scopes (indices into ``pairs``) that fold.
 
     Parameters
@@ -62,9 +72,9 @@ def stacks(
 
     Returns
     -------
-    list of list of int
-        Each stack's member scopes in index order; only the outermost stacks (none inside a member of
-        another).
+    list of (str, list of int)
+        Each stack's base name (``MLP`` for ``MLP[3]``, ``""`` for bare indices) and member scopes in
+        index order; only the outermost stacks (none inside a member of another).
 
     Examples
     --------
@@ -76,12 +86,12 @@ def stacks(
     >>> nargs = [0, 0, 2, 2, 2, 2]
     >>> src = [0, 1, 0, 1, 0, 1, 0, 1]
     >>> stacks(pairs, scope_of, ops, roles, nargs, src)
-    [[1, 2, 3]]
+    [('f', [1, 2, 3])]
     """
     families = _families(pairs)
     if not families:
         return []
-    candidate = {k for fam in families for _, k in fam}
+    candidate = {k for _, fam in families for _, k in fam}
     n_scopes = len(pairs)
     # each scope's candidate ancestors, itself included, outermost first
     ancestors: list[tuple[int, ...]] = [()] * n_scopes
@@ -131,8 +141,8 @@ def stacks(
             rows.append((ops[i], roles[i], rel_of(scope_of[i]), tuple(refs)))
         return intern(tuple(rows))
 
-    found: list[list[int]] = []
-    for fam in families:
+    found: list[tuple[str, list[int]]] = []
+    for base, fam in families:
         run: list[int] = []
         prev_index, prev_sig = -2, -1
         for index, k in fam:
@@ -141,14 +151,14 @@ def stacks(
                 run.append(k)
             else:
                 if len(run) > 1:
-                    found.append(run)
+                    found.append((base, run))
                 run = [k]
             prev_index, prev_sig = index, sig
         if len(run) > 1:
-            found.append(run)
-    in_stack = {k for run in found for k in run}
+            found.append((base, run))
+    in_stack = {k for _, run in found for k in run}
 
     def nested(k: int) -> bool:
         return any(a in in_stack for a in ancestors[pairs[k][0]])
 
-    return sorted((run for run in found if not nested(run[0])), key=lambda run: run[0])
+    return sorted(((b, run) for b, run in found if not nested(run[0])), key=lambda s: s[1][0])

@@ -55,15 +55,14 @@ GT.folding = function (M) {
   }
 
   // ---- stacks ------------------------------------------------------------------------------
-  const INDEXED = /^(.*)\[(\d+)\]$/;
   const groups = [];  // {base, members (scope indices, in order), sel (position picked), open}
   const foldOf = new Int32Array(nS).fill(-1);  // a stack's member scope -> its group
   const instOf = new Int32Array(nS).fill(-1);  // a scope inside a member (or the member) -> the member
   const relOf = new Int32Array(nS).fill(-1);   // -> its path relative to the member, as an id
   const posOf = new Map(), twins = new Map();
-  (P.stacks || []).forEach(function (members) {
-    const g = groups.length, m = INDEXED.exec(sname[members[0]]);
-    groups.push({ base: m ? m[1] : display(parent[members[0]]), members: members.slice(), sel: 0, open: false });
+  (P.stacks || []).forEach(function (stack) {  // [base name ("" for bare indices), member scopes]
+    const g = groups.length, members = stack[1];
+    groups.push({ base: stack[0] || display(parent[members[0]]), members: members.slice(), sel: 0, open: false });
     members.forEach(function (k, pos) { foldOf[k] = g; instOf[k] = k; relOf[k] = 0; posOf.set(k, pos); });
     twins.set(g + ":0", members.slice());
   });

@@ -27,7 +27,7 @@ GT.layout = (function () {
     const nested = clusters.length > 0 && clusters.length <= MAX_CLUSTERS &&
       clusters.every(function (c) { return depth.get(c.id) < MAX_DEPTH; });
     const g = new dagre.graphlib.Graph({ multigraph: false, compound: nested });
-    g.setGraph({ rankdir: dir, nodesep: dir === "LR" ? 16 : 28, ranksep: dir === "LR" ? 64 : 30, edgesep: 8,
+    g.setGraph({ rankdir: dir, nodesep: dir === "LR" ? 30 : 28, ranksep: dir === "LR" ? 64 : 30, edgesep: 8,
                  marginx: 0, marginy: 0 });
     g.setDefaultEdgeLabel(function () { return {}; });
     items.forEach(function (it) { g.setNode(it.id, { width: it.w, height: it.h }); });
