@@ -1051,3 +1051,123 @@ def test_a_chain_through_thousands_of_sibling_scopes_draws(browser: Any, tmp_pat
         out = next(d for d in view["items"] if d["label"].startswith(("out", "\u25b8 " + names[n - 1])))
         assert view["scale"] * 14 >= 10 and out not in _inside(view, [out])
         page.page.close()
+
+
+# ---- torch pages that explain themselves, search and details, legends and title (#27 items 4-6) ----------
+def _legend(page: Page) -> str:
+    return page.page.inner_text("#gt-legend")
+
+
+def test_a_torch_page_labels_its_numbers_and_shows_nan_only_for_a_real_one(
+    browser: Any, first_view_pages: dict[str, Path], tmp_path: Path
+) -> None:
+    import re
+
+    torch = pytest.importorskip("torch")
+    page = Page(browser)
+    page.open(first_view_pages["cnn"])
+    view = drawn(page)
+    for d in view["items"]:
+        if not d["label"].startswith("\u25b8"):
+            assert re.search(r"(\u2016x\u2016|x) \S+  (\u2016\u2207\u2016|\u2207) \S+$", d["label"]), d["label"]
+        assert "nan" not in d["label"] and not re.search(r"(\w+)  \(\1\)", d["label"]), d["label"]  # op said once
+    assert all(e["label"] == "" or e["label"].startswith("\u00d7") or float(e["label"]) >= 0 for e in view["edges"])
+    assert "\u2016x\u2016: L2 norm" in _legend(page) and "\u2016gradient\u2016 flowing back" in _legend(page)
+    assert page.page.evaluate("window.graphtraceSearch('convolution')")["found"]
+    panel = page.page.inner_text("#details")
+    assert "gradient of " in panel and "(\u2016\u2207\u2016 along the edge)" in panel and "nan" not in panel, panel
+    page.page.close()
+    # a graph walked after the fact knows op gradients for leaves only: "not recorded", never "nan"
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 2), nn.ReLU())
+    G = gt.pytorch.from_tensor(net(torch.randn(4, 3)).sum(), net)
+    page = Page(browser)
+    page.open(gt.to_html(G, tmp_path / "after.html"))
+    labels = [d["label"] for d in drawn(page)["items"]]
+    assert any(label.endswith("\u2016\u2207\u2016 \u2014") for label in labels), labels
+    assert not any("nan" in label for label in labels), labels
+    page.page.evaluate("window.graphtraceSearch('relu')")
+    panel = page.page.inner_text("#details")
+    assert "not recorded" in panel and "nan" not in panel, panel
+    page.page.close()
+    # a real NaN in the model stays NaN, drawn as an anomaly and named in the legend
+    x = torch.tensor([[1.0, -4.0], [9.0, 16.0]], requires_grad=True)
+    lin = nn.Linear(2, 2)
+    with torch.no_grad():
+        lin.weight.copy_(torch.eye(2))
+        lin.bias.zero_()
+    with gt.pytorch.trace(lin) as tr:
+        lin(x).sqrt().sum().backward()
+    page = Page(browser)
+    page.open(gt.to_html(tr.graph, tmp_path / "nan.html"))
+    view = drawn(page)
+    sqrt = next(d for d in view["items"] if d["label"].startswith("sqrt"))
+    assert sqrt["border"] == "#d62728" and "nan" in sqrt["label"], sqrt
+    assert "non-finite value" in _legend(page)
+    page.page.close()
+
+
+def test_search_finds_run_table_names_the_loss_and_says_when_nothing_matches(
+    browser: Any, first_view_pages: dict[str, Path]
+) -> None:
+    page = Page(browser)
+    page.open(first_view_pages["step"])
+    # a parameter by the name named_parameters() and the run tables (params.name) give it
+    got = page.page.evaluate("window.graphtraceSearch('layers.1.neurons.3.w.5')")
+    assert got["found"] and page.page.inner_text("#details").startswith("L1.N3.w5\n")
+    assert page.page.evaluate("window.graphtraceNetwork.getSelectedNodes()") == [got["id"]]
+    # its 100 uses, one per sample: one grouped line, its terms grouped by sample
+    details = page.page.inner_text("#details")
+    assert (
+        "100\u00d7 mul" in details
+        and "in 100 instances: MLP[0]/Layer1/Neuron3 \u2026 MLP[99]/Layer1/Neuron3" in details
+    )
+    assert details.count("grad(mul_5)") == 1, details  # one line for the 100 terms (and one for the L2 term)
+    # the output, by the word a person uses for it
+    page.page.fill("#search", "loss")
+    page.page.press("#search", "Enter")
+    page.page.wait_for_function("document.getElementById('gt-found').textContent.startsWith('found')")
+    assert "role: root" in page.page.inner_text("#details")
+    # a miss says so
+    page.page.fill("#search", "no-such-thing")
+    page.page.press("#search", "Enter")
+    assert page.page.inner_text("#gt-found") == "no node or scope matches \u201cno-such-thing\u201d"
+    assert page.page.evaluate("window.graphtraceSearch('no-such-thing')") == {"found": False}
+    page.page.close()
+    if "gpt" in first_view_pages:  # torch pages search too: a parameter by its dotted name, a block by its scope
+        page = Page(browser)
+        page.open(first_view_pages["gpt"])
+        assert page.page.evaluate("window.graphtraceSearch('transformer.h.3.attn.c_attn.weight')")["found"]
+        assert "role: parameter" in page.page.inner_text("#details")
+        assert page.page.evaluate("window.graphtraceSearch('h[3]')")["found"]
+        assert "GPT2/transformer/h[3]" in page.page.inner_text("#details")
+        assert page.errors == []
+        page.page.close()
+
+
+def test_the_legend_names_only_what_is_drawn_and_the_title_names_the_trace(
+    browser: Any, first_view_pages: dict[str, Path]
+) -> None:
+    page = Page(browser)
+    page.open(first_view_pages["seed"])
+    roles = page.page.evaluate("[...document.querySelectorAll('#gt-legend [data-role]')].map(e => e.dataset.role)")
+    assert roles == ["leaf", "intermediate", "root"]  # no parameter, no constant in the seed
+    legend = _legend(page)
+    assert "grad ?" in legend and "current step" in legend and "local \u2202out/\u2202in" in legend
+    assert (
+        page.page.evaluate("document.querySelector('#gt-legend [data-pending]').style.backgroundColor")
+        == "rgb(244, 244, 244)"
+    )
+    page.page.select_option("#gt-colour", "grad")
+    assert page.page.evaluate("document.querySelectorAll('#gt-legend [data-role]').length") == 0
+    assert "colour: grad" in _legend(page) and page.page.get_attribute("#gt-scale", "data-high") == "6"
+    page.page.close()
+    page = Page(browser)
+    page.open(first_view_pages["step"])
+    assert page.page.inner_text("#heading") == "graphtrace: MLP loss" and page.page.title() == "graphtrace: MLP loss"
+    legend = _legend(page)
+    assert "min \u2026 median \u2026 max, on a stack over its instances' outputs" in legend, legend
+    assert "\u00d7n on an edge: n edges between two boxes" in legend
+    page.page.close()

@@ -25,12 +25,17 @@ GT.details = function (M, T, el, hooks) {
   function roleName(i) { return P.roles[M.role[i]]; }
   function known(v, ok) { return ok ? rep(v) : "not recorded"; }
   // the tooltip and the head of the panel: every field of the node, numbers in full
+  // the scope the node was recorded in (the page shows parameters and inputs in boxes of their own)
+  function scopeOf(i) {
+    const s = T.spath(M.scope[i]), top = s.split("/", 1)[0];
+    return P.noAuto.indexOf(top) < 0 ? s : s.slice(top.length + 1);
+  }
   function nodeTitle(i) {
-    const s = T.spath(M.scope[i]);
+    const s = scopeOf(i);
     return M.label[i] + "\nop: " + (M.op[i] || "(leaf)") + "\nrole: " + roleName(i) + "\nscope: " + (s || "(none)") +
       (M.shape ? "\nshape: " + M.shape[i] : "") +
-      "\ndata: " + (M.tensor ? known(M.data[i], M.dataKnown(i)) : rep(M.data[i])) +
-      "\ngrad: " + (M.tensor ? known(M.grad[i], M.gradKnown(i)) : rep(M.grad[i])) +
+      (M.tensor ? "\n\u2016x\u2016 (data): " + known(M.data[i], M.dataKnown(i)) + "\n\u2016\u2207\u2016 (grad): " + known(M.grad[i], M.gradKnown(i))
+        : "\ndata: " + rep(M.data[i]) + "\ngrad: " + rep(M.grad[i])) +
       (M.info ? "\n" + M.info[i] : "") + (M.values ? "\n" + P.valueName + ": " + rep(M.values[i]) : "") +
       "\nnode: " + String(M.id(i));
   }

@@ -1,12 +1,12 @@
 // Where every box goes: a layered layout (dagre: ranking, crossing minimisation, coordinates) with the
-// open scopes as nested containers, left to right or top to bottom; past DAGRE_MAX boxes, or if dagre
-// fails (its recursion overflows on chains of thousands), a layout by columns computed here without
-// recursion. items: [{id, text, first (its first node, topological), cluster (container id or null)}],
+// open scopes as nested containers, left to right or top to bottom; past DAGRE_MAX boxes (dagre takes
+// tens of seconds on a thousand), or if dagre fails (its recursion overflows on chains of thousands), a
+// layout by columns computed here without recursion. items: [{id, text, first (its first node, topological), cluster (container id or null)}],
 // links: [{from, to}], clusters: [{id, parent, label}] outermost first.
 GT.layout = (function () {
   "use strict";
   const FONT = "14px ui-monospace, monospace", CHAR_PX = 8.45, LINE_PX = 17, PAD_W = 14, PAD_H = 14;
-  const DAGRE_MAX = 1500, MAX_CLUSTERS = 200, MAX_DEPTH = 24;
+  const DAGRE_MAX = 400, MAX_CLUSTERS = 200, MAX_DEPTH = 24;
   let ctx = null;
   // a box's size for its text, as vis-network draws it (monospace 14 px, margin 6)
   function size(text) {

@@ -112,7 +112,10 @@
     return drawn(function () {
       let i;
       if (hit.node !== undefined) { i = hit.node; T.openPath(M.scope[i]); }
-      else { i = T.last[hit.scope]; if (T.parent[hit.scope] > 0) { T.openPath(T.parent[hit.scope]); } }
+      else {  // a scope: its box, or, for an instance of a stack, that instance opened
+        i = T.last[hit.scope];
+        if (T.foldOf[hit.scope] >= 0) { T.openPath(hit.scope); } else if (T.parent[hit.scope] > 0) { T.openPath(T.parent[hit.scope]); }
+      }
       const c = view.render({ node: i }), id = c.items[c.itemOfNode[i]].id;
       select(id);
       found.textContent = hit.node !== undefined ? "found " + M.label[i] : "found scope " + T.spath(hit.scope);

@@ -26,6 +26,7 @@ GT.search = function (M, T) {
     for (i = 0; i < n; i++) { if (String(M.id(i)) === needle) { return { node: i }; } }
     k = T.scopeIndex(needle);
     if (k > 0) { return { scope: k }; }
+    for (k = 1; k < T.nS; k++) { if (T.sname[k] === needle && !T.collects[k]) { return { scope: k }; } }
     for (k = 1; k < T.nS; k++) { if (T.sname[k] === needle) { return { scope: k }; } }
     if (/[.]/.test(needle)) {
       const q = words(needle);

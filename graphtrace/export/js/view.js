@@ -87,9 +87,12 @@ GT.view = function (M, T, network, hooks) {
     const head = (it.kind === "g" ? "\u25a4 " : "\u25b8 ") + F.cut(nameOf(it), P.maxLabel + 6) + "  [" + T.count[k] +
       (many ? " nodes each]" : " node" + (T.count[k] === 1 ? "]" : "s]"));
     if (T.collects[k]) {  // parameters or inputs: the range of their values
-      const under = T.nodesUnder(k), pick = function (col) { return F.spread(under.map(function (i) { return col[i]; })); };
+      const under = T.nodesUnder(k), pick = function (col, ok) {
+        const v = under.filter(ok).map(function (i) { return col[i]; });
+        return v.length ? F.spread(v) : "\u2014";  // (tensors: only the values the trace recorded)
+      };
       const xs = M.tensor ? "\u2016x\u2016 " : "data ", gs = M.tensor ? "\u2016\u2207\u2016 " : "grad ";
-      return head + "\n" + xs + pick(M.data) + "\n" + gs + (pending ? "?" : pick(M.grad));
+      return head + "\n" + xs + pick(M.data, M.dataKnown) + "\n" + gs + (pending ? "?" : pick(M.grad, M.gradKnown));
     }
     const data = many ? F.spread(T.outputs(tw, M.data)) : F.fmt(M.data[o]);
     const grad = pending ? "?" : (many ? F.spread(T.outputs(tw, M.grad)) : F.fmt(M.grad[o]));
