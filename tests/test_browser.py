@@ -1171,3 +1171,41 @@ def test_the_legend_names_only_what_is_drawn_and_the_title_names_the_trace(
     assert "min \u2026 median \u2026 max, on a stack over its instances' outputs" in legend, legend
     assert "\u00d7n on an edge: n edges between two boxes" in legend
     page.page.close()
+
+
+# ---- a transformer at GPT-2-small scale (#27 item 7) ------------------------------------------------------
+@pytest.fixture(scope="module")
+def gpt2_small_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("torch")
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from gpt2_small import GPT2, traced_step
+
+    model = GPT2()  # 12 blocks, d = 768, 12 heads, 50,257 tokens: 124M parameters, random weights
+    assert sum(p.numel() for p in model.parameters()) == 124_439_808
+    G = traced_step(model, tokens=8)
+    del model
+    return gt.to_html(G, tmp_path_factory.mktemp("gpt2") / "gpt2.html")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["1280x800", "1920x1080"])
+def test_gpt2_small_opens_as_a_stack_of_twelve_blocks_that_fits(
+    browser: Any, gpt2_small_page: Path, size: tuple[int, int]
+) -> None:
+    page = Page(browser, size)
+    page.open(gpt2_small_page)
+    view = drawn(page)
+    labels = [d["label"] for d in view["items"]]
+    shown = labels + [c["label"] for c in page.page.evaluate("window.graphtraceClusters()")]
+    assert len(labels) <= 15 and any("h \u00d712" in x for x in shown), shown
+    assert _inside(view) == [] and all(d["px"] >= 10 for d in view["items"])
+    assert page.page.inner_text("#heading") == "graphtrace: GPT2 loss"
+    stack = next((d for d in view["items"] if "h \u00d712" in d["label"]), None)
+    if stack is not None:  # folded: a click opens one block, its insides summarised over the twelve
+        _click_item(page, stack["id"])
+        opened = drawn(page)
+        assert any("\u00d712" in d["label"] for d in opened["items"] if d["id"] != stack["id"]), opened["items"]
+        assert all(d["px"] >= 10 for d in opened["items"])
+    assert page.errors == [] and page.blocked == []
+    page.page.close()

@@ -130,20 +130,23 @@ GT.folding = function (M) {
   }
   // the boxes that collect leaves rather than compute (parameters, model inputs, and every scope inside
   // them): they show the range of their nodes' values, not an output's
-  const collects = new Uint8Array(nS), holds = new Map();
+  const collects = new Uint8Array(nS);
+  let holds = null;
   for (let k = 1; k < nS; k++) {
     collects[k] = parent[k] === 0 ? (sname[k] === P.noAuto[0] || sname[k] === P.noAuto[1] ? 1 : 0) : collects[parent[k]];
   }
-  function nodesUnder(k) {  // every node under scope k (built on first use)
-    let list = holds.get(k);
-    if (list === undefined) {
-      list = [];
+  function nodesUnder(k) {  // every node under scope k, a scope of parameters or inputs (one pass, on first use)
+    if (holds === null) {
+      holds = new Map();
       for (let i = 0; i < M.n; i++) {
-        for (let s = M.scope[i]; s >= 0; s = parent[s]) { if (s === k) { list.push(i); break; } if (s < k) { break; } }
+        for (let s = M.scope[i]; s > 0 && collects[s]; s = parent[s]) {
+          let list = holds.get(s);
+          if (list === undefined) { holds.set(s, list = []); }
+          list.push(i);
+        }
       }
-      holds.set(k, list);
     }
-    return list;
+    return holds.get(k) || [];
   }
   // a box's output values over the instances it stands for: M.data or M.grad of each one's last node
   function outputs(scopes, column) { return scopes.map(function (k) { return column[last[k]]; }); }

@@ -44,7 +44,7 @@ GT.layout = (function () {
     items.forEach(function (it) { const n = g.node(it.id); pos.set(it.id, { x: Math.round(n.x), y: Math.round(n.y) }); });
     const drawn = !nested ? [] : clusters.map(function (c) {
       const n = g.node(c.id);
-      return { label: c.label, x: n.x, y: n.y, width: n.width, height: n.height, depth: depth.get(c.id), scope: c.scope };
+      return { label: c.label, x: n.x, y: n.y, width: n.width, height: n.height, depth: depth.get(c.id), scope: c.scope, outer: c.outer };
     });
     return { pos: pos, clusters: drawn, dir: dir, engine: "dagre" };
   }

@@ -154,13 +154,18 @@ GT.view = function (M, T, network, hooks) {
     return e;
   }
   // ---- layout and camera --------------------------------------------------------------------------
+  // the open scope drawn around an item: a scope of one node is not (the node carries its name), and
+  // inside the parameters and inputs boxes only their outermost (their names say the rest: L1.N3.w2)
   function containerOf(it) {
-    if (it.kind === "n") {  // (a scope of one node is not drawn around it: the node carries its name)
-      let k = M.scope[it.ref];
+    let k;
+    if (it.kind === "n") {
+      k = M.scope[it.ref];
       while (k > 0 && T.count[k] === 1) { k = T.parent[k]; }
-      return k;
+    } else {
+      k = T.parent[it.kind === "g" ? T.groups[it.group].members[0] : it.ref];
     }
-    return T.parent[it.kind === "g" ? T.groups[it.group].members[0] : it.ref];
+    while (k > 0 && T.collects[k] && T.parent[k] > 0) { k = T.parent[k]; }
+    return k;
   }
   function clusterLabel(k) {
     const g = T.foldOf[k];
@@ -168,14 +173,16 @@ GT.view = function (M, T, network, hooks) {
     const G = T.groups[g];
     return "\u25a4 " + G.base + " \u00d7" + G.members.length + ": instance " + G.sel + " (" + T.sname[k] + ")";
   }
-  function arrange(c, dir) {
+  // c laid out in direction dir; containers: the open scopes as nested containers (dagre's compound
+  // layout, several times slower) or without them (for the fit checks: a plain layout is never larger)
+  function arrange(c, dir, containers) {
     const items = c.items;
     items.forEach(function (it) {
       const s = GT.layout.size(textOf(it, false));
       it.w = s.w; it.h = s.h; it.cluster = null;
     });
     const clusters = [];
-    if (items.length <= GT.layout.DAGRE_MAX && items.every(function (it) { return T.depth[containerOf(it)] <= 24; })) {
+    if (containers && items.length <= GT.layout.DAGRE_MAX && items.every(function (it) { return T.depth[containerOf(it)] <= 24; })) {
       const made = new Map();
       const clusterOf = function (k) {  // (at most 24 deep: checked above)
         if (k <= 0) { return null; }
@@ -189,8 +196,28 @@ GT.view = function (M, T, network, hooks) {
         return id;
       };
       items.forEach(function (it) { it.cluster = clusterOf(containerOf(it)); });
+      mergeChains(items, clusters);
     }
     return GT.layout.layout(items, c.links, clusters, dir);
+  }
+  // a container holding nothing but one other container is drawn as one ("parameters / MLP / Layer1"):
+  // fewer nested frames to read, and dagre's compound layout costs grow with the nesting
+  function mergeChains(items, clusters) {
+    const direct = new Map(), inner = new Map();
+    items.forEach(function (it) { if (it.cluster) { direct.set(it.cluster, (direct.get(it.cluster) || 0) + 1); } });
+    clusters.forEach(function (c) { if (c.parent) { (inner.get(c.parent) || inner.set(c.parent, []).get(c.parent)).push(c); } });
+    const gone = new Set();
+    clusters.forEach(function (c) {  // parents first
+      const kids = inner.get(c.id) || [];
+      if (!direct.get(c.id) && kids.length === 1) {
+        const k = kids[0];
+        k.label = c.label + " / " + k.label;
+        k.parent = c.parent;
+        k.outer = c.outer || c.scope;
+        gone.add(c.id);
+      }
+    });
+    for (let j = clusters.length - 1; j >= 0; j--) { if (gone.has(clusters[j].id)) { clusters.splice(j, 1); } }
   }
   function viewport() {
     return { w: Math.max(100, container.clientWidth - 2 * MARGIN), h: Math.max(100, container.clientHeight - 2 * MARGIN) };
@@ -222,18 +249,22 @@ GT.view = function (M, T, network, hooks) {
     return n * least + (n - 1) * (lr ? 64 : 30) <= (lr ? vp.w : vp.h) / LEGIBLE;
   }
   // the layout of c that fits the window legibly: left to right, else top to bottom (else the one that
-  // comes closer); dirs: the directions to try, in order
+  // comes closer); dirs: the directions to try, in order. Each is checked with a plain layout first, and
+  // only the one chosen is laid out with its containers.
   function choose(c, dirs) {
-    dirs = dirs || ["LR", "TB"];
+    dirs = dirs || (laid !== null && laid.dir === "TB" ? ["TB", "LR"] : ["LR", "TB"]);  // the current direction first
     const n = layers(c);
-    let best = null;
+    let best = null, bestScale = -1;
     for (let j = 0; j < dirs.length; j++) {
       if (!mayFit(c, dirs[j], n) && (best !== null || j < dirs.length - 1)) { continue; }
-      const l = arrange(c, dirs[j]);
-      if (fitScale(l.bounds) >= LEGIBLE) { return l; }
-      if (best === null || fitScale(l.bounds) > fitScale(best.bounds)) { best = l; }
+      const plain = arrange(c, dirs[j], false), scale = fitScale(plain.bounds);
+      if (scale >= LEGIBLE) {
+        const full = arrange(c, dirs[j], true);
+        if (fitScale(full.bounds) >= LEGIBLE || full.clusters.length === 0) { return full; }
+      }
+      if (scale > bestScale) { best = dirs[j]; bestScale = scale; }
     }
-    return best;
+    return arrange(c, best, true);
   }
   // look at the rectangle b (canvas coordinates): whole when it fits at a legible scale (zoomed in at
   // most to MAX_ZOOM), else at the legible scale centred on `anchor` (a point inside b)
@@ -261,7 +292,7 @@ GT.view = function (M, T, network, hooks) {
       return false;
     });
     if (!inside.length) { return null; }
-    const b = GT.layout.bounds(inside, { pos: laid.pos, clusters: laid.clusters.filter(function (c) { return c.scope === k; }) });
+    const b = GT.layout.bounds(inside, { pos: laid.pos, clusters: laid.clusters.filter(function (c) { return c.scope === k || c.outer === k; }) });
     return { b: b, anchor: laid.pos.get(inside[inside.length - 1].id) };
   }
   // ---- drawing ------------------------------------------------------------------------------------
