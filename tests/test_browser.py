@@ -1209,3 +1209,33 @@ def test_gpt2_small_opens_as_a_stack_of_twelve_blocks_that_fits(
         assert all(d["px"] >= 10 for d in opened["items"])
     assert page.errors == [] and page.blocked == []
     page.page.close()
+
+
+def test_the_readme_pictures_are_taken_from_the_pages_as_they_open(tmp_path: Path) -> None:
+    """docs/make_pictures.py (make pictures) writes real 1280x800 pictures, clicking only the page's buttons."""
+    import importlib.util
+
+    import numpy as np
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location(
+        "make_pictures", Path(__file__).parent.parent / "docs" / "make_pictures.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    source = Path(module.__file__).read_text(encoding="utf-8")
+    assert "graphtraceStep" not in source and "graphtracePick" not in source and "graphtraceExpand" not in source
+    written = module.main(["seed_graph", "seed_replay"], out=[tmp_path])
+    assert sorted(p.name for p in written) == ["seed_graph.png", "seed_replay.png"]
+    for p in written:
+        img = np.asarray(Image.open(p).convert("RGB"))
+        assert img.shape == (800, 1280, 3) and len(np.unique(img.reshape(-1, 3), axis=0)) > 50
+    # the replay's picture shows pending gradients: the page's grey fills boxes in it, not in the fresh page
+    # (where only a few anti-aliased pixels have that grey)
+    grey = np.array([244, 244, 244])
+    counts = [
+        int((np.asarray(Image.open(tmp_path / n).convert("RGB")) == grey).all(axis=2).sum())
+        for n in ("seed_graph.png", "seed_replay.png")
+    ]
+    assert counts[1] > 10 * counts[0] + 10_000, counts

@@ -13,10 +13,16 @@ GT.folding = function (M) {
   }
   // per scope: the nodes under it, its last node (its output), its direct children (scopes and nodes)
   const count = new Int32Array(nS), last = new Int32Array(nS).fill(-1), childItems = new Int32Array(nS);
-  for (let i = 0; i < M.n; i++) { const s = M.scope[i]; count[s] += 1; last[s] = i; childItems[s] += 1; }
+  const bad = new Uint8Array(nS);  // a non-finite value somewhere inside
+  for (let i = 0; i < M.n; i++) {
+    const s = M.scope[i];
+    count[s] += 1; last[s] = i; childItems[s] += 1;
+    if (M.anomaly(i)) { bad[s] = 1; }
+  }
   for (let k = nS - 1; k > 0; k--) {  // children come after their parents: add each scope to its parent
     const p = parent[k];
     count[p] += count[k];
+    bad[p] |= bad[k];
     if (last[k] > last[p]) { last[p] = last[k]; }
     childItems[p] += 1;
   }
@@ -151,7 +157,7 @@ GT.folding = function (M) {
   // a box's output values over the instances it stands for: M.data or M.grad of each one's last node
   function outputs(scopes, column) { return scopes.map(function (k) { return column[last[k]]; }); }
   return {
-    nS: nS, parent: parent, sname: sname, depth: depth, count: count, last: last, childItems: childItems,
+    nS: nS, parent: parent, sname: sname, depth: depth, count: count, bad: bad, last: last, childItems: childItems,
     groups: groups, foldOf: foldOf, instOf: instOf, posOf: posOf,
     collects: collects, nodesUnder: nodesUnder,
     spath: spath, scopeIndex: scopeIndex, display: display, twinsOf: twinsOf, outputs: outputs,

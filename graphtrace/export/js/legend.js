@@ -64,7 +64,7 @@ GT.legend = (function () {
     const colours = el("div", "row");
     colours.setAttribute("data-legend", "colours");
     if (s.scale === null) {
-      colours.appendChild(el("span", "what", "colour:"));
+      colours.appendChild(el("span", "what", s.roles.length ? "colour:" : "boxes:"));
       s.roles.forEach(function (r) {
         swatch(colours, ROLE_TEXT[r] || r, { background: s.colours[r] }).setAttribute("data-role", r);
       });
@@ -93,7 +93,7 @@ GT.legend = (function () {
     swatch(marks, "grad ?  not computed yet", { background: PENDING.background, color: PENDING.font,
                                                  borderColor: PENDING.border, borderStyle: "dashed" }).setAttribute("data-pending", "1");
     swatch(marks, "current step", { background: "#fff", borderColor: CURRENT, borderWidth: "3px" });
-    if (s.anomalies) { swatch(marks, "non-finite value", { background: "#fff", borderColor: ANOMALY, borderWidth: "3px" }); }
+    if (s.anomalies) { swatch(marks, "non-finite value (in a box: inside)", { background: "#fff", borderColor: ANOMALY, borderWidth: "3px" }); }
     root.appendChild(marks);
     const lines = [];
     if (s.tensor) {

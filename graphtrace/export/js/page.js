@@ -24,9 +24,6 @@
   const detailsEl = document.getElementById("details"), hint = detailsEl.textContent;
   let view = null, rp = null;
   const details = GT.details(M, T, detailsEl, { go: function (i) { reveal(i); } });
-  const rolesPresent = P.roles.filter(function (r, j) { for (let i = 0; i < M.n; i++) { if (M.role[i] === j) { return true; } } return false; });
-  let anyAnomaly = false;
-  for (let i = 0; i < M.n && !anyAnomaly; i++) { anyAnomaly = M.anomaly(i); }
   const colours = {};
   P.roles.forEach(function (r, j) { colours[r] = P.colors[j]; });
 
@@ -38,9 +35,11 @@
       const sc = view.colourMode() === "role" ? null : GT.legend.scale(view.colourMode(),
         c.items.map(function (it, x) { return (view.colourMode() === "value" ? M.values : (view.colourMode() === "data" ? M.data : M.grad))[view.outputOf(x)]; }),
         view.colourMode() === "value" ? P.valueName : view.colourMode());
+      const drawnRoles = new Set();  // the roles of the nodes drawn (boxes have their own colour)
+      c.items.forEach(function (it) { if (it.kind === "n") { drawnRoles.add(M.role[it.ref]); } });
       GT.legend.draw(document.getElementById("gt-legend"), {
-        roles: rolesPresent, colours: colours, scale: sc, boxes: boxes, stacks: stacks, tensor: M.tensor,
-        merged: c.links.some(function (m) { return m.count > 1; }), ranges: stacks, collections: c.items.some(function (it) { return it.kind === "s" && T.collects[it.ref]; }), anomalies: anyAnomaly,
+        roles: P.roles.filter(function (r, j) { return drawnRoles.has(j); }), colours: colours, scale: sc, boxes: boxes, stacks: stacks, tensor: M.tensor,
+        merged: c.links.some(function (m) { return m.count > 1; }), ranges: stacks, collections: c.items.some(function (it) { return it.kind === "s" && T.collects[it.ref]; }), anomalies: c.items.some(function (it, x) { return view.anomalous(x); }),
         edgeNumbers: c.links.some(function (m) { return m.count === 1; })
       });
       document.getElementById("stats").textContent = M.n + " nodes, " + M.E.length + " edges" +

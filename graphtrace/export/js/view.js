@@ -123,9 +123,14 @@ GT.view = function (M, T, network, hooks) {
     if (scale === null) { return it.kind === "n" ? P.colors[M.role[it.ref]] : Lg.BOX; }
     return scale.color(column()[outputOf(it)]);
   }
+  // a node with a non-finite value, a box holding one (a stack: in any of its instances)
+  function anomalous(it) {
+    if (it.kind === "n") { return M.anomaly(it.ref); }
+    return instances(it).some(function (k) { return T.bad[k] === 1; });
+  }
   function visNode(x, pos) {
     const it = cur.items[x], pending = rp !== null && rp.pending(x), current = rp !== null && rp.current() === x;
-    const anomaly = M.anomaly(outputOf(it));
+    const anomaly = anomalous(it);
     let border = it.kind === "n" ? "#555" : Lg.BOX_BORDER, width = it.kind === "g" ? 3 : (it.kind === "s" ? 2 : 1);
     if (anomaly) { border = Lg.ANOMALY; width = 3; }
     if (pending) { border = Lg.PENDING.border; }
@@ -382,6 +387,7 @@ GT.view = function (M, T, network, hooks) {
     boxTitle: function (x) { return boxTitle(cur.items[x]); },
     outputOf: function (x) { return outputOf(cur.items[x]); },
     instances: function (x) { return instances(cur.items[x]); },
+    anomalous: function (x) { return anomalous(cur.items[x]); },
     LEGIBLE: LEGIBLE
   };
 };
