@@ -72,17 +72,24 @@ PICTURES: dict[str, tuple[Callable[[Path], Path], Callable[[Any], None]]] = {
 }
 
 
-def main(names: list[str], out: list[Path] | None = None) -> list[Path]:
-    """Take the pictures ``names`` (all when empty) into each folder of ``out`` (exports/images)."""
-    from playwright.sync_api import sync_playwright
-
+def main(names: list[str], out: list[Path] | None = None, browser: Any = None) -> list[Path]:
+    """Take the pictures ``names`` (all when empty) into each folder of ``out`` (exports/images), with
+    ``browser`` (a playwright Chromium; launched here when None)."""
     out = out or [ROOT / "exports" / "images"]
-    written = []
     unknown = [n for n in names if n not in PICTURES]
     if unknown:
         raise SystemExit(f"make_pictures: no picture named {unknown[0]!r}; the pictures: {', '.join(PICTURES)}")
-    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
+    if browser is None:
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as pw:
+            launched = pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
+            try:
+                return main(names, out, launched)
+            finally:
+                launched.close()
+    written = []
+    with tempfile.TemporaryDirectory() as tmp:
         for name, (make, act) in PICTURES.items():
             if names and name not in names:
                 continue
@@ -106,7 +113,6 @@ def main(names: list[str], out: list[Path] | None = None) -> list[Path]:
                 (folder / f"{name}.png").write_bytes(png)
                 written.append(folder / f"{name}.png")
             page.close()
-        browser.close()
     return written
 
 

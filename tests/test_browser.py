@@ -1211,7 +1211,7 @@ def test_gpt2_small_opens_as_a_stack_of_twelve_blocks_that_fits(
     page.page.close()
 
 
-def test_the_readme_pictures_are_taken_from_the_pages_as_they_open(tmp_path: Path) -> None:
+def test_the_readme_pictures_are_taken_from_the_pages_as_they_open(browser: Any, tmp_path: Path) -> None:
     """docs/make_pictures.py (make pictures) writes real 1280x800 pictures, clicking only the page's buttons."""
     import importlib.util
 
@@ -1226,7 +1226,7 @@ def test_the_readme_pictures_are_taken_from_the_pages_as_they_open(tmp_path: Pat
     spec.loader.exec_module(module)
     source = Path(module.__file__).read_text(encoding="utf-8")
     assert "graphtraceStep" not in source and "graphtracePick" not in source and "graphtraceExpand" not in source
-    written = module.main(["seed_graph", "seed_replay"], out=[tmp_path])
+    written = module.main(["seed_graph", "seed_replay"], out=[tmp_path], browser=browser)
     assert sorted(p.name for p in written) == ["seed_graph.png", "seed_replay.png"]
     for p in written:
         img = np.asarray(Image.open(p).convert("RGB"))
