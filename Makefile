@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test test-all test-others lint bench install clean browser docs dist
+.PHONY: demo test test-all test-others lint bench install clean browser docs dist pictures
 
 # the supported CPythons that pyenv has here (missing ones are skipped by nox)
 export PYENV_VERSION ?= $(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.1[123]\.[0-9]+$$' | sort -V | tr '\n' ':' | sed 's/:$$//')
@@ -38,6 +38,10 @@ lint: $(STAMP)
 # missing reference or a docstring griffe cannot parse fails the build
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# the README's and the docs' pictures of the pages, at 1280x800 as they open (then only their buttons clicked)
+pictures: $(STAMP)
+	$(BIN)/python docs/make_pictures.py
 
 # the sdist and the wheel into dist/ (tests/test_wheel.py installs the wheel in a fresh venv and uses it)
 dist: $(STAMP)

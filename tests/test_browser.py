@@ -52,8 +52,8 @@ def browser() -> Iterator[Any]:
 class Page:
     """A page with every non-file request aborted, and console errors, failures and dialogs recorded."""
 
-    def __init__(self, browser: Any) -> None:
-        self.page = browser.new_page(viewport={"width": 1280, "height": 800})
+    def __init__(self, browser: Any, size: tuple[int, int] = (1280, 800)) -> None:
+        self.page = browser.new_page(viewport={"width": size[0], "height": size[1]})
         self.errors: list[str] = []
         self.failed: list[str] = []
         self.dialogs: list[str] = []
@@ -78,6 +78,26 @@ class Page:
     def open(self, path: Path) -> None:
         self.page.goto(path.resolve().as_uri())
         self.page.wait_for_function("window.graphtraceFirstDraw !== null && window.graphtraceFirstDraw !== undefined")
+
+
+PENDING, PENDING_FONT, CURRENT = "#f4f4f4", "#9a9a9a", "#ff7f0e"  # the page's replay marks (legend.js)
+DRAWN = """() => { const n = window.graphtraceNetwork, c = n.body.container.getBoundingClientRect(), s = n.getScale();
+  return { width: c.width, height: c.height, scale: s,
+    items: n.body.data.nodes.get().map(d => {
+      const b = n.getBoundingBox(d.id), tl = n.canvasToDOM({x: b.left, y: b.top}),
+            br = n.canvasToDOM({x: b.right, y: b.bottom});
+      return { id: d.id, label: d.label, background: d.color.background, border: d.color.border,
+               borderWidth: d.borderWidth, font: d.font && d.font.color, pending: !!(d.shapeProperties &&
+               d.shapeProperties.borderDashes && d.color.background === "#f4f4f4"),
+               left: tl.x, top: tl.y, right: br.x, bottom: br.y, px: 14 * s }; }),
+    edges: n.body.data.edges.get().map(e => ({ id: e.id, from: e.from, to: e.to, label: e.label || "",
+      color: e.color && e.color.color })) }; }"""
+
+
+def drawn(page: Page) -> dict[str, Any]:
+    """What the page draws now: every box's label, colours and rectangle (CSS px in the graph's area),
+    every edge's label and colour, the scale."""
+    return page.page.evaluate(DRAWN)  # type: ignore[no-any-return]
 
 
 def test_offline_page_draws_every_node_without_errors(browser: Any, tmp_path: Path, seed_root: Value) -> None:
@@ -207,7 +227,6 @@ def test_a_large_trace_opens_collapsed_and_expands_and_collapses_by_click(
 ) -> None:
     loss = demo_sample
     G = gt.to_networkx(loss)
-    assert G.number_of_nodes() > gt.export.html.COLLAPSE_OVER
     page = Page(browser)
     page.open(gt.to_html(G, tmp_path / "sample.html"))
     first = _count(page)
@@ -263,11 +282,11 @@ def test_colour_by_grad_toggle_recolours_the_view(browser: Any, tmp_path: Path, 
 
     script = "(b) => JSON.stringify(window.graphtraceNetwork.body.data.nodes.get().map(n => n.color.background)) {} b"
     before = colours()
-    page.page.check("#bygrad")
+    page.page.select_option("#gt-colour", "absgrad")
     page.page.wait_for_function(script.format("!=="), arg=json.dumps(before, separators=(",", ":")), timeout=60_000)
     after = colours()
     assert after != before and any(c.startswith("rgb(") for c in after)
-    page.page.uncheck("#bygrad")
+    page.page.select_option("#gt-colour", "role")
     page.page.wait_for_function(script.format("==="), arg=json.dumps(before, separators=(",", ":")), timeout=60_000)
     assert colours() == before
     page.page.close()
@@ -307,8 +326,9 @@ def test_color_by_a_diff_colours_both_views(browser: Any, tmp_path: Path) -> Non
     for collapse in (False, True):
         page = Page(browser)
         page.open(gt.to_html(G2, tmp_path / f"diff{collapse}.html", color_by=values, collapse=collapse))
-        got = page.page.evaluate(
-            "Object.fromEntries(window.graphtraceNetwork.body.data.nodes.get().map(n => [n.id, n.color.background]))"
+        got = page.page.evaluate(  # by node id (the last line of each tooltip)
+            "Object.fromEntries(window.graphtraceNetwork.body.data.nodes.get()"
+            ".map(n => [n.title.split('\\n').pop().slice(6), n.color.background]))"
         )
         legend = page.page.inner_text(".legend")
         assert "colour: d_data" in legend and "parameter" not in legend
@@ -414,23 +434,191 @@ SEED_BACKWARD = [
 ]  # the seed's order
 
 
-def test_the_backward_pass_replays_step_by_step_on_the_seed(browser: Any, tmp_path: Path, seed_root: Value) -> None:
+def test_the_backward_pass_replays_from_a_fresh_page_with_the_buttons(
+    browser: Any, tmp_path: Path, seed_root: Value
+) -> None:
+    """From a freshly opened page, each click on the next-step button fills one more gradient in the
+    backward order: the nodes not reached yet are drawn as pending ("grad ?", pending colours), the
+    current one is marked with the edges its sum runs over, and the panel shows its chain rule."""
+    path = gt.to_html(seed_root, tmp_path / "seed.html")
+    page = Page(browser)
+    page.open(path)
+    final = {d["label"].split("\n")[0].split()[0]: d for d in drawn(page)["items"]}
+    assert not any(d["pending"] for d in final.values())  # a fresh page shows every gradient
+    for k, (name, grad) in enumerate(SEED_BACKWARD, start=1):
+        page.page.click("#gt-next")
+        view = drawn(page)
+        by = {d["label"].split("\n")[0].split()[0]: d for d in view["items"]}
+        done = [n for n, _ in SEED_BACKWARD[:k]]
+        for n, d in by.items():
+            if n in done:
+                assert d["label"] == final[n]["label"] and d["background"] == final[n]["background"], (k, n, d)
+                assert not d["pending"]
+            else:
+                assert d["label"].endswith("grad ?") and d["pending"], (k, n, d)
+                assert d["background"] == PENDING and d["font"] == PENDING_FONT
+        assert by[name]["border"] == CURRENT and by[name]["borderWidth"] == 4
+        assert [x for x, d in by.items() if d["border"] == CURRENT] == [name]
+        step = page.page.inner_text("#gt-step")
+        assert step.startswith(f"step {k}/7: grad({name}) = {grad:g}"), step
+        assert f"chain rule: grad({name})" in page.page.inner_text("#details")
+        highlighted = [e for e in view["edges"] if e["color"] == CURRENT]
+        assert [e["from"] for e in highlighted] == [by[name]["id"]] * len(highlighted)
+        assert len(highlighted) == (0 if name == "L" else 1)
+    assert page.errors == [] and page.blocked == []
+    page.page.close()
+
+
+@pytest.mark.parametrize(
+    ("button", "pending"),
+    [("#gt-first", 7), ("#gt-prev", 1), ("#gt-last", 0), ("#gt-next", 6)],
+)
+def test_every_replay_button_draws_the_same_picture_from_a_fresh_page(
+    browser: Any, tmp_path: Path, seed_root: Value, button: str, pending: int
+) -> None:
     page = Page(browser)
     page.open(gt.to_html(seed_root, tmp_path / "seed.html"))
-    steps = [page.page.evaluate("(n) => window.graphtraceStep(n)", n) for n in range(1, 8)]
-    # one node per step, in reverse topological order, each with the seed's gradient
-    assert [(s["name"], s["grad"]) for s in steps] == SEED_BACKWARD
-    assert steps[0]["of"] == 7
-    first = page.page.evaluate("(n) => window.graphtraceStep(n)", 1)
-    assert first["name"] == "L" and "step 1/7" in page.page.inner_text("#gt-step")
-    labels = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.label)")
-    assert sum(label.endswith("grad ?") for label in labels) == 6  # only L's grad is filled in
+    page.page.click(button)
+    got = drawn(page)["items"]
+    assert sum(d["label"].endswith("grad ?") for d in got) == pending
+    assert sum(d["background"] == PENDING for d in got) == pending
+    # the same picture as the script entry point gives for that step
+    step = {"#gt-first": 0, "#gt-prev": 6, "#gt-last": 7, "#gt-next": 1}[button]
+    other = Page(browser)
+    other.open(gt.to_html(seed_root, tmp_path / "seed2.html"))
+    other.page.evaluate("(n) => window.graphtraceStep(n)", step)
+    assert [(d["label"], d["background"], d["border"]) for d in drawn(other)["items"]] == [
+        (d["label"], d["background"], d["border"]) for d in got
+    ]
+    page.page.close()
+    other.page.close()
+
+
+def test_play_greys_everything_first_and_then_fills_in_order(browser: Any, tmp_path: Path, seed_root: Value) -> None:
+    page = Page(browser)
+    page.open(gt.to_html(seed_root, tmp_path / "seed.html"))
+    page.page.click("#gt-play")
+    seen = set()
+    while True:  # the labels always agree with the step the header shows
+        snap = page.page.evaluate(
+            """() => [document.getElementById("gt-step").textContent,
+                      window.graphtraceNetwork.body.data.nodes.get().filter(n => n.label.endsWith("grad ?")).length]"""
+        )
+        k = int(snap[0].split("/")[0].split()[1])
+        assert snap[1] == 7 - k, snap
+        seen.add(k)
+        if k == 7:
+            break
+        page.page.wait_for_timeout(100)
+    assert 0 in seen and len(seen) >= 5, seen
+    page.page.close()
+
+
+def test_the_step_entry_point_takes_integers_only_and_the_buttons_keep_working(
+    browser: Any, tmp_path: Path, seed_root: Value
+) -> None:
+    page = Page(browser)
+    page.open(gt.to_html(seed_root, tmp_path / "seed.html"))
+    for bad in ("2.5", "NaN", "'2'", "Infinity", "null"):
+        err = page.page.evaluate(f"window.graphtraceStep({bad}).then(() => 'accepted', e => e.name + ': ' + e.message)")
+        assert err.startswith("TypeError: graphtraceStep: the step must be an integer"), (bad, err)
+    assert page.page.inner_text("#gt-step") == ""  # nothing moved
+    assert not any(d["label"].endswith("grad ?") for d in drawn(page)["items"])
     page.page.click("#gt-next")
-    assert "grad(d) = -2" in page.page.inner_text("#gt-step")
-    page.page.click("#gt-last")
-    labels = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.label)")
-    assert not any(label.endswith("grad ?") for label in labels)
-    assert page.errors == [] and page.blocked == []
+    page.page.click("#gt-next")
+    assert page.page.inner_text("#gt-step").startswith("step 2/7: grad(d) = -2")
+    assert sum(d["label"].endswith("grad ?") for d in drawn(page)["items"]) == 5
+    assert page.page.evaluate("(n) => window.graphtraceStep(n)", 99)["step"] == 7  # integers are clamped
+    assert page.errors == []
+    page.page.close()
+
+
+def _replay_all(page: Page) -> list[str]:
+    """Click the next-step button until the last step; per step, check every box's label and colour
+    (pending until its turn, its final picture after) and return the items in the order they filled."""
+    final = {d["id"]: d for d in drawn(page)["items"]}
+    order: list[str] = []
+    total = len(final)
+    for k in range(1, total + 1):
+        page.page.click("#gt-next")
+        view = drawn(page)
+        current = [d["id"] for d in view["items"] if d["border"] == CURRENT]
+        assert len(current) == 1, (k, current)
+        order.append(current[0])
+        assert page.page.inner_text("#gt-step").startswith(f"step {k}/{total}: "), page.page.inner_text("#gt-step")
+        for d in view["items"]:
+            if d["id"] in order:
+                assert d["label"] == final[d["id"]]["label"] and not d["pending"], (k, d)
+            else:
+                assert d["pending"] and d["background"] == PENDING, (k, d)
+                assert d["label"].splitlines()[-1].endswith("?"), (k, d["label"])
+    return order
+
+
+def _reverse_topological(order: list[str], edges: list[dict[str, Any]]) -> None:
+    at = {x: k for k, x in enumerate(order)}
+    for e in edges:  # a user gets its gradient before each of its operands
+        assert at[e["to"]] < at[e["from"]], (e, order)
+
+
+def test_on_a_folded_page_boxes_fill_after_everything_between_them_and_the_output(
+    browser: Any, tmp_path: Path, demo_sample: Value
+) -> None:
+    page = Page(browser)
+    page.open(gt.to_html(demo_sample, tmp_path / "sample.html"))
+    view = drawn(page)
+    assert any(d["id"].startswith("s") for d in view["items"])  # boxes and nodes
+    order = _replay_all(page)
+    labels = {d["id"]: d["label"] for d in view["items"]}
+    assert labels[order[0]].startswith("loss")
+    _reverse_topological(order, view["edges"])
+    assert page.errors == []
+    page.page.close()
+
+
+def test_a_folded_training_step_replays_box_by_box(browser: Any, tmp_path: Path) -> None:
+    from graphtrace.train import moons_demo, svm_loss
+
+    model, X, y = moons_demo(samples=40)
+    loss, _ = svm_loss(model, X, y)
+    loss.backward()
+    page = Page(browser)
+    page.open(gt.to_html(loss, tmp_path / "step.html"))
+    view = drawn(page)
+    order = _replay_all(page)
+    labels = {d["id"]: d["label"] for d in view["items"]}
+    assert labels[order[0]].startswith("\u25b8 (outside any scope)")  # the loss is computed outside the model
+    # open Layer1 x40 with a click: only boxes show, and they replay one by one
+    layer1 = next(d for d in view["items"] if d["label"].startswith("\u25b8 Layer1 \u00d740"))
+    _click_item(page, layer1["id"])
+    inner = drawn(page)
+    assert all(d["label"].startswith(("\u25b8", "\u25a4")) for d in inner["items"]), inner["items"]
+    order = _replay_all(page)
+    assert len(order) == len(inner["items"]) > len(view["items"])
+    assert page.errors == []
+    page.page.close()
+
+
+def test_a_torch_page_replays_with_pending_gradient_norms(browser: Any, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    torch.manual_seed(0)
+    cnn = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
+    with gt.pytorch.trace(cnn) as tr:
+        cnn(torch.randn(2, 3, 8, 8)).square().mean().backward()
+    page = Page(browser)
+    page.open(gt.to_html(tr.graph, tmp_path / "cnn.html"))
+    view = drawn(page)
+    order = _replay_all(page)
+    labels = {d["id"]: d["label"] for d in view["items"]}
+    assert labels[order[0]].startswith("mean")
+    _reverse_topological(order, view["edges"])
+    page.page.click("#gt-first")
+    assert all(
+        d["label"].endswith("\u2207 ?") or d["label"].endswith("\u2016\u2207\u2016 ?") for d in drawn(page)["items"]
+    )
+    assert page.errors == []
     page.page.close()
 
 
@@ -442,7 +630,7 @@ def test_a_click_shows_the_chain_rule_with_its_numbers(browser: Any, tmp_path: P
     # grad(e) = local_grad(e -> d) * grad(d) = 1 * -2
     assert "chain rule: grad(e)" in details and "1 \u00d7 -2 = -2" in details, details
     assert page.page.get_attribute("#details [data-sum]", "data-sum") == "-2"
-    page.page.click("#details .chain a")  # the link to the child d
+    page.page.click("#details [data-term] a")  # the link to the child d
     assert "chain rule: grad(d)" in page.page.inner_text("#details")
     assert page.page.evaluate("window.graphtraceNetwork.getSelectedNodes()") != []
     page.page.close()
@@ -475,7 +663,6 @@ def test_the_collapsed_view_replays_the_opened_scope_and_sums_a_parameters_terms
     loss.label = "loss"
     loss.backward()
     G = gt.to_networkx(loss)
-    assert G.number_of_nodes() > gt.export.html.COLLAPSE_OVER
     page = Page(browser)
     page.open(gt.to_html(G, tmp_path / "batch.html"))
     # a weight used by all 20 samples: its chain rule lists one term per sample, summing to its grad
@@ -483,12 +670,18 @@ def test_the_collapsed_view_replays_the_opened_scope_and_sums_a_parameters_terms
     page.page.evaluate("(t) => window.graphtraceSearch(t)", w.label)
     details = page.page.inner_text("#details")
     assert f"chain rule: grad({w.label})" in details
-    assert "more terms (one per use)" in details and "over 20 terms" in details, details
+    # one grouped line for the 20 alike users, expandable into one term per sample
+    assert "20\u00d7 mul in 20 instances: MLP[0]/Layer0/Neuron0 \u2026 MLP[19]/Layer0/Neuron0" in details, details
+    assert "over 20 terms" in details and page.page.get_attribute("#details [data-group]", "data-group") == "20"
+    assert page.page.locator("#details details [data-term]").first.is_hidden()
+    page.page.click("#details details summary")
+    terms = page.page.locator("#details details [data-term]")
+    assert terms.count() == 20 and terms.nth(3).is_visible() and terms.nth(3).inner_text().strip().startswith("MLP[3]/")
     total = float(page.page.get_attribute("#details [data-sum]", "data-sum"))  # type: ignore[arg-type]
     assert total == pytest.approx(w.grad, rel=1e-9, abs=1e-12)
     # open one sample's call and replay the backward pass over the nodes shown
     page.page.evaluate("window.graphtraceExpand('MLP[3]/Layer0/Neuron1')")
-    shown = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.getIds().filter(i => i[0] === 'n').length")
+    shown = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.length")  # boxes and nodes
     # the open scopes are nested containers (compound layout) and every node shown lies inside the innermost
     # (the search above opened the weight's scope under "parameters": its containers are drawn too)
     clusters = page.page.evaluate("window.graphtraceClusters()")
@@ -640,10 +833,409 @@ def test_a_torch_resnet_page_shows_shapes_and_tensor_summaries(browser: Any, tmp
     boxes = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.label)")
     assert not any("layer2 \u00d7" in b for b in boxes), boxes
     titles = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => [n.label, n.title])")
-    conv = [t for label, t in titles if label.startswith("convolution")]
+    # a scope of one node is drawn as that node, named after its module: "conv1 · convolution"
+    conv = [t for label, t in titles if "\u00b7 convolution  2×64×8×8" in label]
     assert conv, titles
-    assert any("2×64×8×8" in label for label, _ in titles if label.startswith("convolution"))
+    assert any("conv1 \u00b7 convolution  2×64×8×8" in label for label, _ in titles)
     assert "shape: 2×64×8×8" in conv[0] and "dtype: float32" in conv[0] and "data: mean " in conv[0]
     assert "grad: mean " in conv[0]
     assert page.errors == [] and page.blocked == []
     page.page.close()
+
+
+# ---- every first view fits and reads (#27 item 2) -------------------------------------------------------
+SIZES = [(1280, 800), (1920, 1080)]
+
+
+def _first_view_pages(tmp: Path) -> dict[str, Path]:
+    """The pages a newcomer opens first: the seed, one sample and a whole training step of the demo MLP,
+    a small CNN and a 6-block GPT-style model traced with gt.pytorch.trace."""
+    import random
+
+    from graphtrace.train import moons_demo, svm_loss
+
+    a, b, c, f = Value(2.0, label="a"), Value(-3.0, label="b"), Value(10.0, label="c"), Value(-2.0, label="f")
+    e = a * b
+    e.label = "e"
+    d = e + c
+    d.label = "d"
+    L = d * f
+    L.label = "L"
+    L.backward()
+    out = {"seed": gt.to_html(L, tmp / "seed.html")}
+    random.seed(1337)
+    model = gt.nn.MLP(2, [16, 16, 1])
+    s = (1 + -1 * model([Value(1.12, label="x0"), Value(0.08, label="x1")])).relu()
+    s.label = "loss"
+    s.backward()
+    out["sample"] = gt.to_html(s, tmp / "sample.html")
+    model, X, y = moons_demo()
+    loss, _ = svm_loss(model, X, y)
+    loss.backward()
+    out["step"] = gt.to_html(loss, tmp / "step.html")
+    try:
+        import torch
+        from torch import nn
+    except ImportError:
+        return out
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from gpt2_small import GPT2, traced_step
+
+    torch.manual_seed(0)
+    cnn = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(256, 10),
+    )  # fmt: skip
+    with gt.pytorch.trace(cnn) as tr:
+        cnn(torch.randn(2, 3, 16, 16)).square().mean().backward()
+    out["cnn"] = gt.to_html(tr.graph, tmp / "cnn.html")
+    gpt = GPT2(n_layer=6, n_head=4, n_embd=64, vocab_size=256, block_size=32)
+    out["gpt"] = gt.to_html(traced_step(gpt), tmp / "gpt.html")  # type: ignore[arg-type]
+    return out
+
+
+@pytest.fixture(scope="module")
+def first_view_pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return _first_view_pages(tmp_path_factory.mktemp("first_views"))
+
+
+def _inside(view: dict[str, Any], items: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The items drawn (or of ``items``) whose rectangle is not wholly inside the graph's area."""
+    return [
+        d
+        for d in (view["items"] if items is None else items)
+        if d["left"] < -1 or d["top"] < -1 or d["right"] > view["width"] + 1 or d["bottom"] > view["height"] + 1
+    ]
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["1280x800", "1920x1080"])
+@pytest.mark.parametrize("name", ["seed", "sample", "step", "cnn", "gpt"])
+def test_every_first_view_fits_the_window_and_reads(
+    browser: Any, first_view_pages: dict[str, Path], name: str, size: tuple[int, int]
+) -> None:
+    if name not in first_view_pages:
+        pytest.skip("torch is not installed")
+    page = Page(browser, size)
+    page.open(first_view_pages[name])
+    view = drawn(page)
+    assert _inside(view) == [], _inside(view)  # every box wholly inside the graph's area
+    assert all(d["px"] >= 10 for d in view["items"]), view["scale"]  # labels >= 10 CSS px
+    assert len(view["items"]) <= (7 if name == "seed" else 15)
+    if name == "seed":  # a small graph is zoomed to fill the window, not left at 8% of it
+        width = max(d["right"] for d in view["items"]) - min(d["left"] for d in view["items"])
+        height = max(d["bottom"] for d in view["items"]) - min(d["top"] for d in view["items"])
+        assert width > 0.45 * view["width"] or height > 0.45 * view["height"], (width, height, view["width"])
+    # the fit button brings everything back after the view was moved away
+    page.page.evaluate("window.graphtraceNetwork.moveTo({position: {x: 5000, y: -3000}, scale: 3, animation: false})")
+    assert len(_inside(drawn(page))) == len(view["items"])
+    page.page.click("#gt-fit")
+    again = drawn(page)
+    assert _inside(again) == [] and all(d["px"] >= 10 for d in again["items"])
+    assert page.errors == [] and page.blocked == []
+    page.page.close()
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["1280x800", "1920x1080"])
+def test_opening_a_box_keeps_what_it_opened_in_view(
+    browser: Any, first_view_pages: dict[str, Path], size: tuple[int, int]
+) -> None:
+    if "gpt" in first_view_pages:  # the stack of blocks opens into one block, all of it in view
+        page = Page(browser, size)
+        page.open(first_view_pages["gpt"])
+        before = {d["id"] for d in drawn(page)["items"]}
+        boxes = [d for d in drawn(page)["items"] if d["id"][0] in "sg" and "parameters" not in d["label"]]
+        box = next((d for d in boxes if "h \u00d76" in d["label"]), None) or next(
+            d for d in boxes if "mlp" in d["label"]
+        )
+        _click_item(page, box["id"])
+        view = drawn(page)
+        opened = [d for d in view["items"] if d["id"] not in before]
+        assert len(opened) >= 3, view["items"]
+        assert _inside(view, opened) == [] and all(d["px"] >= 10 for d in view["items"])
+        page.page.close()
+    # a box whose inside cannot fit at a legible size: the view stays legible, on what it opened
+    page = Page(browser, size)
+    page.open(first_view_pages["sample"])
+    view = drawn(page)
+    box = next(d for d in view["items"] if d["label"].startswith("\u25b8 Layer1"))
+    before = {d["id"] for d in view["items"]}
+    _click_item(page, box["id"])
+    view = drawn(page)
+    opened = [d for d in view["items"] if d["id"] not in before]
+    assert all(d["px"] >= 10 for d in view["items"])
+    shown = [d for d in opened if d not in _inside(view, opened)]
+    assert len(shown) >= min(len(opened), 5), (len(shown), len(opened))
+    assert page.errors == []
+    page.page.close()
+
+
+# ---- folding by structure, thousands of siblings (#26 items 17-18, #27 item 3) -----------------------------
+def test_only_alike_calls_stack_and_the_stacks_count_their_members(browser: Any, tmp_path: Path) -> None:
+    x, y = Value(1.5, label="x"), Value(-2.0, label="y")
+    outs = []
+    for k in range(10):
+        with gt.scope(f"f[{k}]"):
+            with gt.scope("inner" if k != 7 else "other"):
+                a = x * y
+            outs.append(a.tanh() + (y if k == 5 else x))  # f[5] wired differently, f[7] another inner name
+    root = sum(outs, Value(0.0))
+    root.label = "out"
+    root.backward()
+    page = Page(browser)
+    page.open(gt.to_html(root, tmp_path / "f.html"))
+    labels = [d["label"].split("  [")[0] for d in drawn(page)["items"]]
+    assert sorted(x for x in labels if x.startswith(("\u25a4 f", "\u25b8 f"))) == [
+        "\u25a4 f \u00d72",
+        "\u25a4 f \u00d75",
+        "\u25b8 f[5]",
+        "\u25b8 f[6]",
+        "\u25b8 f[7]",
+    ]
+    got = page.page.evaluate("window.graphtracePick(3, 'f')")
+    assert got == {"instance": 3, "of": 5, "scope": "f[3]"}
+    assert "\u25a4 f \u00d75: instance 3 (f[3])" in [
+        c["label"] for c in page.page.evaluate("window.graphtraceClusters()")
+    ]
+    assert page.page.inner_text("#gt-pick").startswith("instance") and "of f \u00d75 (f[3])" in page.page.inner_text(
+        "#gt-pick"
+    )
+    assert page.errors == []
+    page.page.close()
+
+
+def test_ten_thousand_sibling_scopes_open_folded_and_fitting(browser: Any, tmp_path: Path) -> None:
+    x = Value(1.0, label="x")
+    outs = []
+    for i in range(10_000):
+        with gt.scope(f"s{i}"):
+            outs.append(x * 2.0)
+    root = sum(outs, Value(0.0))
+    root.label = "root"
+    root.backward()
+    page = Page(browser)
+    page.open(gt.to_html(root, tmp_path / "siblings.html"))
+    view = drawn(page)
+    assert page.errors == [] and len(view["items"]) <= 15 and _inside(view) == []
+    shown = " ".join(d["label"] for d in view["items"]) + " ".join(
+        c["label"] for c in page.page.evaluate("window.graphtraceClusters()")
+    )
+    assert "s \u00d710000" in shown, shown
+    page.page.close()
+
+
+def test_a_chain_through_thousands_of_sibling_scopes_draws(browser: Any, tmp_path: Path) -> None:
+    """Siblings that cannot fold (names without numbers): 3,000 boxes in a chain (dagre's recursion overflows
+    there: the page lays them out by columns), and 6,000 nodes with every node shown."""
+    import itertools
+    import string
+
+    names = ["".join(p) for p in itertools.product(string.ascii_lowercase, repeat=3)]
+    for n, collapse in ((3_000, True), (3_000, False)):
+        y = Value(1.0, label="y")
+        for i in range(n):
+            with gt.scope(names[i]):
+                y = y * 1.0001
+        y.label = "out"
+        y.backward()
+        page = Page(browser)
+        page.page.goto(gt.to_html(y, tmp_path / f"chain{n}.html", collapse=collapse).resolve().as_uri())
+        page.page.wait_for_function(
+            "window.graphtraceFirstDraw !== null && window.graphtraceFirstDraw !== undefined", timeout=120_000
+        )
+        assert page.errors == [], page.errors[:3]
+        assert _count(page) >= n
+        # legible, on the output
+        view = drawn(page)
+        out = next(d for d in view["items"] if d["label"].startswith(("out", "\u25b8 " + names[n - 1])))
+        assert view["scale"] * 14 >= 10 and out not in _inside(view, [out])
+        page.page.close()
+
+
+# ---- torch pages that explain themselves, search and details, legends and title (#27 items 4-6) ----------
+def _legend(page: Page) -> str:
+    return page.page.inner_text("#gt-legend")
+
+
+def test_a_torch_page_labels_its_numbers_and_shows_nan_only_for_a_real_one(
+    browser: Any, first_view_pages: dict[str, Path], tmp_path: Path
+) -> None:
+    import re
+
+    torch = pytest.importorskip("torch")
+    page = Page(browser)
+    page.open(first_view_pages["cnn"])
+    view = drawn(page)
+    for d in view["items"]:
+        if not d["label"].startswith("\u25b8"):
+            assert re.search(r"(\u2016x\u2016|x) \S+  (\u2016\u2207\u2016|\u2207) \S+$", d["label"]), d["label"]
+        assert "nan" not in d["label"] and not re.search(r"(\w+)  \(\1\)", d["label"]), d["label"]  # op said once
+    assert all(e["label"] == "" or e["label"].startswith("\u00d7") or float(e["label"]) >= 0 for e in view["edges"])
+    assert "\u2016x\u2016: L2 norm" in _legend(page) and "\u2016gradient\u2016 flowing back" in _legend(page)
+    assert page.page.evaluate("window.graphtraceSearch('convolution')")["found"]
+    panel = page.page.inner_text("#details")
+    assert "gradient of " in panel and "(\u2016\u2207\u2016 along the edge)" in panel and "nan" not in panel, panel
+    page.page.close()
+    # a graph walked after the fact knows op gradients for leaves only: "not recorded", never "nan"
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 2), nn.ReLU())
+    G = gt.pytorch.from_tensor(net(torch.randn(4, 3)).sum(), net)
+    page = Page(browser)
+    page.open(gt.to_html(G, tmp_path / "after.html"))
+    labels = [d["label"] for d in drawn(page)["items"]]
+    assert any(label.endswith("\u2016\u2207\u2016 \u2014") for label in labels), labels
+    assert not any("nan" in label for label in labels), labels
+    page.page.evaluate("window.graphtraceSearch('relu')")
+    panel = page.page.inner_text("#details")
+    assert "not recorded" in panel and "nan" not in panel, panel
+    page.page.close()
+    # a real NaN in the model stays NaN, drawn as an anomaly and named in the legend
+    x = torch.tensor([[1.0, -4.0], [9.0, 16.0]], requires_grad=True)
+    lin = nn.Linear(2, 2)
+    with torch.no_grad():
+        lin.weight.copy_(torch.eye(2))
+        lin.bias.zero_()
+    with gt.pytorch.trace(lin) as tr:
+        lin(x).sqrt().sum().backward()
+    page = Page(browser)
+    page.open(gt.to_html(tr.graph, tmp_path / "nan.html"))
+    view = drawn(page)
+    sqrt = next(d for d in view["items"] if d["label"].startswith("sqrt"))
+    assert sqrt["border"] == "#d62728" and "nan" in sqrt["label"], sqrt
+    assert "non-finite value" in _legend(page)
+    page.page.close()
+
+
+def test_search_finds_run_table_names_the_loss_and_says_when_nothing_matches(
+    browser: Any, first_view_pages: dict[str, Path]
+) -> None:
+    page = Page(browser)
+    page.open(first_view_pages["step"])
+    # a parameter by the name named_parameters() and the run tables (params.name) give it
+    got = page.page.evaluate("window.graphtraceSearch('layers.1.neurons.3.w.5')")
+    assert got["found"] and page.page.inner_text("#details").startswith("L1.N3.w5\n")
+    assert page.page.evaluate("window.graphtraceNetwork.getSelectedNodes()") == [got["id"]]
+    # its 100 uses, one per sample: one grouped line, its terms grouped by sample
+    details = page.page.inner_text("#details")
+    assert (
+        "100\u00d7 mul" in details
+        and "in 100 instances: MLP[0]/Layer1/Neuron3 \u2026 MLP[99]/Layer1/Neuron3" in details
+    )
+    assert details.count("grad(mul_5)") == 1, details  # one line for the 100 terms (and one for the L2 term)
+    # the output, by the word a person uses for it
+    page.page.fill("#search", "loss")
+    page.page.press("#search", "Enter")
+    page.page.wait_for_function("document.getElementById('gt-found').textContent.startsWith('found')")
+    assert "role: root" in page.page.inner_text("#details")
+    # a miss says so
+    page.page.fill("#search", "no-such-thing")
+    page.page.press("#search", "Enter")
+    assert page.page.inner_text("#gt-found") == "no node or scope matches \u201cno-such-thing\u201d"
+    assert page.page.evaluate("window.graphtraceSearch('no-such-thing')") == {"found": False}
+    page.page.close()
+    if "gpt" in first_view_pages:  # torch pages search too: a parameter by its dotted name, a block by its scope
+        page = Page(browser)
+        page.open(first_view_pages["gpt"])
+        assert page.page.evaluate("window.graphtraceSearch('transformer.h.3.attn.c_attn.weight')")["found"]
+        assert "role: parameter" in page.page.inner_text("#details")
+        assert page.page.evaluate("window.graphtraceSearch('h[3]')")["found"]
+        assert "GPT2/transformer/h[3]" in page.page.inner_text("#details")
+        assert page.errors == []
+        page.page.close()
+
+
+def test_the_legend_names_only_what_is_drawn_and_the_title_names_the_trace(
+    browser: Any, first_view_pages: dict[str, Path]
+) -> None:
+    page = Page(browser)
+    page.open(first_view_pages["seed"])
+    roles = page.page.evaluate("[...document.querySelectorAll('#gt-legend [data-role]')].map(e => e.dataset.role)")
+    assert roles == ["leaf", "intermediate", "root"]  # no parameter, no constant in the seed
+    legend = _legend(page)
+    assert "grad ?" in legend and "current step" in legend and "local \u2202out/\u2202in" in legend
+    assert (
+        page.page.evaluate("document.querySelector('#gt-legend [data-pending]').style.backgroundColor")
+        == "rgb(244, 244, 244)"
+    )
+    page.page.select_option("#gt-colour", "grad")
+    assert page.page.evaluate("document.querySelectorAll('#gt-legend [data-role]').length") == 0
+    assert "colour: grad" in _legend(page) and page.page.get_attribute("#gt-scale", "data-high") == "6"
+    page.page.close()
+    page = Page(browser)
+    page.open(first_view_pages["step"])
+    assert page.page.inner_text("#heading") == "graphtrace: MLP loss" and page.page.title() == "graphtrace: MLP loss"
+    legend = _legend(page)
+    assert "min \u2026 median \u2026 max, on a stack over its instances' outputs" in legend, legend
+    assert "\u00d7n on an edge: n edges between two boxes" in legend
+    page.page.close()
+
+
+# ---- a transformer at GPT-2-small scale (#27 item 7) ------------------------------------------------------
+@pytest.fixture(scope="module")
+def gpt2_small_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("torch")
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from gpt2_small import GPT2, traced_step
+
+    model = GPT2()  # 12 blocks, d = 768, 12 heads, 50,257 tokens: 124M parameters, random weights
+    assert sum(p.numel() for p in model.parameters()) == 124_439_808
+    G = traced_step(model, tokens=8)
+    del model
+    return gt.to_html(G, tmp_path_factory.mktemp("gpt2") / "gpt2.html")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["1280x800", "1920x1080"])
+def test_gpt2_small_opens_as_a_stack_of_twelve_blocks_that_fits(
+    browser: Any, gpt2_small_page: Path, size: tuple[int, int]
+) -> None:
+    page = Page(browser, size)
+    page.open(gpt2_small_page)
+    view = drawn(page)
+    labels = [d["label"] for d in view["items"]]
+    shown = labels + [c["label"] for c in page.page.evaluate("window.graphtraceClusters()")]
+    assert len(labels) <= 15 and any("h \u00d712" in x for x in shown), shown
+    assert _inside(view) == [] and all(d["px"] >= 10 for d in view["items"])
+    assert page.page.inner_text("#heading") == "graphtrace: GPT2 loss"
+    stack = next((d for d in view["items"] if "h \u00d712" in d["label"]), None)
+    if stack is not None:  # folded: a click opens one block, its insides summarised over the twelve
+        _click_item(page, stack["id"])
+        opened = drawn(page)
+        assert any("\u00d712" in d["label"] for d in opened["items"] if d["id"] != stack["id"]), opened["items"]
+        assert all(d["px"] >= 10 for d in opened["items"])
+    assert page.errors == [] and page.blocked == []
+    page.page.close()
+
+
+def test_the_readme_pictures_are_taken_from_the_pages_as_they_open(browser: Any, tmp_path: Path) -> None:
+    """docs/make_pictures.py (make pictures) writes real 1280x800 pictures, clicking only the page's buttons."""
+    import importlib.util
+
+    import numpy as np
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location(
+        "make_pictures", Path(__file__).parent.parent / "docs" / "make_pictures.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    source = Path(module.__file__).read_text(encoding="utf-8")
+    assert "graphtraceStep" not in source and "graphtracePick" not in source and "graphtraceExpand" not in source
+    written = module.main(["seed_graph", "seed_replay"], out=[tmp_path], browser=browser)
+    assert sorted(p.name for p in written) == ["seed_graph.png", "seed_replay.png"]
+    for p in written:
+        img = np.asarray(Image.open(p).convert("RGB"))
+        assert img.shape == (800, 1280, 3) and len(np.unique(img.reshape(-1, 3), axis=0)) > 50
+    # the replay's picture shows pending gradients: the page's grey fills boxes in it, not in the fresh page
+    # (where only a few anti-aliased pixels have that grey)
+    grey = np.array([244, 244, 244])
+    counts = [
+        int((np.asarray(Image.open(tmp_path / n).convert("RGB")) == grey).all(axis=2).sum())
+        for n in ("seed_graph.png", "seed_replay.png")
+    ]
+    assert counts[1] > 10 * counts[0] + 10_000, counts

@@ -76,7 +76,8 @@ def test_color_by_is_validated_before_anything_is_written(tmp_path: Path) -> Non
             gt.to_html(y, target, color_by=color_by)
         assert not target.exists()
     page = gt.html_text(y, color_by=pd.Series({x.node_id: -1.0, y.node_id: float("nan")}, name="<b>Δ</b>"))
-    assert "colour: &lt;b&gt;Δ&lt;/b&gt;" in page and "<b>Δ</b>" not in page.split("</script>")[-1]
+    assert '<option value="value" selected>&lt;b&gt;Δ&lt;/b&gt;</option>' in page
+    assert "<b>Δ</b>" not in page.split("</script>")[-1]
 
 
 def _every_node_once(d: pd.DataFrame, A: object, B: object) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from graphtrace.export.html import SCRIPTS
+
 ROOT = Path(__file__).resolve().parent.parent
 
 pytest.importorskip("build")
@@ -34,8 +36,8 @@ def test_the_wheel_installs_and_runs_outside_the_repository(tmp_path: Path) -> N
     names = zipfile.ZipFile(wheels[0]).namelist()
     for needed in (
         "graphtrace/py.typed",
-        "graphtrace/export/templates/graph.html",
-        "graphtrace/export/templates/collapsed.html",
+        "graphtrace/export/templates/page.html",
+        *(f"graphtrace/export/js/{name}" for name in SCRIPTS),
         "graphtrace/analysis/__init__.py",
     ):
         assert needed in names, needed

@@ -1,15 +1,15 @@
-"""Interactive HTML through pyvis, with graphtrace's own template.
+"""Interactive HTML: one self-contained page per trace, with graphtrace's own template and scripts.
 
-pyvis 0.3.2 as shipped loads vis-network and Bootstrap from CDNs and renders user text without
-escaping; so graphtrace gives pyvis its own Jinja environment (autoescaping on) and template, which
-embeds vis-network's JS and CSS from pyvis's package, escapes every user string (data goes through
-``tojson``), forbids every network request with a Content-Security-Policy, and draws a left-to-right
-layered layout computed here with physics off, so 10k-node traces draw in about a second.
+The page is a template (``templates/page.html``, rendered by Jinja with autoescaping on: user text is
+escaped, data goes through ``tojson`` in a JSON script tag) into which the scripts are inlined as they are
+written: vis-network (from pyvis's package, which draws the boxes), dagre (vendored, the layered layout)
+and graphtrace's own plain JavaScript files in ``js/``, one concern each (no build step). A
+Content-Security-Policy forbids every network request. The trace travels as compact columns
+(:mod:`graphtrace.export.payload`), bit for bit.
 """
 
 from __future__ import annotations
 
-import base64
 import html as _html
 import math
 import re
@@ -20,108 +20,57 @@ from typing import Any
 
 import jinja2
 import networkx as nx
-import numpy as np
 import pandas as pd
 import pyvis
 from markupsafe import Markup
-from pyvis.network import Network
 
 from .._files import atomic_write
 from .._real import as_float
 from ..snapshot import as_graph
-from .frames import is_tensor_trace, node_roles, topological_nodes
+from .frames import topological_nodes
+from .payload import ROLE_COLORS, page_data, trace_name
 
-__all__ = ["COLLAPSE_OVER", "DEFAULT_DIR", "EXPAND_BUDGET", "ROLE_COLORS", "html_text", "show", "to_html"]
+__all__ = ["DEFAULT_DIR", "EXPAND_BUDGET", "ROLE_COLORS", "SCRIPTS", "html_text", "show", "to_html"]
 
-#: Node colours by role, after torchviz (parameters blue, inputs orange, root green).
-ROLE_COLORS = {
-    "parameter": "#9ecae1",
-    "leaf": "#fdd0a2",
-    "constant": "#e5e5e5",
-    "intermediate": "#ffffff",
-    "root": "#a1d99b",
-}
 DEFAULT_DIR = Path("exports")
-Y_STEP = 110
-CHAR_PX, GAP_PX, MAX_LABEL = 8.5, 70, 32  # monospace 14px; labels longer than MAX_LABEL are cut
-_TEMPLATES = Path(__file__).parent / "templates"
+_HERE = Path(__file__).parent
+#: The page's own scripts, in the order they are inlined (each one's concern in its first lines).
+SCRIPTS = (
+    "format.js",
+    "data.js",
+    "folding.js",
+    "layout.js",
+    "legend.js",
+    "replay.js",
+    "details.js",
+    "search.js",
+    "view.js",
+    "page.js",
+)
+#: The first view opens boxes while it shows at most this many (and they fit the window legibly).
+EXPAND_BUDGET = 15
+
+
+def _inline(name: str, text: str) -> Markup:
+    if "</script" in text.lower() or "<!--" in text:
+        raise RuntimeError(f"{name} cannot be inlined into a <script> element safely")
+    return Markup(text)
 
 
 @cache
 def _environment() -> jinja2.Environment:
     vis = Path(pyvis.__file__).parent / "lib" / "vis-9.1.2"
-    js = (vis / "vis-network.min.js").read_text(encoding="utf-8")
     css = (vis / "vis-network.css").read_text(encoding="utf-8")
-    dagre = (Path(__file__).parent / "vendor" / "dagre.min.js").read_text(encoding="utf-8")
-    if "</script" in (js + dagre).lower() or "</style" in css.lower():  # pragma: no cover - clean copies
-        raise RuntimeError("vis-network or dagre assets cannot be inlined safely")
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES), autoescape=True)
-    env.globals.update(vis_js=Markup(js), vis_css=Markup(css), dagre_js=Markup(dagre), legend=list(ROLE_COLORS.items()))
+    if "</style" in css.lower():  # pragma: no cover - a clean copy
+        raise RuntimeError("vis-network's CSS cannot be inlined safely")
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(_HERE / "templates"), autoescape=True)
+    env.globals.update(
+        vis_js=_inline("vis-network", (vis / "vis-network.min.js").read_text(encoding="utf-8")),
+        vis_css=Markup(css),
+        dagre_js=_inline("dagre", (_HERE / "vendor" / "dagre.min.js").read_text(encoding="utf-8")),
+        scripts=[(name, _inline(name, (_HERE / "js" / name).read_text(encoding="utf-8"))) for name in SCRIPTS],
+    )
     return env
-
-
-def _fmt(x: Any) -> str:
-    return f"{x:.4g}" if isinstance(x, float) else str(x)
-
-
-def tensor_info(a: dict[str, Any]) -> str:
-    """The summary lines of a tensor node (dtype, element count, data and grad statistics)."""
-    lines = [f"dtype: {a.get('dtype', '')}, {a.get('numel', -1)} elements"]
-    for p in ("data", "grad"):
-        if not a.get(f"{p}_known"):
-            lines.append(f"{p}: not recorded")
-            continue
-        stats = ", ".join(f"{s} {_fmt(a.get(f'{p}_{s}', math.nan))}" for s in ("mean", "std", "min", "max", "norm"))
-        bad = a.get(f"{p}_nonfinite", 0)
-        lines.append(f"{p}: {stats}" + (f", {bad} non-finite" if bad else ""))
-    return "\n".join(lines)
-
-
-def _box_label(a: dict[str, Any]) -> str:
-    label = str(a.get("label", ""))
-    if len(label) > MAX_LABEL:
-        label = label[: MAX_LABEL - 1] + "…"
-    op = str(a.get("op", ""))
-    data, grad = a.get("data", float("nan")), a.get("grad", float("nan"))
-    shape = f"  {a['shape']}" if a.get("shape") else ""
-    return f"{label}{f'  ({op})' if op else ''}{shape}\ndata {_fmt(data)}\ngrad {_fmt(grad)}"
-
-
-def _layout(G: nx.DiGraph, texts: dict[Any, str]) -> dict[Any, tuple[int, int]]:
-    """Left to right by topological generation, each generation centred vertically: the positions of a
-    full view of more than 3,000 nodes (smaller ones are laid out in the page by dagre).
-
-    A leaf sits in the column just before its first use (not all leaves in column 0), so inputs and
-    constants are drawn next to the op that reads them.
-    """
-    pos = {}
-    try:
-        generations = list(nx.topological_generations(G))
-    except nx.NetworkXUnfeasible as exc:
-        raise ValueError("the graph has a cycle, so it is not a computation trace") from exc
-    level = {n: i for i, gen in enumerate(generations) for n in gen}
-    succ = G._succ
-    columns: dict[int, list[Any]] = {}
-    for n, i in level.items():
-        if i == 0 and succ[n]:
-            i = min(level[s] for s in succ[n]) - 1
-        columns.setdefault(i, []).append(n)
-    generations = [columns[i] for i in sorted(columns)]
-    x = 0.0
-    previous = 0.0
-    for gen in generations:
-        gen.sort(key=lambda n: (0, n, "") if isinstance(n, int) else (1, 0, str(n)))
-        width = CHAR_PX * max(len(line) for n in gen for line in texts[n].split("\n"))
-        x += (previous + width) / 2 + GAP_PX if previous else 0.0
-        previous = width
-        half = (len(gen) - 1) / 2
-        for j, n in enumerate(gen):
-            pos[n] = (int(x), int((j - half) * Y_STEP))
-    return pos
-
-
-#: Colour of nodes without a value under ``color_by``.
-NO_VALUE = "#d9d9d9"
 
 
 def _colour_value(v: Any, n: Any) -> float | None:
@@ -169,241 +118,10 @@ def _values(G: nx.DiGraph, color_by: Any) -> tuple[str, dict[Any, float]] | None
     return (str(name) if name is not None else "value"), {n: given.get(n, math.nan) for n in G}
 
 
-def _diverging(v: float, vmax: float) -> str:
-    """Blue below 0, white at 0, red above, by ``sqrt(|v| / vmax)``; grey for NaN."""
-    if math.isnan(v):
-        return NO_VALUE
-    t = 1.0 if math.isinf(v) or vmax <= 0 else math.sqrt(min(1.0, abs(v) / vmax))
-    if v > 0:
-        return f"rgb(255,{round(255 - 200 * t)},{round(255 - 200 * t)})"
-    if v < 0:
-        return f"rgb({round(255 - 200 * t)},{round(255 - 160 * t)},255)"
-    return "#ffffff"
-
-
-def _vmax(values: dict[Any, float]) -> float:
-    return max((abs(v) for v in values.values() if math.isfinite(v)), default=0.0)
-
-
-def _network(G: nx.DiGraph, title: str, colors: tuple[str, dict[Any, float]] | None = None) -> Network:
-    roles = node_roles(G)
-    vmax = _vmax(colors[1]) if colors else 0.0
-    texts = {n: _box_label(a) for n, a in G._node.items()}
-    tensors = is_tensor_trace(G)
-    pos = _layout(G, texts)
-    nodes = []
-    order = topological_nodes(G)
-    for n in order:
-        a = G._node[n]
-        label = str(a.get("label", ""))
-        op = str(a.get("op", ""))
-        data, grad = a.get("data", float("nan")), a.get("grad", float("nan"))
-        x, y = pos[n]
-        nodes.append(
-            {
-                "id": n if isinstance(n, int) else str(n),
-                "name": label,
-                "label": texts[n],
-                "title": f"{label}\nop: {op or '(leaf)'}\nrole: {roles[n]}\ndata: {data!r}\ngrad: {grad!r}\nnode: {n}"
-                + (f"\nshape: {a.get('shape', '')}\n{tensor_info(a)}" if tensors else "")
-                + (f"\n{colors[0]}: {colors[1][n]!r}" if colors else ""),
-                "color": {
-                    "background": _diverging(colors[1][n], vmax) if colors else ROLE_COLORS[roles[n]],
-                    "border": "#555",
-                },
-                "x": x,
-                "y": y,
-                "data": _json_num(data),
-                "grad": _json_num(grad),
-                "roleColor": ROLE_COLORS[roles[n]],
-                **({"value": _json_num(colors[1][n])} if colors else {}),
-            }
-        )
-    edges = [  # per result, its operands in order (the page's replay walks them breadth-first)
-        {
-            "from": u if isinstance(u, int) else str(u),
-            "to": v if isinstance(v, int) else str(v),
-            "label": _fmt(e.get("local_grad", float("nan"))),
-            "lg": _json_num(e.get("local_grad", float("nan"))),
-        }
-        for v in order
-        for u, e in G._pred[v].items()
-    ]
-    net = Network(height="100%", width="100%", directed=True, heading=title)
-    net.nodes = nodes
-    net.edges = edges
-    net.node_ids = [d["id"] for d in nodes]
-    net.templateEnv = _environment()
-    net.templateEnv.globals["value_name"] = colors[0] if colors else None
-    net.path = "graph.html"
-    return net
-
-
-#: Traces with more nodes than this open collapsed by scope (when they have scopes).
-COLLAPSE_OVER = 500
-#: A collapsed view first expands the biggest scopes while it shows at most this many boxes.
-EXPAND_BUDGET = 15
-#: Boxes of the collapsed view that are not scopes: parameters (under their module path), and, when
-#: there are more than EXPAND_BUDGET of them, the model inputs (leaves used only inside scopes) and the
-#: other nodes recorded outside any scope (a loss built by hand). The first view never expands them.
-PARAMETERS, INPUTS, OUTSIDE = "parameters", "(inputs)", "(outside any scope)"
-_ROLE_INDEX = {role: i for i, role in enumerate(ROLE_COLORS)}
-
-
-def _collapsed_network(G: nx.DiGraph, title: str, colors: tuple[str, dict[Any, float]] | None = None) -> Network:
-    """The scope-collapsible view: compact arrays that the page's script lays out and redraws.
-
-    ``columns``: one column per field, rows in topological order for nodes (``id``, ``scope`` index,
-    ``role`` index, ``label``, ``op``, ``data``, ``grad``) and, for edges, each result's operands in
-    order (``nargs`` per result, then ``src`` the operand's node index and ``lg`` the local_grad per
-    edge). Numbers travel as base64 typed arrays of the narrowest type, strings as distinct words plus
-    an index column, ``id`` is left out when the ids are the row numbers;
-    ``scopes``: every scope path and all its prefixes as ``[parent index, segment]``, parents before
-    children. Strings reach the page only through ``tojson`` in a JSON script tag and are drawn as text,
-    never as HTML.
-    """
-    roles = node_roles(G)
-    order = topological_nodes(G)
-    index = {n: i for i, n in enumerate(order)}
-    # the scope tree as [parent index, segment] pairs, parents first: no prefix string is built (scopes
-    # may nest 10,000 deep), a path's segments are walked from the root through a dict per scope
-    scope_pairs: list[tuple[int, str]] = [(-1, "")]
-    children: list[dict[str, int]] = [{}]
-    scope_ids: dict[str, int] = {"": 0}
-
-    def scope_id(path: str) -> int:
-        k = scope_ids.get(path)
-        if k is None:
-            k = 0
-            for seg in path.split("/"):
-                nxt = children[k].get(seg)
-                if nxt is None:
-                    nxt = children[k][seg] = len(scope_pairs)
-                    scope_pairs.append((k, seg))
-                    children.append({})
-                k = nxt
-            scope_ids[path] = k
-        return k
-
-    node = G._node
-    succ = G._succ
-    pred = G._pred
-    inputs = {
-        n for n in order if not node[n].get("scope") and not pred[n] and all(node[c].get("scope") for c in succ[n])
-    }
-    outside = sum(1 for n in order if not node[n].get("scope")) - len(inputs)
-    group_inputs, group_outside = len(inputs) > EXPAND_BUDGET, outside > EXPAND_BUDGET
-
-    def shown_path(n: Any, a: dict[str, Any]) -> str:
-        path = str(a.get("scope", ""))
-        if a.get("role") == "parameter" and path:
-            return f"{PARAMETERS}/{path}"
-        if path:
-            return path
-        if n in inputs:
-            return INPUTS if group_inputs else ""
-        return OUTSIDE if group_outside else ""
-
-    attrs = [node[n] for n in order]
-    ids = [n if isinstance(n, int) else str(n) for n in order]
-    pred = G._pred
-    sources = [index[u] for v in order for u in pred[v]]
-    local = [e.get("local_grad", math.nan) for v in order for e in pred[v].values()]
-    int_ids = [n for n in ids if type(n) is int and abs(n) <= _INT32]
-    # ids: none when they are the row numbers, else base64 when they are all int32, else a list
-    id_column = (None if int_ids == list(range(len(ids))) else _ints(int_ids)) if len(int_ids) == len(ids) else ids
-    columns: dict[str, Any] = {
-        "id": id_column,
-        "scope": _ints([scope_id(shown_path(n, a)) for n, a in zip(order, attrs, strict=True)]),
-        "role": _ints([_ROLE_INDEX[roles[n]] for n in order]),
-        "label": _words([str(a.get("label", "")) for a in attrs]),
-        "op": _words([str(a.get("op", "")) for a in attrs]),
-        "data": _floats([_float(a.get("data", math.nan)) for a in attrs]),
-        "grad": _floats([_float(a.get("grad", math.nan)) for a in attrs]),
-        # edges grouped by result: its operand count, then each operand (source) in order
-        "nargs": _ints([len(pred[v]) for v in order]),
-        "src": _ints(sources),
-        "lg": _floats([_float(x) for x in local]),
-    }
-    if is_tensor_trace(G):
-        columns["shape"] = _words([str(a.get("shape", "")) for a in attrs])
-        columns["info"] = _words([tensor_info(a) for a in attrs])
-    net = Network(height="100%", width="100%", directed=True, heading=title)
-    net.nodes = []
-    net.edges = []
-    net.node_ids = []
-    net.templateEnv = _environment()
-    net.path = "collapsed.html"
-    net.graphtrace_payload = {
-        "columns": columns,
-        "scopes": [list(p) for p in scope_pairs],
-        "roles": list(ROLE_COLORS),
-        "colors": list(ROLE_COLORS.values()),
-        "budget": EXPAND_BUDGET,
-        "noAuto": [PARAMETERS, INPUTS, OUTSIDE],
-        "maxLabel": MAX_LABEL,
-    }
-    if colors:
-        net.graphtrace_payload["values"] = _floats([colors[1][n] for n in order])
-        net.graphtrace_payload["valueName"] = colors[0]
-    return net
-
-
-_INT32 = 2**31 - 1
-
-
-def _float(x: Any) -> float:
-    try:
-        return float(x)
-    except (TypeError, ValueError, OverflowError):
-        return math.nan
-
-
-def _b64(values: list[Any], dtype: str) -> str:
-    """A column as base64 of its little-endian bytes: the page decodes it into a typed array without
-    parsing a number (NaN and the infinities included), which is most of what the first draw waited for."""
-    return base64.b64encode(np.asarray(values, dtype=dtype).tobytes()).decode("ascii")
-
-
-def _ints(values: list[int]) -> dict[str, str]:
-    """An integer column in the narrowest of uint8, uint16 and int32 that holds it, with its type."""
-    low, high = min(values, default=0), max(values, default=0)
-    kind = "u1" if low >= 0 and high < 2**8 else "u2" if low >= 0 and high < 2**16 else "i4"
-    return {"t": kind, "b": _b64(values, "<" + kind)}
-
-
-def _floats(values: list[float]) -> dict[str, Any]:
-    """A float64 column, bit for bit: its distinct values and an index column when that is shorter
-    (a trace repeats its local derivatives and gradients), else the values themselves."""
-    bits = np.asarray(values, dtype="<f8").view("<i8")
-    distinct, index = np.unique(bits, return_inverse=True)
-    if (
-        len(distinct) * 8 + len(values) * (1 if len(distinct) <= 2**8 else 2 if len(distinct) <= 2**16 else 4)
-        < len(values) * 8
-    ):
-        return {"values": _b64(distinct.view("<f8").tolist(), "<f8"), "index": _ints(index.tolist())}
-    return {"values": _b64(values, "<f8")}
-
-
-def _words(values: list[str]) -> dict[str, Any]:
-    """A string column as its distinct words and each row's word index (a trace repeats its names)."""
-    seen: dict[str, int] = {}
-    codes = [seen.setdefault(v, len(seen)) for v in values]
-    return {"words": list(seen), "index": _ints(codes)}
-
-
-def _json_num(x: Any) -> Any:
-    """A float for JSON, or its repr ("nan", "inf") since JSON has none."""
-    x = float(x)
-    return x if math.isfinite(x) else str(x)
-
-
-def _wants_collapse(G: nx.DiGraph, collapse: bool | None) -> bool:
-    if collapse is not None:
-        if not isinstance(collapse, bool):
-            raise TypeError(f"collapse must be True, False or None, got {collapse!r}")
-        return collapse
-    return len(G) > COLLAPSE_OVER and any(a.get("scope") for a in G._node.values())
+def _fold(collapse: bool | None) -> bool:
+    if collapse is not None and not isinstance(collapse, bool):
+        raise TypeError(f"collapse must be True, False or None, got {collapse!r}")
+    return collapse is not False
 
 
 def _root_label(G: nx.DiGraph) -> str:
@@ -429,14 +147,13 @@ def html_text(x: Any, *, title: str | None = None, collapse: bool | None = None,
     G = as_graph(x)
     if title is not None and not isinstance(title, str):
         raise TypeError(f"title must be a str, got {type(title).__name__}")
-    heading = title if title is not None else f"graphtrace: {_root_label(G)}"
+    fold = _fold(collapse)
     colors = _values(G, color_by)
-    if _wants_collapse(G, collapse):
-        net = _collapsed_network(G, heading, colors)
-        template = net.templateEnv.get_template("collapsed.html")
-        value_name = colors[0] if colors else None
-        return str(template.render(heading=heading, payload=net.graphtrace_payload, value_name=value_name))
-    return str(_network(G, heading, colors).generate_html())
+    topological_nodes(G)  # a cycle is refused before anything else is built
+    heading = title if title is not None else f"graphtrace: {trace_name(G)}"
+    data = page_data(G, fold=fold, budget=EXPAND_BUDGET, colors=colors)
+    template = _environment().get_template("page.html")
+    return str(template.render(heading=heading, payload=data, value_name=colors[0] if colors else None))
 
 
 def _safe_name(label: str) -> str:
@@ -454,18 +171,23 @@ def to_html(
 ) -> Path:
     """Write ``x`` as one self-contained interactive HTML file and return its path.
 
-    A trace of more than :data:`COLLAPSE_OVER` (500) nodes that has scopes (a model's calls, see
-    :mod:`graphtrace.scopes`) opens collapsed: each top-level scope instance is one box (its name,
-    node count, its output's data and grad), the biggest boxes are expanded while at most
-    :data:`EXPAND_BUDGET` (20) boxes show, and edges between boxes are merged into one per pair with
-    a count. Parameters sit in a box ``parameters`` (then by module path); model inputs and the other
-    nodes recorded outside any scope form the boxes ``(inputs)`` and ``(outside any scope)`` when there
-    are more than 20 of each. Click a box to expand it one level; double-click a node or box inside an expanded scope
-    to collapse that scope again. A search box finds a node (by label) or a scope (by name), expands
-    the path to it and focuses it; a toggle colours by ``|grad|`` (log scale) instead of by role.
-    Smaller traces show every node. For scripts: ``window.graphtraceExpand(scope)``,
-    ``window.graphtraceCollapse(scope)`` and ``window.graphtraceSearch(text)`` return Promises
-    resolved once the view is redrawn.
+    The page opens folded by scope (a model's calls, see :mod:`graphtrace.scopes`): each top-level
+    scope instance is one box (its name, node count, its output's data and grad), and the biggest boxes
+    are opened while at most :data:`EXPAND_BUDGET` (15) boxes show and the whole view fits the window with
+    labels of at least 10.5 CSS px (left to right, else top to bottom); what cannot fit stays folded.
+    Consecutive sibling instances with the same structure (same ops, wiring and inner scope names:
+    ``MLP[0]`` … ``MLP[99]``, a torch ``ModuleList``'s blocks) fold into one stack ("MLP ×100"), whose
+    boxes show the min … median … max of the instances' outputs; opened, it shows one instance (picked
+    in the header). Edges between boxes are merged into one per pair with a count. Parameters sit in a
+    box ``parameters`` (then by module path); model inputs and the other nodes recorded outside any
+    scope form the boxes ``(inputs)`` and ``(outside any scope)`` when there are more than 15 of each.
+    A trace without scopes shows every node. Click a box to open it; double-click inside an opened
+    scope to close it; the search box finds a node (by label, id, or a parameter's dotted name), the
+    output ("loss") or a scope; the buttons replay the backward pass step by step over what is shown;
+    a legend explains every colour and number. For scripts: ``window.graphtraceExpand(scope)``,
+    ``window.graphtraceCollapse(scope)``, ``window.graphtraceSearch(text)``,
+    ``window.graphtracePick(k)`` and ``window.graphtraceStep(n)`` return Promises resolved once the
+    view is redrawn.
 
     Parameters
     ----------
@@ -475,7 +197,8 @@ def to_html(
     title : str, optional
         The page heading; user text is always escaped.
     collapse : bool, optional
-        Force the collapsible view (True) or every node (False); by default as described above.
+        Open folded as described above (True or None, the default) or with every node shown
+        (False).
     color_by : str, mapping or pandas.Series, optional
         Colour nodes by a number instead of by role: the name of a numeric node attribute, or a
         mapping / Series from node id to value (``d.set_index("node_b")["d_data"]`` for a
