@@ -20,6 +20,7 @@ TORCH ?= torch==2.13.0+cpu
 TORCH_INDEX ?=
 
 $(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip uninstall --quiet --yes graphtrace 2>/dev/null || true  # the distribution's old name
 	$(BIN)/python -m pip install --quiet $(TORCH_INDEX) '$(TORCH)'
 	$(BIN)/python -m pip install --quiet -e '.[test,bench,graphviz,torch-test,docs]'
 	touch $(STAMP)

@@ -344,7 +344,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         try:
             logdir = to_tensorboard(src, Path(args.out) if args.out else src / "tensorboard")
-        except ValueError as exc:
+        except (ValueError, ImportError) as exc:  # ImportError: the extra is missing, its install line
             raise CLIError(str(exc)) from None
         print(f"wrote {logdir} (tensorboard --logdir {logdir})")
         return 0
@@ -382,7 +382,11 @@ _EXAMPLES = {
   graphtrace report runs/demo                       the run's interactive report (runs/demo/report.html)
   graphtrace export exports/seed.json --to html     a saved trace as an interactive page
 
-'graphtrace COMMAND --help' shows each command's options and examples.""",
+'graphtrace COMMAND --help' shows each command's options and examples.
+
+installed with: pip install graphtrace-nx (the distribution; the command and the module are graphtrace)
+  pip install 'graphtrace-nx[tensorboard]'          for export RUN --to tensorboard
+  pip install 'graphtrace-nx[torch]'                for gt.pytorch, the PyTorch bridge""",
     "demo": """examples:
   graphtrace demo                   writes exports/seed.html, seed.json and seed.dot
   graphtrace demo --out /tmp/seed   the same files in /tmp/seed""",
@@ -492,7 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--to",
         choices=["html", "dot", "csv", "tensorboard"],
         required=True,
-        help="output format (tensorboard: a run's scalars and histograms as event files, default RUN/tensorboard)",
+        help="output format (tensorboard: a run's scalars and histograms as event files, default RUN/tensorboard; "
+        "it needs pip install 'graphtrace-nx[tensorboard]')",
     )
     e.add_argument(
         "--out", help="output path without suffix (default: FILE without its suffix: run.v1.json -> run.v1.html)"

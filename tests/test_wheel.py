@@ -29,9 +29,11 @@ def test_the_wheel_installs_and_runs_outside_the_repository(tmp_path: Path) -> N
     dist = tmp_path / "dist"
     # --no-isolation: the build backend (setuptools) of this environment, no download
     _run(sys.executable, "-m", "build", "--no-isolation", "--sdist", "--wheel", "--outdir", dist, ROOT, cwd=tmp_path)
-    wheels = list(dist.glob("graphtrace-*.whl"))
-    assert len(wheels) == 1 and list(dist.glob("graphtrace-*.tar.gz"))
+    wheels = list(dist.glob("graphtrace_nx-*.whl"))  # the distribution graphtrace-nx, the package graphtrace
+    assert len(wheels) == 1 and list(dist.glob("graphtrace_nx-*.tar.gz"))
     names = zipfile.ZipFile(wheels[0]).namelist()
+    meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    assert "\nName: graphtrace-nx\n" in zipfile.ZipFile(wheels[0]).read(meta).decode()
     for needed in (
         "graphtrace/py.typed",
         "graphtrace/export/templates/graph.html",

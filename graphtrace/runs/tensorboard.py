@@ -18,7 +18,7 @@ def to_tensorboard(path: str | os.PathLike[str], logdir: str | os.PathLike[str],
     |grad|) and ``update_data_log10/LAYER``. Histograms per step and layer (TensorBoard's
     "distributions" and "histograms" tabs): ``data/LAYER``, ``grad/LAYER`` and ``update/LAYER`` over
     the layer's parameters (a torch run's rows are tensors: their norms). Written with tensorboardX's
-    ``SummaryWriter`` (``pip install tensorboardX``); ``tensorboard --logdir LOGDIR`` shows them.
+    ``SummaryWriter`` (``pip install 'graphtrace-nx[tensorboard]'``); ``tensorboard --logdir LOGDIR`` shows them.
 
     Raises
     ------
@@ -40,7 +40,7 @@ def to_tensorboard(path: str | os.PathLike[str], logdir: str | os.PathLike[str],
     try:
         from tensorboardX import SummaryWriter
     except ImportError as exc:  # pragma: no cover - a test extra
-        raise ImportError("to_tensorboard needs tensorboardX: pip install tensorboardX") from exc
+        raise ImportError("to_tensorboard needs tensorboardX: pip install 'graphtrace-nx[tensorboard]'") from exc
     import numpy as np
 
     from .read import _query, health, open_run
