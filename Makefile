@@ -2,6 +2,9 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# two stages in one .venv: the package and its runtime dependencies (make demo: ~520 MB), then the
+# development set on top (make install, make test: torch, the test tools, the docs toolchain)
+RUNTIME := $(VENV)/.runtime
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2
 
@@ -12,22 +15,27 @@ export PYENV_VERSION ?= $(shell pyenv versions --bare 2>/dev/null | grep -E '^3\
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # PyTorch for the bridge's tests: the CPU-only build (no GPU libraries). This machine's pip finds it in
 # its wheel directory; elsewhere: make install TORCH_INDEX=--extra-index-url=https://download.pytorch.org/whl/cpu
 TORCH ?= torch==2.13.0+cpu
 TORCH_INDEX ?=
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(RUNTIME): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip uninstall --quiet --yes graphtrace 2>/dev/null || true  # the distribution's old name
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUNTIME)
+
+$(STAMP): $(RUNTIME)
+	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_INDEX) '$(TORCH)'
-	$(BIN)/python -m pip install --quiet -e '.[test,bench,graphviz,torch-test,docs]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,graphviz,torch-test,docs,plots]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# lean: only the package and its runtime dependencies (a .venv made by make install serves as well)
+demo: $(RUNTIME)
 	$(BIN)/graphtrace demo
 
 lint: $(STAMP)

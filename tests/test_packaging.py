@@ -10,6 +10,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -176,3 +177,48 @@ def test_a_missing_tensorboard_extra_says_its_install_line(tmp_path: Path) -> No
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert f"pip install '{DIST}[tensorboard]'" in r.stderr
+
+
+#: the extras' packages, made unimportable: what the lean install (make demo, pip install graphtrace-nx) lacks
+BLOCKED = ("matplotlib", "torch", "tensorboardX", "graphviz", "torchviz")
+
+
+def _lean(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    block = "".join(f"sys.modules[{name!r}] = None\n" for name in BLOCKED)
+    return subprocess.run(
+        [sys.executable, "-c", f"import sys\n{block}{code}"], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
+
+
+def test_the_demo_and_the_core_run_on_the_runtime_dependencies_alone(tmp_path: Path) -> None:
+    r = _lean(
+        "from graphtrace.cli import main\n"
+        "assert main(['demo']) == 0\n"
+        "assert main(['train', '--steps', '3', '--samples', '20', '--hidden', '4', '--record', 'runs/r']) == 0\n"
+        "assert main(['report', 'runs/r']) == 0\n"
+        "import graphtrace as gt\n"
+        "print('steps', gt.open_run('runs/r').sql('SELECT count(*) FROM steps').fetchall()[0][0])\n"
+        "print('loaded', gt.load('exports/seed.json').number_of_nodes())\n",
+        tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "steps 3" in r.stdout and "loaded 7" in r.stdout
+    for name in ("seed.html", "seed.json", "seed.dot", "train_history.csv", "train_sample.html"):
+        assert (tmp_path / "exports" / name).is_file(), name
+    assert (tmp_path / "runs" / "r" / "report.html").is_file()
+    # train without the plots extra: everything else written, the two plots named with their install line
+    assert not list((tmp_path / "exports").glob("*.png"))
+    assert f"train_loss.png and train_boundary.png need matplotlib: pip install '{DIST}[plots]'" in r.stdout
+
+
+def test_train_with_the_plots_extra_draws_them(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")  # the development set has it (make install)
+    from graphtrace.cli import main
+
+    assert main(["train", "--steps", "2", "--samples", "10", "--hidden", "3", "--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["train_boundary.png", "train_loss.png"]
+
+
+def test_matplotlib_is_an_extra_not_a_runtime_dependency() -> None:
+    runtime = {canonicalize_name(Requirement(d).name) for d in PYPROJECT["project"]["dependencies"]}
+    assert "matplotlib" not in runtime and "matplotlib>=3.8" in PYPROJECT["project"]["optional-dependencies"]["plots"]
