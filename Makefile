@@ -23,7 +23,7 @@ TORCH_INDEX ?=
 
 $(RUNTIME): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip uninstall --quiet --yes graphtrace 2>/dev/null || true  # the distribution's old name
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet --no-compile --progress-bar off -e .  # modules compile as first imported
 	touch $(RUNTIME)
 
 $(STAMP): $(RUNTIME)
