@@ -53,9 +53,10 @@ dist: $(STAMP)
 	rm -rf dist
 	$(BIN)/python -m build --no-isolation --outdir dist .
 
-# The browser tests run first, then the rest in parallel (a notebook cell may take 20 min on a loaded machine).
+# The browser tests (every test marked browser: the pages, the report's charts, the docs site from file://) run
+# first, then the rest in parallel (a notebook cell may take 20 min on a loaded machine).
 test: lint docs
-	$(BIN)/python -m pytest -m browser tests/test_browser.py
+	$(BIN)/python -m pytest -m browser tests
 	$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not browser" --nbmake --nbmake-timeout=1200 tests graphtrace notebooks
 
 # the fast suite (no browser, no notebooks) on each supported CPython found: 3.11, 3.12, 3.13

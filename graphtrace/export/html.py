@@ -457,7 +457,7 @@ def to_html(
     A trace of more than :data:`COLLAPSE_OVER` (500) nodes that has scopes (a model's calls, see
     :mod:`graphtrace.scopes`) opens collapsed: each top-level scope instance is one box (its name,
     node count, its output's data and grad), the biggest boxes are expanded while at most
-    :data:`EXPAND_BUDGET` (20) boxes show, and edges between boxes are merged into one per pair with
+    :data:`EXPAND_BUDGET` (15) boxes show, and edges between boxes are merged into one per pair with
     a count. Parameters sit in a box ``parameters`` (then by module path); model inputs and the other
     nodes recorded outside any scope form the boxes ``(inputs)`` and ``(outside any scope)`` when there
     are more than 20 of each. Click a box to expand it one level; double-click a node or box inside an expanded scope
