@@ -23,7 +23,25 @@ OTHERS = {
     "nx-parallel": "NetworkX's parallel backend, an option notebook 03 mentions",
 }
 #: options of pip install that take a value (the value is not a requirement)
-VALUED = {"--index-url", "-i", "--extra-index-url", "--find-links", "-f", "-r", "--requirement", "-c", "--constraint"}
+VALUED = {
+    "--index-url",
+    "-i",
+    "--extra-index-url",
+    "--find-links",
+    "-f",
+    "-r",
+    "--requirement",
+    "-c",
+    "--constraint",
+    "--progress-bar",
+    "--python",
+    "--target",
+    "-t",
+    "--prefix",
+    "--root",
+    "--platform",
+    "--python-version",
+}
 REQUIREMENT = re.compile(
     r"^(?P<name>\.|[A-Za-z0-9][A-Za-z0-9._-]*)(?:\[(?P<extras>[A-Za-z0-9_,.-]*)\])?(?P<spec>[<>=!~].*)?$"
 )
@@ -157,6 +175,7 @@ def test_the_parser_reads_the_lines_as_pip_would() -> None:
     assert _requirements(" graphtrace`, then") == ["graphtrace"]  # the other project: the test above refuses it
     assert _requirements(' ipykernel)") from exc') == ["ipykernel"]
     assert _requirements(" . # from a checkout") == ["."]
+    assert _requirements(" --quiet --no-compile --progress-bar off -e .") == ["."]
     assert _requirements(" 'graphtrace-nx[graphviz]'``).") == ["graphtrace-nx[graphviz]"]
     assert _requirements(" 'graphtrace-nx[torch]'        for gt.pytorch") == ["graphtrace-nx[torch]"]
 
