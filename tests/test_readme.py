@@ -46,8 +46,8 @@ def check_readme_output(out: str, folder: Path, ns: dict[str, Any]) -> None:
 
 
 def test_the_readme_snippets_run_as_one_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    assert len(python_blocks(README)) >= 5
     blocks = readme_blocks()
-    assert len(blocks) >= 5
     monkeypatch.chdir(tmp_path)
     ns: dict[str, Any] = {}
     for block in blocks:
