@@ -2,6 +2,9 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# two stages in one .venv: the package and its runtime dependencies (make demo: ~520 MB), then the
+# development set on top (make install, make test: torch, the test tools, the docs toolchain)
+RUNTIME := $(VENV)/.runtime
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2
 
@@ -12,21 +15,27 @@ export PYENV_VERSION ?= $(shell pyenv versions --bare 2>/dev/null | grep -E '^3\
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # PyTorch for the bridge's tests: the CPU-only build (no GPU libraries). This machine's pip finds it in
 # its wheel directory; elsewhere: make install TORCH_INDEX=--extra-index-url=https://download.pytorch.org/whl/cpu
 TORCH ?= torch==2.13.0+cpu
 TORCH_INDEX ?=
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(RUNTIME): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip uninstall --quiet --yes graphtrace 2>/dev/null || true  # the distribution's old name
+	$(BIN)/python -m pip install --quiet --no-compile --progress-bar off -e .  # modules compile as first imported
+	touch $(RUNTIME)
+
+$(STAMP): $(RUNTIME)
+	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_INDEX) '$(TORCH)'
-	$(BIN)/python -m pip install --quiet -e '.[test,bench,graphviz,torch-test,docs]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,graphviz,torch-test,docs,plots]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# lean: only the package and its runtime dependencies (a .venv made by make install serves as well)
+demo: $(RUNTIME)
 	$(BIN)/graphtrace demo
 
 lint: $(STAMP)
@@ -48,9 +57,10 @@ dist: $(STAMP)
 	rm -rf dist
 	$(BIN)/python -m build --no-isolation --outdir dist .
 
-# The browser tests run first, then the rest in parallel (a notebook cell may take 20 min on a loaded machine).
+# The browser tests (every test marked browser: the pages, the report's charts, the docs site from file://) run
+# first, then the rest in parallel (a notebook cell may take 20 min on a loaded machine).
 test: lint docs
-	$(BIN)/python -m pytest -m browser tests/test_browser.py
+	$(BIN)/python -m pytest -m browser tests
 	$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not browser" --nbmake --nbmake-timeout=1200 tests graphtrace notebooks
 
 # the fast suite (no browser, no notebooks) on each supported CPython found: 3.11, 3.12, 3.13

@@ -21,7 +21,7 @@ from pathlib import Path
 try:
     import torch
 except ImportError:  # pragma: no cover - torch is the optional extra
-    print("bench_torch: torch is not installed (pip install 'graphtrace[torch]'); skipped")
+    print("bench_torch: torch is not installed (pip install 'graphtrace-nx[torch]'); skipped")
     sys.exit(0)
 
 import graphtrace as gt

@@ -8,17 +8,34 @@ binds (a smoothing toggle, a layer or step chooser). Nothing is fetched.
 
 from __future__ import annotations
 
+import html
 import json
 import math
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Charts"]
+__all__ = ["NAMES", "Charts", "name_of"]
 
 _VENDOR = Path(__file__).parent / "export" / "vendor"
 _SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json"  # an identifier only: never fetched
 WIDTH, HEIGHT = 640, 240
+#: what a tooltip calls a column (a column not named here is shown by its own name)
+NAMES = {
+    "param_abs_grad_mean": "mean |grad|",
+    "param_abs_grad_max": "max |grad|",
+    "update_data_log10": "log10 update:data",
+    "dead_relu_share": "dead ReLU share",
+    "tanh_saturated_share": "saturated tanh share",
+    "learning_rate": "learning rate",
+    "q10": "10%",
+    "q25": "25%",
+    "q75": "75%",
+    "q90": "90%",
+}
+#: what a tooltip says for a group (a layer) the chart's quantity does not apply to
+NOT_APPLICABLE = "not applicable"
 
 
 @cache
@@ -43,16 +60,56 @@ def _clean(rows: list[dict[Any, Any]]) -> list[dict[Any, Any]]:
     return [{k: _number(v) for k, v in r.items()} for r in rows]
 
 
+def name_of(column: str) -> str:
+    """A column's name for a reader (``param_abs_grad_mean`` -> ``mean |grad|``)."""
+    return NAMES.get(column, column)
+
+
+def _at_each_step(
+    rows: list[dict[Any, Any]], y: str, color: str, groups: list[str], not_applicable: set[str]
+) -> list[dict[str, Any]]:
+    """One row per step with every group's ``y`` as text (``g0``, ``g1``, ...): a tooltip for all of them."""
+    index = {g: f"g{i}" for i, g in enumerate(groups)}
+    steps: dict[Any, dict[str, Any]] = {}
+    for r in rows:
+        if r.get("step") is None:
+            continue
+        at = steps.setdefault(r["step"], {"step": r["step"]})
+        v = r.get(y)
+        at[index[str(r[color])]] = f"{v:.4g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "–"
+    for at in steps.values():
+        for g in groups:
+            at[index[g]] = NOT_APPLICABLE if g in not_applicable else at.get(index[g], "–")
+    return [steps[s] for s in sorted(steps)]
+
+
+def _natural(text: str) -> tuple[Any, ...]:
+    """Sort key: ``Layer2`` before ``Layer10``, ``rank 2`` before ``rank 10``."""
+    return tuple(int(s) if s.isdigit() else s for s in re.split(r"(\d+)", text))
+
+
+def _legend_labels(groups: list[str], labels: list[str]) -> str:
+    """A Vega expression that shows ``labels[i]`` for the legend entry ``groups[i]``."""
+    if groups == labels:
+        return "datum.label"
+    table = json.dumps(dict(zip(groups, labels, strict=True)))
+    return f"({table})[datum.label] || datum.label"
+
+
 class Charts:
     """The plots of one page: ``add`` a spec, get its placeholder ``<div>``; ``scripts()`` once at the end."""
 
     def __init__(self) -> None:
         self.specs: list[dict[str, Any]] = []
 
-    def add(self, spec: dict[str, Any], name: str) -> str:
+    def add(self, spec: dict[str, Any], name: str, caption: str = "") -> str:
         spec = {"$schema": _SCHEMA, "width": WIDTH, "height": HEIGHT, **spec}
         self.specs.append(spec)
-        return f'<figure class="plot" data-plot="{name}"><div class="vl" id="vl{len(self.specs) - 1}"></div></figure>'
+        below = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+        return (
+            f'<figure class="plot" data-plot="{html.escape(name)}">'
+            f'<div class="vl" id="vl{len(self.specs) - 1}"></div>{below}</figure>'
+        )
 
     def scripts(self) -> str:
         data = json.dumps(self.specs, allow_nan=False).replace("<", "\\u003c")  # no </script> in the text
@@ -81,25 +138,50 @@ class Charts:
         rule: float | None = None,
         rule_label: str = "",
         domain: tuple[float, float] | None = None,
+        not_applicable: tuple[str, ...] = (),
+        caption: str = "",
     ) -> str:
-        """A line per ``color`` group of ``y`` over ``step``: hover shows the values, drag or wheel
-        zooms the step axis; ``smooth`` adds a moving average of 10 steps with a toggle."""
+        """A line per ``color`` group of ``y`` over ``step``: drag or wheel zooms the step axis; ``smooth`` adds
+        a moving average of 10 steps with a toggle. Hovering shows the point's values, or, with ``color``, one
+        tooltip listing every group at that step (TensorBoard's). The groups in ``not_applicable`` (a layer
+        without ReLU units on the dead-ReLU chart) draw no line and read "not applicable" in the legend and
+        the tooltip. The value axis spans the data (a log axis is not rounded out to powers of ten)."""
         rows = _clean(rows)
+        tip = name_of(y)
+        na = {str(g) for g in not_applicable}
+        if color:  # the groups as text (a rank number too), a group the quantity does not apply to without values
+            rows = [{**r, color: str(r[color]), **({y: None} if str(r[color]) in na else {})} for r in rows]
         positive = all((r.get(y) or 0) > 0 for r in rows if r.get(y) is not None)
-        scale: dict[str, Any] = {"type": "log"} if log and positive else {"zero": False}
+        scale: dict[str, Any] = {"type": "log", "nice": False, "padding": 6} if log and positive else {"zero": False}
         if domain is not None:
             scale = {"domain": list(domain)}
+        x = {"field": "step", "type": "quantitative", "title": "step"}
         enc: dict[str, Any] = {
-            "x": {"field": "step", "type": "quantitative", "title": "step"},
-            "y": {"field": y, "type": "quantitative", "title": y_title, "scale": scale},
+            "x": x,
+            "y": {
+                "field": y,
+                "type": "quantitative",
+                "title": y_title,
+                "scale": scale,
+                "axis": {"labelOverlap": "greedy", "format": "~g"},  # a log axis labels 2..9 of each decade
+            },
             "tooltip": [
-                {"field": "step", "type": "quantitative"},
-                {"field": y, "type": "quantitative", "format": ".4~g"},
+                {"field": "step", "type": "quantitative", "title": "step"},
+                {"field": y, "type": "quantitative", "format": ".4~g", "title": tip},
             ],
         }
+        groups: list[str] = []
         if color:
-            enc["color"] = {"field": color, "type": "nominal", "title": color_title or color}
-            enc["tooltip"].insert(0, {"field": color, "type": "nominal"})
+            groups = sorted({str(r[color]) for r in rows if r.get(color) is not None}, key=_natural)
+            labels = [f"{g} ({NOT_APPLICABLE})" if g in na else g for g in groups]
+            enc["color"] = {
+                "field": color,
+                "type": "nominal",
+                "title": color_title or color,
+                "scale": {"domain": groups},
+                "legend": {"labelExpr": _legend_labels(groups, labels), "labelLimit": 320},
+            }
+            enc["tooltip"].insert(0, {"field": color, "type": "nominal", "title": color_title or color})
         layers: list[dict[str, Any]] = [
             {
                 "mark": {"type": "line", "point": len(rows) <= 60, "strokeWidth": 1.5},
@@ -131,28 +213,74 @@ class Charts:
                         "y": {"field": "smoothed", "type": "quantitative", "title": y_title},
                         **({"color": {"field": color, "type": "nominal"}} if color else {}),
                         "tooltip": [
-                            {"field": "step", "type": "quantitative"},
+                            {"field": "step", "type": "quantitative", "title": "step"},
                             {
                                 "field": "smoothed",
                                 "type": "quantitative",
                                 "format": ".4~g",
-                                "title": f"{y} (mean of 10)",
+                                "title": f"{tip} (mean of 10)",
                             },
                         ],
                     },
                 }
             )
-        if rule is not None:
+        if color:
+            # one tooltip for every group at the hovered step: a rule at the nearest step, its points marked
             layers.append(
-                {"mark": {"type": "rule", "strokeDash": [6, 4], "color": "black"}, "encoding": {"y": {"datum": rule}}}
+                {
+                    "data": {"values": _at_each_step(rows, y, color, groups, na)},
+                    "mark": {"type": "rule", "color": "#888"},
+                    "encoding": {
+                        "x": {"field": "step", "type": "quantitative"},
+                        "opacity": {"condition": {"param": "hover", "empty": False, "value": 0.6}, "value": 0},
+                        "tooltip": [
+                            {"field": "step", "type": "quantitative", "title": f"step ({tip})"},
+                            *({"field": f"g{i}", "type": "nominal", "title": g} for i, g in enumerate(groups)),
+                        ],
+                    },
+                    "params": [
+                        {
+                            "name": "hover",
+                            "select": {
+                                "type": "point",
+                                "fields": ["step"],
+                                "nearest": True,
+                                "on": "pointerover",
+                                "clear": "pointerout",
+                            },
+                        }
+                    ],
+                }
             )
             layers.append(
                 {
+                    "transform": [{"filter": {"param": "hover", "empty": False}}],
+                    "mark": {"type": "point", "filled": True, "size": 45},
+                    "encoding": {
+                        "x": x,
+                        "y": {"field": y, "type": "quantitative"},
+                        "color": {"field": color, "type": "nominal"},
+                    },
+                }
+            )
+        if rule is not None:  # drawn once: its own one-row data, not one mark per row of the chart's
+            one: dict[str, Any] = {"values": [{}]}
+            layers.append(
+                {
+                    "data": one,
+                    "mark": {"type": "rule", "strokeDash": [6, 4], "color": "black"},
+                    "encoding": {"y": {"datum": rule}},
+                }
+            )
+            layers.append(
+                {
+                    "data": one,
                     "mark": {"type": "text", "align": "left", "dx": 4, "dy": -6, "color": "black"},
                     "encoding": {"y": {"datum": rule}, "x": {"value": 0}, "text": {"value": rule_label}},
                 }
             )
-        return self.add({"data": {"values": rows}, **({"params": top} if top else {}), "layer": layers}, name)
+        spec = {"data": {"values": rows}, **({"params": top} if top else {}), "layer": layers}
+        return self.add(spec, name, caption)
 
     def bands(self, rows: list[dict[Any, Any]], what: str, name: str) -> str:
         """TensorBoard's "distributions": per step, the min–max, 10–90% and 25–75% bands and the
@@ -188,10 +316,10 @@ class Charts:
                             "x": x,
                             "y": {"field": "median", "type": "quantitative", "title": what},
                             "tooltip": [
-                                {"field": "step", "type": "quantitative"},
+                                {"field": "step", "type": "quantitative", "title": "step"},
                                 *(
-                                    {"field": f, "type": "quantitative", "format": ".4~g"}
-                                    for f in ("min", "q25", "median", "q75", "max")
+                                    {"field": f, "type": "quantitative", "format": ".4~g", "title": name_of(f)}
+                                    for f in ("min", "q10", "q25", "median", "q75", "q90", "max")
                                 ),
                             ],
                         },
@@ -231,10 +359,27 @@ class Charts:
                         "&& isValid(datum.value)"
                     }
                 ],
-                "mark": {"type": "bar", "tooltip": True},
+                "mark": {"type": "bar"},
                 "encoding": {
-                    "x": {"field": "value", "type": "quantitative", "bin": {"maxbins": 40}, "title": "value"},
+                    "x": {
+                        "field": "value",
+                        "type": "quantitative",
+                        "bin": {"maxbins": 40},
+                        "title": "value",
+                        # a label at every few bin edges, short, none over another (the edges are 40 and close)
+                        "axis": {"format": "~g", "labelOverlap": "greedy", "labelSeparation": 6, "labelFlush": True},
+                    },
                     "y": {"aggregate": "count", "type": "quantitative", "title": "parameters"},
+                    "tooltip": [
+                        {
+                            "field": "value",
+                            "bin": {"maxbins": 40},
+                            "type": "quantitative",
+                            "title": "value",
+                            "format": ".4~g",
+                        },
+                        {"aggregate": "count", "type": "quantitative", "title": "parameters"},
+                    ],
                 },
             },
             name,

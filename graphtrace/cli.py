@@ -219,16 +219,28 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    import matplotlib
+#: what train says when matplotlib (the plots extra) is missing
+NO_PLOTS = "train_loss.png and train_boundary.png need matplotlib: pip install 'graphtrace-nx[plots]'"
 
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend, or None without the ``plots`` extra."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .export import to_html
     from .store import no_grad
-    from .train import StepResult, TrainingDiverged, decision_grid, moons_demo, train_steps
+    from .train import StepResult, TrainingDiverged, moons_demo, train_steps
     from .value import Value
 
     if args.samples < 2:
@@ -289,26 +301,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     df = pd.DataFrame([vars(r) for r in history])
     written = [_write_csv(df, out / "train_history.csv")]
 
-    fig, ax1 = plt.subplots(figsize=(7, 4))
-    ax1.plot(df["step"], df["loss"], color="tab:blue", label="loss")
-    ax1.set_xlabel("step")
-    ax1.set_ylabel("loss", color="tab:blue")
-    ax1.set_yscale("log")
-    ax2 = ax1.twinx()
-    ax2.plot(df["step"], df["accuracy"], color="tab:green", label="accuracy")
-    ax2.set_ylabel("accuracy", color="tab:green")
-    ax2.set_ylim(0, 1.05)
-    ax1.set_title(f"MLP(2, {[*args.hidden, 1]}) on make_moons({args.samples}, noise=0.1)")
-    written.append(_write_png(fig, out / "train_loss.png"))
-    plt.close(fig)
-
-    xx, yy, Z = decision_grid(model, X)
-    fig, ax = plt.subplots(figsize=(6, 5))
-    ax.contourf(xx, yy, Z, cmap=plt.cm.Spectral, alpha=0.8)
-    ax.scatter(X[:, 0], X[:, 1], c=y, s=40, cmap=plt.cm.Spectral, edgecolors="k")
-    ax.set_title("decision boundary")
-    written.append(_write_png(fig, out / "train_boundary.png"))
-    plt.close(fig)
+    plt = _pyplot()
+    if plt is not None:
+        written += _train_plots(plt, df, model, X, y, args, out)
 
     # The sample the trained model gets most wrong (the largest 1 - y * score), so that its hinge loss and
     # gradients are non-zero. When every sample is beyond the margin (the default run), the sample the
@@ -352,7 +347,39 @@ def cmd_train(args: argparse.Namespace) -> int:
     console.print(f"step {last.step}: loss {last.loss!r}, accuracy {last.accuracy:.0%}; {reached}")
     for p in written:
         console.print(f"wrote {p}")
+    if plt is None:
+        console.print(NO_PLOTS, markup=False)  # [plots] is text, not rich markup
     return 0
+
+
+def _train_plots(
+    plt: Any, df: pd.DataFrame, model: Any, X: Any, y: Any, args: argparse.Namespace, out: Path
+) -> list[Path]:
+    """The loss and accuracy curves and the decision boundary, as PNG files."""
+    from .train import decision_grid
+
+    written = []
+    fig, ax1 = plt.subplots(figsize=(7, 4))
+    ax1.plot(df["step"], df["loss"], color="tab:blue", label="loss")
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("loss", color="tab:blue")
+    ax1.set_yscale("log")
+    ax2 = ax1.twinx()
+    ax2.plot(df["step"], df["accuracy"], color="tab:green", label="accuracy")
+    ax2.set_ylabel("accuracy", color="tab:green")
+    ax2.set_ylim(0, 1.05)
+    ax1.set_title(f"MLP(2, {[*args.hidden, 1]}) on make_moons({args.samples}, noise=0.1)")
+    written.append(_write_png(fig, out / "train_loss.png"))
+    plt.close(fig)
+
+    xx, yy, Z = decision_grid(model, X)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.contourf(xx, yy, Z, cmap=plt.cm.Spectral, alpha=0.8)
+    ax.scatter(X[:, 0], X[:, 1], c=y, s=40, cmap=plt.cm.Spectral, edgecolors="k")
+    ax.set_title("decision boundary")
+    written.append(_write_png(fig, out / "train_boundary.png"))
+    plt.close(fig)
+    return written
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -365,7 +392,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         try:
             logdir = to_tensorboard(src, Path(args.out) if args.out else src / "tensorboard")
-        except ValueError as exc:
+        except (ValueError, ImportError) as exc:  # ImportError: the extra is missing, its install line
             raise CLIError(str(exc)) from None
         print(f"wrote {logdir / Path(src).resolve().name} (tensorboard --logdir {logdir})")
         return 0
@@ -403,7 +430,12 @@ _EXAMPLES = {
   graphtrace report runs/demo                       the run's interactive report (runs/demo/report.html)
   graphtrace export exports/seed.json --to html     a saved trace as an interactive page
 
-'graphtrace COMMAND --help' shows each command's options and examples.""",
+'graphtrace COMMAND --help' shows each command's options and examples.
+
+installed with: pip install graphtrace-nx (the distribution; the command and the module are graphtrace)
+  pip install 'graphtrace-nx[tensorboard]'          for export RUN --to tensorboard
+  pip install 'graphtrace-nx[plots]'                for train's PNG plots (matplotlib)
+  pip install 'graphtrace-nx[torch]'                for gt.pytorch, the PyTorch bridge""",
     "demo": """examples:
   graphtrace demo                   writes exports/seed.html, seed.json and seed.dot
   graphtrace demo --out /tmp/seed   the same files in /tmp/seed""",
@@ -412,7 +444,9 @@ _EXAMPLES = {
   graphtrace train --steps 20 --hidden 8 --lr 0.5   a smaller, shorter run
   graphtrace train --record runs/demo               also record every step (gt.open_run("runs/demo"))
   graphtrace train --record runs/demo --snapshot-every 25 --overwrite
-                                                    replace the run, with the whole trace every 25 steps""",
+                                                    replace the run, with the whole trace every 25 steps
+
+train_loss.png and train_boundary.png need matplotlib: pip install 'graphtrace-nx[plots]'""",
     "report": """examples:
   graphtrace report runs/demo                       writes runs/demo/report.html
   graphtrace report runs/demo --watch               keeps it current while the run records
@@ -521,7 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["html", "dot", "csv", "tensorboard"],
         required=True,
         help="output format (tensorboard: a run's scalars, histograms and hyper-parameters as event files, in "
-        "OUT/NAME, default RUN/tensorboard/NAME)",
+        "OUT/NAME, default RUN/tensorboard/NAME; it needs pip install 'graphtrace-nx[tensorboard]')",
     )
     e.add_argument(
         "--out", help="output path without suffix (default: FILE without its suffix: run.v1.json -> run.v1.html)"

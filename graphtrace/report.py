@@ -125,6 +125,7 @@ def report_html(path: str | os.PathLike[str], *, reload_every: float | None = No
         )
     else:
         if "relu" in kinds:
+            without = sorted({str(r["layer"]) for r in hr} - _relu_layers(con, root))
             parts.append(
                 charts.line(
                     hr,
@@ -133,6 +134,8 @@ def report_html(path: str | os.PathLike[str], *, reload_every: float | None = No
                     "dead relu",
                     color="layer",
                     domain=(0, 1),
+                    not_applicable=tuple(without),
+                    caption=f"Not applicable (no ReLU units): {', '.join(without)}." if without else "",
                 )
             )
         if "tanh" in kinds:
@@ -260,7 +263,7 @@ _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:20px;max-width:1100px}figure{margin:12px 0}"
     "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}"
     "code{background:#f5f5f5;padding:1px 4px}iframe{width:100%;height:620px;border:1px solid #ccc}"
-    ".vega-bindings{font-size:12px;margin:4px 0}"
+    ".vega-bindings{font-size:12px;margin:4px 0}figcaption{font-size:13px;color:#444;margin:2px 0 0 40px}"
 )
 _LAYER = "array_to_string(string_split(scope, '/')[1:2], '/')"
 MAX_POINTS = 300  # steps drawn per distribution (evenly spaced): a long run's page stays small
@@ -320,6 +323,14 @@ def _unit_kinds(con: Any, root: Path) -> set[str] | None:
     return {kind for kind in ("relu", "tanh") if int(df[kind].iloc[0]) > 0}
 
 
+def _relu_layers(con: Any, root: Path) -> set[str]:
+    """The layers (two scope segments, as in :func:`graphtrace.runs.health`) that have ReLU units: a layer
+    without any (a linear output layer) has no dead-ReLU share at all, not a share of 0."""
+    unit_layer = "array_to_string(string_split(regexp_replace(scope, '\\[[0-9]+\\]', '', 'g'), '/')[1:2], '/')"
+    df = _query(con, f"SELECT DISTINCT {unit_layer} AS layer FROM scopes WHERE NOT isnan(relu_zero_share)", root)
+    return {str(v) for v in df["layer"]}
+
+
 def _model_summary(con: Any, root: Path) -> str:
     """The model as its modules and their parameter counts (from the last step's params rows)."""
     has_numel = "numel" in _query(con, "SELECT * FROM params LIMIT 0", root).columns
@@ -377,8 +388,7 @@ def compare_html(paths: list[str | os.PathLike[str]]) -> str:
         f"<title>graphtrace runs: {esc(', '.join(names))}</title>",
         f"<style>{_STYLE}</style></head><body>",
         f"<h1>graphtrace: {len(names)} runs compared</h1>",
-        "<h2>Hyper-parameters that differ</h2>",
-        _hparams_table(manifests, names).to_html(index=False, escape=True, classes="hparams"),
+        "<h2>Runs</h2>",
         "<table class=runs><tr><th>run</th><th>status</th><th>complete steps</th><th>last loss</th></tr>",
     ]
     for n, m in zip(names, manifests, strict=True):
@@ -388,6 +398,9 @@ def compare_html(paths: list[str | os.PathLike[str]]) -> str:
             f"<tr><td>{esc(n)}</td><td>{esc(str(m.get('status')))}</td><td>{len(df)}</td><td>{esc(last)}</td></tr>"
         )
     parts.append("</table>")
+    parts.append("<h2>Hyper-parameters that differ</h2>")
+    parts.append(_hparams_table(manifests, names).to_html(index=False, escape=True, classes="hparams"))
+    parts.append("<h2>Curves</h2><p>Hover a chart for every run's value at that step; drag or scroll to zoom.</p>")
     charts = Charts()
     rows = steps.to_dict("records")
     parts.append(charts.line(rows, "loss", "loss", "loss", color="run", log=True, smooth=True))

@@ -50,7 +50,7 @@ def test_without_torch_gt_pytorch_names_the_extra() -> None:
     code = "import sys; sys.modules['torch'] = None\nimport graphtrace as gt\ngt.pytorch"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
-    assert "ImportError: graphtrace.pytorch needs PyTorch" in out.stderr and "graphtrace[torch]" in out.stderr
+    assert "ImportError: graphtrace.pytorch needs PyTorch" in out.stderr and "graphtrace-nx[torch]" in out.stderr
 
 
 # ---- oracles: torchviz's graph, torch's gradients ----------------------------------------------

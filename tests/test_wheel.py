@@ -31,9 +31,11 @@ def test_the_wheel_installs_and_runs_outside_the_repository(tmp_path: Path) -> N
     dist = tmp_path / "dist"
     # --no-isolation: the build backend (setuptools) of this environment, no download
     _run(sys.executable, "-m", "build", "--no-isolation", "--sdist", "--wheel", "--outdir", dist, ROOT, cwd=tmp_path)
-    wheels = list(dist.glob("graphtrace-*.whl"))
-    assert len(wheels) == 1 and list(dist.glob("graphtrace-*.tar.gz"))
+    wheels = list(dist.glob("graphtrace_nx-*.whl"))  # the distribution graphtrace-nx, the package graphtrace
+    assert len(wheels) == 1 and list(dist.glob("graphtrace_nx-*.tar.gz"))
     names = zipfile.ZipFile(wheels[0]).namelist()
+    meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    assert "\nName: graphtrace-nx\n" in zipfile.ZipFile(wheels[0]).read(meta).decode()
     for needed in (
         "graphtrace/py.typed",
         "graphtrace/export/templates/page.html",
@@ -58,7 +60,9 @@ def test_the_wheel_installs_and_runs_outside_the_repository(tmp_path: Path) -> N
     assert _run(gt_cmd, "--version", cwd=work).stdout.strip() == f"graphtrace {version}"
     _run(gt_cmd, "demo", cwd=work)
     assert (work / "exports" / "seed.html").stat().st_size > 10_000
-    _run(gt_cmd, "train", "--steps", "2", "--samples", "20", "--record", "runs/r", cwd=work)
+    trained = _run(gt_cmd, "train", "--steps", "2", "--samples", "20", "--record", "runs/r", cwd=work)
+    # the wheel's runtime dependencies alone (no plots extra): the rest is written, the plots' install line said
+    assert "pip install 'graphtrace-nx[plots]'" in trained.stdout and not list((work / "exports").glob("*.png"))
     _run(gt_cmd, "report", "runs/r", cwd=work)
     page = (work / "runs" / "r" / "report.html").read_text(encoding="utf-8")
     assert "vega" in page and "<script src=" not in page  # the plotting scripts are inlined

@@ -259,7 +259,7 @@ def draw_dot(x: Any, rankdir: str = "LR", depth: int | None = 1) -> Any:
     Raises
     ------
     ImportError
-        If the optional ``graphviz`` package is missing (``pip install 'graphtrace[graphviz]'``).
+        If the optional ``graphviz`` package is missing (``pip install 'graphtrace-nx[graphviz]'``).
 
     Examples
     --------
@@ -272,7 +272,7 @@ def draw_dot(x: Any, rankdir: str = "LR", depth: int | None = 1) -> Any:
         import graphviz
     except ImportError as exc:
         raise ImportError(
-            "draw_dot needs the optional 'graphviz' package: pip install 'graphtrace[graphviz]' "
+            "draw_dot needs the optional 'graphviz' package: pip install 'graphtrace-nx[graphviz]' "
             "(and the Graphviz 'dot' program to render); to_dot works without it"
         ) from exc
     text = to_dot(x, rankdir=rankdir, depth=depth)

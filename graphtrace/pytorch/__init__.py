@@ -13,7 +13,7 @@ leaf tensor (a parameter, named after ``model.named_parameters()``). Tensor node
 :mod:`graphtrace.pytorch.tensors`); ``data`` and ``grad`` hold a one-element tensor's value and a
 larger tensor's L2 norm, so every view that colours or sorts by them works.
 
-This module needs PyTorch (``pip install 'graphtrace[torch]'``); ``import graphtrace`` never imports
+This module needs PyTorch (``pip install 'graphtrace-nx[torch]'``); ``import graphtrace`` never imports
 it: ``gt.pytorch`` loads it on first use.
 """
 
@@ -23,7 +23,7 @@ try:
     import torch as _torch  # noqa: F401
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess without torch
     raise ImportError(
-        "graphtrace.pytorch needs PyTorch, which is not installed: pip install 'graphtrace[torch]' "
+        "graphtrace.pytorch needs PyTorch, which is not installed: pip install 'graphtrace-nx[torch]' "
         "(or a CPU build: pip install torch --index-url https://download.pytorch.org/whl/cpu)"
     ) from exc
 

@@ -37,7 +37,7 @@ def to_tensorboard(path: str | os.PathLike[str], logdir: str | os.PathLike[str],
     "distributions" and "histograms" tabs): ``data/LAYER``, ``grad/LAYER`` and ``update/LAYER`` over
     the layer's parameters (a torch run's rows are tensors: their norms). The run's hyper-parameters
     (and its rank) in the HParams tab, with ``loss`` as the metric. Written with tensorboardX's
-    ``SummaryWriter`` (``pip install tensorboardX``); ``tensorboard --logdir LOGDIR`` shows them.
+    ``SummaryWriter`` (``pip install 'graphtrace-nx[tensorboard]'``); ``tensorboard --logdir LOGDIR`` shows them.
 
     Raises
     ------
@@ -62,7 +62,7 @@ def to_tensorboard(path: str | os.PathLike[str], logdir: str | os.PathLike[str],
         from tensorboardX import SummaryWriter
         from tensorboardX.summary import hparams
     except ImportError as exc:  # pragma: no cover - a test extra
-        raise ImportError("to_tensorboard needs tensorboardX: pip install tensorboardX") from exc
+        raise ImportError("to_tensorboard needs tensorboardX: pip install 'graphtrace-nx[tensorboard]'") from exc
     import numpy as np
 
     from .layout import _parts, _read_manifest
