@@ -1,0 +1,121 @@
+"""Every number on a PyTorch graph, against torch itself (issue #26, items 1-12): float64
+recomputation and ``torch.autograd.grad`` of the same quantities are the oracles."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import graphtrace as gt  # noqa: E402
+from graphtrace.pytorch import summary  # noqa: E402
+from graphtrace.pytorch import tensors as _tensors  # noqa: E402
+
+CHUNK = getattr(_tensors, "CHUNK", 1 << 17)  # a tensor longer than this takes several passes
+
+
+def _truth(t: Any) -> dict[str, float]:
+    """The statistics of ``t``'s values (as stored), recomputed in float64 (scaled by a power of two
+    so that float64 values near 1e200 do not overflow the oracle itself)."""
+    d = t.detach().double().reshape(-1)
+    scale = 2.0 ** math.frexp(float(d.abs().max()) or 1.0)[1]
+    d = d / scale
+    return {
+        "mean": float(d.mean()) * scale,
+        "std": float(d.std(correction=0)) * scale,
+        "norm": float(d.norm()) * scale,
+        "min": float(d.min()) * scale,
+        "max": float(d.max()) * scale,
+        "abs_mean": float(d.abs().mean()) * scale,
+    }
+
+
+def _close(a: dict[str, Any], prefix: str, t: Any, rel: float = 1e-4, scaled: bool = False) -> None:
+    """``a``'s summary of ``t`` is its float64 truth to ``rel`` (``scaled``: or to ``rel * max |t|``,
+    for values whose mean cancels)."""
+    truth = _truth(t)
+    tol = rel * max(abs(truth["min"]), abs(truth["max"])) if scaled else 0.0
+    for s, v in truth.items():
+        got = a[f"{prefix}_{s}"]
+        if s == "abs_mean" and math.isnan(got):
+            continue
+        assert got == pytest.approx(v, rel=rel, abs=tol), (prefix, s, got, v)
+
+
+# ---- item 4: statistics that keep their digits ----------------------------------------------------
+@pytest.mark.parametrize("offset", [1e2, 1e3, 1e4, 1e5, 1e6])
+@pytest.mark.parametrize("n", [1000, CHUNK * 2 + 17])
+def test_std_of_float32_values_with_a_common_offset_matches_float64(offset: float, n: int) -> None:
+    g = torch.Generator().manual_seed(int(offset) + n)
+    x = (offset + 0.01 * torch.randn(n, generator=g, dtype=torch.float64)).float()
+    s = summary(x)
+    truth = float(x.double().std(correction=0))
+    assert truth > 0
+    assert s["data_std"] == pytest.approx(truth, rel=1e-3)
+    _close(s, "data", x)
+    # and with the offset negative, in float64, and as float16 / bfloat16 sums
+    assert summary(-x)["data_std"] == pytest.approx(truth, rel=1e-3)
+    assert summary(x.double())["data_std"] == pytest.approx(truth, rel=1e-6)
+
+
+def test_a_one_element_tensor_has_std_zero_and_its_value() -> None:
+    for v in (0.1, 77.7, 12345.678, 1e5 + 0.1, -3.25e20, 7.0):
+        s = summary(torch.tensor([v], dtype=torch.float32))
+        assert s["data_std"] == 0.0 and s["data"] == float(torch.tensor(v, dtype=torch.float32))
+        assert s["data_mean"] == s["data_min"] == s["data_max"] == s["data"]
+
+
+def test_traced_values_and_gradients_with_an_offset_match_float64() -> None:
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(8, 16)
+    with torch.no_grad():
+        lin.bias.fill_(1000.0)  # addmm's output: 1000 + a small spread
+    x = torch.randn(32, 8) * 0.01
+    with gt.pytorch.trace(lin) as tr:
+        out = lin(x)
+        out.retain_grad()
+        loss = ((out - 999.0) ** 2).sum() * 1e-3  # its gradient: about 2e-3 + a small spread
+        loss.backward()
+    a = next(a for _, a in tr.graph.nodes(data=True) if a["op"] == "addmm")
+    assert a["data_std"] == pytest.approx(float(out.detach().double().std(correction=0)), rel=1e-3)
+    _close(a, "data", out)
+    _close(a, "grad", out.grad)
+
+
+def test_the_runs_params_rows_keep_their_digits(tmp_path: Path) -> None:
+    class Offset(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            g = torch.Generator().manual_seed(1)
+            self.w = torch.nn.Parameter((1000.0 + 0.01 * torch.randn(5000, generator=g, dtype=torch.float64)).float())
+            self.c = (1000.0 + 0.01 * torch.randn(5000, generator=g, dtype=torch.float64)).float()
+
+        def forward(self) -> Any:
+            return (self.w * self.c).sum()  # d/dw = c: 1000 + a small spread
+
+    model = Offset()
+    with gt.record(tmp_path / "run", model) as run:
+        model.zero_grad()
+        loss = model()
+        loss.backward()
+        run.log(0, loss)
+    row = gt.open_run(tmp_path / "run").sql("SELECT * FROM params").df().iloc[0]
+    assert row["grad_std"] == pytest.approx(float(model.w.grad.double().std(correction=0)), rel=1e-3)
+    assert row["data_std"] == pytest.approx(float(model.w.detach().double().std(correction=0)), rel=1e-3)
+    assert row["grad_mean"] == pytest.approx(float(model.w.grad.double().mean()), rel=1e-6)
+    assert row["grad"] == pytest.approx(float(model.w.grad.double().norm()), rel=1e-6)
+
+
+def test_norms_never_overflow_and_huge_values_keep_their_statistics() -> None:
+    for x in (
+        torch.full((1000,), 3e25) + torch.randn(1000) * 1e24,
+        torch.tensor([1e200, -2e200, 3e200], dtype=torch.float64),
+        torch.tensor([3.0e38, -3.0e38, 1.0], dtype=torch.float32),
+    ):
+        s = summary(x)
+        assert s["data_nonfinite"] == 0 and math.isfinite(s["data_norm"])
+        _close(s, "data", x, rel=1e-5, scaled=True)
