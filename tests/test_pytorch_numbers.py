@@ -3,6 +3,7 @@ recomputation and ``torch.autograd.grad`` of the same quantities are the oracles
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -119,3 +120,72 @@ def test_norms_never_overflow_and_huge_values_keep_their_statistics() -> None:
         s = summary(x)
         assert s["data_nonfinite"] == 0 and math.isfinite(s["data_norm"])
         _close(s, "data", x, rel=1e-5, scaled=True)
+
+
+# ---- item 1: ops with several outputs ---------------------------------------------------------------
+def _split_ab(h: Any) -> tuple[Any, Any]:
+    a, b = h.split(2)
+    return a, b
+
+
+def _chunk_ab(h: Any) -> tuple[Any, Any]:
+    a, b = h.chunk(2)
+    return a, b
+
+
+def _unbind_ab(h: Any) -> tuple[Any, Any]:
+    a, b = h.view(2, 2).unbind(0)
+    return a, b
+
+
+@pytest.mark.parametrize("op", [_split_ab, _chunk_ab, _unbind_ab], ids=["split", "chunk", "unbind"])
+def test_one_op_using_two_outputs_of_a_multi_output_node(op: Any) -> None:
+    torch.manual_seed(3)
+    w = torch.randn(4, requires_grad=True)
+    with gt.pytorch.trace() as tr:
+        h = w * 1.5
+        a, b = op(h)
+        y = (a * b).sum()
+        y.backward()
+    G = tr.graph
+    name = {"_split_ab": "split", "_chunk_ab": "split", "_unbind_ab": "unbind"}[op.__name__]
+    node = next(n for n, d in G.nodes(data=True) if d["op"].startswith(name))
+    (mul,) = [v for v in G.successors(node)]
+    # torch's gradient to the node: the gradients of all its outputs, concatenated
+    with torch.no_grad():
+        h2 = (w * 1.5).detach()
+    h2.requires_grad_()
+    a2, b2 = op(h2)
+    ga, gb = torch.autograd.grad((a2 * b2).sum(), [a2, b2])
+    want = torch.cat([ga.reshape(-1), gb.reshape(-1)])
+    d = G.nodes[node]
+    assert d["grad_norm"] == pytest.approx(float(want.double().norm()), rel=1e-6)
+    assert d["grad_mean"] == pytest.approx(float(want.double().mean()), rel=1e-6)
+    assert G.edges[node, mul]["grad_norm"] == pytest.approx(float(want.double().norm()), rel=1e-6)
+    # its value: the outputs' values, concatenated
+    values = torch.cat([a2.detach().reshape(-1), b2.detach().reshape(-1)])
+    assert d["numel"] == 4 and d["shape"] == " + ".join(["2"] * 2)
+    assert d["data_norm"] == pytest.approx(float(values.double().norm()), rel=1e-6)
+    assert [round(v, 5) for v in json.loads(d["data_values"])] == [round(v, 5) for v in values.tolist()]
+
+
+def test_outputs_of_one_node_used_by_different_ops_and_one_left_unused() -> None:
+    torch.manual_seed(4)
+    w = torch.randn(6, requires_grad=True)
+    with gt.pytorch.trace() as tr:
+        a, b, _c = (w * 2.0).split(2)  # _c is never used: its gradient is zeros
+        loss = a.exp().sum() + (b.sin() * 3).sum()
+        loss.backward()
+    G = tr.graph
+    node = next(n for n, d in G.nodes(data=True) if d["op"] == "split")
+    h2 = (w * 2.0).detach().requires_grad_()
+    a2, b2, _c2 = h2.split(2)
+    ga, gb = torch.autograd.grad(a2.exp().sum() + (b2.sin() * 3).sum(), [a2, b2])
+    edges = {G.nodes[v]["op"]: e["grad_norm"] for _, v, e in G.out_edges(node, data=True)}
+    assert edges["exp"] == pytest.approx(float(ga.norm()), rel=1e-6)
+    assert edges["sin"] == pytest.approx(float(gb.norm()), rel=1e-6)
+    d = G.nodes[node]
+    whole = torch.cat([ga, gb, torch.zeros(2)]).double()
+    assert d["grad_norm"] == pytest.approx(float(whole.norm()), rel=1e-6)
+    assert d["grad_mean"] == pytest.approx(float(whole.mean()), rel=1e-6)
+    assert d["grad_min"] == pytest.approx(float(whole.min())) and d["grad_max"] == pytest.approx(float(whole.max()))

@@ -29,7 +29,7 @@ class NodeInfo:
     """What a trace saw of one autograd node: its output's shape and statistics and its module scope
     (forward), its output's gradient and the gradient along each incoming edge (backward)."""
 
-    __slots__ = ("data", "edges", "grad", "meta", "scope", "seq")
+    __slots__ = ("data", "edges", "grad", "meta", "scope", "seq", "sizes")
 
     def __init__(self, seq: int, scope: str, meta: dict[str, Any], data: Raw | None) -> None:
         self.seq = seq
@@ -38,6 +38,7 @@ class NodeInfo:
         self.data = data
         self.grad: Raw | None = None
         self.edges: dict[Any, tuple[float, int]] = {}  # source node -> (norm, non-finite count)
+        self.sizes: dict[int, int] = {}  # output number -> its element count
 
 
 def tensor_meta(t: torch.Tensor) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
 from .graph import NodeInfo, _walk, build, module_paths, scope_path, tensor_meta
-from .tensors import Raw, raw
+from .tensors import Raw, merge, raw, zeros_raw
 
 __all__ = ["Trace", "trace"]
 
@@ -90,6 +90,24 @@ class _Functions(TorchFunctionMode):
             mode.__enter__()
 
 
+def _output_grads(info: NodeInfo, grad_outputs: Any) -> Raw | None:
+    """The gradient of a node's outputs: of its output, or the concatenation of its outputs' (an
+    output whose gradient autograd left undefined contributes zeros)."""
+    grads = [g for g in grad_outputs if isinstance(g, torch.Tensor)]
+    if not grads:
+        return None
+    if len(grad_outputs) == 1:
+        return raw(grad_outputs[0])
+    like = grads[0]
+    parts = []
+    for nr, g in enumerate(grad_outputs):
+        if isinstance(g, torch.Tensor):
+            parts.append(raw(g))
+        elif info.sizes.get(nr):
+            parts.append(zeros_raw(info.sizes[nr], like))
+    return merge(parts)
+
+
 class Trace:
     """A context manager recording a torch model's forward and backward; ``graph`` once it exits.
 
@@ -159,13 +177,30 @@ class Trace:
                 self.pending.append((o, self.scope, meta, raw(o)))
 
     def resolve(self) -> None:
-        """Match the outputs seen to the autograd nodes that made them (first output of a node wins)."""
+        """Match the outputs seen to the autograd nodes that made them. The outputs of one
+        multi-output op (``split``, ``chunk``, ``unbind``) are one node: its value is their
+        concatenation, in output order."""
         pending, self.pending = self.pending, []
+        groups: dict[Any, list[tuple[int, str, dict[str, Any], Raw]]] = {}
         for t, scope, meta, data in pending:
             fn = t.grad_fn
             if fn is None or fn in self.infos:
                 continue
-            self.infos[fn] = NodeInfo(len(self._order), scope, meta, data)
+            groups.setdefault(fn, []).append((t.output_nr, scope, meta, data))
+        for fn, outs in groups.items():
+            if len(outs) == 1:
+                _, scope, meta, data = outs[0]
+                sizes = {outs[0][0]: meta["numel"]}
+            else:
+                outs.sort(key=lambda o: o[0])
+                scope = outs[0][1]
+                meta = dict(outs[0][2])
+                meta["shape"] = " + ".join(o[2]["shape"] for o in outs)
+                meta["numel"] = sum(o[2]["numel"] for o in outs)
+                data = merge([o[3] for o in outs])
+                sizes = {o[0]: o[2]["numel"] for o in outs}
+            info = self.infos[fn] = NodeInfo(len(self._order), scope, meta, data)
+            info.sizes = sizes
             self._order.append(fn)
             self._handles.append(fn.register_hook(self._hook(fn)))
 
@@ -187,21 +222,26 @@ class Trace:
 
         def hook(grad_inputs: Any, grad_outputs: Any) -> None:
             with _disable_current_modes(), torch.no_grad():  # the hook's own ops are not the model's
-                g = grad_outputs[0] if grad_outputs else None
-                if isinstance(g, torch.Tensor):
-                    info.grad = raw(g)
+                info.grad = _output_grads(info, grad_outputs)
                 shared = self._shared()
-                sums: dict[Any, torch.Tensor] = {}
-                for (child, _), gi in zip(fn.next_functions, grad_inputs, strict=False):
+                # the gradient along the edge to each child: summed over the positions that read
+                # the same output of the child (x * x), concatenated over its different outputs
+                # (a, b = h.split(2); a * b)
+                sums: dict[Any, dict[int, torch.Tensor]] = {}
+                for (child, nr), gi in zip(fn.next_functions, grad_inputs, strict=False):
                     if child is None or not isinstance(gi, torch.Tensor) or child not in shared:
                         continue
-                    sums[child] = sums[child] + gi if child in sums and sums[child].shape == gi.shape else gi
-                for child, gi in sums.items():
-                    x = gi.detach()
-                    x = x.reshape(-1)
-                    norm = float(torch.dot(x, x).sqrt()) if x.dtype in _DOT else float(torch.linalg.vector_norm(x))
-                    bad = 0 if math.isfinite(norm) else int((~torch.isfinite(x)).sum())
-                    info.edges[child] = (norm, bad)
+                    by_nr = sums.setdefault(child, {})
+                    prev = by_nr.get(nr)
+                    by_nr[nr] = prev + gi if prev is not None and prev.shape == gi.shape else gi
+                for child, by_nr in sums.items():
+                    norm2, bad = 0.0, 0
+                    for gi in by_nr.values():
+                        x = gi.detach().reshape(-1)
+                        norm = float(torch.dot(x, x).sqrt()) if x.dtype in _DOT else float(torch.linalg.vector_norm(x))
+                        norm2 += norm * norm
+                        bad += 0 if math.isfinite(norm) else int((~torch.isfinite(x)).sum())
+                    info.edges[child] = (math.sqrt(norm2), bad)
 
         return hook
 
@@ -258,6 +298,11 @@ def trace(model: Any = None) -> Trace:
     the vector-Jacobian product a node sends to each operand: the tensor form of the scalar engine's
     ``local_grad * grad``). ``tr.graph`` is built when the block exits; the trace then holds no
     reference to the model or the autograd graph.
+
+    An op with several outputs (``split``, ``chunk``, ``unbind``) is one node, as it is one autograd
+    node: its value and its gradient are those of its outputs concatenated in output order (its
+    shape reads ``2×4 + 2×4``; an output nothing used has a zero gradient), and an edge out of it
+    carries the gradient its consumer sends to every output it read, concatenated likewise.
 
     Scopes: ``Net`` for the model, then torch's module names with ``/`` (``Net/encoder/layers[0]/attn``:
     a numeric name is an index on the name before it). A module called again in the same parent gets
