@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import networkx as nx
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -189,3 +190,32 @@ def test_outputs_of_one_node_used_by_different_ops_and_one_left_unused() -> None
     assert d["grad_norm"] == pytest.approx(float(whole.norm()), rel=1e-6)
     assert d["grad_mean"] == pytest.approx(float(whole.mean()), rel=1e-6)
     assert d["grad_min"] == pytest.approx(float(whole.min())) and d["grad_max"] == pytest.approx(float(whole.max()))
+
+
+# ---- items 2 and 3: several backward passes in one trace --------------------------------------------
+def _edge_norms(G: nx.DiGraph, node: Any) -> dict[str, float]:
+    return {G.nodes[v]["op"]: e["grad_norm"] for _, v, e in G.out_edges(node, data=True)}
+
+
+def test_every_forward_and_backward_pass_of_a_trace_has_its_edge_gradients() -> None:
+    torch.manual_seed(5)
+    w = torch.randn(5, requires_grad=True)
+    hs = []
+    with gt.pytorch.trace() as tr:
+        for k in range(3):
+            h = w * (k + 1.0)
+            hs.append(h.detach())
+            y = (h.sin() + 2.0 * h.cos()).sum()  # h feeds sin and cos
+            y.backward()
+    G = tr.graph
+    muls = sorted(n for n, d in G.nodes(data=True) if d["op"] == "mul" and G.nodes[next(G.predecessors(n))]["op"] == "")
+    assert len(muls) == 3
+    for node, h in zip(muls, hs, strict=True):
+        h2 = h.clone().requires_grad_()
+        (via_sin,) = torch.autograd.grad(h2.sin().sum(), h2)
+        (via_cos,) = torch.autograd.grad((2.0 * h2.cos()).sum(), h2)
+        (whole,) = torch.autograd.grad((h2.sin() + 2.0 * h2.cos()).sum(), h2)
+        edges = _edge_norms(G, node)
+        assert edges["sin"] == pytest.approx(float(via_sin.norm()), rel=1e-6)
+        assert edges["cos"] == pytest.approx(float(via_cos.norm()), rel=1e-6)
+        assert G.nodes[node]["grad_norm"] == pytest.approx(float(whole.norm()), rel=1e-6)

@@ -187,6 +187,8 @@ class Trace:
             if fn is None or fn in self.infos:
                 continue
             groups.setdefault(fn, []).append((t.output_nr, scope, meta, data))
+        if groups:  # new nodes: which ones are shared is found again at the next backward pass
+            self._shared_nodes = None
         for fn, outs in groups.items():
             if len(outs) == 1:
                 _, scope, meta, data = outs[0]
