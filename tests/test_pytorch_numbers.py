@@ -219,3 +219,109 @@ def test_every_forward_and_backward_pass_of_a_trace_has_its_edge_gradients() -> 
         assert edges["sin"] == pytest.approx(float(via_sin.norm()), rel=1e-6)
         assert edges["cos"] == pytest.approx(float(via_cos.norm()), rel=1e-6)
         assert G.nodes[node]["grad_norm"] == pytest.approx(float(whole.norm()), rel=1e-6)
+
+
+def _node(G: nx.DiGraph, op: str) -> Any:
+    return next(n for n, d in G.nodes(data=True) if d["op"] == op)
+
+
+def _param(G: nx.DiGraph, name: str) -> Any:
+    return next(n for n, d in G.nodes(data=True) if d["label"] == name)
+
+
+def test_repeated_backward_calls_on_a_kept_graph_record_their_sum() -> None:
+    torch.manual_seed(6)
+    lin = torch.nn.Linear(3, 2)
+    x = torch.randn(4, 3)
+    with gt.pytorch.trace(lin) as tr:
+        out = lin(x)
+        loss = out.pow(2).sum()
+        loss.backward(retain_graph=True)
+        (2 * loss).backward()  # a trace records the sum: the gradient of loss + 2 * loss
+    G = tr.graph
+    # the oracle: torch.autograd.grad of the sum of what backward was called on
+    out2 = lin(x)
+    (g_out,) = torch.autograd.grad(3 * out2.pow(2).sum(), out2)
+    gw, gb = torch.autograd.grad(3 * lin(x).pow(2).sum(), [lin.weight, lin.bias])
+    addmm, t, w = _node(G, "addmm"), _node(G, "t"), _param(G, "weight")
+    assert G.nodes[addmm]["grad_norm"] == pytest.approx(float(g_out.norm()), rel=1e-6)
+    assert G.nodes[t]["grad_norm"] == pytest.approx(float(gw.norm()), rel=1e-6)
+    assert G.nodes[w]["grad_norm"] == pytest.approx(float(gw.norm()), rel=1e-6)
+    assert G.nodes[w]["grad_norm"] == pytest.approx(float(lin.weight.grad.norm()), rel=1e-6)  # as .grad sums
+    assert G.edges[w, t]["grad_norm"] == pytest.approx(float(gw.norm()), rel=1e-6)
+    assert G.edges[_param(G, "bias"), addmm]["grad_norm"] == pytest.approx(float(gb.norm()), rel=1e-6)
+    # and the loss's own nodes: pow got 1 + 2 from the two passes (its output is the sum's input)
+    assert G.nodes[_node(G, "pow")]["grad_mean"] == pytest.approx(3.0)
+
+
+def test_two_losses_backpropagated_one_after_the_other_through_a_kept_graph() -> None:
+    torch.manual_seed(7)
+    lin = torch.nn.Linear(3, 5)
+    x = torch.randn(4, 3)
+    with gt.pytorch.trace(lin) as tr:
+        h = torch.tanh(lin(x))
+        l1 = h.sin().sum()
+        l2 = (3.0 * h.cos()).sum()
+        l1.backward(retain_graph=True)
+        l2.backward()
+    G = tr.graph
+    h2 = torch.tanh(lin(x)).detach().requires_grad_()
+    (whole,) = torch.autograd.grad(h2.sin().sum() + (3.0 * h2.cos()).sum(), h2)
+    (via_sin,) = torch.autograd.grad(h2.sin().sum(), h2)
+    (via_cos,) = torch.autograd.grad((3.0 * h2.cos()).sum(), h2)
+    tanh = _node(G, "tanh")
+    assert G.nodes[tanh]["grad_norm"] == pytest.approx(float(whole.norm()), rel=1e-6)
+    edges = _edge_norms(G, tanh)
+    assert edges["sin"] == pytest.approx(float(via_sin.norm()), rel=1e-6)
+    assert edges["cos"] == pytest.approx(float(via_cos.norm()), rel=1e-6)
+    w = _param(G, "weight")
+    assert G.nodes[w]["grad_norm"] == pytest.approx(float(lin.weight.grad.norm()), rel=1e-6)
+
+
+def test_autograd_grad_in_a_trace_gives_the_leaves_what_it_computed() -> None:
+    torch.manual_seed(8)
+    lin = torch.nn.Linear(3, 2)
+    x = torch.randn(4, 3)
+    with gt.pytorch.trace(lin) as tr:
+        loss = lin(x).pow(2).sum()
+        gw, gb = torch.autograd.grad(loss, [lin.weight, lin.bias])
+    assert lin.weight.grad is None  # autograd.grad does not accumulate
+    G = tr.graph
+    w, b = _param(G, "weight"), _param(G, "bias")
+    assert G.nodes[w]["grad_norm"] == pytest.approx(float(gw.norm()), rel=1e-6)
+    assert G.edges[w, _node(G, "t")]["grad_norm"] == pytest.approx(float(gw.norm()), rel=1e-6)
+    assert G.nodes[b]["grad_norm"] == pytest.approx(float(gb.norm()), rel=1e-6)
+
+
+def test_a_parameter_shows_what_the_trace_sent_it_not_gradients_from_before() -> None:
+    torch.manual_seed(9)
+    lin = torch.nn.Linear(3, 2)
+    x = torch.randn(4, 3)
+    lin(x).sum().backward()  # an earlier micro-batch's gradient stays in .grad (accumulation)
+    before = lin.weight.grad.clone()
+    with gt.pytorch.trace(lin) as tr:
+        lin(x).pow(2).sum().backward()
+    G = tr.graph
+    sent = lin.weight.grad - before
+    w = _param(G, "weight")
+    assert G.nodes[w]["grad_norm"] == pytest.approx(float(sent.norm()), rel=1e-5)
+    assert G.edges[w, _node(G, "t")]["grad_norm"] == pytest.approx(float(sent.norm()), rel=1e-5)
+
+
+def test_passes_whose_sum_cannot_be_kept_are_named_in_a_warning() -> None:
+    torch.manual_seed(10)
+    lin = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    x = torch.randn(4, 3)
+    warns = pytest.warns(RuntimeWarning, match=r"the \.grad of 2 parameters \(weight, bias\) was reset")
+    with warns, gt.pytorch.trace(lin):
+        for _ in range(2):  # two training steps in one trace, zero_grad between them
+            opt.zero_grad()
+            lin(x).sum().backward()
+            opt.step()
+    w = torch.randn(3, requires_grad=True)
+    warns = pytest.warns(RuntimeWarning, match="reached again by a backward pass after one that did not keep")
+    with warns, gt.pytorch.trace():
+        y = (w + 1.0).sum()  # no op here saves a tensor: the graph can be walked twice
+        y.backward()
+        y.backward()

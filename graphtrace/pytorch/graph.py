@@ -29,7 +29,7 @@ class NodeInfo:
     """What a trace saw of one autograd node: its output's shape and statistics and its module scope
     (forward), its output's gradient and the gradient along each incoming edge (backward)."""
 
-    __slots__ = ("data", "edges", "grad", "meta", "scope", "seq", "sizes")
+    __slots__ = ("data", "edge_kept", "edges", "grad", "inexact", "kept", "meta", "passes", "scope", "seq", "sizes")
 
     def __init__(self, seq: int, scope: str, meta: dict[str, Any], data: Raw | None) -> None:
         self.seq = seq
@@ -39,6 +39,12 @@ class NodeInfo:
         self.grad: Raw | None = None
         self.edges: dict[Any, tuple[float, int]] = {}  # source node -> (norm, non-finite count)
         self.sizes: dict[int, int] = {}  # output number -> its element count
+        # several backward passes: how many reached the node; the gradients (per output, and per edge
+        # and output) of passes that kept their graph, to be summed with the next pass's
+        self.passes = 0
+        self.kept: list[Any] | None = None
+        self.edge_kept: dict[Any, dict[int, Any]] = {}
+        self.inexact = False
 
 
 def tensor_meta(t: torch.Tensor) -> dict[str, Any]:
@@ -102,12 +108,15 @@ def build(
     *,
     root: Any = None,
     root_tensor: torch.Tensor | None = None,
+    leaves: dict[Any, Raw | None] | None = None,
 ) -> nx.DiGraph:
     """The DiGraph of everything reachable from the autograd nodes ``roots``.
 
     ``infos`` holds what a trace recorded per node (nothing for :func:`from_tensor`); ``params`` names
     the parameters; ``root`` is the output node (default: the last node without users, in recording
-    order). Node ids are ints in a topological order (operands before results).
+    order). Node ids are ints in a topological order (operands before results). ``leaves`` gives the
+    gradient of each leaf (AccumulateGrad node) a trace saw its backward passes send (None: the
+    leaf's ``.grad`` is read, as :func:`from_tensor` does).
     """
     fns, edges = _walk(roots)
     H = nx.DiGraph()
@@ -158,7 +167,10 @@ def build(
                 attrs["role"] = "parameter" if id(var) in params else "leaf"
                 attrs.update(tensor_meta(var))
                 data = raw(var, l1=True)
-                grad = raw(var.grad, l1=True) if var.grad is not None else None
+                if leaves is not None:
+                    grad = leaves.get(fn)
+                else:
+                    grad = raw(var.grad, l1=True) if var.grad is not None else None
             else:
                 op = op_name(fn)
                 sc = scope[fn]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+import warnings
 from typing import Any
 
 import networkx as nx
@@ -67,6 +69,19 @@ class _Recorder(TorchDispatchMode):
 
 
 _BACKWARD_CALLS = (torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad)
+_SIGNATURES = {f: inspect.signature(f) for f in _BACKWARD_CALLS}
+
+
+def _retains(func: Any, args: Any, kwargs: Any) -> tuple[bool, Any]:
+    """Whether a backward call keeps the graph for another pass (``retain_graph``, which defaults
+    to ``create_graph``), and the call's bound arguments (None if they do not bind)."""
+    try:
+        bound = _SIGNATURES[func].bind(*args, **(kwargs or {}))
+    except TypeError:
+        return False, None  # torch raises its own error for the call
+    a = bound.arguments
+    retain = a.get("retain_graph")
+    return bool(a.get("create_graph", False) if retain is None else retain), bound
 
 
 class _Functions(TorchFunctionMode):
@@ -79,15 +94,58 @@ class _Functions(TorchFunctionMode):
         self.owner = owner
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        mode = self.owner._mode
+        owner = self.owner
+        mode = owner._mode
         if func not in _BACKWARD_CALLS or mode is None:
             return func(*args, **(kwargs or {}))
-        self.owner.resolve()
+        owner.resolve()
+        retain, bound = _retains(func, args, kwargs)
         mode.__exit__(None, None, None)
+        owner._retain = retain
         try:
-            return func(*args, **(kwargs or {}))
+            out = func(*args, **(kwargs or {}))
         finally:
+            owner._retain = False
             mode.__enter__()
+        if func is torch.autograd.grad and bound is not None:
+            owner.grad_results(bound.arguments.get("inputs"), out)
+        return out
+
+
+def _edge_norm(by_nr: dict[int, Any]) -> tuple[float, int]:
+    """(L2 norm, non-finite count) of an edge's gradient: its parts, one per output read, together."""
+    norm2, bad = 0.0, 0
+    for gi in by_nr.values():
+        if gi is None:
+            continue
+        x = gi.reshape(-1)
+        norm = float(torch.dot(x, x).sqrt()) if x.dtype in _DOT else float(torch.linalg.vector_norm(x))
+        norm2 += norm * norm
+        bad += 0 if math.isfinite(norm) else int((~torch.isfinite(x)).sum())
+    return math.sqrt(norm2), bad
+
+
+def _add(a: Any, b: Any) -> Any:
+    """The sum of two gradients of one output (None: undefined, i.e. zero)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b if a.shape == b.shape else a
+
+
+class _Leaf:
+    """What the trace's backward passes sent a leaf (a parameter): ``raw`` is the summary of their
+    sum; ``passes`` how many sent it something; ``chain`` (``.grad``'s identity and version right
+    after the trace's last accumulation into it) while ``.grad`` holds exactly that sum."""
+
+    __slots__ = ("chain", "exact", "passes", "raw")
+
+    def __init__(self) -> None:
+        self.raw: Raw | None = None
+        self.passes = 0
+        self.chain: tuple[int, int] | None = None
+        self.exact = True
 
 
 def _output_grads(info: NodeInfo, grad_outputs: Any) -> Raw | None:
@@ -131,6 +189,9 @@ class Trace:
         self._static: dict[Any, str] = {}  # module -> its path in the model (scope_path)
         self._params: dict[int, tuple[str, str]] = {}
         self._active = False
+        self._retain = False  # whether the backward call running keeps its graph for another pass
+        self._leaves: dict[Any, _Leaf] = {}  # AccumulateGrad node -> what the passes sent its leaf
+        self._leaf_of: dict[int, Any] = {}  # id(leaf tensor) -> its AccumulateGrad node
 
     # ---- module scopes ---------------------------------------------------------------------------
     def _pre(self, module: Any, args: Any) -> None:
@@ -205,6 +266,12 @@ class Trace:
             info.sizes = sizes
             self._order.append(fn)
             self._handles.append(fn.register_hook(self._hook(fn)))
+            for child, _ in fn.next_functions:
+                if child is not None and child not in self._leaves and type(child).__name__ == "AccumulateGrad":
+                    self._leaves[child] = _Leaf()
+                    self._leaf_of[id(child.variable)] = child
+                    self._handles.append(child.register_prehook(self._leaf_prehook(child)))
+                    self._handles.append(child.register_hook(self._leaf_posthook(child)))
 
     # ---- backward --------------------------------------------------------------------------------
     def _shared(self) -> set[Any]:
@@ -224,28 +291,125 @@ class Trace:
 
         def hook(grad_inputs: Any, grad_outputs: Any) -> None:
             with _disable_current_modes(), torch.no_grad():  # the hook's own ops are not the model's
-                info.grad = _output_grads(info, grad_outputs)
+                retain = self._retain
+                # the node's gradient: summed over the trace's backward passes
+                grads = [g.detach() if isinstance(g, torch.Tensor) else None for g in grad_outputs]
+                if info.kept is not None:  # an earlier pass kept its graph, and its gradients here
+                    grads = [_add(a, b) for a, b in zip(info.kept, grads, strict=True)]
+                    info.kept = None
+                elif info.passes:  # an earlier pass did not keep its graph: its gradient is summarised
+                    info.inexact = True
+                info.passes += 1
+                if retain:
+                    info.kept, info.grad = grads, None
+                else:
+                    info.grad = _output_grads(info, grads)
                 shared = self._shared()
                 # the gradient along the edge to each child: summed over the positions that read
                 # the same output of the child (x * x), concatenated over its different outputs
-                # (a, b = h.split(2); a * b)
+                # (a, b = h.split(2); a * b), summed over the passes
                 sums: dict[Any, dict[int, torch.Tensor]] = {}
                 for (child, nr), gi in zip(fn.next_functions, grad_inputs, strict=False):
                     if child is None or not isinstance(gi, torch.Tensor) or child not in shared:
                         continue
                     by_nr = sums.setdefault(child, {})
-                    prev = by_nr.get(nr)
-                    by_nr[nr] = prev + gi if prev is not None and prev.shape == gi.shape else gi
+                    by_nr[nr] = _add(by_nr.get(nr), gi.detach())
                 for child, by_nr in sums.items():
-                    norm2, bad = 0.0, 0
-                    for gi in by_nr.values():
-                        x = gi.detach().reshape(-1)
-                        norm = float(torch.dot(x, x).sqrt()) if x.dtype in _DOT else float(torch.linalg.vector_norm(x))
-                        norm2 += norm * norm
-                        bad += 0 if math.isfinite(norm) else int((~torch.isfinite(x)).sum())
-                    info.edges[child] = (math.sqrt(norm2), bad)
+                    before = info.edge_kept.pop(child, None)
+                    if before is not None:
+                        by_nr = {nr: _add(before.get(nr), by_nr.get(nr)) for nr in {*before, *by_nr}}
+                    elif child in info.edges:
+                        info.inexact = True
+                    if retain:
+                        info.edge_kept[child] = by_nr
+                    else:
+                        info.edges[child] = _edge_norm(by_nr)
 
         return hook
+
+    def _leaf_prehook(self, fn: Any) -> Any:
+        leaf = self._leaves[fn]
+
+        def prehook(grad_outputs: Any) -> None:
+            with _disable_current_modes(), torch.no_grad():
+                g = grad_outputs[0] if grad_outputs else None
+                if not isinstance(g, torch.Tensor):
+                    return
+                var = fn.variable
+                if leaf.passes == 0:
+                    leaf.raw = raw(g, l1=True)  # this pass's contribution
+                    leaf.chain = (0, 0) if var.grad is None else None  # .grad will hold the trace's sum
+                elif leaf.chain is None or var.grad is None or (id(var.grad), var.grad._version) != leaf.chain:
+                    leaf.exact, leaf.chain = False, None  # .grad was reset or changed between two passes
+                leaf.passes += 1
+
+        return prehook
+
+    def _leaf_posthook(self, fn: Any) -> Any:
+        leaf = self._leaves[fn]
+
+        def posthook(grad_inputs: Any, grad_outputs: Any) -> None:
+            with _disable_current_modes(), torch.no_grad():
+                var = fn.variable
+                if var.grad is None:
+                    return
+                if leaf.chain is not None:
+                    if leaf.passes > 1:  # .grad holds exactly the sum of the passes
+                        leaf.raw = raw(var.grad, l1=True)
+                    leaf.chain = (id(var.grad), var.grad._version)
+                elif not leaf.exact:
+                    leaf.raw = raw(var.grad, l1=True)
+
+        return posthook
+
+    def grad_results(self, inputs: Any, grads: Any) -> None:
+        """``torch.autograd.grad``'s gradients of the leaves the trace holds: what that pass sent them
+        (it does not accumulate into ``.grad``)."""
+        ins = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs or ())
+        with torch.no_grad():
+            for t, g in zip(ins, grads or (), strict=False):
+                fn = self._leaf_of.get(id(t))
+                if fn is None or not isinstance(g, torch.Tensor):
+                    continue
+                leaf = self._leaves[fn]
+                if leaf.passes == 0:
+                    leaf.raw = raw(g.detach(), l1=True)
+                else:
+                    leaf.exact, leaf.chain = False, None
+                leaf.passes += 1
+
+    def _finish_passes(self) -> None:
+        """At exit: summarise what the passes that kept their graph left, and say where a sum over
+        passes could not be kept."""
+        inexact = 0
+        for info in self.infos.values():
+            if info.kept is not None:
+                info.grad, info.kept = _output_grads(info, info.kept), None
+            for child, by_nr in info.edge_kept.items():
+                info.edges[child] = _edge_norm(by_nr)
+            info.edge_kept = {}
+            inexact += info.inexact
+        leaves = [fn for fn, leaf in self._leaves.items() if not leaf.exact]
+        if inexact or leaves:
+            names = ", ".join(self._params.get(id(fn.variable), ("a leaf",))[0] for fn in leaves[:5])
+            warnings.warn(
+                "gt.pytorch.trace: a trace records the sum of what its backward passes send each node; "
+                + (
+                    f"{inexact} nodes were reached again by a backward pass after one that did not keep "
+                    "the graph (retain_graph=True would), so they show the sum of the later passes only; "
+                    if inexact
+                    else ""
+                )
+                + (
+                    f"the .grad of {len(leaves)} parameters ({names}) was reset or changed between two "
+                    "backward passes of the trace (zero_grad, clipping), so they show their .grad at the "
+                    "exit; trace one training step per trace"
+                    if leaves
+                    else ""
+                ),
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     # ---- the context -----------------------------------------------------------------------------
     def __enter__(self) -> Trace:
@@ -276,10 +440,12 @@ class Trace:
         self._handles.clear()
         self._stack.clear()
         try:
-            self._graph = build(self._order, self.infos, self._params)
+            self._finish_passes()
+            leaves = {fn: leaf.raw for fn, leaf in self._leaves.items()}
+            self._graph = build(self._order, self.infos, self._params, leaves=leaves)
         finally:
             # drop every reference to the autograd graph and the model
-            self.infos, self._order, self._static = {}, [], {}
+            self.infos, self._order, self._static, self._leaves, self._leaf_of = {}, [], {}, {}, {}
 
     @property
     def graph(self) -> nx.DiGraph:
@@ -300,6 +466,17 @@ def trace(model: Any = None) -> Trace:
     the vector-Jacobian product a node sends to each operand: the tensor form of the scalar engine's
     ``local_grad * grad``). ``tr.graph`` is built when the block exits; the trace then holds no
     reference to the model or the autograd graph.
+
+    Several backward passes in one trace (``loss.backward(retain_graph=True)`` then another, two
+    losses one after the other, ``torch.autograd.grad``): every gradient a trace records is the sum of
+    what its passes sent, as torch's ``.grad`` accumulates, i.e. the gradient of the sum of
+    everything backward was called on (``loss`` then ``2 * loss`` records the gradient of
+    ``3 * loss``). A node's gradient is the sum of its edges' in every case. A parameter (a leaf)
+    shows what the trace's passes sent it (what ``.grad`` gained inside the block, so ``.grad``
+    itself when the gradients were zeroed before it). A pass that keeps its graph keeps its
+    gradients until the next pass or the exit, to sum them; where a sum cannot be kept (``.grad``
+    reset by ``zero_grad`` between two passes: trace one training step per trace) a
+    ``RuntimeWarning`` says so.
 
     An op with several outputs (``split``, ``chunk``, ``unbind``) is one node, as it is one autograd
     node: its value and its gradient are those of its outputs concatenated in output order (its
