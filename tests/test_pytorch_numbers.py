@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
+import pandas as pd
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -325,3 +326,71 @@ def test_passes_whose_sum_cannot_be_kept_are_named_in_a_warning() -> None:
         y = (w + 1.0).sum()  # no op here saves a tensor: the graph can be walked twice
         y.backward()
         y.backward()
+
+
+# ---- item 5: unit shares of a torch graph, in by_scope, the run's scopes table, health, the report ----
+class _Units(torch.nn.Module):
+    """One of 8 ReLU units dead (bias -100), a tanh layer a little saturated."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = torch.nn.Linear(4, 8)
+        self.act1 = torch.nn.ReLU()
+        self.fc2 = torch.nn.Linear(8, 16)
+        self.act2 = torch.nn.Tanh()
+        self.fc3 = torch.nn.Linear(16, 1)
+        with torch.no_grad():
+            self.fc1.bias[5] = -100.0
+            self.fc2.weight.mul_(4.0)
+
+    def forward(self, x: Any) -> Any:
+        self.r = self.act1(self.fc1(x))
+        self.t = self.act2(self.fc2(self.r))
+        return self.fc3(self.t)
+
+
+def test_unit_shares_of_a_torch_graph_count_elements_and_units(tmp_path: Path) -> None:
+    torch.manual_seed(11)
+    model = _Units()
+    x = torch.randn(32, 4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    truths = []
+    with gt.record(tmp_path / "run", model) as run:
+        for step in range(2):
+            opt.zero_grad()
+            with gt.pytorch.trace(model) as tr:
+                loss = model(x).pow(2).mean()
+                loss.backward()
+            r, t = model.r.detach().double(), model.t.detach().double()
+            truths.append((float((r == 0).double().mean()), float((t.abs() > 0.97).double().mean())))
+            opt.step()
+            run.log(step, loss, graph=tr.graph)
+    zero, saturated = truths[-1]
+    assert 0.5 < zero < 0.75 and 0 < saturated < 0.5  # neither 0 nor 1: the old readings
+    table = gt.analysis.by_scope(tr.graph).set_index("scope")
+    assert table.loc["_Units/act1", "relu_zero_share"] == pytest.approx(zero, rel=1e-9)
+    assert table.loc["_Units/act1", "relu_units"] == 8 and table.loc["_Units/act1", "dead_relu_units"] == 1
+    assert table.loc["_Units/act2", "tanh_saturated_share"] == pytest.approx(saturated, rel=1e-9)
+    assert pd.isna(table.loc["_Units/act2", "relu_units"]) and math.isnan(
+        table.loc["_Units/act1", "tanh_saturated_share"]
+    )
+    # the run's scopes table holds the same rows
+    con = gt.open_run(tmp_path / "run")
+    rows = con.sql("SELECT * FROM scopes WHERE step = 1").df().set_index("scope")
+    assert rows.loc["_Units/act1", "relu_zero_share"] == pytest.approx(zero, rel=1e-9)
+    assert rows.loc["_Units/act1", "dead_relu_units"] == 1
+    # runs.health: one of 8 units dead, at every depth
+    for depth, layer in ((2, "_Units/act1"), (1, "_Units")):
+        h = gt.runs.health(tmp_path / "run", depth=depth)
+        last = h[h["step"] == 1].set_index("layer")
+        assert last.loc[layer, "dead_relu_share"] == pytest.approx(1 / 8), depth
+    h = gt.runs.health(tmp_path / "run", depth=2)
+    assert h[h["step"] == 1].set_index("layer").loc["_Units/act2", "tanh_saturated_share"] == pytest.approx(saturated)
+    # and the report's unit charts have those points
+    from graphtrace.report import report_html
+
+    page = report_html(tmp_path / "run")
+    specs = json.loads(page.split('<script type="application/json" id="vl-specs">')[1].split("</script>")[0])
+    dead = next(sp for sp in specs if json.dumps(sp).count('"dead_relu_share"') and "data" in sp)
+    points = [v for v in dead["data"]["values"] if v.get("dead_relu_share") is not None]
+    assert {(v["layer"], v["dead_relu_share"]) for v in points if v["step"] == 1} >= {("_Units/act1", 0.125)}

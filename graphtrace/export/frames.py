@@ -79,7 +79,7 @@ def nodes_frame(x: Any) -> pd.DataFrame:
         :mod:`graphtrace.scopes`). A tensor trace (:mod:`graphtrace.pytorch`) adds the columns of
         :data:`TENSOR_COLUMNS`: ``shape``, ``dtype``, ``numel`` (-1 when not seen), whether data and
         grad were recorded, their summaries, the values of small tensors (JSON text), and the ReLU
-        ``units``/``dead_units`` and tanh ``saturated_share`` of activations (NA elsewhere).
+        ``units``/``dead_units``/``zero_share`` and tanh ``saturated_share`` of activations (NA elsewhere).
 
     Raises
     ------
@@ -154,6 +154,7 @@ TENSOR_COLUMNS: dict[str, str] = {
     "grad_values": "string",
     "units": "Int64",
     "dead_units": "Int64",
+    "zero_share": "float64",
     "saturated_share": "float64",
     "tanh_units": "Int64",
 }

@@ -232,6 +232,7 @@ class Trace:
                 meta = tensor_meta(o)
                 if base in _RELU:
                     meta["units"], meta["dead_units"] = _units(o)
+                    meta["zero_share"] = float((o == 0).sum()) / o.numel() if o.numel() else math.nan
                 elif base in _TANH:
                     meta["saturated_share"] = float((o.abs() > SATURATED).double().mean()) if o.numel() else math.nan
                     meta["tanh_units"] = int(o.shape[1]) if o.dim() >= 2 else 1
@@ -486,8 +487,10 @@ def trace(model: Any = None) -> Trace:
     Scopes: ``Net`` for the model, then torch's module names with ``/`` (``Net/encoder/layers[0]/attn``:
     a numeric name is an index on the name before it). A module called again in the same parent gets
     its call index from the second call (``Net/block[1]``), as graphtrace's own scopes. ReLU outputs
-    carry ``units`` and ``dead_units`` (features or channels that are 0 for every sample), tanh outputs
-    ``saturated_share`` (``|t| > 0.97``), for :func:`graphtrace.analysis.health`.
+    carry ``units`` and ``dead_units`` (features or channels that are 0 for every sample) and
+    ``zero_share`` (the share of their elements that are 0), tanh outputs ``saturated_share`` (of
+    their elements, ``|t| > 0.97``), for :func:`graphtrace.analysis.health` and
+    :func:`graphtrace.analysis.by_scope`.
 
     Parameters
     ----------

@@ -46,7 +46,8 @@ _EMPTY = {
     "NULL::BIGINT AS output_node, NULL::DOUBLE AS output_data, NULL::DOUBLE AS output_grad, "
     "NULL::BIGINT AS param_count, "
     "NULL::DOUBLE AS param_abs_grad_sum, NULL::DOUBLE AS param_abs_grad_mean, NULL::DOUBLE AS param_abs_grad_max, "
-    "NULL::DOUBLE AS relu_zero_share, NULL::DOUBLE AS tanh_saturated_share, NULL::BIGINT AS nonfinite WHERE false",
+    "NULL::DOUBLE AS relu_zero_share, NULL::DOUBLE AS tanh_saturated_share, NULL::BIGINT AS nonfinite, "
+    "NULL::BIGINT AS relu_units, NULL::BIGINT AS dead_relu_units WHERE false",
     "snapshots": "SELECT NULL::BIGINT AS step, NULL::VARCHAR AS kind WHERE false",
 }
 
@@ -239,6 +240,38 @@ def complete_steps(path: str | os.PathLike[str]) -> Sequence[int]:
     return _steps_on_disk(root)
 
 
+def _torch_health(con: Any, path: Any, layer: str, grads: str, unit: str, depth: int) -> Any:
+    """:func:`health` of a torch run: a layer's dead ReLU share is its dead units (features or
+    channels 0 for every sample) over its ReLU units, summed over its scopes' rows; its saturated
+    tanh share the mean of its scopes' (each the share of their tanh outputs' elements)."""
+    have = set(_query(con, "SELECT * FROM scopes LIMIT 0", path).columns)
+    units = "relu_units" if "relu_units" in have else "NULL::BIGINT"
+    dead = "dead_relu_units" if "dead_relu_units" in have else "NULL::BIGINT"
+    scope_layer = f"array_to_string(string_split({unit}, '/')[1:{depth}], '/')"
+    sql = f"""
+        WITH p AS (
+            SELECT step, {layer} AS layer, {grads}
+            FROM params GROUP BY ALL
+        ), s AS (
+            SELECT step, {scope_layer} AS layer,
+                   sum({dead}) / nullif(sum({units}), 0) AS dead_relu_share,
+                   avg(tanh_saturated_share) FILTER (WHERE NOT isnan(tanh_saturated_share)) AS tanh_saturated_share
+            FROM scopes GROUP BY ALL
+        )
+        SELECT coalesce(p.step, s.step) AS step, coalesce(p.layer, s.layer) AS layer, param_abs_grad_mean,
+               param_abs_grad_max, update_data_log10, dead_relu_share, tanh_saturated_share
+        FROM p FULL OUTER JOIN s ON p.step = s.step AND p.layer = s.layer
+        WHERE p.step IS NOT NULL OR s.dead_relu_share IS NOT NULL OR s.tanh_saturated_share IS NOT NULL
+        ORDER BY step, layer
+    """
+    df = _query(con, sql, path)
+    df["step"] = df["step"].astype("int64")
+    df["layer"] = df["layer"].astype(str)
+    for c in df.columns[2:]:
+        df[c] = df[c].astype("float64")
+    return df
+
+
 def health(path: str | os.PathLike[str], depth: int = 2) -> Any:
     """Per step and layer of a recorded run: gradient size, update:data ratio, dead and saturated units.
 
@@ -260,7 +293,10 @@ def health(path: str | os.PathLike[str], depth: int = 2) -> Any:
         |data before the update| of its parameters, NaN when nothing moved; about -3 is healthy,
         Karpathy's rule of thumb),
         ``dead_relu_share`` (share of its ReLU units at exactly 0 for every sample of the step) and
-        ``tanh_saturated_share`` (share of its tanh outputs with ``|t| > 0.97``).
+        ``tanh_saturated_share`` (share of its tanh outputs with ``|t| > 0.97``). In a torch run a
+        ReLU unit is a feature or channel (counted in each step's ``scopes`` rows), and a layer with
+        units but no parameters of its own (``torch.relu`` called in a model's ``forward``) has a
+        row of its own.
 
     Examples
     --------
@@ -295,6 +331,8 @@ def health(path: str | os.PathLike[str], depth: int = 2) -> Any:
         'log10(nullif(avg(abs("update")), 0) / nullif(avg(abs(data - "update")), 0)) AS update_data_log10'
     )
     unit = "regexp_replace(scope, '\\[[0-9]+\\]', '', 'g')"
+    if torch_run:  # a torch run's units are features or channels, counted in each scope's row
+        return _torch_health(con, path, layer, grads, unit, depth)
     sql = f"""
         WITH p AS (
             SELECT step, {layer} AS layer, {grads}
