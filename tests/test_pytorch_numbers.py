@@ -394,3 +394,53 @@ def test_unit_shares_of_a_torch_graph_count_elements_and_units(tmp_path: Path) -
     dead = next(sp for sp in specs if json.dumps(sp).count('"dead_relu_share"') and "data" in sp)
     points = [v for v in dead["data"]["values"] if v.get("dead_relu_share") is not None]
     assert {(v["layer"], v["dead_relu_share"]) for v in points if v["step"] == 1} >= {("_Units/act1", 0.125)}
+
+
+# ---- item 6: anomalies are non-finite elements, and an input outside the graph is named -------------
+def test_huge_finite_values_are_not_anomalies() -> None:
+    torch.manual_seed(12)
+    lin = torch.nn.Linear(3, 4).double()
+    x = torch.randn(5, 3, dtype=torch.float64) * 1e200
+    with gt.pytorch.trace(lin) as tr:
+        lin(x).mean().backward()
+    G = tr.graph
+    assert gt.analysis.anomalies(G).empty
+    assert all(math.isfinite(a["data"]) and a["data_nonfinite"] == 0 for _, a in G.nodes(data=True))
+    out = lin(x).detach()
+    addmm = _node(G, "addmm")
+    assert G.nodes[addmm]["data_norm"] == pytest.approx(_truth(out)["norm"], rel=1e-9)
+    # float32 values near 1e25: every edge's gradient norm is finite and right
+    lin32 = torch.nn.Linear(3, 4)
+    x32 = torch.randn(5, 3) * 1e25
+    with gt.pytorch.trace(lin32) as tr:
+        y = lin32(x32)
+        y.retain_grad()
+        y.sum().backward()  # the weight gets about 1e25: its square is beyond float32
+    G = tr.graph
+    assert gt.analysis.anomalies(G).empty
+    assert all(math.isfinite(e["grad_norm"]) and e["grad_nonfinite"] == 0 for _, _, e in G.edges(data=True))
+    w = _param(G, "weight")
+    assert G.edges[w, _node(G, "t")]["grad_norm"] == pytest.approx(_truth(lin32.weight.grad)["norm"], rel=1e-5)
+
+
+def test_a_nan_in_an_input_outside_the_graph_is_named_as_such() -> None:
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = torch.nn.Linear(3, 4)
+
+        def forward(self, x: Any) -> Any:
+            return self.body(x)
+
+    torch.manual_seed(13)
+    net = Net()
+    x = torch.randn(5, 3)
+    x[1, 0] = math.nan  # the data: it does not require grad, so it is not a node
+    with gt.pytorch.trace(net) as tr:
+        net(x).sum().backward()
+    df = gt.analysis.anomalies(tr.graph)
+    origin = df[df["forward_origin"]]
+    assert list(origin["op"]) == ["addmm"]
+    cause = origin["cause"].iloc[0]
+    assert cause.startswith("input of addmm in Net/body not recorded: 1 non-finite elements"), cause
+    assert "finite operands" not in cause and "gave 4 non-finite elements of 5×4" in cause

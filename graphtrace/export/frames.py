@@ -78,7 +78,9 @@ def nodes_frame(x: Any) -> pd.DataFrame:
         ``scope`` (string: the scope path the node was recorded in, ``""`` outside any; see
         :mod:`graphtrace.scopes`). A tensor trace (:mod:`graphtrace.pytorch`) adds the columns of
         :data:`TENSOR_COLUMNS`: ``shape``, ``dtype``, ``numel`` (-1 when not seen), whether data and
-        grad were recorded, their summaries, the values of small tensors (JSON text), and the ReLU
+        grad were recorded, their summaries, the non-finite elements among an op's inputs the trace
+        does not record (``untracked_nonfinite``: tensors that do not require grad), the values of
+        small tensors (JSON text), and the ReLU
         ``units``/``dead_units``/``zero_share`` and tanh ``saturated_share`` of activations (NA elsewhere).
 
     Raises
@@ -150,6 +152,7 @@ TENSOR_COLUMNS: dict[str, str] = {
     },
     "data_nonfinite": "int64",
     "grad_nonfinite": "int64",
+    "untracked_nonfinite": "int64",
     "data_values": "string",
     "grad_values": "string",
     "units": "Int64",

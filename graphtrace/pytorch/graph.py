@@ -29,7 +29,20 @@ class NodeInfo:
     """What a trace saw of one autograd node: its output's shape and statistics and its module scope
     (forward), its output's gradient and the gradient along each incoming edge (backward)."""
 
-    __slots__ = ("data", "edge_kept", "edges", "grad", "inexact", "kept", "meta", "passes", "scope", "seq", "sizes")
+    __slots__ = (
+        "data",
+        "edge_kept",
+        "edges",
+        "grad",
+        "inexact",
+        "kept",
+        "meta",
+        "passes",
+        "scope",
+        "seq",
+        "sizes",
+        "untracked",
+    )
 
     def __init__(self, seq: int, scope: str, meta: dict[str, Any], data: Raw | None) -> None:
         self.seq = seq
@@ -37,7 +50,7 @@ class NodeInfo:
         self.meta = meta  # shape, dtype, numel, unit statistics of activations
         self.data = data
         self.grad: Raw | None = None
-        self.edges: dict[Any, tuple[float, int]] = {}  # source node -> (norm, non-finite count)
+        self.edges: dict[Any, Raw | None] = {}  # source node -> the gradient along its edge
         self.sizes: dict[int, int] = {}  # output number -> its element count
         # several backward passes: how many reached the node; the gradients (per output, and per edge
         # and output) of passes that kept their graph, to be summed with the next pass's
@@ -45,6 +58,7 @@ class NodeInfo:
         self.kept: list[Any] | None = None
         self.edge_kept: dict[Any, dict[int, Any]] = {}
         self.inexact = False
+        self.untracked: list[Raw] = []  # the op's inputs outside the graph (not requiring grad)
 
 
 def tensor_meta(t: torch.Tensor) -> dict[str, Any]:
@@ -198,17 +212,35 @@ def build(
             rows.append((fn, attrs, data, grad))
     datas = iter(finish([d for _, _, d, _ in rows if d is not None], "data"))
     grads = iter(finish([g for _, _, _, g in rows if g is not None], "grad"))
+    outside = [r for info in infos.values() for r in info.untracked]
+    outside_bad = {id(r): int(s["data_nonfinite"]) for r, s in zip(outside, finish(outside, "data"), strict=True)}
+    for fn, attrs, _, _ in rows:
+        info = infos.get(fn)
+        attrs["untracked_nonfinite"] = sum(outside_bad[id(r)] for r in info.untracked) if info is not None else 0
     G = nx.DiGraph()
     for fn, attrs, data, grad in rows:
         attrs.update(next(datas) if data is not None else empty("data"))
         attrs.update(next(grads) if grad is not None else empty("grad"))
         attrs["data_known"], attrs["grad_known"] = data is not None, grad is not None
         G.add_node(index[fn], **attrs)
+    edge_raws: list[tuple[Any, Any, Raw]] = []
+    for u, v, _ in edges:
+        r = infos[v].edges.get(u) if v in infos else None
+        if r is not None:
+            edge_raws.append((u, v, r))
+    edge_stats = dict(
+        zip(
+            ((u, v) for u, v, _ in edge_raws),
+            finish([r for _, _, r in edge_raws], "grad"),
+            strict=True,
+        )
+    )
     for u, v, _ in edges:
         info = infos.get(v)
         norm, bad = math.nan, 0
-        if info is not None and u in info.edges:
-            norm, bad = info.edges[u]
+        if (u, v) in edge_stats:
+            e = edge_stats[(u, v)]
+            norm, bad = e["grad_norm"], e["grad_nonfinite"]
         elif info is not None and info.grad is not None and u in infos and infos[u].grad is not None:
             # an op node feeding only this edge: the edge carries exactly its gradient
             a = G._node[index[u]]

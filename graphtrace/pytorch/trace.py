@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
+import weakref
 from typing import Any
 
 import networkx as nx
@@ -18,7 +19,6 @@ from .tensors import Raw, merge, raw, zeros_raw
 __all__ = ["Trace", "trace"]
 
 _RELU = {"relu", "relu_"}
-_DOT = (torch.float32, torch.float64)
 _TANH = {"tanh", "tanh_"}
 #: |tanh| above this is saturated (as graphtrace's scalar health)
 SATURATED = 0.97
@@ -64,7 +64,7 @@ class _Recorder(TorchDispatchMode):
             owner.resolve()
         out = func(*args, **(kwargs or {}))
         if _needs_grad(args) or (kwargs and _needs_grad(kwargs.values())):
-            owner.see(func, out)
+            owner.see(func, out, args, kwargs)
         return out
 
 
@@ -112,17 +112,11 @@ class _Functions(TorchFunctionMode):
         return out
 
 
-def _edge_norm(by_nr: dict[int, Any]) -> tuple[float, int]:
-    """(L2 norm, non-finite count) of an edge's gradient: its parts, one per output read, together."""
-    norm2, bad = 0.0, 0
-    for gi in by_nr.values():
-        if gi is None:
-            continue
-        x = gi.reshape(-1)
-        norm = float(torch.dot(x, x).sqrt()) if x.dtype in _DOT else float(torch.linalg.vector_norm(x))
-        norm2 += norm * norm
-        bad += 0 if math.isfinite(norm) else int((~torch.isfinite(x)).sum())
-    return math.sqrt(norm2), bad
+def _edge_raw(by_nr: dict[int, Any]) -> Raw | None:
+    """The statistics of an edge's gradient: its parts, one per output of the source it read,
+    together (their norm is scaled: it never overflows)."""
+    parts = [raw(g) for g in by_nr.values() if g is not None]
+    return merge(parts) if parts else None
 
 
 def _add(a: Any, b: Any) -> Any:
@@ -176,7 +170,8 @@ class Trace:
         if model is not None and not isinstance(model, torch.nn.Module):
             raise TypeError(f"trace: model must be a torch.nn.Module or None, got {type(model).__name__}")
         self.model = model
-        self.pending: list[tuple[torch.Tensor, str, dict[str, Any], Raw]] = []
+        self.pending: list[tuple[torch.Tensor, str, dict[str, Any], Raw, list[Raw]]] = []
+        self._seen_inputs: dict[int, tuple[Any, int, Raw]] = {}  # inputs outside the graph, by id
         self.infos: dict[Any, NodeInfo] = {}
         self._order: list[Any] = []
         self._handles: list[Any] = []
@@ -224,9 +219,10 @@ class Trace:
         return self._stack[-1][0] if self._stack else ""
 
     # ---- forward ---------------------------------------------------------------------------------
-    def see(self, func: Any, out: Any) -> None:
+    def see(self, func: Any, out: Any, args: Any = (), kwargs: Any = None) -> None:
         outs = out if isinstance(out, (tuple, list)) else (out,)
         base = _op_base(func)
+        untracked: list[Raw] | None = None
         for o in outs:
             if isinstance(o, torch.Tensor) and (o.is_floating_point() or o.is_complex()):
                 meta = tensor_meta(o)
@@ -236,7 +232,25 @@ class Trace:
                 elif base in _TANH:
                     meta["saturated_share"] = float((o.abs() > SATURATED).double().mean()) if o.numel() else math.nan
                     meta["tanh_units"] = int(o.shape[1]) if o.dim() >= 2 else 1
-                self.pending.append((o, self.scope, meta, raw(o)))
+                if untracked is None:
+                    untracked = self._untracked_inputs(args, kwargs)
+                self.pending.append((o, self.scope, meta, raw(o), untracked))
+
+    def _untracked_inputs(self, args: Any, kwargs: Any) -> list[Raw]:
+        """The statistics of an op's floating inputs that are not in the graph (they do not require
+        grad: data, masks, buffers), once per tensor and version: where a NaN may come from outside."""
+        found: list[Raw] = []
+        for a in (*args, *(kwargs or {}).values()):
+            for t in a if isinstance(a, (list, tuple)) else (a,):
+                if not isinstance(t, torch.Tensor) or t.requires_grad or not t.is_floating_point() or t.numel() == 0:
+                    continue
+                key = id(t)
+                hit = self._seen_inputs.get(key)
+                if hit is None or hit[0]() is not t or hit[1] != t._version:
+                    hit = (weakref.ref(t), t._version, raw(t))
+                    self._seen_inputs[key] = hit
+                found.append(hit[2])
+        return found
 
     def resolve(self) -> None:
         """Match the outputs seen to the autograd nodes that made them. The outputs of one
@@ -244,11 +258,13 @@ class Trace:
         concatenation, in output order."""
         pending, self.pending = self.pending, []
         groups: dict[Any, list[tuple[int, str, dict[str, Any], Raw]]] = {}
-        for t, scope, meta, data in pending:
+        inputs: dict[Any, list[Raw]] = {}
+        for t, scope, meta, data, untracked in pending:
             fn = t.grad_fn
             if fn is None or fn in self.infos:
                 continue
             groups.setdefault(fn, []).append((t.output_nr, scope, meta, data))
+            inputs[fn] = untracked
         if groups:  # new nodes: which ones are shared is found again at the next backward pass
             self._shared_nodes = None
         for fn, outs in groups.items():
@@ -265,6 +281,7 @@ class Trace:
                 sizes = {o[0]: o[2]["numel"] for o in outs}
             info = self.infos[fn] = NodeInfo(len(self._order), scope, meta, data)
             info.sizes = sizes
+            info.untracked = inputs[fn]
             self._order.append(fn)
             self._handles.append(fn.register_hook(self._hook(fn)))
             for child, _ in fn.next_functions:
@@ -324,7 +341,7 @@ class Trace:
                     if retain:
                         info.edge_kept[child] = by_nr
                     else:
-                        info.edges[child] = _edge_norm(by_nr)
+                        info.edges[child] = _edge_raw(by_nr)
 
         return hook
 
@@ -387,7 +404,7 @@ class Trace:
             if info.kept is not None:
                 info.grad, info.kept = _output_grads(info, info.kept), None
             for child, by_nr in info.edge_kept.items():
-                info.edges[child] = _edge_norm(by_nr)
+                info.edges[child] = _edge_raw(by_nr)
             info.edge_kept = {}
             inexact += info.inexact
         leaves = [fn for fn, leaf in self._leaves.items() if not leaf.exact]
@@ -447,6 +464,7 @@ class Trace:
         finally:
             # drop every reference to the autograd graph and the model
             self.infos, self._order, self._static, self._leaves, self._leaf_of = {}, [], {}, {}, {}
+            self._seen_inputs = {}
 
     @property
     def graph(self) -> nx.DiGraph:
