@@ -444,3 +444,29 @@ def test_a_nan_in_an_input_outside_the_graph_is_named_as_such() -> None:
     cause = origin["cause"].iloc[0]
     assert cause.startswith("input of addmm in Net/body not recorded: 1 non-finite elements"), cause
     assert "finite operands" not in cause and "gave 4 non-finite elements of 5×4" in cause
+
+
+# ---- item 7: the edge ledger of a torch graph -------------------------------------------------------
+def test_edges_frame_of_a_torch_graph_shows_the_recorded_norms() -> None:
+    torch.manual_seed(14)
+    lin = torch.nn.Linear(3, 2)
+    x = torch.randn(4, 3)
+    with gt.pytorch.trace(lin) as tr:
+        s = lin(x).pow(2).sum()
+        loss = 3.0 * s  # s and loss have one element: their edge's gradient is a number
+        loss.backward()
+    G = tr.graph
+    df = gt.edges_frame(G)
+    assert len(df) == G.number_of_edges() and df["grad_norm"].dtype == "float64"
+    for row in df.itertuples():
+        assert row.grad_norm == G.edges[row.source, row.target]["grad_norm"]
+    assert df["grad_norm"].notna().all() and (df["grad_nonfinite"] == 0).all()
+    # a number where the chain rule's term is one: d(3 s)/ds = 3, times grad(loss) = 1
+    s_node = _node(G, "sum")
+    row = df[(df["source"] == s_node)].iloc[0]
+    assert row["grad_contribution"] == pytest.approx(3.0) and row["local_grad"] == pytest.approx(3.0)
+    # and NA (not NaN) where the source is a tensor: its Jacobian is not recorded
+    w_row = df[df["source_label"] == "weight"].iloc[0]
+    assert pd.isna(w_row["grad_contribution"]) and pd.isna(w_row["local_grad"])
+    assert str(df["grad_contribution"].dtype) == "Float64"
+    assert df["grad_contribution"].notna().sum() == 1

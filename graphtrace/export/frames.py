@@ -186,6 +186,12 @@ def edges_frame(x: Any) -> pd.DataFrame:
     ``grad_contribution = local_grad * grad(target)`` is the term the seed computes by hand; for every
     non-root node, its ``grad`` is the sum of its outgoing contributions.
 
+    On a tensor trace (:mod:`graphtrace.pytorch`) an edge carries a tensor: the frame adds
+    ``grad_norm`` (float64: the norm of the gradient the target sends back along it) and
+    ``grad_nonfinite`` (int64), and ``local_grad`` and ``grad_contribution`` become nullable
+    (Float64): ``grad_contribution`` is the gradient where the source has one element, ``local_grad``
+    where the target has one too; NA elsewhere (the Jacobian of a tensor op is not recorded).
+
     Returns
     -------
     pandas.DataFrame
@@ -217,7 +223,7 @@ def edges_frame(x: Any) -> pd.DataFrame:
             local.append(e.get("local_grad", np.nan))
     lg = _floats(local)
     target_grad = _floats([node[v].get("grad", np.nan) for v in dst])
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "source": _id_column(src),
             "target": _id_column(dst),
@@ -228,3 +234,28 @@ def edges_frame(x: Any) -> pd.DataFrame:
             "grad_contribution": lg * target_grad,
         }
     )
+    if is_tensor_trace(G):
+        _tensor_edges(G, frame, src, dst)
+    return frame
+
+
+def _tensor_edges(G: nx.DiGraph, frame: pd.DataFrame, src: list[Hashable], dst: list[Hashable]) -> None:
+    """A tensor trace's ledger: the norm of the gradient each edge carries (and its non-finite
+    elements); ``grad_contribution`` where it is a number (the source has one element) and
+    ``local_grad`` where that is one too (the target also has one, with a nonzero gradient), else NA:
+    a tensor's Jacobian is not recorded."""
+    edge, node = G._adj, G._node
+    attrs = [edge[u][v] for u, v in zip(src, dst, strict=True)]
+    frame["grad_norm"] = _floats([a.get("grad_norm", np.nan) for a in attrs])
+    frame["grad_nonfinite"] = np.asarray([int(a.get("grad_nonfinite", 0)) for a in attrs], dtype=np.int64)
+    contribution: list[Any] = []
+    local: list[Any] = []
+    for u, v, a in zip(src, dst, attrs, strict=True):
+        value = a.get("grad_value", np.nan)
+        c = float(value) if node[u].get("numel") == 1 and value == value else None
+        contribution.append(c)
+        g = node[v].get("grad", np.nan)
+        scalar_target = node[v].get("numel") == 1 and node[v].get("grad_known") and g == g and g != 0
+        local.append(c / float(g) if c is not None and scalar_target else None)
+    frame["local_grad"] = pd.array(local, dtype="Float64")
+    frame["grad_contribution"] = pd.array(contribution, dtype="Float64")

@@ -237,15 +237,17 @@ def build(
     )
     for u, v, _ in edges:
         info = infos.get(v)
-        norm, bad = math.nan, 0
+        norm, bad, value = math.nan, 0, math.nan
         if (u, v) in edge_stats:
             e = edge_stats[(u, v)]
-            norm, bad = e["grad_norm"], e["grad_nonfinite"]
+            norm, bad, value = e["grad_norm"], e["grad_nonfinite"], e["grad"]
         elif info is not None and info.grad is not None and u in infos and infos[u].grad is not None:
             # an op node feeding only this edge: the edge carries exactly its gradient
             a = G._node[index[u]]
-            norm, bad = a["grad_norm"], a["grad_nonfinite"]
-        G.add_edge(index[u], index[v], local_grad=math.nan, grad_norm=norm, grad_nonfinite=bad)
+            norm, bad, value = a["grad_norm"], a["grad_nonfinite"], a["grad"]
+        if G._node[index[u]]["numel"] != 1:
+            value = math.nan  # the gradient of a one-element source is a number; of a larger one, a norm
+        G.add_edge(index[u], index[v], local_grad=math.nan, grad_norm=norm, grad_nonfinite=bad, grad_value=value)
     G.graph["root"] = index[root_fn] if root_fn is not None else None
     G.graph["kind"] = "torch"
     return G
