@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -470,3 +471,38 @@ def test_edges_frame_of_a_torch_graph_shows_the_recorded_norms() -> None:
     assert pd.isna(w_row["grad_contribution"]) and pd.isna(w_row["local_grad"])
     assert str(df["grad_contribution"].dtype) == "Float64"
     assert df["grad_contribution"].notna().sum() == 1
+
+
+# ---- item 8: a reentrant checkpoint ---------------------------------------------------------------
+class _Checkpointed(torch.nn.Module):
+    def __init__(self, reentrant: bool) -> None:
+        super().__init__()
+        self.block = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU())
+        self.head = torch.nn.Linear(4, 1)
+        self.reentrant = reentrant
+
+    def forward(self, x: Any) -> Any:
+        from torch.utils.checkpoint import checkpoint
+
+        return self.head(checkpoint(self.block, x, use_reentrant=self.reentrant))
+
+
+def test_a_reentrant_checkpoint_is_named_with_its_fix() -> None:
+    torch.manual_seed(15)
+    x = torch.randn(3, 4, requires_grad=True)
+    model = _Checkpointed(reentrant=True)
+    warns = pytest.warns(RuntimeWarning, match="use_reentrant=True\\) ran _Checkpointed/block without autograd")
+    with warns as record, gt.pytorch.trace(model):
+        model(x).sum().backward()
+    message = str(record[0].message)
+    assert "block.0.weight, block.0.bias" in message and "use_reentrant=False" in message
+    # with use_reentrant=False every parameter is recorded, with its gradient, and nothing is said
+    model = _Checkpointed(reentrant=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with gt.pytorch.trace(model) as tr:
+            model(x).sum().backward()
+    params = {a["label"]: a for _, a in tr.graph.nodes(data=True) if a["role"] == "parameter"}
+    assert set(params) == {n for n, _ in model.named_parameters()}
+    for name, p in model.named_parameters():
+        assert params[name]["grad_norm"] == pytest.approx(float(p.grad.norm()), rel=1e-6)

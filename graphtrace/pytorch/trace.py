@@ -187,6 +187,7 @@ class Trace:
         self._retain = False  # whether the backward call running keeps its graph for another pass
         self._leaves: dict[Any, _Leaf] = {}  # AccumulateGrad node -> what the passes sent its leaf
         self._leaf_of: dict[int, Any] = {}  # id(leaf tensor) -> its AccumulateGrad node
+        self._no_grad_calls: dict[str, str] = {}  # modules called without autograd on inputs that need it
 
     # ---- module scopes ---------------------------------------------------------------------------
     def _pre(self, module: Any, args: Any) -> None:
@@ -206,6 +207,10 @@ class Trace:
             self._top[static] = k + 1
             path = static + (f"[{k}]" if k else "")
         self._stack.append((path, static, {}))
+        if not torch.is_grad_enabled() and _needs_grad(args):  # e.g. inside a reentrant checkpoint
+            outer = self._no_grad_calls.values()
+            if not any(path.startswith((p + "/", p + "[")) for p in outer):  # the outermost such call
+                self._no_grad_calls.setdefault(static, path)
 
     def _post(self, module: Any, args: Any, output: Any) -> None:
         if self.pending:  # the module's last op belongs to it
@@ -380,6 +385,30 @@ class Trace:
 
         return posthook
 
+    def _warn_reentrant(self) -> None:
+        """Warn when the graph holds a reentrant checkpoint (``torch.utils.checkpoint(...,
+        use_reentrant=True)``): it runs its function without autograd, so nothing inside is recorded."""
+        fns, _ = _walk(self._order)
+        if not any(type(fn).__name__ == "CheckpointFunctionBackward" for fn in fns):
+            return
+        where = list(self._no_grad_calls.values())
+        modules = list(self._no_grad_calls)
+        missing = [
+            name
+            for name, scope in self._params.values()
+            if any(scope == m or scope.startswith(m + "/") or scope.startswith(m + "[") for m in modules)
+        ]
+        warnings.warn(
+            "gt.pytorch.trace: torch.utils.checkpoint(..., use_reentrant=True) ran "
+            + (", ".join(where) if where else "a function")
+            + " without autograd, so the trace cannot record its ops, their values and gradients, or "
+            + (f"the parameters they use ({', '.join(missing[:8])})" if missing else "the parameters it uses")
+            + "; call torch.utils.checkpoint.checkpoint(..., use_reentrant=False) (torch's recommended "
+            "mode) and the trace records them",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
     def grad_results(self, inputs: Any, grads: Any) -> None:
         """``torch.autograd.grad``'s gradients of the leaves the trace holds: what that pass sent them
         (it does not accumulate into ``.grad``)."""
@@ -407,6 +436,7 @@ class Trace:
                 info.edges[child] = _edge_raw(by_nr)
             info.edge_kept = {}
             inexact += info.inexact
+        self._warn_reentrant()
         leaves = [fn for fn, leaf in self._leaves.items() if not leaf.exact]
         if inexact or leaves:
             names = ", ".join(self._params.get(id(fn.variable), ("a leaf",))[0] for fn in leaves[:5])
@@ -464,7 +494,7 @@ class Trace:
         finally:
             # drop every reference to the autograd graph and the model
             self.infos, self._order, self._static, self._leaves, self._leaf_of = {}, [], {}, {}, {}
-            self._seen_inputs = {}
+            self._seen_inputs, self._no_grad_calls = {}, {}
 
     @property
     def graph(self) -> nx.DiGraph:
@@ -496,6 +526,10 @@ def trace(model: Any = None) -> Trace:
     gradients until the next pass or the exit, to sum them; where a sum cannot be kept (``.grad``
     reset by ``zero_grad`` between two passes: trace one training step per trace) a
     ``RuntimeWarning`` says so.
+
+    ``torch.utils.checkpoint(..., use_reentrant=True)`` runs its function without autograd, so
+    nothing inside can be recorded: a ``RuntimeWarning`` names the module and its parameters and
+    the fix, ``use_reentrant=False`` (torch's recommended mode), with which everything is recorded.
 
     An op with several outputs (``split``, ``chunk``, ``unbind``) is one node, as it is one autograd
     node: its value and its gradient are those of its outputs concatenated in output order (its
