@@ -506,3 +506,56 @@ def test_a_reentrant_checkpoint_is_named_with_its_fix() -> None:
     assert set(params) == {n for n, _ in model.named_parameters()}
     for name, p in model.named_parameters():
         assert params[name]["grad_norm"] == pytest.approx(float(p.grad.norm()), rel=1e-6)
+
+
+# ---- items 9 and 10: nested traces, other threads ----------------------------------------------------
+class _Gate(torch.nn.Module):
+    """Holds another thread inside the model (its pre-hooks have run) until told to go on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import threading
+
+        self.inside, self.go = threading.Event(), threading.Event()
+        self.main = threading.get_ident()
+
+    def forward(self, x: Any) -> Any:
+        import threading
+
+        if threading.get_ident() != self.main:
+            self.inside.set()
+            assert self.go.wait(60)
+        return x
+
+
+@pytest.mark.parametrize("other_traced", [False, True])
+def test_another_threads_calls_of_the_model_never_enter_a_trace(other_traced: bool) -> None:
+    import threading
+
+    torch.manual_seed(17)
+    gate = _Gate()
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), gate, torch.nn.Linear(4, 1))
+    x = torch.randn(2, 3)
+    other: dict[str, Any] = {}
+
+    def run() -> None:
+        if other_traced:
+            with gt.pytorch.trace(model) as tr:
+                model(x).sum().backward()
+            other["graph"] = tr.graph
+        else:
+            model(x)
+
+    with gt.pytorch.trace(model) as tr:
+        thread = threading.Thread(target=run)
+        thread.start()
+        assert gate.inside.wait(60)  # the other thread is inside Sequential/1 now
+        model(x).sum().backward()
+        gate.go.set()
+        thread.join(60)
+    scopes = {d["scope"] for _, d in tr.graph.nodes(data=True) if d["op"] in ("addmm", "t")}
+    assert scopes == {"Sequential/0", "Sequential/2"}
+    if other_traced:
+        scopes = {d["scope"] for _, d in other["graph"].nodes(data=True) if d["op"] in ("addmm", "t")}
+        assert scopes == {"Sequential/0", "Sequential/2"}
+        assert other["graph"].number_of_nodes() == tr.graph.number_of_nodes()

@@ -6,6 +6,7 @@ import inspect
 import math
 import warnings
 import weakref
+from contextvars import ContextVar
 from typing import Any
 
 import networkx as nx
@@ -47,6 +48,11 @@ def _needs_grad(args: Any) -> bool:
         elif isinstance(a, (list, tuple)) and any(isinstance(b, torch.Tensor) and b.requires_grad for b in a):
             return True
     return False
+
+
+#: The trace recording in this context (thread, or asyncio task): module hooks are global, so a
+#: trace's hooks skip the calls made in any other context (another thread running the model).
+_CURRENT: ContextVar[Trace | None] = ContextVar("graphtrace_pytorch_trace", default=None)
 
 
 class _Recorder(TorchDispatchMode):
@@ -184,6 +190,7 @@ class Trace:
         self._static: dict[Any, str] = {}  # module -> its path in the model (scope_path)
         self._params: dict[int, tuple[str, str]] = {}
         self._active = False
+        self._token: Any = None
         self._retain = False  # whether the backward call running keeps its graph for another pass
         self._leaves: dict[Any, _Leaf] = {}  # AccumulateGrad node -> what the passes sent its leaf
         self._leaf_of: dict[int, Any] = {}  # id(leaf tensor) -> its AccumulateGrad node
@@ -191,6 +198,8 @@ class Trace:
 
     # ---- module scopes ---------------------------------------------------------------------------
     def _pre(self, module: Any, args: Any) -> None:
+        if _CURRENT.get() is not self:  # another thread's (or context's) call of the model
+            return
         static = self._static.get(module, type(module).__name__)
         if self._stack:
             top, top_static, counts = self._stack[-1]
@@ -213,6 +222,8 @@ class Trace:
                 self._no_grad_calls.setdefault(static, path)
 
     def _post(self, module: Any, args: Any, output: Any) -> None:
+        if _CURRENT.get() is not self:
+            return
         if self.pending:  # the module's last op belongs to it
             self.resolve()
         if self._stack:
@@ -475,6 +486,7 @@ class Trace:
         self._functions.__enter__()
         self._mode.__enter__()
         self._active = True
+        self._token = _CURRENT.set(self)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -482,6 +494,7 @@ class Trace:
         self._mode.__exit__(*exc)
         self._functions.__exit__(*exc)
         self._active = False
+        _CURRENT.reset(self._token)
         self.resolve()
         for h in self._handles:
             h.remove()
