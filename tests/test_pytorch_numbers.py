@@ -509,6 +509,33 @@ def test_a_reentrant_checkpoint_is_named_with_its_fix() -> None:
 
 
 # ---- items 9 and 10: nested traces, other threads ----------------------------------------------------
+def test_nested_traces_record_into_both() -> None:
+    torch.manual_seed(16)
+    lin = torch.nn.Linear(3, 2)
+    x = torch.randn(4, 3)
+    with gt.pytorch.trace(lin) as outer:
+        y0 = lin(x).sum()
+        with gt.pytorch.trace(lin) as inner:
+            y1 = lin(x).pow(2).sum()
+            y1.backward()
+        y0.backward()
+    A, B = outer.graph, inner.graph
+    ops_a = sorted(d["op"] for _, d in A.nodes(data=True) if d["op"])
+    ops_b = sorted(d["op"] for _, d in B.nodes(data=True) if d["op"])
+    assert ops_b == ["addmm", "pow", "sum", "t"]
+    assert ops_a == ["addmm", "addmm", "pow", "sum", "sum", "t", "t"]
+    # the model's second call is its call 1 in the outer trace, its first in the inner one
+    assert sorted(d["scope"] for _, d in A.nodes(data=True) if d["op"] == "addmm") == ["Linear", "Linear[1]"]
+    assert [d["scope"] for _, d in B.nodes(data=True) if d["op"] == "addmm"] == ["Linear"]
+    # the inner trace saw the inner pass; the outer both (the weight: what the two passes sent it)
+    gw1, _ = torch.autograd.grad(lin(x).pow(2).sum(), [lin.weight, lin.bias])
+    assert B.nodes[_param(B, "weight")]["grad_norm"] == pytest.approx(float(gw1.norm()), rel=1e-6)
+    assert A.nodes[_param(A, "weight")]["grad_norm"] == pytest.approx(float(lin.weight.grad.norm()), rel=1e-6)
+    pow_a, pow_b = _node(A, "pow"), _node(B, "pow")
+    for s in ("data_norm", "grad_norm", "grad_mean"):
+        assert A.nodes[pow_a][s] == B.nodes[pow_b][s]
+
+
 class _Gate(torch.nn.Module):
     """Holds another thread inside the model (its pre-hooks have run) until told to go on."""
 

@@ -50,9 +50,58 @@ def _needs_grad(args: Any) -> bool:
     return False
 
 
-#: The trace recording in this context (thread, or asyncio task): module hooks are global, so a
-#: trace's hooks skip the calls made in any other context (another thread running the model).
-_CURRENT: ContextVar[Trace | None] = ContextVar("graphtrace_pytorch_trace", default=None)
+class _Session:
+    """The traces recording in one context (thread, or asyncio task) and the two modes they share:
+    nested traces record every op into each of them, and another thread's ops and module calls
+    never enter them (torch's mode stacks are per thread, module hooks check the context)."""
+
+    def __init__(self) -> None:
+        self.traces: list[Trace] = []
+        self.mode = _Recorder(self)
+        self.functions = _Functions(self)
+        self.seen_inputs: dict[int, tuple[Any, int, Raw]] = {}  # inputs outside the graph, by id
+        self.token: Any = None
+
+    def see(self, func: Any, out: Any, args: Any, kwargs: Any) -> None:
+        """Summarise the outputs of an op that needs a gradient (once, for every trace)."""
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        base = _op_base(func)
+        untracked: list[Raw] | None = None
+        items = []
+        for o in outs:
+            if isinstance(o, torch.Tensor) and (o.is_floating_point() or o.is_complex()):
+                meta = tensor_meta(o)
+                if base in _RELU:
+                    meta["units"], meta["dead_units"] = _units(o)
+                    meta["zero_share"] = float((o == 0).sum()) / o.numel() if o.numel() else math.nan
+                elif base in _TANH:
+                    meta["saturated_share"] = float((o.abs() > SATURATED).double().mean()) if o.numel() else math.nan
+                    meta["tanh_units"] = int(o.shape[1]) if o.dim() >= 2 else 1
+                if untracked is None:
+                    untracked = self._untracked_inputs(args, kwargs)
+                items.append((o, meta, raw(o), untracked))
+        for tr in self.traces:
+            scope = tr.scope
+            tr.pending.extend((o, scope, meta, data, u) for o, meta, data, u in items)
+
+    def _untracked_inputs(self, args: Any, kwargs: Any) -> list[Raw]:
+        """The statistics of an op's floating inputs that are not in the graph (they do not require
+        grad: data, masks, buffers), once per tensor and version: where a NaN may come from outside."""
+        found: list[Raw] = []
+        for a in (*args, *(kwargs or {}).values()):
+            for t in a if isinstance(a, (list, tuple)) else (a,):
+                if not isinstance(t, torch.Tensor) or t.requires_grad or not t.is_floating_point() or t.numel() == 0:
+                    continue
+                key = id(t)
+                hit = self.seen_inputs.get(key)
+                if hit is None or hit[0]() is not t or hit[1] != t._version:
+                    hit = (weakref.ref(t), t._version, raw(t))
+                    self.seen_inputs[key] = hit
+                found.append(hit[2])
+        return found
+
+
+_SESSION: ContextVar[_Session | None] = ContextVar("graphtrace_pytorch_session", default=None)
 
 
 class _Recorder(TorchDispatchMode):
@@ -60,17 +109,18 @@ class _Recorder(TorchDispatchMode):
     right after it runs (before any in-place change); its ``grad_fn`` is read on the next op, once
     autograd has attached it."""
 
-    def __init__(self, owner: Trace) -> None:
+    def __init__(self, session: _Session) -> None:
         super().__init__()
-        self.owner = owner
+        self.session = session
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        owner = self.owner
-        if owner.pending:
-            owner.resolve()
+        session = self.session
+        for tr in session.traces:
+            if tr.pending:
+                tr.resolve()
         out = func(*args, **(kwargs or {}))
         if _needs_grad(args) or (kwargs and _needs_grad(kwargs.values())):
-            owner.see(func, out, args, kwargs)
+            session.see(func, out, args, kwargs)
         return out
 
 
@@ -95,26 +145,30 @@ class _Functions(TorchFunctionMode):
     ``torch.autograd.backward`` or ``grad``): under it every backward op would go through Python
     (+70% on ResNet-18); the backward is recorded by hooks on the autograd nodes instead."""
 
-    def __init__(self, owner: Trace) -> None:
+    def __init__(self, session: _Session) -> None:
         super().__init__()
-        self.owner = owner
+        self.session = session
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        owner = self.owner
-        mode = owner._mode
-        if func not in _BACKWARD_CALLS or mode is None:
+        if func not in _BACKWARD_CALLS:
             return func(*args, **(kwargs or {}))
-        owner.resolve()
+        session = self.session
+        traces = list(session.traces)
+        for tr in traces:
+            tr.resolve()
         retain, bound = _retains(func, args, kwargs)
-        mode.__exit__(None, None, None)
-        owner._retain = retain
+        session.mode.__exit__(None, None, None)
+        for tr in traces:
+            tr._retain = retain
         try:
             out = func(*args, **(kwargs or {}))
         finally:
-            owner._retain = False
-            mode.__enter__()
+            for tr in traces:
+                tr._retain = False
+            session.mode.__enter__()
         if func is torch.autograd.grad and bound is not None:
-            owner.grad_results(bound.arguments.get("inputs"), out)
+            for tr in traces:
+                tr.grad_results(bound.arguments.get("inputs"), out)
         return out
 
 
@@ -177,20 +231,17 @@ class Trace:
             raise TypeError(f"trace: model must be a torch.nn.Module or None, got {type(model).__name__}")
         self.model = model
         self.pending: list[tuple[torch.Tensor, str, dict[str, Any], Raw, list[Raw]]] = []
-        self._seen_inputs: dict[int, tuple[Any, int, Raw]] = {}  # inputs outside the graph, by id
         self.infos: dict[Any, NodeInfo] = {}
         self._order: list[Any] = []
         self._handles: list[Any] = []
         self._stack: list[tuple[str, str, dict[str, int]]] = []  # (path, static path, calls of children)
         self._top: dict[str, int] = {}
-        self._mode: _Recorder | None = None
-        self._functions: _Functions | None = None
+        self._session: _Session | None = None
         self._shared_nodes: set[Any] | None = None
         self._graph: nx.DiGraph | None = None
         self._static: dict[Any, str] = {}  # module -> its path in the model (scope_path)
         self._params: dict[int, tuple[str, str]] = {}
         self._active = False
-        self._token: Any = None
         self._retain = False  # whether the backward call running keeps its graph for another pass
         self._leaves: dict[Any, _Leaf] = {}  # AccumulateGrad node -> what the passes sent its leaf
         self._leaf_of: dict[int, Any] = {}  # id(leaf tensor) -> its AccumulateGrad node
@@ -198,7 +249,7 @@ class Trace:
 
     # ---- module scopes ---------------------------------------------------------------------------
     def _pre(self, module: Any, args: Any) -> None:
-        if _CURRENT.get() is not self:  # another thread's (or context's) call of the model
+        if _SESSION.get() is not self._session:  # another thread's (or context's) call of the model
             return
         static = self._static.get(module, type(module).__name__)
         if self._stack:
@@ -222,7 +273,7 @@ class Trace:
                 self._no_grad_calls.setdefault(static, path)
 
     def _post(self, module: Any, args: Any, output: Any) -> None:
-        if _CURRENT.get() is not self:
+        if _SESSION.get() is not self._session:
             return
         if self.pending:  # the module's last op belongs to it
             self.resolve()
@@ -235,39 +286,6 @@ class Trace:
         return self._stack[-1][0] if self._stack else ""
 
     # ---- forward ---------------------------------------------------------------------------------
-    def see(self, func: Any, out: Any, args: Any = (), kwargs: Any = None) -> None:
-        outs = out if isinstance(out, (tuple, list)) else (out,)
-        base = _op_base(func)
-        untracked: list[Raw] | None = None
-        for o in outs:
-            if isinstance(o, torch.Tensor) and (o.is_floating_point() or o.is_complex()):
-                meta = tensor_meta(o)
-                if base in _RELU:
-                    meta["units"], meta["dead_units"] = _units(o)
-                    meta["zero_share"] = float((o == 0).sum()) / o.numel() if o.numel() else math.nan
-                elif base in _TANH:
-                    meta["saturated_share"] = float((o.abs() > SATURATED).double().mean()) if o.numel() else math.nan
-                    meta["tanh_units"] = int(o.shape[1]) if o.dim() >= 2 else 1
-                if untracked is None:
-                    untracked = self._untracked_inputs(args, kwargs)
-                self.pending.append((o, self.scope, meta, raw(o), untracked))
-
-    def _untracked_inputs(self, args: Any, kwargs: Any) -> list[Raw]:
-        """The statistics of an op's floating inputs that are not in the graph (they do not require
-        grad: data, masks, buffers), once per tensor and version: where a NaN may come from outside."""
-        found: list[Raw] = []
-        for a in (*args, *(kwargs or {}).values()):
-            for t in a if isinstance(a, (list, tuple)) else (a,):
-                if not isinstance(t, torch.Tensor) or t.requires_grad or not t.is_floating_point() or t.numel() == 0:
-                    continue
-                key = id(t)
-                hit = self._seen_inputs.get(key)
-                if hit is None or hit[0]() is not t or hit[1] != t._version:
-                    hit = (weakref.ref(t), t._version, raw(t))
-                    self._seen_inputs[key] = hit
-                found.append(hit[2])
-        return found
-
     def resolve(self) -> None:
         """Match the outputs seen to the autograd nodes that made them. The outputs of one
         multi-output op (``split``, ``chunk``, ``unbind``) are one node: its value is their
@@ -481,21 +499,32 @@ class Trace:
                 self._static[m] = scope_path(root, dotted)
                 self._handles.append(m.register_forward_pre_hook(self._pre))
                 self._handles.append(m.register_forward_hook(self._post, always_call=True))
-        self._mode = _Recorder(self)
-        self._functions = _Functions(self)
-        self._functions.__enter__()
-        self._mode.__enter__()
+        session = _SESSION.get()
+        if session is None:  # the first trace of this context: the modes start
+            session = _Session()
+            session.functions.__enter__()
+            session.mode.__enter__()
+            session.token = _SESSION.set(session)
+        session.traces.append(self)
+        self._session = session
         self._active = True
-        self._token = _CURRENT.set(self)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        assert self._functions is not None and self._mode is not None
-        self._mode.__exit__(*exc)
-        self._functions.__exit__(*exc)
+        session = self._session
+        assert session is not None
+        if session.traces and session.traces[-1] is not self and self in session.traces:
+            session.traces.remove(self)  # an outer trace closed before an inner one
+        elif self in session.traces:
+            session.traces.pop()
         self._active = False
-        _CURRENT.reset(self._token)
         self.resolve()
+        if not session.traces:  # the last trace of this context: the modes stop
+            session.mode.__exit__(*exc)
+            session.functions.__exit__(*exc)
+            _SESSION.reset(session.token)
+            session.seen_inputs.clear()
+        self._session = None
         for h in self._handles:
             h.remove()
         self._handles.clear()
@@ -507,7 +536,7 @@ class Trace:
         finally:
             # drop every reference to the autograd graph and the model
             self.infos, self._order, self._static, self._leaves, self._leaf_of = {}, [], {}, {}, {}
-            self._seen_inputs, self._no_grad_calls = {}, {}
+            self._no_grad_calls = {}
 
     @property
     def graph(self) -> nx.DiGraph:
@@ -539,6 +568,10 @@ def trace(model: Any = None) -> Trace:
     gradients until the next pass or the exit, to sum them; where a sum cannot be kept (``.grad``
     reset by ``zero_grad`` between two passes: trace one training step per trace) a
     ``RuntimeWarning`` says so.
+
+    Traces may nest: an op run inside both is recorded into both (summarised once). A trace
+    records what runs in the context that entered it (its thread, or asyncio task): another thread
+    running the same model, traced or not, never enters its graph or its module scopes.
 
     ``torch.utils.checkpoint(..., use_reentrant=True)`` runs its function without autograd, so
     nothing inside can be recorded: a ``RuntimeWarning`` names the module and its parameters and
