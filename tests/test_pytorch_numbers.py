@@ -586,3 +586,78 @@ def test_another_threads_calls_of_the_model_never_enter_a_trace(other_traced: bo
         scopes = {d["scope"] for _, d in other["graph"].nodes(data=True) if d["op"] in ("addmm", "t")}
         assert scopes == {"Sequential/0", "Sequential/2"}
         assert other["graph"].number_of_nodes() == tr.graph.number_of_nodes()
+
+
+# ---- item 11: a trace keeps summaries, not the tensors ----------------------------------------------
+def _mlp512() -> Any:
+    layers: list[Any] = []
+    for _ in range(4):
+        layers += [torch.nn.Linear(512, 512), torch.nn.ReLU()]
+    return torch.nn.Sequential(*layers)
+
+
+def test_a_forward_only_loop_in_a_trace_frees_each_pass() -> None:
+    import weakref
+
+    torch.manual_seed(18)
+    model = _mlp512()
+    x = torch.randn(64, 512)
+
+    class Token:
+        """Stands for a saved tensor (without holding it: no backward runs here) as long as the
+        autograd node that saved it lives."""
+
+    alive: weakref.WeakSet[Token] = weakref.WeakSet()
+
+    def pack(t: Any) -> Token:
+        token = Token()
+        alive.add(token)
+        return token
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda token: None):
+        y = model(x)
+        per_pass = len(alive)  # the tensors autograd saves for one forward pass (freed with its graph)
+        assert per_pass >= 8
+        del y
+        assert len(alive) == 0
+        with gt.pytorch.trace(model) as tr:
+            for _ in range(20):
+                model(x)  # the outputs are dropped: so is each pass's graph
+            model(x[:1])  # (the last pass's output waits for the next op to be matched to its node)
+            assert len(alive) <= per_pass
+    G = tr.graph
+    assert sum(1 for _, d in G.nodes(data=True) if d["op"] == "addmm") == 84  # and every op is recorded
+    assert all(d["data_known"] for _, d in G.nodes(data=True) if d["op"])
+
+
+def test_a_forward_only_loop_in_a_trace_stays_within_a_memory_bound(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    tests = str(Path(__file__).parent)
+    code = f"""
+import sys, torch, graphtrace as gt
+sys.path.insert(0, {tests!r})
+from test_pytorch_numbers import _mlp512
+torch.set_num_threads(1)
+torch.manual_seed(0)
+model = _mlp512()
+x = torch.randn(256, 512)
+def rss():
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * 4096
+with gt.pytorch.trace(model):  # the first trace's one-time costs (imports, kernels) out of the count
+    for _ in range(3):
+        model(x)
+before = rss()
+with gt.pytorch.trace(model) as tr:
+    for _ in range(60):
+        model(x)
+    inside = rss() - before
+print(inside)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    grew = int(out.stdout.strip().splitlines()[-1])
+    # one pass saves about 4 MiB of activations (256 x 512 floats, 8 tensors): 60 kept would be 240 MiB
+    assert grew < 48 * 2**20, f"RSS grew by {grew / 2**20:.0f} MiB inside the trace"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 import warnings
 import weakref
@@ -14,10 +15,12 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
-from .graph import NodeInfo, _walk, build, module_paths, scope_path, tensor_meta
+from .graph import NodeInfo, Records, assemble, module_paths, scope_path, tensor_meta
 from .tensors import Raw, merge, raw, zeros_raw
 
 __all__ = ["Trace", "trace"]
+
+_KEYS = itertools.count()
 
 _RELU = {"relu", "relu_"}
 _TANH = {"tanh", "tanh_"}
@@ -231,20 +234,17 @@ class Trace:
             raise TypeError(f"trace: model must be a torch.nn.Module or None, got {type(model).__name__}")
         self.model = model
         self.pending: list[tuple[torch.Tensor, str, dict[str, Any], Raw, list[Raw]]] = []
-        self.infos: dict[Any, NodeInfo] = {}
-        self._order: list[Any] = []
+        self._records = Records(f"graphtrace.trace.{next(_KEYS)}", on_leaf=self._on_leaf)
         self._handles: list[Any] = []
         self._stack: list[tuple[str, str, dict[str, int]]] = []  # (path, static path, calls of children)
         self._top: dict[str, int] = {}
         self._session: _Session | None = None
-        self._shared_nodes: set[Any] | None = None
         self._graph: nx.DiGraph | None = None
         self._static: dict[Any, str] = {}  # module -> its path in the model (scope_path)
         self._params: dict[int, tuple[str, str]] = {}
         self._active = False
         self._retain = False  # whether the backward call running keeps its graph for another pass
-        self._leaves: dict[Any, _Leaf] = {}  # AccumulateGrad node -> what the passes sent its leaf
-        self._leaf_of: dict[int, Any] = {}  # id(leaf tensor) -> its AccumulateGrad node
+        self._leaves: dict[int, _Leaf] = {}  # leaf node -> what the passes sent it
         self._no_grad_calls: dict[str, str] = {}  # modules called without autograd on inputs that need it
 
     # ---- module scopes ---------------------------------------------------------------------------
@@ -291,16 +291,15 @@ class Trace:
         multi-output op (``split``, ``chunk``, ``unbind``) are one node: its value is their
         concatenation, in output order."""
         pending, self.pending = self.pending, []
+        key = self._records.key
         groups: dict[Any, list[tuple[int, str, dict[str, Any], Raw]]] = {}
         inputs: dict[Any, list[Raw]] = {}
         for t, scope, meta, data, untracked in pending:
-            fn = t.grad_fn
-            if fn is None or fn in self.infos:
+            fn: Any = t.grad_fn
+            if fn is None or fn.metadata.get(key) is not None:
                 continue
             groups.setdefault(fn, []).append((t.output_nr, scope, meta, data))
             inputs[fn] = untracked
-        if groups:  # new nodes: which ones are shared is found again at the next backward pass
-            self._shared_nodes = None
         for fn, outs in groups.items():
             if len(outs) == 1:
                 _, scope, meta, data = outs[0]
@@ -313,33 +312,25 @@ class Trace:
                 meta["numel"] = sum(o[2]["numel"] for o in outs)
                 data = merge([o[3] for o in outs])
                 sizes = {o[0]: o[2]["numel"] for o in outs}
-            info = self.infos[fn] = NodeInfo(len(self._order), scope, meta, data)
+            info = self._records.add_op(fn, scope, meta, data)
             info.sizes = sizes
             info.untracked = inputs[fn]
-            self._order.append(fn)
-            self._handles.append(fn.register_hook(self._hook(fn)))
-            for child, _ in fn.next_functions:
-                if child is not None and child not in self._leaves and type(child).__name__ == "AccumulateGrad":
-                    self._leaves[child] = _Leaf()
-                    self._leaf_of[id(child.variable)] = child
-                    self._handles.append(child.register_prehook(self._leaf_prehook(child)))
-                    self._handles.append(child.register_hook(self._leaf_posthook(child)))
+            self._handles.append(fn.register_hook(self._hook(info)))
+
+    def _on_leaf(self, fn: Any, info: NodeInfo) -> None:
+        """A leaf's AccumulateGrad node found: hook it (its tensor's hooks see what each pass sends)."""
+        leaf = self._leaves.get(info.seq)
+        if leaf is None:
+            leaf = self._leaves[info.seq] = _Leaf()
+        var = info.leaf
+        assert var is not None
+        self._handles.append(fn.register_prehook(self._leaf_prehook(leaf, var)))
+        self._handles.append(fn.register_hook(self._leaf_posthook(leaf, var)))
 
     # ---- backward --------------------------------------------------------------------------------
-    def _shared(self) -> set[Any]:
-        """The recorded op nodes whose gradient is not simply the one edge they feed: used by more
-        than one node, or twice by one (``x * x``). Only their edges need a norm of their own; the
-        edge out of any other op node carries exactly that node's gradient (filled in by build)."""
-        if self._shared_nodes is None:
-            _, edges = _walk(self._order)
-            users: dict[Any, int] = {}
-            for child, _, positions in edges:
-                users[child] = users.get(child, 0) + len(positions)
-            self._shared_nodes = {c for c, k in users.items() if k > 1 or type(c).__name__ == "AccumulateGrad"}
-        return self._shared_nodes
-
-    def _hook(self, fn: Any) -> Any:
-        info = self.infos[fn]
+    def _hook(self, info: NodeInfo) -> Any:
+        records = self._records
+        users, nodes = records.users, records.nodes
 
         def hook(grad_inputs: Any, grad_outputs: Any) -> None:
             with _disable_current_modes(), torch.no_grad():  # the hook's own ops are not the model's
@@ -356,13 +347,16 @@ class Trace:
                     info.kept, info.grad = grads, None
                 else:
                     info.grad = _output_grads(info, grads)
-                shared = self._shared()
                 # the gradient along the edge to each child: summed over the positions that read
                 # the same output of the child (x * x), concatenated over its different outputs
                 # (a, b = h.split(2); a * b), summed over the passes
-                sums: dict[Any, dict[int, torch.Tensor]] = {}
-                for (child, nr), gi in zip(fn.next_functions, grad_inputs, strict=False):
-                    if child is None or not isinstance(gi, torch.Tensor) or child not in shared:
+                # (only where the child is used more than once, or is a leaf: the edge out of any other
+                # op node carries exactly that node's gradient, filled in when the graph is built)
+                sums: dict[int, dict[int, torch.Tensor]] = {}
+                for (child, nr), gi in zip(info.spec, grad_inputs, strict=False):
+                    if child is None or not isinstance(gi, torch.Tensor):
+                        continue
+                    if users[child] < 2 and nodes[child].leaf is None:
                         continue
                     by_nr = sums.setdefault(child, {})
                     by_nr[nr] = _add(by_nr.get(nr), gi.detach())
@@ -379,15 +373,12 @@ class Trace:
 
         return hook
 
-    def _leaf_prehook(self, fn: Any) -> Any:
-        leaf = self._leaves[fn]
-
+    def _leaf_prehook(self, leaf: _Leaf, var: torch.Tensor) -> Any:
         def prehook(grad_outputs: Any) -> None:
             with _disable_current_modes(), torch.no_grad():
                 g = grad_outputs[0] if grad_outputs else None
                 if not isinstance(g, torch.Tensor):
                     return
-                var = fn.variable
                 if leaf.passes == 0:
                     leaf.raw = raw(g, l1=True)  # this pass's contribution
                     leaf.chain = (0, 0) if var.grad is None else None  # .grad will hold the trace's sum
@@ -397,12 +388,9 @@ class Trace:
 
         return prehook
 
-    def _leaf_posthook(self, fn: Any) -> Any:
-        leaf = self._leaves[fn]
-
+    def _leaf_posthook(self, leaf: _Leaf, var: torch.Tensor) -> Any:
         def posthook(grad_inputs: Any, grad_outputs: Any) -> None:
             with _disable_current_modes(), torch.no_grad():
-                var = fn.variable
                 if var.grad is None:
                     return
                 if leaf.chain is not None:
@@ -417,8 +405,7 @@ class Trace:
     def _warn_reentrant(self) -> None:
         """Warn when the graph holds a reentrant checkpoint (``torch.utils.checkpoint(...,
         use_reentrant=True)``): it runs its function without autograd, so nothing inside is recorded."""
-        fns, _ = _walk(self._order)
-        if not any(type(fn).__name__ == "CheckpointFunctionBackward" for fn in fns):
+        if not any(i.grad_fn == "CheckpointFunctionBackward" for i in self._records.nodes):
             return
         where = list(self._no_grad_calls.values())
         modules = list(self._no_grad_calls)
@@ -444,10 +431,10 @@ class Trace:
         ins = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs or ())
         with torch.no_grad():
             for t, g in zip(ins, grads or (), strict=False):
-                fn = self._leaf_of.get(id(t))
-                if fn is None or not isinstance(g, torch.Tensor):
+                seq = self._records.leaf_of.get(id(t))
+                leaf = self._leaves.get(seq) if seq is not None else None
+                if leaf is None or not isinstance(g, torch.Tensor):
                     continue
-                leaf = self._leaves[fn]
                 if leaf.passes == 0:
                     leaf.raw = raw(g.detach(), l1=True)
                 else:
@@ -458,7 +445,7 @@ class Trace:
         """At exit: summarise what the passes that kept their graph left, and say where a sum over
         passes could not be kept."""
         inexact = 0
-        for info in self.infos.values():
+        for info in self._records.nodes:
             if info.kept is not None:
                 info.grad, info.kept = _output_grads(info, info.kept), None
             for child, by_nr in info.edge_kept.items():
@@ -466,9 +453,10 @@ class Trace:
             info.edge_kept = {}
             inexact += info.inexact
         self._warn_reentrant()
-        leaves = [fn for fn, leaf in self._leaves.items() if not leaf.exact]
+        leaves = [seq for seq, leaf in self._leaves.items() if not leaf.exact]
         if inexact or leaves:
-            names = ", ".join(self._params.get(id(fn.variable), ("a leaf",))[0] for fn in leaves[:5])
+            nodes = self._records.nodes
+            names = ", ".join(self._params.get(id(nodes[seq].leaf), ("a leaf",))[0] for seq in leaves[:5])
             warnings.warn(
                 "gt.pytorch.trace: a trace records the sum of what its backward passes send each node; "
                 + (
@@ -531,11 +519,12 @@ class Trace:
         self._stack.clear()
         try:
             self._finish_passes()
-            leaves = {fn: leaf.raw for fn, leaf in self._leaves.items()}
-            self._graph = build(self._order, self.infos, self._params, leaves=leaves)
+            leaves = {seq: leaf.raw for seq, leaf in self._leaves.items()}
+            self._graph = assemble(self._records, self._params, leaf_grads=leaves)
         finally:
-            # drop every reference to the autograd graph and the model
-            self.infos, self._order, self._static, self._leaves, self._leaf_of = {}, [], {}, {}, {}
+            # drop every reference to the model and its tensors
+            self._records = Records(self._records.key)
+            self._static, self._leaves = {}, {}
             self._no_grad_calls = {}
 
     @property
@@ -568,6 +557,12 @@ def trace(model: Any = None) -> Trace:
     gradients until the next pass or the exit, to sum them; where a sum cannot be kept (``.grad``
     reset by ``zero_grad`` between two passes: trace one training step per trace) a
     ``RuntimeWarning`` says so.
+
+    Memory: a trace keeps summaries (a few numbers per tensor), never the model's tensors or its
+    autograd graph (each autograd node is tagged with its number in its ``metadata``), so a
+    forward pass whose output the code drops is freed inside a trace as outside it; only the
+    leaves (parameters, inputs that require grad) are held until the exit. A backward pass that
+    keeps its graph (``retain_graph=True``) keeps its gradients until the next pass, to sum them.
 
     Traces may nest: an op run inside both is recorded into both (summarised once). A trace
     records what runs in the context that entered it (its thread, or asyncio task): another thread
