@@ -661,3 +661,13 @@ print(inside)
     grew = int(out.stdout.strip().splitlines()[-1])
     # one pass saves about 4 MiB of activations (256 x 512 floats, 8 tensors): 60 kept would be 240 MiB
     assert grew < 48 * 2**20, f"RSS grew by {grew / 2**20:.0f} MiB inside the trace"
+
+
+# ---- item 12: a loss of several elements ------------------------------------------------------------
+def test_logging_a_loss_of_several_elements_is_a_clear_type_error(tmp_path: Path) -> None:
+    model = torch.nn.Linear(3, 1)
+    with gt.record(tmp_path / "run", model) as run:
+        with pytest.raises(TypeError, match=r"log: loss must be one number, got a tensor of shape 5×1 \(5 elements\)"):
+            run.log(0, model(torch.randn(5, 3)))
+        run.log(0, model(torch.randn(5, 3)).mean())  # nothing was recorded for step 0 before
+    assert gt.open_run(tmp_path / "run").sql("SELECT step FROM steps").fetchall() == [(0,)]
