@@ -37,12 +37,14 @@ class NodeInfo:
         "edges",
         "grad",
         "grad_fn",
+        "hint",
         "inexact",
         "kept",
         "leaf",
         "meta",
         "passes",
         "recorded",
+        "same",
         "scope",
         "seq",
         "sizes",
@@ -69,6 +71,8 @@ class NodeInfo:
         self.edge_kept: dict[int, dict[int, Any]] = {}
         self.inexact = False
         self.untracked: list[Raw] = []  # the op's inputs outside the graph (not requiring grad)
+        self.same = False  # a view or copy of its input (SAME_ELEMENTS)
+        self.hint: Raw | None = None  # this pass's gradient, summarised by the view that alone uses it
 
 
 class Records:
@@ -271,7 +275,7 @@ def assemble(
             rows.append((i, attrs, data, grad))
     edge_raws = [(u, v, nodes[v].edges[u]) for u, v in records.edges if nodes[v].edges.get(u) is not None]
     outside = [r for i in nodes for r in i.untracked]
-    datas, grads, edge_sums, outsides = finish_many(
+    (datas, grads, edge_sums, outsides), _ = finish_many(
         [
             ([d for _, _, d, _ in rows if d is not None], "data"),
             ([g for _, _, _, g in rows if g is not None], "grad"),
@@ -283,7 +287,16 @@ def assemble(
     next_data, next_grad = iter(datas), iter(grads)
     G = nx.DiGraph()
     for i, attrs, data, grad in rows:
-        attrs.update(next(next_data) if data is not None else empty("data"))
+        summary_ = next(next_data) if data is not None else empty("data")
+        kind = attrs.pop("unit_counts", None)  # an activation's unit counts, kept with its summary
+        e1, e2 = summary_.pop("_e1", math.nan), summary_.pop("_e2", math.nan)
+        numel = attrs.get("numel") or 0
+        if kind == "relu":
+            attrs["dead_units"] = int(e1) if e1 == e1 else None
+            attrs["zero_share"] = (numel - e2) / numel if numel > 0 and e2 == e2 else math.nan
+        elif kind == "tanh":
+            attrs["saturated_share"] = e1 / numel if numel > 0 and e1 == e1 else math.nan
+        attrs.update(summary_)
         attrs.update(next(next_grad) if grad is not None else empty("grad"))
         attrs["data_known"], attrs["grad_known"] = data is not None, grad is not None
         attrs["untracked_nonfinite"] = sum(outside_bad[id(r)] for r in i.untracked)

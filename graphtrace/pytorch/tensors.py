@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "SENTINEL",
     "SMALL",
     "STATS",
     "Raw",
@@ -54,6 +55,8 @@ SMALL = 16
 STATS = ("mean", "std", "min", "max", "max_abs", "abs_mean", "norm", "nonfinite")
 #: Elements per pass of the shifted sums: a chunk and its scratch copy stay in a core's cache.
 CHUNK = 1 << 17
+#: The numbers kept per tensor (see :class:`Raw`).
+ROW = 9
 
 
 def shape_text(shape: Any) -> str:
@@ -79,10 +82,24 @@ class Scratch:
     host's heap: a forward loop in a trace grew by 60 MiB for nothing).
     """
 
-    __slots__ = ("buffers",)
+    __slots__ = ("buffers", "slabs")
 
     def __init__(self) -> None:
         self.buffers: dict[tuple[Any, Any, int], torch.Tensor] = {}
+        self.slabs: dict[tuple[Any, Any], list[Any]] = {}  # (device, dtype) -> [slab, next free row]
+
+    def row(self, like: torch.Tensor) -> torch.Tensor:
+        """A fresh row of :data:`ROW` numbers in a slab of 1,024 rows: the statistics that outlive a
+        summary live in few large blocks, not in thousands of small allocations scattered between
+        a model's activations on the host heap (which then cannot shrink: +1.3 MiB per forward pass
+        of a 512x512 MLP)."""
+        key = (like.device, like.dtype)
+        slab = self.slabs.get(key)
+        if slab is None or slab[1] == slab[0].shape[0]:
+            slab = self.slabs[key] = [torch.empty((1024, ROW), dtype=like.dtype, device=like.device), 0]
+        r: torch.Tensor = slab[0][slab[1]]
+        slab[1] += 1
+        return r
 
     def get(self, n: int, like: torch.Tensor, which: int = 0) -> torch.Tensor:
         key = (like.device, like.dtype, which)
@@ -95,9 +112,12 @@ class Scratch:
 class Raw:
     """A tensor's statistics as launched on its device (:func:`finish` makes the summary).
 
-    ``stats`` is a 1-d tensor on the tensor's device: ``[min, max, scale, shift, Σd, Σd², Σ|x/scale|,
-    non-finite count]`` where ``scale`` is a power of two >= max |x| and ``d = x/scale - shift``; ``n``
-    the element count; ``values`` the (magnitudes of the) values when there are at most :data:`SMALL`;
+    ``stats`` is a 1-d tensor on the tensor's device: ``[min, max, c, inv, Σd, Σd², Σ|x|·inv, e1,
+    e2]`` (``e1``, ``e2``: counts of units an activation's caller asked for, else NaN)
+    where ``inv`` is a power of two with ``max |x| * inv <= 1`` (1 if that is not finite), ``c``
+    the mean times ``inv`` (0 if not finite) and ``d = x * inv - c`` with every non-finite element replaced by
+    :data:`SENTINEL` (so ``Σd`` counts them: ``Σd`` of the finite ones is at most ``2n``); ``n`` the
+    element count; ``values`` the (magnitudes of the) values when there are at most :data:`SMALL`;
     ``parts`` the Raws merged into this one (the outputs of one multi-output op, see :func:`merge`).
     """
 
@@ -117,12 +137,14 @@ def merge(raws: list[Raw]) -> Raw:
 
 def zeros_raw(n: int, like: torch.Tensor) -> Raw:
     """The Raw of ``n`` zeros (an output's gradient that autograd left undefined)."""
-    z = torch.zeros(8, dtype=torch.float32, device=like.device)
-    z[2] = 1.0  # the scale
+    z = torch.tensor([0, 0, 0, 1, 0, 0, 0, math.nan, math.nan], dtype=torch.float32).to(like.device)  # inv 1
     return Raw(z, n, torch.zeros(n, device=like.device) if n <= SMALL else None, False)
 
 
 _THREAD = threading.local()
+#: What a non-finite element becomes in the scaled, shifted copy: its sum counts them exactly
+#: (each finite element adds at most 2 there), per dtype.
+SENTINEL = {torch.float32: 2.0**100, torch.float64: 2.0**900}
 _TINY = {torch.float32: torch.finfo(torch.float32).tiny, torch.float64: torch.finfo(torch.float64).tiny}
 _CONSTANTS: dict[tuple[Any, Any], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -151,12 +173,14 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1)
 
 
-def raw(t: torch.Tensor, l1: bool = False, scratch: Scratch | None = None) -> Raw:
+def raw(t: torch.Tensor, l1: bool = False, scratch: Scratch | None = None, extras: Any = None) -> Raw:
     """Launch the statistics of ``t`` on its device (see :class:`Raw`); nothing waits for them.
+    ``extras``: two 0-d tensors kept with them (counts of an activation's units).
 
-    Passes over the values: their min and max, then per chunk of :data:`CHUNK` elements a scaled
-    copy, its sum and sum of squares after the shift, and the non-finite count (and the sum of
-    ``|x|`` when ``l1``). Float16 and bfloat16 are summed in float32. Call under ``torch.no_grad()``.
+    Kernels: the min and max, the mean, then per chunk of :data:`CHUNK` elements (its copy stays in
+    a core's cache) the shifted and scaled copy ``d`` with its non-finite elements replaced by
+    :data:`SENTINEL`, ``Σd`` and ``Σd²`` (and ``Σ|x|`` when ``l1``); a few 0-d ops make the shift and
+    the scale. Float16 and bfloat16 are summed in float32. Call under ``torch.no_grad()``.
     """
     x = _flat(t)
     n = x.numel()
@@ -168,62 +192,65 @@ def raw(t: torch.Tensor, l1: bool = False, scratch: Scratch | None = None) -> Ra
             scratch = _THREAD.scratch = Scratch()
     cdt = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
     one, nan = _constants(x.device, cdt)
+    sentinel = SENTINEL[cdt]
     lo, hi = torch.aminmax(x)
-    if lo.dtype != cdt:
-        lo, hi = lo.to(cdt), hi.to(cdt)
-    # the scale 2^e >= max |x| (a power of two: scaling is exact); NaN and inf give e = 0
-    big = torch.clamp(torch.maximum(hi, -lo), min=_TINY[cdt])
-    inv = torch.ldexp(one, -torch.frexp(big).exponent)
+    shift = torch.nan_to_num(x.mean(dtype=cdt), 0.0, 0.0, 0.0)
+    # inv: a power of two (scaling is exact) with |x * inv| <= 1, so no sum overflows; 1 if there is
+    # a NaN or inf (the count still holds: the finite elements add far less than the sentinel)
+    inv = torch.ldexp(one, -torch.frexp(torch.clamp(torch.maximum(hi, -lo), min=_TINY[cdt])).exponent)
+    c = shift * inv
     parts: list[list[torch.Tensor]] = []
-    shift: torch.Tensor | None = None
     for k in range(0, n, CHUNK):
-        chunk = x[k : k + CHUNK]
-        m = chunk.numel()
-        d = torch.mul(chunk, inv, out=scratch.get(m, one))
-        absolute = torch.abs(d, out=scratch.get(m, one, 1)).sum() if l1 else nan
-        if shift is None:
-            # the first chunk's mean: the shift of every chunk (0 if it is not finite, so that
-            # only the non-finite elements are non-finite after the shift, and they are counted)
-            shift = torch.nan_to_num(d.mean(), 0.0, 0.0, 0.0)
-        d.sub_(shift)
-        s1, s2 = d.sum(), torch.dot(d, d)
-        d.mul_(0.0).nan_to_num_(1.0)  # 1 where an element is NaN or ±inf, else 0
-        parts.append([s1, s2, absolute, d.sum()])
-    assert shift is not None
+        chunk = x[k : k + CHUNK] if n > CHUNK else x
+        d = torch.mul(chunk, inv, out=scratch.get(chunk.numel(), one))
+        d.sub_(c).nan_to_num_(sentinel, sentinel, sentinel)
+        sums = [d.sum(), torch.dot(d, d)]
+        if l1:
+            a = torch.abs(chunk, out=scratch.get(chunk.numel(), one, 1))
+            sums.append(a.mul_(inv).sum())
+        else:
+            sums.append(nan)
+        parts.append(sums)
+    e1, e2 = extras if extras is not None else (nan, nan)
+    stats = scratch.row(one)
     if len(parts) == 1:
-        stats = torch.stack([lo, hi, big, shift, *parts[0]])
+        torch.stack([lo, hi, c, inv, *parts[0], e1, e2], out=stats)
     else:
-        sums = torch.stack([torch.stack(p) for p in parts]).sum(0)
-        stats = torch.cat([torch.stack([lo, hi, big, shift]), sums])
+        total = torch.stack([torch.stack(q) for q in parts]).sum(0)
+        torch.cat([torch.stack([lo, hi, c, inv]), total, torch.stack([e1, e2]).to(cdt)], out=stats)
     values = x.clone() if n <= SMALL else None
     return Raw(stats, n, values, t.is_complex())
 
 
 class _Moments:
-    """One tensor's (or several tensors') statistics on the host, in units of ``scale``."""
+    """One tensor's (or several tensors') statistics on the host: the mean, M2 (sum of squared
+    deviations) and sum of ``|x|`` in units of ``unit`` (``max |x|``), min, max, norm and the
+    non-finite count."""
 
-    __slots__ = ("bad", "high", "l1", "low", "m2", "mean", "n", "norm", "scale")
+    __slots__ = ("bad", "high", "l1", "low", "m2", "mean", "n", "norm", "unit")
 
-    def __init__(self, f: list[float], n: int) -> None:
-        lo, hi, big, shift, s1, s2, l1, bad = f
-        self.n, self.bad, self.low, self.high = n, round(bad), lo, hi
-        self.scale = math.ldexp(1.0, math.frexp(big)[1])  # as the device computed it
+    def __init__(self, f: list[float], n: int, sentinel: float) -> None:
+        lo, hi, c, inv, s1, s2, l1 = f[:7]
+        self.n, self.low, self.high = n, lo, hi
+        self.unit = 1.0 / inv if inv > 0 else 1.0
+        finite = math.isfinite(lo) and math.isfinite(hi)
+        self.bad = 0 if finite else max(round(s1 / sentinel), 1)
         if self.bad:
             has_nan = math.isnan(lo) or math.isnan(hi)
             self.mean = self.m2 = self.l1 = math.nan
             self.norm = math.nan if has_nan else math.inf
             return
-        self.mean = shift + s1 / n  # (in units of scale)
+        self.mean = c + s1 / n
         self.m2 = max(s2 - s1 * s1 / n, 0.0)
         self.l1 = l1
-        self.norm = self.scale * math.sqrt(max(n * shift * shift + 2.0 * shift * s1 + s2, 0.0))
+        self.norm = self.unit * math.sqrt(max(n * c * c + 2.0 * c * s1 + s2, 0.0))
 
     def add(self, o: _Moments) -> None:
         """Take ``o`` in (Chan et al.'s pairwise update, in the larger unit)."""
-        if o.scale > self.scale:
-            self.rescale(o.scale)
+        if o.unit > self.unit:
+            self.rescale(o.unit)
         else:
-            o.rescale(self.scale)
+            o.rescale(self.unit)
         tot = self.n + o.n
         delta = o.mean - self.mean
         self.mean += delta * o.n / tot
@@ -234,52 +261,96 @@ class _Moments:
         self.low, self.high = (math.nan, math.nan) if nan else (min(self.low, o.low), max(self.high, o.high))
         self.norm = math.hypot(self.norm, o.norm)
 
-    def rescale(self, scale: float) -> None:
-        r = self.scale / scale
-        self.mean, self.m2, self.l1, self.scale = self.mean * r, self.m2 * r * r, self.l1 * r, scale
+    def rescale(self, unit: float) -> None:
+        r = self.unit / unit
+        self.mean, self.m2, self.l1, self.unit = self.mean * r, self.m2 * r * r, self.l1 * r, unit
 
 
-def _host(raws: list[Raw]) -> tuple[dict[int, list[float]], dict[int, list[float]]]:
-    """Every Raw's statistics and small values on the host, in one transfer per device and dtype."""
-    groups: dict[tuple[Any, Any], list[tuple[int, torch.Tensor]]] = {}
-    vgroups: dict[tuple[Any, Any], list[tuple[int, torch.Tensor]]] = {}
+def _host(
+    raws: list[Raw], extras: list[torch.Tensor] | None = None
+) -> tuple[dict[int, list[float]], dict[int, list[float]], list[float]]:
+    """Every Raw's statistics and small values, and the 0-d tensors ``extras``, on the host: one
+    transfer per device (everything packed into one float64 buffer there first)."""
+    by_device: dict[Any, list[tuple[str, Any, torch.Tensor]]] = {}
     for r in raws:
         if r.stats is not None:
-            groups.setdefault((r.stats.device, r.stats.dtype), []).append((id(r), r.stats))
+            by_device.setdefault(r.stats.device, []).append(("s", r, r.stats))
         if r.values is not None:
-            vgroups.setdefault((r.values.device, r.values.dtype), []).append((id(r), r.values))
+            by_device.setdefault(r.values.device, []).append(("v", r, r.values.reshape(-1)))
+    for k, e in enumerate(extras or ()):
+        by_device.setdefault(e.device, []).append(("e", k, e.reshape(1)))
     stats: dict[int, list[float]] = {}
-    for items in groups.values():
-        rows = torch.stack([s for _, s in items]).tolist()
-        stats.update(zip((k for k, _ in items), rows, strict=True))
     values: dict[int, list[float]] = {}
-    for items in vgroups.values():
-        flat = torch.cat([v.reshape(-1) for _, v in items]).double().tolist()
+    extra = [math.nan] * len(extras or ())
+    for items in by_device.values():
+        pieces: list[torch.Tensor] = []
+        for dtype in {t.dtype for _, _, t in items}:  # one cat per dtype, then one of them all
+            same = [t for _, _, t in items if t.dtype == dtype]
+            pieces.append(torch.cat(same).double() if dtype != torch.float64 else torch.cat(same))
+        order = [item for dtype in {t.dtype for _, _, t in items} for item in items if item[2].dtype == dtype]
+        flat = torch.cat(pieces).tolist() if len(pieces) > 1 else pieces[0].tolist()
         at = 0
-        for k, v in items:
-            values[k] = flat[at : at + v.numel()]
-            at += v.numel()
-    return stats, values
+        for what, key, t in order:
+            m = t.numel()
+            if what == "s":
+                stats[id(key)] = flat[at : at + m]
+            elif what == "v":
+                values[id(key)] = flat[at : at + m]
+            else:
+                extra[key] = flat[at]
+            at += m
+    return stats, values, extra
 
 
 def finish(raws: list[Raw], prefix: str) -> list[dict[str, Any]]:
     """The summary attributes (module docstring) of :func:`raw` and :func:`merge` results, brought
     to the host together."""
-    return finish_many([(raws, prefix)])[0]
+    return finish_many([(raws, prefix)])[0][0]
 
 
-def finish_many(batches: list[tuple[list[Raw], str]]) -> list[list[dict[str, Any]]]:
-    """:func:`finish` of several lists at once: one transfer per device and dtype for all of them."""
+def finish_many(
+    batches: list[tuple[list[Raw], str]], extras: list[torch.Tensor] | None = None
+) -> tuple[list[list[dict[str, Any]]], list[float]]:
+    """:func:`finish` of several lists at once, and the values of the 0-d tensors ``extras``: one
+    transfer per device for all of them."""
     leaves = [q for raws, _ in batches for r in raws for q in (r.parts or [r])]
-    stats, values = _host(leaves)
-    return [_summaries(raws, prefix, stats, values) for raws, prefix in batches]
+    stats, values, extra = _host(leaves, extras)
+    return [_summaries(raws, prefix, stats, values) for raws, prefix in batches], extra
+
+
+def _sentinel(r: Raw) -> float:
+    return SENTINEL[torch.float64] if r.stats.dtype == torch.float64 else SENTINEL[torch.float32]
 
 
 def _summaries(
     raws: list[Raw], prefix: str, stats: dict[int, list[float]], values: dict[int, list[float]]
 ) -> list[dict[str, Any]]:
     out = []
+    k_mean, k_std, k_min, k_max, k_maxabs, k_abs, k_norm, k_bad = (f"{prefix}_{s}" for s in STATS)
+    isfinite, sqrt = math.isfinite, math.sqrt
     for r in raws:
+        if r.parts is None and r.stats is not None and r.n > SMALL:  # the common case, inline
+            lo, hi, c, inv, s1, s2, l1, e1, e2 = stats[id(r)]
+            if isfinite(lo) and isfinite(hi):
+                n, unit = r.n, 1.0 / inv
+                norm = unit * sqrt(max(n * c * c + 2.0 * c * s1 + s2, 0.0))
+                fast: dict[str, Any] = {
+                    k_mean: unit * (c + s1 / n),
+                    k_std: unit * sqrt(max(s2 - s1 * s1 / n, 0.0) / n),
+                    k_min: lo,
+                    k_max: hi,
+                    k_abs: unit * l1 / n,
+                    k_maxabs: max(-lo, hi),
+                    k_norm: norm,
+                    k_bad: 0,
+                    prefix: norm,
+                }
+                if e1 == e1:
+                    fast["_e1"] = e1
+                if e2 == e2:
+                    fast["_e2"] = e2
+                out.append(fast)
+                continue
         parts = r.parts or [r]
         known = [q for q in parts if q.stats is not None]
         if not known:
@@ -293,10 +364,10 @@ def _summaries(
                 }
             )
             continue
-        m = _Moments(stats[id(known[0])], known[0].n)
+        m = _Moments(stats[id(known[0])], known[0].n, _sentinel(known[0]))
         for q in known[1:]:
-            m.add(_Moments(stats[id(q)], q.n))
-        n, bad, scale = m.n, m.bad, m.scale
+            m.add(_Moments(stats[id(q)], q.n, _sentinel(q)))
+        n, bad, scale = m.n, m.bad, m.unit
         mean = std = abs_mean = math.nan
         if not bad:
             mean, std, abs_mean = scale * m.mean, scale * math.sqrt(m.m2 / n), scale * m.l1 / n
@@ -311,6 +382,11 @@ def _summaries(
             f"{prefix}_nonfinite": bad,
         }
         norm = m.norm
+        e1, e2 = stats[id(known[0])][7:9]
+        if e1 == e1:
+            d["_e1"] = e1
+        if e2 == e2:
+            d["_e2"] = e2
         vals = [values.get(id(q)) for q in parts] if r.n <= SMALL else [None]
         flat = [v for vs in vals if vs is not None for v in vs] if all(v is not None for v in vals) else None
         d[prefix] = float(flat[0]) if flat is not None and r.n == 1 and not r.complex else norm

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import itertools
-import math
 import warnings
 import weakref
 from contextvars import ContextVar
@@ -15,7 +14,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
-from .graph import NodeInfo, Records, assemble, module_paths, scope_path, tensor_meta
+from .graph import NodeInfo, Records, _op_of, assemble, module_paths, scope_path, tensor_meta
 from .tensors import Raw, merge, raw, zeros_raw
 
 __all__ = ["Trace", "trace"]
@@ -32,14 +31,52 @@ def _op_base(func: Any) -> str:
     return str(getattr(func, "__name__", "")).split(".")[0]
 
 
-def _units(out: torch.Tensor) -> tuple[int, int]:
+#: Ops whose output holds exactly their first input's elements (a view, a copy): the output's
+#: statistics are the input's, and so is the gradient the op sends back (a reordering of its own).
+SAME_ELEMENTS = frozenset(
+    (
+        "view",
+        "_unsafe_view",
+        "unsafe_view",
+        "reshape",
+        "_reshape_alias",
+        "reshape_alias",
+        "t",
+        "transpose",
+        "permute",
+        "unsqueeze",
+        "squeeze",
+        "alias",
+        "clone",
+        "detach",
+        "numpy_t",
+        "lift_fresh",
+    )
+)
+_OTHER, _SAME, _RELU_OP, _TANH_OP = 0, 1, 2, 3
+_KINDS: dict[Any, int] = {}
+
+
+def _kind(func: Any) -> int:
+    k = _KINDS.get(func)
+    if k is None:
+        base = _op_base(func)
+        k = _KINDS[func] = (
+            _SAME if base in SAME_ELEMENTS else _RELU_OP if base in _RELU else _TANH_OP if base in _TANH else _OTHER
+        )
+    return k
+
+
+def _units(out: torch.Tensor) -> tuple[int, Any]:
     """(units, dead units) of a ReLU output: a unit is a feature or channel (dim 1 of a batch, the
-    only dim of a vector); dead when it is 0 for every sample and position of the batch."""
+    only dim of a vector); dead when it is 0 for every sample and position of the batch (its largest
+    value is 0: a ReLU output is >= 0). The dead count stays on the device (a 0-d tensor)."""
     if out.dim() == 0:
-        return 1, int(out.item() == 0)
-    flat = out.reshape(out.shape[0], out.shape[1], -1) if out.dim() >= 2 else out.reshape(1, -1, 1)
-    alive = (flat != 0).any(dim=2).any(dim=0)
-    return int(alive.numel()), int((~alive).sum())
+        return 1, (out == 0).sum()
+    if out.dim() == 1:
+        return int(out.shape[0]), (out == 0).sum()
+    dims = [0, *range(2, out.dim())]
+    return int(out.shape[1]), (out.amax(dim=dims) == 0).sum()
 
 
 def _needs_grad(args: Any) -> bool:
@@ -63,29 +100,60 @@ class _Session:
         self.mode = _Recorder(self)
         self.functions = _Functions(self)
         self.seen_inputs: dict[int, tuple[Any, int, Raw]] = {}  # inputs outside the graph, by id
+        self.known: dict[int, tuple[Any, int, Raw]] = {}  # tensors summarised: id -> (ref, version, Raw)
+        self.paused = False  # a backward call is running: the dispatch mode is off
         self.token: Any = None
 
     def see(self, func: Any, out: Any, args: Any, kwargs: Any) -> None:
         """Summarise the outputs of an op that needs a gradient (once, for every trace)."""
+        kind = _kind(func)
         outs = out if isinstance(out, (tuple, list)) else (out,)
-        base = _op_base(func)
         untracked: list[Raw] | None = None
         items = []
         for o in outs:
             if isinstance(o, torch.Tensor) and (o.is_floating_point() or o.is_complex()):
                 meta = tensor_meta(o)
-                if base in _RELU:
-                    meta["units"], meta["dead_units"] = _units(o)
-                    meta["zero_share"] = float((o == 0).sum()) / o.numel() if o.numel() else math.nan
-                elif base in _TANH:
-                    meta["saturated_share"] = float((o.abs() > SATURATED).double().mean()) if o.numel() else math.nan
+                n = meta["numel"]
+                data = None
+                extras = None
+                if kind == _SAME and args and isinstance(args[0], torch.Tensor) and args[0].numel() == n:
+                    data = self.known_raw(args[0])  # a view or copy: its input's statistics
+                elif kind == _RELU_OP:  # dead units and non-zero elements, counted on the device
+                    meta["units"], dead = _units(o)
+                    meta["unit_counts"] = "relu"
+                    extras = (dead, torch.count_nonzero(o))
+                elif kind == _TANH_OP:
                     meta["tanh_units"] = int(o.shape[1]) if o.dim() >= 2 else 1
+                    meta["unit_counts"] = "tanh"
+                    saturated = torch.count_nonzero(o.abs() > SATURATED)
+                    extras = (saturated, saturated)
+                if data is None:
+                    data = raw(o, extras=extras)
+                self.remember(o, data)
                 if untracked is None:
                     untracked = self._untracked_inputs(args, kwargs)
-                items.append((o, meta, raw(o), untracked))
+                items.append((o, meta, data, untracked))
         for tr in self.traces:
             scope = tr.scope
             tr.pending.extend((o, scope, meta, data, u) for o, meta, data, u in items)
+
+    def remember(self, t: torch.Tensor, r: Raw) -> None:
+        """Keep ``r`` as the statistics of ``t`` as it is now (its id and version, a weak reference)."""
+        known = self.known
+        if len(known) > 4096:  # drop the entries of tensors gone
+            for k in [k for k, (ref, _, _) in known.items() if ref() is None]:
+                del known[k]
+        known[id(t)] = (weakref.ref(t), t._version, r)
+
+    def known_raw(self, t: torch.Tensor) -> Raw:
+        """The statistics of ``t``: those summarised already if it has not changed since, else new
+        ones (a parameter's with the mean of ``|x|``, kept for the parameter's node)."""
+        hit = self.known.get(id(t))
+        if hit is not None and hit[0]() is t and hit[1] == t._version:
+            return hit[2]
+        r = raw(t, l1=t.is_leaf)
+        self.remember(t, r)
+        return r
 
     def _untracked_inputs(self, args: Any, kwargs: Any) -> list[Raw]:
         """The statistics of an op's floating inputs that are not in the graph (they do not require
@@ -161,6 +229,7 @@ class _Functions(TorchFunctionMode):
             tr.resolve()
         retain, bound = _retains(func, args, kwargs)
         session.mode.__exit__(None, None, None)
+        session.paused = True
         for tr in traces:
             tr._retain = retain
         try:
@@ -168,6 +237,7 @@ class _Functions(TorchFunctionMode):
         finally:
             for tr in traces:
                 tr._retain = False
+            session.paused = False
             session.mode.__enter__()
         if func is torch.autograd.grad and bound is not None:
             for tr in traces:
@@ -245,6 +315,7 @@ class Trace:
         self._active = False
         self._retain = False  # whether the backward call running keeps its graph for another pass
         self._leaves: dict[int, _Leaf] = {}  # leaf node -> what the passes sent it
+        self._leaf_hints: dict[int, tuple[int, int, Raw]] = {}  # leaf node -> a view's summary of its gradient
         self._no_grad_calls: dict[str, str] = {}  # modules called without autograd on inputs that need it
 
     # ---- module scopes ---------------------------------------------------------------------------
@@ -314,6 +385,7 @@ class Trace:
                 sizes = {o[0]: o[2]["numel"] for o in outs}
             info = self._records.add_op(fn, scope, meta, data)
             info.sizes = sizes
+            info.same = _op_of(info.grad_fn) in SAME_ELEMENTS
             info.untracked = inputs[fn]
             self._handles.append(fn.register_hook(self._hook(info)))
 
@@ -324,7 +396,7 @@ class Trace:
             leaf = self._leaves[info.seq] = _Leaf()
         var = info.leaf
         assert var is not None
-        self._handles.append(fn.register_prehook(self._leaf_prehook(leaf, var)))
+        self._handles.append(fn.register_prehook(self._leaf_prehook(leaf, var, info.seq)))
         self._handles.append(fn.register_hook(self._leaf_posthook(leaf, var)))
 
     # ---- backward --------------------------------------------------------------------------------
@@ -333,74 +405,115 @@ class Trace:
         users, nodes = records.users, records.nodes
 
         def hook(grad_inputs: Any, grad_outputs: Any) -> None:
-            with _disable_current_modes(), torch.no_grad():  # the hook's own ops are not the model's
-                retain = self._retain
-                # the node's gradient: summed over the trace's backward passes
-                grads = [g.detach() if isinstance(g, torch.Tensor) else None for g in grad_outputs]
-                if info.kept is not None:  # an earlier pass kept its graph, and its gradients here
-                    grads = [_add(a, b) for a, b in zip(info.kept, grads, strict=True)]
-                    info.kept = None
-                elif info.passes:  # an earlier pass did not keep its graph: its gradient is summarised
+            if self._quiet():
+                record(grad_inputs, grad_outputs)
+            else:
+                with _disable_current_modes(), torch.no_grad():  # the hook's own ops are not the model's
+                    record(grad_inputs, grad_outputs)
+
+        def record(grad_inputs: Any, grad_outputs: Any) -> None:
+            retain = self._retain
+            # the node's gradient: summed over the trace's backward passes
+            grads = [g.detach() if isinstance(g, torch.Tensor) else None for g in grad_outputs]
+            hint, info.hint = info.hint, None
+            if info.kept is not None:  # an earlier pass kept its graph, and its gradients here
+                grads = [_add(a, b) for a, b in zip(info.kept, grads, strict=True)]
+                info.kept = None
+                hint = None
+            elif info.passes:  # an earlier pass did not keep its graph: its gradient is summarised
+                info.inexact = True
+                hint = None
+            info.passes += 1
+            same = info.same and len(info.spec) == 1 and len(grads) == 1
+            child = info.spec[0][0] if same else None
+            to_leaf = child is not None and nodes[child].leaf is not None
+            if retain:
+                info.kept, info.grad = grads, None
+            elif hint is not None:  # the view this node feeds alone summarised this very gradient
+                info.grad = hint
+            elif same and isinstance(grads[0], torch.Tensor):
+                info.grad = raw(grads[0], l1=to_leaf)
+            else:
+                info.grad = _output_grads(info, grads)
+            if same and not retain and info.grad is not None and child is not None:
+                # a view or copy sends back its own gradient, reordered: the same statistics for its
+                # input's node (when this is its only use), its edge, and a leaf's contribution
+                gi = grad_inputs[0] if grad_inputs else None
+                below = nodes[child]
+                if below.leaf is None and users[child] == 1 and below.passes == 0 and len(below.sizes) <= 1:
+                    below.hint = info.grad
+                elif below.leaf is not None and isinstance(gi, torch.Tensor):
+                    self._leaf_hints[child] = (id(gi), gi._version, info.grad)
+                if users[child] >= 2 or below.leaf is not None:
+                    info.edges[child] = info.grad
+                return
+            # the gradient along the edge to each child: summed over the positions that read
+            # the same output of the child (x * x), concatenated over its different outputs
+            # (a, b = h.split(2); a * b), summed over the passes
+            # (only where the child is used more than once, or is a leaf: the edge out of any other
+            # op node carries exactly that node's gradient, filled in when the graph is built)
+            sums: dict[int, dict[int, torch.Tensor]] = {}
+            for (c, nr), gi in zip(info.spec, grad_inputs, strict=False):
+                if c is None or not isinstance(gi, torch.Tensor):
+                    continue
+                if users[c] < 2 and nodes[c].leaf is None:
+                    continue
+                by_nr = sums.setdefault(c, {})
+                by_nr[nr] = _add(by_nr.get(nr), gi.detach())
+            for c, by_nr in sums.items():
+                before = info.edge_kept.pop(c, None)
+                if before is not None:
+                    by_nr = {nr: _add(before.get(nr), by_nr.get(nr)) for nr in {*before, *by_nr}}
+                elif c in info.edges:
                     info.inexact = True
-                info.passes += 1
                 if retain:
-                    info.kept, info.grad = grads, None
+                    info.edge_kept[c] = by_nr
                 else:
-                    info.grad = _output_grads(info, grads)
-                # the gradient along the edge to each child: summed over the positions that read
-                # the same output of the child (x * x), concatenated over its different outputs
-                # (a, b = h.split(2); a * b), summed over the passes
-                # (only where the child is used more than once, or is a leaf: the edge out of any other
-                # op node carries exactly that node's gradient, filled in when the graph is built)
-                sums: dict[int, dict[int, torch.Tensor]] = {}
-                for (child, nr), gi in zip(info.spec, grad_inputs, strict=False):
-                    if child is None or not isinstance(gi, torch.Tensor):
-                        continue
-                    if users[child] < 2 and nodes[child].leaf is None:
-                        continue
-                    by_nr = sums.setdefault(child, {})
-                    by_nr[nr] = _add(by_nr.get(nr), gi.detach())
-                for child, by_nr in sums.items():
-                    before = info.edge_kept.pop(child, None)
-                    if before is not None:
-                        by_nr = {nr: _add(before.get(nr), by_nr.get(nr)) for nr in {*before, *by_nr}}
-                    elif child in info.edges:
-                        info.inexact = True
-                    if retain:
-                        info.edge_kept[child] = by_nr
-                    else:
-                        info.edges[child] = _edge_raw(by_nr)
+                    info.edges[c] = _edge_raw(by_nr)
 
         return hook
 
-    def _leaf_prehook(self, leaf: _Leaf, var: torch.Tensor) -> Any:
+    def _leaf_prehook(self, leaf: _Leaf, var: torch.Tensor, seq: int) -> Any:
         def prehook(grad_outputs: Any) -> None:
-            with _disable_current_modes(), torch.no_grad():
-                g = grad_outputs[0] if grad_outputs else None
-                if not isinstance(g, torch.Tensor):
-                    return
-                if leaf.passes == 0:
+            g = grad_outputs[0] if grad_outputs else None
+            if not isinstance(g, torch.Tensor):
+                return
+            if leaf.passes == 0:
+                hint = self._leaf_hints.pop(seq, None)
+                if hint is not None and hint[0] == id(g) and hint[1] == g._version:
+                    leaf.raw = hint[2]  # the gradient the one view of this leaf summarised, reordered
+                elif self._quiet():
                     leaf.raw = raw(g, l1=True)  # this pass's contribution
-                    leaf.chain = (0, 0) if var.grad is None else None  # .grad will hold the trace's sum
-                elif leaf.chain is None or var.grad is None or (id(var.grad), var.grad._version) != leaf.chain:
-                    leaf.exact, leaf.chain = False, None  # .grad was reset or changed between two passes
-                leaf.passes += 1
+                else:
+                    with _disable_current_modes(), torch.no_grad():
+                        leaf.raw = raw(g, l1=True)
+                leaf.chain = (0, 0) if var.grad is None else None  # .grad will hold the trace's sum
+            elif leaf.chain is None or var.grad is None or (id(var.grad), var.grad._version) != leaf.chain:
+                leaf.exact, leaf.chain = False, None  # .grad was reset or changed between two passes
+            leaf.passes += 1
 
         return prehook
 
     def _leaf_posthook(self, leaf: _Leaf, var: torch.Tensor) -> Any:
         def posthook(grad_inputs: Any, grad_outputs: Any) -> None:
-            with _disable_current_modes(), torch.no_grad():
-                if var.grad is None:
-                    return
-                if leaf.chain is not None:
-                    if leaf.passes > 1:  # .grad holds exactly the sum of the passes
+            if var.grad is None:
+                return
+            if leaf.chain is not None:
+                if leaf.passes > 1:  # .grad holds exactly the sum of the passes
+                    with _disable_current_modes(), torch.no_grad():
                         leaf.raw = raw(var.grad, l1=True)
-                    leaf.chain = (id(var.grad), var.grad._version)
-                elif not leaf.exact:
+                leaf.chain = (id(var.grad), var.grad._version)
+            elif not leaf.exact:
+                with _disable_current_modes(), torch.no_grad():
                     leaf.raw = raw(var.grad, l1=True)
 
         return posthook
+
+    def _quiet(self) -> bool:
+        """Whether a hook may launch its own kernels as they are: no mode of ours is on (the
+        backward call paused it) and autograd records nothing (not ``create_graph``)."""
+        session = self._session
+        return session is not None and session.paused and not torch.is_grad_enabled()
 
     def _warn_reentrant(self) -> None:
         """Warn when the graph holds a reentrant checkpoint (``torch.utils.checkpoint(...,
@@ -512,6 +625,7 @@ class Trace:
             session.functions.__exit__(*exc)
             _SESSION.reset(session.token)
             session.seen_inputs.clear()
+            session.known.clear()
         self._session = None
         for h in self._handles:
             h.remove()
