@@ -671,3 +671,40 @@ def test_logging_a_loss_of_several_elements_is_a_clear_type_error(tmp_path: Path
             run.log(0, model(torch.randn(5, 3)))
         run.log(0, model(torch.randn(5, 3)).mean())  # nothing was recorded for step 0 before
     assert gt.open_run(tmp_path / "run").sql("SELECT step FROM steps").fetchall() == [(0,)]
+
+
+# ---- a view or copy reuses its input's statistics: check them against torch ------------------------
+def test_views_and_copies_have_the_values_and_gradients_torch_gives() -> None:
+    torch.manual_seed(19)
+    lin = torch.nn.Linear(6, 8)
+    x = torch.randn(5, 6)
+    w = torch.randn(4, 10)
+    with gt.pytorch.trace(lin) as tr:
+        h = lin(x)  # t, addmm
+        v = h.view(5, 2, 4)
+        p = v.permute(2, 0, 1)
+        c = p.clone()
+        r = c.reshape(4, 10)
+        for t in (h, v, p, c, r):
+            t.retain_grad()
+        loss = (r * w).sum() + (h**2).sum()  # h is used twice: its gradient is not the view's
+        loss.backward()
+    G = tr.graph
+    by_op = {d["op"]: d for _, d in G.nodes(data=True) if d["op"]}
+    for op, t in (("addmm", h), ("view", v), ("permute", p), ("clone", c)):
+        a = by_op[op]
+        _close(a, "data", t)
+        _close(a, "grad", t.grad)
+    w_node = _param(G, "weight")
+    assert G.nodes[w_node]["grad_norm"] == pytest.approx(float(lin.weight.grad.norm()), rel=1e-6)
+    assert G.nodes[w_node]["grad_abs_mean"] == pytest.approx(float(lin.weight.grad.abs().mean()), rel=1e-6)
+    assert G.edges[w_node, _node(G, "t")]["grad_norm"] == pytest.approx(float(lin.weight.grad.norm()), rel=1e-6)
+    # an in-place change after a view: the view keeps the values it had, the changed tensor its own
+    with gt.pytorch.trace() as tr:
+        a = torch.randn(6, requires_grad=True) * 1.0
+        b = a.view(2, 3)
+        b_values = b.detach().clone()
+        a.mul_(3.0)
+        (a.sum() + b.sum()).backward()
+    ops = {d["op"]: d for _, d in tr.graph.nodes(data=True) if d["op"]}
+    assert ops["view"]["data_norm"] == pytest.approx(float(b_values.norm()), rel=1e-6)
