@@ -708,3 +708,66 @@ def test_views_and_copies_have_the_values_and_gradients_torch_gives() -> None:
         (a.sum() + b.sum()).backward()
     ops = {d["op"]: d for _, d in tr.graph.nodes(data=True) if d["op"]}
     assert ops["view"]["data_norm"] == pytest.approx(float(b_values.norm()), rel=1e-6)
+
+
+# ---- #28 item 5: where a NaN starts, named by op and module, at the trace's own cost -----------------
+def _origin(G: nx.DiGraph) -> Any:
+    df = gt.analysis.anomalies(G)
+    return df[df["forward_origin"]]
+
+
+def test_nan_origin_log_of_a_zero_in_a_middle_module() -> None:
+    class Middle(torch.nn.Module):
+        def forward(self, x: Any) -> Any:
+            return torch.log(x)
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), Middle(), torch.nn.Linear(4, 1))
+    with torch.no_grad():
+        model[0].bias[2] = -100.0  # unit 2 is 0 after the ReLU: log gives -inf there
+    torch.manual_seed(20)
+    x = torch.randn(5, 3)
+    zeros = int((model[1](model[0](x)) == 0).sum())  # each gives -inf
+    with gt.pytorch.trace(model) as tr:
+        model(x).sum().backward()
+    origin = _origin(tr.graph)
+    assert list(origin["op"]) == ["log"] and list(origin["scope"]) == ["Sequential/2"]
+    assert f"log in Sequential/2 of finite operands gave {zeros} non-finite elements of 5×4" in origin["cause"].iloc[0]
+
+
+def test_nan_origin_a_half_precision_overflow_in_a_matmul_under_autocast() -> None:
+    # float16 autocast on CPU exists in torch 2.13 (bfloat16 would not overflow at these values)
+    lin = torch.nn.Linear(64, 8)
+    with torch.no_grad():
+        lin.weight.fill_(100.0)
+    x = torch.full((2, 64), 20.0)  # 64 * 100 * 20 = 128,000 > 65,504, float16's largest
+    with gt.pytorch.trace(lin) as tr, torch.autocast("cpu", dtype=torch.float16):
+        y = lin(x)
+        assert y.dtype == torch.float16
+        y.float().sum().backward()
+    origin = _origin(tr.graph)
+    assert list(origin["op"]) == ["addmm"] and list(origin["scope"]) == ["Linear"], origin
+    assert "gave 16 non-finite elements of 2×8" in origin["cause"].iloc[0]
+    assert tr.graph.nodes[origin["node_id"].iloc[0]]["dtype"] == "float16"
+
+
+def test_nan_origin_a_division_by_zero_in_a_custom_loss() -> None:
+    def loss_fn(out: Any, target: Any) -> Any:
+        return ((out - target) ** 2 / (target - target)).mean()  # divides by zero
+
+    lin = torch.nn.Linear(3, 2)
+    with gt.pytorch.trace(lin) as tr:
+        loss_fn(lin(torch.randn(4, 3)), torch.ones(4, 2)).backward()
+    origin = _origin(tr.graph)
+    assert list(origin["op"]) == ["div"] and list(origin["scope"]) == [""]
+    assert "div of finite operands gave 8 non-finite elements of 4×2" in origin["cause"].iloc[0]
+
+
+def test_nan_origin_a_nan_planted_in_one_parameter() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    with torch.no_grad():
+        model[2].weight[0, 1] = math.nan
+    with gt.pytorch.trace(model) as tr:
+        model(torch.randn(5, 3)).sum().backward()
+    origin = _origin(tr.graph)
+    assert list(origin["label"]) == ["2.weight"] and list(origin["scope"]) == ["Sequential/2"]
+    assert origin["cause"].iloc[0] == "leaf with 1 non-finite elements"
