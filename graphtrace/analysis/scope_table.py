@@ -73,9 +73,9 @@ def by_scope(x: Any, depth: int | None = None, *, pool: bool = False) -> pd.Data
         - ``relu_zero_share`` (float64): share of its ReLU outputs exactly 0 (NaN without ReLUs);
         - ``tanh_saturated_share`` (float64): share of its tanh outputs with ``|t| > 0.97``;
         - ``nonfinite`` (int64): nodes whose ``data`` or ``grad`` is NaN or infinite;
-        - ``relu_units``, ``dead_relu_units`` (Int64): on a tensor trace (:mod:`graphtrace.pytorch`),
-          the units of its ReLU outputs (features or channels) and those 0 for every sample; NA on
-          graphtrace's own traces, where a unit is a neuron, a scope of its own.
+        - ``relu_units``, ``dead_relu_units`` (float64, whole numbers): on a tensor trace
+          (:mod:`graphtrace.pytorch`), the units of its ReLU outputs (features or channels) and those 0
+          for every sample; NaN on graphtrace's own traces, where a unit is a neuron, a scope of its own.
 
         On a tensor trace the shares count elements: ``relu_zero_share`` is the share of its ReLU
         outputs' elements that are 0, ``tanh_saturated_share`` of its tanh outputs' elements with
@@ -126,8 +126,8 @@ _SCOPE_SCHEMA: dict[str, Any] = {
     "relu_zero_share": "float64",
     "tanh_saturated_share": "float64",
     "nonfinite": "int64",
-    "relu_units": "Int64",
-    "dead_relu_units": "Int64",
+    "relu_units": "float64",
+    "dead_relu_units": "float64",
 }
 _SCOPE, _OP, _ROLE, _DATA, _GRAD = map(itemgetter, ("scope", "op", "role", "data", "grad"))
 #: ops whose nodes by_scope looks at one by one: units, and leaves (parameters among them)
@@ -287,8 +287,8 @@ def _scope_table(scan: _Scan, depth: int | None, pool: bool) -> dict[str, list[A
         hits = _by_key(Counter(compress(where, map(hit, map(_DATA, compress(picked, mask))))), key_of, int.__add__)
         return list(map(truediv, map(hits.get, keys, repeat(0)), map(total.get, keys, repeat(nan))))  # 0/nan: nan
 
-    relu_units: list[Any] = [None] * len(keys)
-    dead_units: list[Any] = [None] * len(keys)
+    relu_units: list[Any] = [math.nan] * len(keys)
+    dead_units: list[Any] = [math.nan] * len(keys)
     if scan.tensors:
         relu = _tensor_shares(picked, "relu", "zero_share", keys, key_of)
         tanh = _tensor_shares(picked, "tanh", "saturated_share", keys, key_of)
@@ -360,4 +360,4 @@ def _tensor_sums(picked: list[dict[str, Any]], attr: str, keys: list[str], key_o
             continue
         key = key_of[a["scope"]] if key_of is not None else a["scope"]
         out[key] = out.get(key, 0) + int(v)
-    return [out.get(k) for k in keys]
+    return [float(out[k]) if k in out else math.nan for k in keys]

@@ -47,7 +47,7 @@ _EMPTY = {
     "NULL::BIGINT AS param_count, "
     "NULL::DOUBLE AS param_abs_grad_sum, NULL::DOUBLE AS param_abs_grad_mean, NULL::DOUBLE AS param_abs_grad_max, "
     "NULL::DOUBLE AS relu_zero_share, NULL::DOUBLE AS tanh_saturated_share, NULL::BIGINT AS nonfinite, "
-    "NULL::BIGINT AS relu_units, NULL::BIGINT AS dead_relu_units WHERE false",
+    "NULL::DOUBLE AS relu_units, NULL::DOUBLE AS dead_relu_units WHERE false",
     "snapshots": "SELECT NULL::BIGINT AS step, NULL::VARCHAR AS kind WHERE false",
 }
 
@@ -245,8 +245,8 @@ def _torch_health(con: Any, path: Any, layer: str, grads: str, unit: str, depth:
     channels 0 for every sample) over its ReLU units, summed over its scopes' rows; its saturated
     tanh share the mean of its scopes' (each the share of their tanh outputs' elements)."""
     have = set(_query(con, "SELECT * FROM scopes LIMIT 0", path).columns)
-    units = "relu_units" if "relu_units" in have else "NULL::BIGINT"
-    dead = "dead_relu_units" if "dead_relu_units" in have else "NULL::BIGINT"
+    units = "relu_units" if "relu_units" in have else "NULL::DOUBLE"
+    dead = "dead_relu_units" if "dead_relu_units" in have else "NULL::DOUBLE"
     scope_layer = f"array_to_string(string_split({unit}, '/')[1:{depth}], '/')"
     sql = f"""
         WITH p AS (
@@ -254,7 +254,8 @@ def _torch_health(con: Any, path: Any, layer: str, grads: str, unit: str, depth:
             FROM params GROUP BY ALL
         ), s AS (
             SELECT step, {scope_layer} AS layer,
-                   sum({dead}) / nullif(sum({units}), 0) AS dead_relu_share,
+                   sum({dead}) FILTER (WHERE NOT isnan({dead}))
+                       / nullif(sum({units}) FILTER (WHERE NOT isnan({units})), 0) AS dead_relu_share,
                    avg(tanh_saturated_share) FILTER (WHERE NOT isnan(tanh_saturated_share)) AS tanh_saturated_share
             FROM scopes GROUP BY ALL
         )
