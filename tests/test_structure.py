@@ -165,6 +165,8 @@ def test_by_scope_matches_a_hand_computation_from_nodes_frame() -> None:
         "relu_zero_share": np.dtype("float64"),
         "tanh_saturated_share": np.dtype("float64"),
         "nonfinite": np.dtype("int64"),
+        "relu_units": np.dtype("float64"),
+        "dead_relu_units": np.dtype("float64"),
     }
     assert table["nodes"].sum() == len(nodes) and set(table["scope"]) == set(nodes["scope"])
     row = table.set_index("scope").loc["MLP[4]/Layer0/Neuron1"]

@@ -27,9 +27,12 @@ def anomalies(x: Any) -> pd.DataFrame:
     first origin while the code runs.
 
     On a tensor trace (:mod:`graphtrace.pytorch`) a node is non-finite when any element of its value
-    (or gradient) is, values the trace did not see count as finite, names carry the shape
-    (``relu [8×16]``) and causes the module scope; a backward origin names the first edge whose
-    gradient (the vector-Jacobian product the consumer sends back) has non-finite elements.
+    (or gradient) is (a norm is never what makes it so: it is computed scaled and never overflows),
+    values the trace did not see count as finite, names carry the shape (``relu [8×16]``) and causes
+    the module scope; an op whose input outside the graph (a tensor that does not require grad: the
+    data, a mask, a buffer) holds non-finite elements says so (``input of addmm not recorded: 6
+    non-finite elements``); a backward origin names the first edge whose gradient (the
+    vector-Jacobian product the consumer sends back) has non-finite elements.
 
     Parameters
     ----------
@@ -90,11 +93,18 @@ def anomalies(x: Any) -> pd.DataFrame:
         causes = []
         if fwd and tensors:
             k, op, shape = nodes[n].get("data_nonfinite"), nodes[n].get("op"), nodes[n].get("shape")
-            causes.append(
-                f"{op}{where(n)} of finite operands gave {k} non-finite elements of {shape}"
-                if pred[n]
-                else f"leaf with {k} non-finite elements"
-            )
+            outside = int(nodes[n].get("untracked_nonfinite") or 0)
+            if outside:  # an input the trace does not record (it does not require grad)
+                causes.append(
+                    f"input of {op}{where(n)} not recorded: {outside} non-finite elements; "
+                    f"{op} gave {k} non-finite elements of {shape}"
+                )
+            else:
+                causes.append(
+                    f"{op}{where(n)} of finite operands gave {k} non-finite elements of {shape}"
+                    if pred[n]
+                    else f"leaf with {k} non-finite elements"
+                )
         elif fwd:
             causes.append(f"{nodes[n].get('op')} of finite operands gave {d!r}" if pred[n] else f"leaf with data {d!r}")
         bwd = False

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..export.frames import topological_nodes
+from ..export.frames import is_tensor_trace, topological_nodes
 from ..naming import renumber_paths
 from ..snapshot import as_graph
 from ..store import read_trace
@@ -72,7 +72,15 @@ def by_scope(x: Any, depth: int | None = None, *, pool: bool = False) -> pd.Data
           the same parameters;
         - ``relu_zero_share`` (float64): share of its ReLU outputs exactly 0 (NaN without ReLUs);
         - ``tanh_saturated_share`` (float64): share of its tanh outputs with ``|t| > 0.97``;
-        - ``nonfinite`` (int64): nodes whose ``data`` or ``grad`` is NaN or infinite.
+        - ``nonfinite`` (int64): nodes whose ``data`` or ``grad`` is NaN or infinite;
+        - ``relu_units``, ``dead_relu_units`` (float64, whole numbers): on a tensor trace
+          (:mod:`graphtrace.pytorch`), the units of its ReLU outputs (features or channels) and those 0
+          for every sample; NaN on graphtrace's own traces, where a unit is a neuron, a scope of its own.
+
+        On a tensor trace the shares count elements: ``relu_zero_share`` is the share of its ReLU
+        outputs' elements that are 0, ``tanh_saturated_share`` of its tanh outputs' elements with
+        ``|t| > 0.97``, from what the trace recorded of each output (``zero_share``,
+        ``saturated_share``, ``units``, ``dead_units``).
 
     Raises
     ------
@@ -118,10 +126,14 @@ _SCOPE_SCHEMA: dict[str, Any] = {
     "relu_zero_share": "float64",
     "tanh_saturated_share": "float64",
     "nonfinite": "int64",
+    "relu_units": "float64",
+    "dead_relu_units": "float64",
 }
 _SCOPE, _OP, _ROLE, _DATA, _GRAD = map(itemgetter, ("scope", "op", "role", "data", "grad"))
 #: ops whose nodes by_scope looks at one by one: units, and leaves (parameters among them)
 _PICK = frozenset(("relu", "tanh", ""))
+#: what a tensor trace records of an activation's units (graphtrace.pytorch.trace)
+_TENSOR_UNIT_ATTRS = ("numel", "zero_share", "saturated_share", "units", "dead_units")
 
 
 class _Scan:
@@ -142,7 +154,7 @@ class _Scan:
     training step's scattered heap). Without them every node's scope is read, by C-level passes.
     """
 
-    __slots__ = ("bad", "last_attrs", "last_ids", "paths", "picks", "size", "starts")
+    __slots__ = ("bad", "last_attrs", "last_ids", "paths", "picks", "size", "starts", "tensors")
 
     def __init__(
         self,
@@ -172,6 +184,7 @@ class _Scan:
         self.picks = picks
         self.size = len(ids)
         self.bad = bad
+        self.tensors = False  # a tensor trace: its units are counted from recorded statistics
 
 
 def _live_scan(x: Any) -> _Scan | None:
@@ -191,6 +204,7 @@ def scope_columns(x: Any, depth: int | None = None, pool: bool = False) -> dict[
     scan = _live_scan(x)
     if scan is None:
         G = as_graph(x)
+        tensors = is_tensor_trace(G)
         ids = topological_nodes(G)
         node = G._node
         attrs = {}
@@ -209,7 +223,11 @@ def scope_columns(x: Any, depth: int | None = None, pool: bool = False) -> dict[
             attrs[n] = b
             if not (math.isfinite(b["data"]) and math.isfinite(b["grad"])):
                 bad.append(b)
+            if tensors and b["op"] in _PICK:
+                for k in _TENSOR_UNIT_ATTRS:
+                    b[k] = a.get(k)
         scan = _Scan(ids, attrs, None, bad)
+        scan.tensors = tensors
     table = _scope_table(scan, depth, pool)
     if not pool:  # call indices count from 0 in this trace (a snapshot's are already)
         table["scope"] = renumber_paths(list(table["scope"]))
@@ -269,8 +287,16 @@ def _scope_table(scan: _Scan, depth: int | None, pool: bool) -> dict[str, list[A
         hits = _by_key(Counter(compress(where, map(hit, map(_DATA, compress(picked, mask))))), key_of, int.__add__)
         return list(map(truediv, map(hits.get, keys, repeat(0)), map(total.get, keys, repeat(nan))))  # 0/nan: nan
 
-    relu = shares("relu", (0.0).__eq__)
-    tanh = shares("tanh", _SATURATED_ABS)
+    relu_units: list[Any] = [math.nan] * len(keys)
+    dead_units: list[Any] = [math.nan] * len(keys)
+    if scan.tensors:
+        relu = _tensor_shares(picked, "relu", "zero_share", keys, key_of)
+        tanh = _tensor_shares(picked, "tanh", "saturated_share", keys, key_of)
+        relu_units = _tensor_sums(picked, "units", keys, key_of)
+        dead_units = _tensor_sums(picked, "dead_units", keys, key_of)
+    else:
+        relu = shares("relu", (0.0).__eq__)
+        tanh = shares("tanh", _SATURATED_ABS)
     modules: dict[str, list[float]] = {}  # module path -> |grad| of the parameters in it and below
     enclosing: dict[str, list[list[float]]] = {}  # a parameter's scope -> those modules' lists
     for a in compress(picked, map(eq, map(_ROLE, picked), repeat("parameter"))):
@@ -303,4 +329,35 @@ def _scope_table(scan: _Scan, depth: int | None, pool: bool) -> dict[str, list[A
         "relu_zero_share": relu,
         "tanh_saturated_share": tanh,
         "nonfinite": list(map(nonfinite.get, keys, repeat(0))),
+        "relu_units": relu_units,
+        "dead_relu_units": dead_units,
     }
+
+
+def _tensor_shares(
+    picked: list[dict[str, Any]], op: str, share: str, keys: list[str], key_of: dict[str, str] | None
+) -> list[float]:
+    """Per key, the element-weighted share ``share`` of its ``op`` outputs (a tensor trace's)."""
+    hits: dict[str, float] = {}
+    total: dict[str, float] = {}
+    for a in picked:
+        v = a.get(share)
+        if a["op"] != op or v is None or not math.isfinite(float(v)):
+            continue
+        key = key_of[a["scope"]] if key_of is not None else a["scope"]
+        n = float(a.get("numel") or 0)
+        hits[key] = hits.get(key, 0.0) + float(v) * n
+        total[key] = total.get(key, 0.0) + n
+    return [hits[k] / total[k] if total.get(k) else math.nan for k in keys]
+
+
+def _tensor_sums(picked: list[dict[str, Any]], attr: str, keys: list[str], key_of: dict[str, str] | None) -> list[Any]:
+    """Per key, the sum of ``attr`` over its ReLU outputs (None where it has none)."""
+    out: dict[str, int] = {}
+    for a in picked:
+        v = a.get(attr)
+        if a["op"] != "relu" or v is None:
+            continue
+        key = key_of[a["scope"]] if key_of is not None else a["scope"]
+        out[key] = out.get(key, 0) + int(v)
+    return [float(out[k]) if k in out else math.nan for k in keys]

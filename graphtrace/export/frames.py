@@ -78,8 +78,10 @@ def nodes_frame(x: Any) -> pd.DataFrame:
         ``scope`` (string: the scope path the node was recorded in, ``""`` outside any; see
         :mod:`graphtrace.scopes`). A tensor trace (:mod:`graphtrace.pytorch`) adds the columns of
         :data:`TENSOR_COLUMNS`: ``shape``, ``dtype``, ``numel`` (-1 when not seen), whether data and
-        grad were recorded, their summaries, the values of small tensors (JSON text), and the ReLU
-        ``units``/``dead_units`` and tanh ``saturated_share`` of activations (NA elsewhere).
+        grad were recorded, their summaries, the non-finite elements among an op's inputs the trace
+        does not record (``untracked_nonfinite``: tensors that do not require grad), the values of
+        small tensors (JSON text), and the ReLU
+        ``units``/``dead_units``/``zero_share`` and tanh ``saturated_share`` of activations (NA elsewhere).
 
     Raises
     ------
@@ -150,10 +152,12 @@ TENSOR_COLUMNS: dict[str, str] = {
     },
     "data_nonfinite": "int64",
     "grad_nonfinite": "int64",
+    "untracked_nonfinite": "int64",
     "data_values": "string",
     "grad_values": "string",
     "units": "Int64",
     "dead_units": "Int64",
+    "zero_share": "float64",
     "saturated_share": "float64",
     "tanh_units": "Int64",
 }
@@ -181,6 +185,12 @@ def edges_frame(x: Any) -> pd.DataFrame:
 
     ``grad_contribution = local_grad * grad(target)`` is the term the seed computes by hand; for every
     non-root node, its ``grad`` is the sum of its outgoing contributions.
+
+    On a tensor trace (:mod:`graphtrace.pytorch`) an edge carries a tensor: the frame adds
+    ``grad_norm`` (float64: the norm of the gradient the target sends back along it) and
+    ``grad_nonfinite`` (int64), and ``local_grad`` and ``grad_contribution`` become nullable
+    (Float64): ``grad_contribution`` is the gradient where the source has one element, ``local_grad``
+    where the target has one too; NA elsewhere (the Jacobian of a tensor op is not recorded).
 
     Returns
     -------
@@ -213,7 +223,7 @@ def edges_frame(x: Any) -> pd.DataFrame:
             local.append(e.get("local_grad", np.nan))
     lg = _floats(local)
     target_grad = _floats([node[v].get("grad", np.nan) for v in dst])
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "source": _id_column(src),
             "target": _id_column(dst),
@@ -224,3 +234,28 @@ def edges_frame(x: Any) -> pd.DataFrame:
             "grad_contribution": lg * target_grad,
         }
     )
+    if is_tensor_trace(G):
+        _tensor_edges(G, frame, src, dst)
+    return frame
+
+
+def _tensor_edges(G: nx.DiGraph, frame: pd.DataFrame, src: list[Hashable], dst: list[Hashable]) -> None:
+    """A tensor trace's ledger: the norm of the gradient each edge carries (and its non-finite
+    elements); ``grad_contribution`` where it is a number (the source has one element) and
+    ``local_grad`` where that is one too (the target also has one, with a nonzero gradient), else NA:
+    a tensor's Jacobian is not recorded."""
+    edge, node = G._adj, G._node
+    attrs = [edge[u][v] for u, v in zip(src, dst, strict=True)]
+    frame["grad_norm"] = _floats([a.get("grad_norm", np.nan) for a in attrs])
+    frame["grad_nonfinite"] = np.asarray([int(a.get("grad_nonfinite", 0)) for a in attrs], dtype=np.int64)
+    contribution: list[Any] = []
+    local: list[Any] = []
+    for u, v, a in zip(src, dst, attrs, strict=True):
+        value = a.get("grad_value", np.nan)
+        c = float(value) if node[u].get("numel") == 1 and value == value else None
+        contribution.append(c)
+        g = node[v].get("grad", np.nan)
+        scalar_target = node[v].get("numel") == 1 and node[v].get("grad_known") and g == g and g != 0
+        local.append(c / float(g) if c is not None and scalar_target else None)
+    frame["local_grad"] = pd.array(local, dtype="Float64")
+    frame["grad_contribution"] = pd.array(contribution, dtype="Float64")

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
-from collections.abc import Iterable
 from typing import Any
 
 import networkx as nx
 import torch
 
-from .tensors import Raw, empty, finish, raw, shape_text, summary
+from .tensors import Raw, empty, finish_many, raw, shape_text, summary
 
-__all__ = ["NodeInfo", "build", "from_tensor", "module_paths", "op_name", "tensor_meta"]
+__all__ = ["NodeInfo", "Records", "assemble", "from_tensor", "module_paths", "op_name", "tensor_meta"]
+
+_KEYS = itertools.count()
 
 _BACKWARD = re.compile(r"Backward\d*$")
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z0-9])(?=[A-Z][a-z])")
@@ -21,23 +23,140 @@ _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z0-9])(?=[A-Z][a-z])")
 def op_name(fn: Any) -> str:
     """The op of a ``grad_fn``: ``AddmmBackward0`` -> ``addmm``, ``NativeBatchNormBackward0`` ->
     ``native_batch_norm``, ``TBackward0`` -> ``t``; a custom ``autograd.Function`` by its class name."""
-    name = _BACKWARD.sub("", type(fn).__name__) or type(fn).__name__
-    return _CAMEL.sub("_", name).lower()
+    return _op_of(type(fn).__name__)
 
 
 class NodeInfo:
-    """What a trace saw of one autograd node: its output's shape and statistics and its module scope
-    (forward), its output's gradient and the gradient along each incoming edge (backward)."""
+    """What is known of one node of a torch graph: the autograd node's type, its output's shape and
+    statistics and module scope (forward; ``recorded``: seen by a trace as it ran), its output's
+    gradient and the gradient along each incoming edge (backward), or the tensor of a leaf."""
 
-    __slots__ = ("data", "edges", "grad", "meta", "scope", "seq")
+    __slots__ = (
+        "data",
+        "edge_kept",
+        "edges",
+        "grad",
+        "grad_fn",
+        "hint",
+        "inexact",
+        "kept",
+        "leaf",
+        "meta",
+        "passes",
+        "recorded",
+        "same",
+        "scope",
+        "seq",
+        "sizes",
+        "spec",
+        "untracked",
+    )
 
-    def __init__(self, seq: int, scope: str, meta: dict[str, Any], data: Raw | None) -> None:
+    def __init__(self, seq: int, grad_fn: str, scope: str | None, meta: dict[str, Any], data: Raw | None) -> None:
         self.seq = seq
-        self.scope = scope
+        self.grad_fn = grad_fn  # the autograd node's type name (AccumulateGrad for a leaf)
+        self.scope = scope  # None: not seen (an op inside a composite): its users' scope
         self.meta = meta  # shape, dtype, numel, unit statistics of activations
         self.data = data
+        self.recorded = False
+        self.leaf: torch.Tensor | None = None  # the tensor of a leaf
         self.grad: Raw | None = None
-        self.edges: dict[Any, tuple[float, int]] = {}  # source node -> (norm, non-finite count)
+        self.edges: dict[int, Raw | None] = {}  # source node -> the gradient along its edge
+        self.spec: list[tuple[int | None, int]] = []  # per input position: (source node, its output number)
+        self.sizes: dict[int, int] = {}  # output number -> its element count
+        # several backward passes: how many reached the node; the gradients (per output, and per edge
+        # and output) of passes that kept their graph, to be summed with the next pass's
+        self.passes = 0
+        self.kept: list[Any] | None = None
+        self.edge_kept: dict[int, dict[int, Any]] = {}
+        self.inexact = False
+        self.untracked: list[Raw] = []  # the op's inputs outside the graph (not requiring grad)
+        self.same = False  # a view or copy of its input (SAME_ELEMENTS)
+        self.hint: Raw | None = None  # this pass's gradient, summarised by the view that alone uses it
+
+
+class Records:
+    """A torch graph as it is recorded: one :class:`NodeInfo` per autograd node, numbered in a
+    topological order (operands first), and the edges between them. Holds no autograd node: each
+    node found is tagged with its number in its ``metadata`` (under ``key``), so a graph the model
+    drops (a forward pass without backward) is freed as it would be without graphtrace. Leaves are
+    kept by tensor (a parameter's AccumulateGrad node may be made anew)."""
+
+    def __init__(self, key: str, on_leaf: Any = None) -> None:
+        self.key = key
+        self.nodes: list[NodeInfo] = []
+        self.edges: dict[tuple[int, int], None] = {}
+        self.users: list[int] = []  # per node: the input positions reading it
+        self.leaf_of: dict[int, int] = {}  # id(leaf tensor) -> node
+        self.on_leaf = on_leaf  # called with (AccumulateGrad node, its NodeInfo) for each one found
+
+    def _new(self, grad_fn: str, scope: str | None, meta: dict[str, Any], data: Raw | None) -> NodeInfo:
+        info = NodeInfo(len(self.nodes), grad_fn, scope, meta, data)
+        self.nodes.append(info)
+        self.users.append(0)
+        return info
+
+    def _link(self, info: NodeInfo, fn: Any) -> None:
+        """The edges into ``info`` from its autograd node's inputs (all numbered already)."""
+        key = self.key
+        spec = []
+        for child, nr in fn.next_functions:
+            c = child.metadata[key] if child is not None else None
+            spec.append((c, nr))
+            if c is not None:
+                self.edges[(c, info.seq)] = None
+                self.users[c] += 1
+        info.spec = spec
+
+    def _leaf(self, fn: Any) -> None:
+        var = fn.variable
+        seq = self.leaf_of.get(id(var))
+        if seq is None:
+            info = self._new("AccumulateGrad", None, tensor_meta(var), None)
+            info.leaf = var
+            seq = self.leaf_of[id(var)] = info.seq
+        fn.metadata[self.key] = seq
+        if self.on_leaf is not None:
+            self.on_leaf(fn, self.nodes[seq])
+
+    def node_of(self, fn: Any) -> int:
+        """The number of autograd node ``fn``, numbering it and every node below it not seen yet
+        (iteratively: graphs may be deep). A node no trace saw keeps its output where autograd
+        saved it (``exp``, ``tanh``, ``relu``, ...)."""
+        key = self.key
+        seq = fn.metadata.get(key)
+        if seq is not None:
+            return int(seq)
+        stack: list[tuple[Any, bool]] = [(fn, False)]
+        while stack:
+            f, expanded = stack.pop()
+            if f.metadata.get(key) is not None:
+                continue
+            if type(f).__name__ == "AccumulateGrad":
+                self._leaf(f)
+            elif not expanded:
+                stack.append((f, True))
+                stack.extend((c, False) for c, _ in f.next_functions if c is not None and c.metadata.get(key) is None)
+            else:
+                saved = _saved_result(f)
+                with torch.no_grad():
+                    data = raw(saved) if saved is not None else None
+                meta = tensor_meta(saved) if saved is not None else {"shape": "", "dtype": "", "numel": -1}
+                info = self._new(type(f).__name__, None, meta, data)
+                self._link(info, f)
+                f.metadata[key] = info.seq
+        return int(fn.metadata[key])
+
+    def add_op(self, fn: Any, scope: str, meta: dict[str, Any], data: Raw | None) -> NodeInfo:
+        """Record autograd node ``fn`` as seen by a trace (numbering its inputs first)."""
+        for child, _ in fn.next_functions:
+            if child is not None:
+                self.node_of(child)
+        info = self._new(type(fn).__name__, scope, meta, data)
+        info.recorded = True
+        self._link(info, fn)
+        fn.metadata[self.key] = info.seq
+        return info
 
 
 def tensor_meta(t: torch.Tensor) -> dict[str, Any]:
@@ -72,138 +191,138 @@ def scope_path(root: str, dotted: str) -> str:
     return "/".join(segs)
 
 
-def _walk(roots: Iterable[Any]) -> tuple[list[Any], list[tuple[Any, Any, list[int]]]]:
-    """Every node reachable from ``roots`` through ``next_functions`` (iteratively: graphs may be
-    deep), in discovery order, and the edges (source, target, positions in the target's inputs)."""
-    seen: dict[Any, None] = {}
-    stack = [r for r in roots if r is not None]
-    edges: list[tuple[Any, Any, list[int]]] = []
-    while stack:
-        fn = stack.pop()
-        if fn in seen:
-            continue
-        seen[fn] = None
-        positions: dict[Any, list[int]] = {}
-        for j, (child, _) in enumerate(fn.next_functions):
-            if child is not None:
-                positions.setdefault(child, []).append(j)
-        for child, pos in positions.items():
-            edges.append((child, fn, pos))
-            if child not in seen:
-                stack.append(child)
-    return list(seen), edges
-
-
-def build(
-    roots: list[Any],
-    infos: dict[Any, NodeInfo],
+def assemble(
+    records: Records,
     params: dict[int, tuple[str, str]],
     *,
-    root: Any = None,
+    leaf_grads: dict[int, Raw | None] | None = None,
+    root: int | None = None,
     root_tensor: torch.Tensor | None = None,
 ) -> nx.DiGraph:
-    """The DiGraph of everything reachable from the autograd nodes ``roots``.
+    """The DiGraph of what ``records`` holds, in the schema of :func:`graphtrace.to_networkx`.
 
-    ``infos`` holds what a trace recorded per node (nothing for :func:`from_tensor`); ``params`` names
-    the parameters; ``root`` is the output node (default: the last node without users, in recording
-    order). Node ids are ints in a topological order (operands before results).
+    ``params`` names the parameters; ``leaf_grads`` gives each leaf's gradient as a trace saw its
+    passes send it (None: the leaves' ``.grad`` is read, as :func:`from_tensor` does); ``root`` is
+    the output node (default: the last recorded node nothing uses, the loss) and ``root_tensor`` its
+    tensor. Node ids are ints in a topological order: the parameters first (in the model's order),
+    then every other node in the order it was recorded. Every statistic comes to the host in one
+    transfer.
     """
-    fns, edges = _walk(roots)
-    H = nx.DiGraph()
-    # operands before results; among the nodes ready, parameters first (in the model's order), then
-    # the ops in the order they ran, then the rest
+    nodes = records.nodes
     param_rank = {pid: k for k, pid in enumerate(params)}
-
-    def key(k: int, fn: Any) -> tuple[int, int]:
-        if fn in infos:
-            return (1, infos[fn].seq)
-        var = getattr(fn, "variable", None)
-        if var is not None and id(var) in param_rank:
-            return (0, param_rank[id(var)])
-        return (2, k)
-
-    order_key = {fn: key(k, fn) for k, fn in enumerate(reversed(fns))}
-    H.add_nodes_from(fns)
-    H.add_edges_from((u, v) for u, v, _ in edges)
-    order = list(nx.lexicographical_topological_sort(H, key=order_key.__getitem__))
-    index = {fn: i for i, fn in enumerate(order)}
-    sinks = [fn for fn in order if not H._succ[fn]]
-    root_fn = root
-    if root_fn is None:  # the last recorded output nothing uses (the loss), else the last sink
-        root_fn = max(sinks, key=lambda fn: (fn in infos, infos[fn].seq if fn in infos else index[fn]), default=None)
+    firsts = sorted(
+        (i for i in nodes if i.leaf is not None and id(i.leaf) in param_rank), key=lambda i: param_rank[id(i.leaf)]
+    )
+    first_set = {i.seq for i in firsts}
+    order = firsts + [i for i in nodes if i.seq not in first_set]
+    index = [0] * len(nodes)
+    for k, i in enumerate(order):
+        index[i.seq] = k
+    succ: list[list[int]] = [[] for _ in nodes]
+    for u, v in records.edges:
+        succ[u].append(v)
+    if root is None:  # the last recorded output nothing uses (the loss), else the last sink
+        sinks = [i for i in nodes if not succ[i.seq]]
+        best = max(sinks, key=lambda i: (i.recorded, i.seq if i.recorded else index[i.seq]), default=None)
+        root = best.seq if best is not None else None
     # the scope of a node the trace did not see (an op inside a composite, e.g. the transpose inside
-    # F.linear): that of the recorded node it feeds, nearest first
-    scope: dict[Any, str] = {fn: infos[fn].scope for fn in fns if fn in infos}
-    for fn in reversed(order):
-        if fn not in scope:
-            users = [v for v in H._succ[fn] if v in scope]
-            scope[fn] = scope[max(users, key=index.__getitem__)] if users else ""
-    # what is known of each node: its attributes, and its value and gradient statistics (converted
-    # to numbers together, below)
-    rows: list[tuple[Any, dict[str, Any], Raw | None, Raw | None]] = []
+    # F.linear): that of the node it feeds that comes last
+    scope: list[str] = [""] * len(nodes)
+    for i in reversed(order):
+        if i.scope is not None:
+            scope[i.seq] = i.scope
+        elif i.leaf is not None:
+            scope[i.seq] = params.get(id(i.leaf), ("", ""))[1]
+        else:
+            users = succ[i.seq]
+            scope[i.seq] = scope[max(users, key=index.__getitem__)] if users else ""
+    rows: list[tuple[NodeInfo, dict[str, Any], Raw | None, Raw | None]] = []
     counts: dict[tuple[str, str], int] = {}
     n_inputs = 0
     with torch.no_grad():
-        for fn in order:
-            data: Raw | None = None
-            grad: Raw | None = None
-            if type(fn).__name__ == "AccumulateGrad":
-                var = fn.variable
-                name, sc = params.get(id(var), ("", ""))
+        for i in order:
+            grad = i.grad
+            data = i.data
+            if i.leaf is not None:
+                var = i.leaf
+                name = params.get(id(var), ("", ""))[0]
                 if not name:
                     name = "input" if n_inputs == 0 else f"input_{n_inputs}"
                     n_inputs += 1
-                attrs: dict[str, Any] = {"label": name, "op": "", "scope": sc}
+                attrs: dict[str, Any] = {"label": name, "op": "", "scope": scope[i.seq]}
                 attrs["role"] = "parameter" if id(var) in params else "leaf"
                 attrs.update(tensor_meta(var))
                 data = raw(var, l1=True)
-                grad = raw(var.grad, l1=True) if var.grad is not None else None
+                if leaf_grads is not None:
+                    grad = leaf_grads.get(i.seq)
+                else:
+                    grad = raw(var.grad, l1=True) if var.grad is not None else None
             else:
-                op = op_name(fn)
-                sc = scope[fn]
+                op = _op_of(i.grad_fn)
+                sc = scope[i.seq]
                 k = counts.get((sc, op), 0)
                 counts[(sc, op)] = k + 1
-                role = "root" if fn is root_fn else "intermediate"
+                role = "root" if i.seq == root else "intermediate"
                 attrs = {"label": op if k == 0 else f"{op}_{k}", "op": op, "role": role, "scope": sc}
-                info = infos.get(fn)
-                if info is not None:
-                    attrs.update(info.meta)
-                    data, grad = info.data, info.grad
-                elif fn is root_fn and root_tensor is not None:
-                    attrs.update(tensor_meta(root_tensor))
-                    data = raw(root_tensor)
-                else:
-                    saved = _saved_result(fn)
-                    if saved is not None:
-                        attrs.update(tensor_meta(saved))
-                        data = raw(saved)
-                    else:
-                        attrs.update({"shape": "", "dtype": "", "numel": -1})
-                if grad is None and fn is root_fn and root_tensor is not None and root_tensor.retains_grad:
-                    grad = raw(root_tensor.grad) if root_tensor.grad is not None else None
-            attrs["grad_fn"] = type(fn).__name__
-            rows.append((fn, attrs, data, grad))
-    datas = iter(finish([d for _, _, d, _ in rows if d is not None], "data"))
-    grads = iter(finish([g for _, _, _, g in rows if g is not None], "grad"))
+                attrs.update(i.meta)
+                if i.seq == root and root_tensor is not None:
+                    if not i.recorded:
+                        attrs.update(tensor_meta(root_tensor))
+                        data = raw(root_tensor)
+                    if grad is None and root_tensor.retains_grad and root_tensor.grad is not None:
+                        grad = raw(root_tensor.grad)
+            attrs["grad_fn"] = i.grad_fn
+            rows.append((i, attrs, data, grad))
+    edge_raws = [(u, v, nodes[v].edges[u]) for u, v in records.edges if nodes[v].edges.get(u) is not None]
+    outside = [r for i in nodes for r in i.untracked]
+    (datas, grads, edge_sums, outsides), _ = finish_many(
+        [
+            ([d for _, _, d, _ in rows if d is not None], "data"),
+            ([g for _, _, _, g in rows if g is not None], "grad"),
+            ([r for _, _, r in edge_raws if r is not None], "grad"),
+            (outside, "data"),
+        ]
+    )
+    outside_bad = {id(r): int(o["data_nonfinite"]) for r, o in zip(outside, outsides, strict=True)}
+    next_data, next_grad = iter(datas), iter(grads)
     G = nx.DiGraph()
-    for fn, attrs, data, grad in rows:
-        attrs.update(next(datas) if data is not None else empty("data"))
-        attrs.update(next(grads) if grad is not None else empty("grad"))
+    for i, attrs, data, grad in rows:
+        summary_ = next(next_data) if data is not None else empty("data")
+        kind = attrs.pop("unit_counts", None)  # an activation's unit counts, kept with its summary
+        e1, e2 = summary_.pop("_e1", math.nan), summary_.pop("_e2", math.nan)
+        numel = attrs.get("numel") or 0
+        if kind == "relu":
+            attrs["dead_units"] = int(e1) if e1 == e1 else None
+            attrs["zero_share"] = (numel - e2) / numel if numel > 0 and e2 == e2 else math.nan
+        elif kind == "tanh":
+            attrs["saturated_share"] = e1 / numel if numel > 0 and e1 == e1 else math.nan
+        attrs.update(summary_)
+        attrs.update(next(next_grad) if grad is not None else empty("grad"))
         attrs["data_known"], attrs["grad_known"] = data is not None, grad is not None
-        G.add_node(index[fn], **attrs)
-    for u, v, _ in edges:
-        info = infos.get(v)
-        norm, bad = math.nan, 0
-        if info is not None and u in info.edges:
-            norm, bad = info.edges[u]
-        elif info is not None and info.grad is not None and u in infos and infos[u].grad is not None:
+        attrs["untracked_nonfinite"] = sum(outside_bad[id(r)] for r in i.untracked)
+        G.add_node(index[i.seq], **attrs)
+    edge_stats = {(u, v): e for (u, v, _), e in zip(edge_raws, edge_sums, strict=True)}
+    node = G._node
+    for u, v in records.edges:
+        norm, bad, value = math.nan, 0, math.nan
+        e = edge_stats.get((u, v))
+        if e is not None:
+            norm, bad, value = e["grad_norm"], e["grad_nonfinite"], e["grad"]
+        elif nodes[v].grad is not None and nodes[u].grad is not None and nodes[u].recorded:
             # an op node feeding only this edge: the edge carries exactly its gradient
-            a = G._node[index[u]]
-            norm, bad = a["grad_norm"], a["grad_nonfinite"]
-        G.add_edge(index[u], index[v], local_grad=math.nan, grad_norm=norm, grad_nonfinite=bad)
-    G.graph["root"] = index[root_fn] if root_fn is not None else None
+            a = node[index[u]]
+            norm, bad, value = a["grad_norm"], a["grad_nonfinite"], a["grad"]
+        if node[index[u]]["numel"] != 1:
+            value = math.nan  # the gradient of a one-element source is a number; of a larger one, a norm
+        G.add_edge(index[u], index[v], local_grad=math.nan, grad_norm=norm, grad_nonfinite=bad, grad_value=value)
+    G.graph["root"] = index[root] if root is not None else None
     G.graph["kind"] = "torch"
     return G
+
+
+def _op_of(grad_fn: str) -> str:
+    name = _BACKWARD.sub("", grad_fn) or grad_fn
+    return _CAMEL.sub("_", name).lower()
 
 
 def _saved_result(fn: Any) -> torch.Tensor | None:
@@ -280,4 +399,23 @@ def from_tensor(t: Any, model: Any = None) -> nx.DiGraph:
         G.add_node(0, **attrs)
         G.graph["root"], G.graph["kind"] = 0, "torch"
         return G
-    return build([fn], {}, params, root=fn, root_tensor=t)
+    records = Records(f"graphtrace.from_tensor.{next(_KEYS)}")
+    try:
+        root = records.node_of(fn)
+        return assemble(records, params, root=root, root_tensor=t)
+    finally:
+        _untag(records, [fn])
+
+
+def untag(key: str, roots: list[Any]) -> None:
+    """Remove the tag ``key`` from the metadata of every autograd node below ``roots`` still alive."""
+    stack = [r for r in roots if r is not None]
+    while stack:
+        f = stack.pop()
+        if f.metadata.pop(key, None) is None:
+            continue
+        stack.extend(c for c, _ in f.next_functions if c is not None)
+
+
+def _untag(records: Records, roots: list[Any]) -> None:
+    untag(records.key, roots)

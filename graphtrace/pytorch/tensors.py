@@ -2,12 +2,24 @@
 
 For a tensor ``t`` and a prefix ``p`` (``data`` or ``grad``): ``p_mean``, ``p_std`` (population),
 ``p_min``, ``p_max``, ``p_max_abs``, ``p_norm`` (L2), ``p_nonfinite`` (how many elements are NaN or
-±inf; the other statistics are over the finite elements), ``p_abs_mean`` (the mean of ``|x|``: for
-parameters and their gradients, NaN elsewhere, as it costs a pass of its own) and, for a tensor of
-at most :data:`SMALL` elements, ``p_values`` (every value, as JSON text so that every file format keeps it). ``p``
-itself
-is the value of a one-element tensor and the L2 norm of a larger one (NaN or inf when a non-finite
-element makes it so).
+±inf), ``p_abs_mean`` (the mean of ``|x|``: for parameters and their gradients, NaN elsewhere, as it
+costs a pass of its own) and, for a tensor of at most :data:`SMALL` elements, ``p_values`` (every
+value, as JSON text so that every file format keeps it). ``p`` itself is the value of a
+one-element tensor and the L2 norm of a larger one.
+
+How they are computed: every statistic is a reduction launched on the tensor's own device, and
+the results come to the host together, once (:func:`finish`), never one tensor at a time. The
+values are scaled by a power of two at least ``max |x|`` (exact), so no sum of squares overflows
+(a float32 tensor of values near 1e25, a float64 one near 1e200), and shifted by their mean
+before they are squared, so the standard deviation keeps its digits when the values share a large
+offset (a bias of 1000, values at 1e6 ± 0.01: the naive ``E[x²] - E[x]²`` loses them all in
+float32). Each statistic is exact to a few units of the dtype's rounding, checked against float64.
+
+A tensor with non-finite elements: ``p_nonfinite`` counts them; ``p_min``/``p_max`` are ±inf or
+NaN as torch's own reductions give them, and the mean, std, norm and mean of ``|x|`` are NaN (inf
+for the norm when the only non-finite elements are infinities). :func:`summary`, called on its own
+outside a trace, also gives the finite elements' statistics in that case (it may wait for the
+device; a trace never does).
 
 Complex tensors are summarised over their magnitudes ``|z|``; sparse tensors over their stored
 values; integer and boolean tensors as floats.
@@ -17,16 +29,34 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from typing import Any
 
 import torch
 
-__all__ = ["SMALL", "STATS", "Raw", "empty", "finish", "raw", "shape_text", "summary"]
+__all__ = [
+    "SENTINEL",
+    "SMALL",
+    "STATS",
+    "Raw",
+    "Scratch",
+    "empty",
+    "finish",
+    "finish_many",
+    "merge",
+    "raw",
+    "shape_text",
+    "summary",
+]
 
 #: Tensors with at most this many elements also keep every value (``data_values``, ``grad_values``).
 SMALL = 16
 #: The statistics of every summary, in column order.
 STATS = ("mean", "std", "min", "max", "max_abs", "abs_mean", "norm", "nonfinite")
+#: Elements per pass of the shifted sums: a chunk and its scratch copy stay in a core's cache.
+CHUNK = 1 << 17
+#: The numbers kept per tensor (see :class:`Raw`).
+ROW = 9
 
 
 def shape_text(shape: Any) -> str:
@@ -43,26 +73,94 @@ def empty(prefix: str) -> dict[str, Any]:
     return out
 
 
+class Scratch:
+    """Reusable chunk-sized buffers per device and dtype, for the shifted sums of :func:`raw`.
+
+    One per thread (:func:`raw` uses the thread's own unless given one): the sums run in the
+    device's stream order, so a buffer is reused only after the kernels reading it were launched
+    before it. Made once, they cost no allocation per summary (a fresh one each time fragments the
+    host's heap: a forward loop in a trace grew by 60 MiB for nothing).
+    """
+
+    __slots__ = ("buffers", "slabs")
+
+    def __init__(self) -> None:
+        self.buffers: dict[tuple[Any, Any, int], torch.Tensor] = {}
+        self.slabs: dict[tuple[Any, Any], list[Any]] = {}  # (device, dtype) -> [slab, next free row]
+
+    def row(self, like: torch.Tensor) -> torch.Tensor:
+        """A fresh row of :data:`ROW` numbers in a slab of 1,024 rows: the statistics that outlive a
+        summary live in few large blocks, not in thousands of small allocations scattered between
+        a model's activations on the host heap (which then cannot shrink: +1.3 MiB per forward pass
+        of a 512x512 MLP)."""
+        key = (like.device, like.dtype)
+        slab = self.slabs.get(key)
+        if slab is None or slab[1] == slab[0].shape[0]:
+            slab = self.slabs[key] = [torch.empty((1024, ROW), dtype=like.dtype, device=like.device), 0]
+        r: torch.Tensor = slab[0][slab[1]]
+        slab[1] += 1
+        return r
+
+    def get(self, n: int, like: torch.Tensor, which: int = 0) -> torch.Tensor:
+        key = (like.device, like.dtype, which)
+        b = self.buffers.get(key)
+        if b is None or b.numel() < n:
+            b = self.buffers[key] = torch.empty(max(n, 1024), dtype=like.dtype, device=like.device)
+        return b[:n]
+
+
 class Raw:
-    """A tensor's statistics as computed while the model runs (:func:`finish` makes the summary):
-    ``[sum, sum |x|, sum x², min, max]`` over the finite elements and the L2 norm over all, the
-    element count, the non-finite count, and the values when small."""
+    """A tensor's statistics as launched on its device (:func:`finish` makes the summary).
 
-    __slots__ = ("complex", "n", "nonfinite", "stats", "values")
+    ``stats`` is a 1-d tensor on the tensor's device: ``[min, max, c, inv, Σd, Σd², Σ|x|·inv, e1,
+    e2]`` (``e1``, ``e2``: counts of units an activation's caller asked for, else NaN)
+    where ``inv`` is a power of two with ``max |x| * inv <= 1`` (1 if that is not finite), ``c``
+    the mean times ``inv`` (0 if not finite) and ``d = x * inv - c`` with every non-finite element replaced by
+    :data:`SENTINEL` (so ``Σd`` counts them: ``Σd`` of the finite ones is at most ``2n``); ``n`` the
+    element count; ``values`` the (magnitudes of the) values when there are at most :data:`SMALL`;
+    ``parts`` the Raws merged into this one (the outputs of one multi-output op, see :func:`merge`).
+    """
 
-    def __init__(self, stats: Any, n: int, nonfinite: int, values: Any, complex_: bool) -> None:
-        self.stats, self.n, self.nonfinite, self.values, self.complex = stats, n, nonfinite, values, complex_
+    __slots__ = ("complex", "n", "parts", "stats", "values")
+
+    def __init__(self, stats: Any, n: int, values: Any, complex_: bool, parts: list[Raw] | None = None) -> None:
+        self.stats, self.n, self.values, self.complex, self.parts = stats, n, values, complex_, parts
 
 
-_F64 = torch.float64
-_NAN32 = torch.tensor(math.nan)
-_NAN64 = torch.tensor(math.nan, dtype=torch.float64)
+def merge(raws: list[Raw]) -> Raw:
+    """One Raw for several tensors taken together (their concatenation): the outputs of one op."""
+    if len(raws) == 1:
+        return raws[0]
+    parts = [q for r in raws for q in (r.parts or [r])]
+    return Raw(None, sum(r.n for r in parts), None, any(r.complex for r in parts), parts)
 
 
-def raw(t: torch.Tensor, l1: bool = False) -> Raw:
-    """The statistics of ``t`` (see :class:`Raw`): three reductions in the tensor's own precision
-    (float32 accumulates pairwise), a fourth for the mean of ``|x|`` when ``l1``. Call under
-    ``torch.no_grad()``."""
+def zeros_raw(n: int, like: torch.Tensor) -> Raw:
+    """The Raw of ``n`` zeros (an output's gradient that autograd left undefined)."""
+    z = torch.tensor([0, 0, 0, 1, 0, 0, 0, math.nan, math.nan], dtype=torch.float32).to(like.device)  # inv 1
+    return Raw(z, n, torch.zeros(n, device=like.device) if n <= SMALL else None, False)
+
+
+_THREAD = threading.local()
+#: What a non-finite element becomes in the scaled, shifted copy: its sum counts them exactly
+#: (each finite element adds at most 2 there), per dtype.
+SENTINEL = {torch.float32: 2.0**100, torch.float64: 2.0**900}
+_TINY = {torch.float32: torch.finfo(torch.float32).tiny, torch.float64: torch.finfo(torch.float64).tiny}
+_CONSTANTS: dict[tuple[Any, Any], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _constants(device: Any, dtype: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """0-d tensors 1 and NaN on ``device`` (made once: no kernel per summary)."""
+    c = _CONSTANTS.get((device, dtype))
+    if c is None:
+        c = _CONSTANTS[(device, dtype)] = (
+            torch.ones((), dtype=dtype, device=device),
+            torch.full((), math.nan, dtype=dtype, device=device),
+        )
+    return c
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
     x = t.detach()
     if x.is_sparse:
         x = x.coalesce().values()
@@ -72,39 +170,190 @@ def raw(t: torch.Tensor, l1: bool = False) -> Raw:
         x = x.abs()
     if not x.is_floating_point():
         x = x.double()
-    elif x.dtype in (torch.float16, torch.bfloat16):
-        x = x.float()
-    x = x.reshape(-1)
+    return x.reshape(-1)
+
+
+def raw(t: torch.Tensor, l1: bool = False, scratch: Scratch | None = None, extras: Any = None) -> Raw:
+    """Launch the statistics of ``t`` on its device (see :class:`Raw`); nothing waits for them.
+    ``extras``: two 0-d tensors kept with them (counts of an activation's units).
+
+    Kernels: the min and max, the mean, then per chunk of :data:`CHUNK` elements (its copy stays in
+    a core's cache) the shifted and scaled copy ``d`` with its non-finite elements replaced by
+    :data:`SENTINEL`, ``Σd`` and ``Σd²`` (and ``Σ|x|`` when ``l1``); a few 0-d ops make the shift and
+    the scale. Float16 and bfloat16 are summed in float32. Call under ``torch.no_grad()``.
+    """
+    x = _flat(t)
     n = x.numel()
     if n == 0:
-        return Raw(None, 0, 0, None, t.is_complex())
+        return Raw(None, 0, None, t.is_complex())
+    if scratch is None:
+        scratch = getattr(_THREAD, "scratch", None)
+        if scratch is None:
+            scratch = _THREAD.scratch = Scratch()
+    cdt = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    one, nan = _constants(x.device, cdt)
+    sentinel = SENTINEL[cdt]
     lo, hi = torch.aminmax(x)
-    # the fastest kernels on CPU: dot for the sum of squares, abs().sum() for the L1 norm (both
-    # vector_norm orders are 1-3x slower single-threaded); one transfer for all of them
-    sq = torch.dot(x, x) if x.dtype in (torch.float32, torch.float64) else torch.linalg.vector_norm(x) ** 2
-    total, l1_sum, sumsq, low, high = torch.stack([x.sum(), x.abs().sum() if l1 else _NAN32, sq, lo, hi]).tolist()
-    norm = math.sqrt(sumsq)
-    stats = [total, l1_sum, sumsq, low, high, norm]
-    nonfinite = 0
-    if not math.isfinite(sumsq):  # a NaN or ±inf element, or squares beyond float32
-        finite = torch.isfinite(x)
-        nonfinite = n - int(finite.sum())
-        d = x.double() if nonfinite == 0 else x[finite].double()
-        if d.numel():  # again in float64, over the finite elements
-            lo, hi = torch.aminmax(d)
-            l1_f = d.abs().sum() if l1 else _NAN64
-            total, l1_sum, sumsq, low, high = torch.stack([d.sum(), l1_f, torch.dot(d, d), lo, hi]).tolist()
-            stats = [total, l1_sum, sumsq, low, high, math.sqrt(sumsq) if nonfinite == 0 else norm]
+    shift = torch.nan_to_num(x.mean(dtype=cdt), 0.0, 0.0, 0.0)
+    # inv: a power of two (scaling is exact) with |x * inv| <= 1, so no sum overflows; 1 if there is
+    # a NaN or inf (the count still holds: the finite elements add far less than the sentinel)
+    inv = torch.ldexp(one, -torch.frexp(torch.clamp(torch.maximum(hi, -lo), min=_TINY[cdt])).exponent)
+    c = shift * inv
+    parts: list[list[torch.Tensor]] = []
+    for k in range(0, n, CHUNK):
+        chunk = x[k : k + CHUNK] if n > CHUNK else x
+        d = torch.mul(chunk, inv, out=scratch.get(chunk.numel(), one))
+        d.sub_(c).nan_to_num_(sentinel, sentinel, sentinel)
+        sums = [d.sum(), torch.dot(d, d)]
+        if l1:
+            a = torch.abs(chunk, out=scratch.get(chunk.numel(), one, 1))
+            sums.append(a.mul_(inv).sum())
         else:
-            stats = [math.nan] * 5 + [norm]
-    return Raw(stats, n, nonfinite, x.clone() if n <= SMALL else None, t.is_complex())
+            sums.append(nan)
+        parts.append(sums)
+    e1, e2 = extras if extras is not None else (nan, nan)
+    stats = scratch.row(one)
+    if len(parts) == 1:
+        torch.stack([lo, hi, c, inv, *parts[0], e1, e2], out=stats)
+    else:
+        total = torch.stack([torch.stack(q) for q in parts]).sum(0)
+        torch.cat([torch.stack([lo, hi, c, inv]), total, torch.stack([e1, e2]).to(cdt)], out=stats)
+    values = x.clone() if n <= SMALL else None
+    return Raw(stats, n, values, t.is_complex())
+
+
+class _Moments:
+    """One tensor's (or several tensors') statistics on the host: the mean, M2 (sum of squared
+    deviations) and sum of ``|x|`` in units of ``unit`` (``max |x|``), min, max, norm and the
+    non-finite count."""
+
+    __slots__ = ("bad", "high", "l1", "low", "m2", "mean", "n", "norm", "unit")
+
+    def __init__(self, f: list[float], n: int, sentinel: float) -> None:
+        lo, hi, c, inv, s1, s2, l1 = f[:7]
+        self.n, self.low, self.high = n, lo, hi
+        self.unit = 1.0 / inv if inv > 0 else 1.0
+        finite = math.isfinite(lo) and math.isfinite(hi)
+        self.bad = 0 if finite else max(round(s1 / sentinel), 1)
+        if self.bad:
+            has_nan = math.isnan(lo) or math.isnan(hi)
+            self.mean = self.m2 = self.l1 = math.nan
+            self.norm = math.nan if has_nan else math.inf
+            return
+        self.mean = c + s1 / n
+        self.m2 = max(s2 - s1 * s1 / n, 0.0)
+        self.l1 = l1
+        self.norm = self.unit * math.sqrt(max(n * c * c + 2.0 * c * s1 + s2, 0.0))
+
+    def add(self, o: _Moments) -> None:
+        """Take ``o`` in (Chan et al.'s pairwise update, in the larger unit)."""
+        if o.unit > self.unit:
+            self.rescale(o.unit)
+        else:
+            o.rescale(self.unit)
+        tot = self.n + o.n
+        delta = o.mean - self.mean
+        self.mean += delta * o.n / tot
+        self.m2 += o.m2 + delta * delta * self.n * o.n / tot
+        self.l1 += o.l1
+        self.n, self.bad = tot, self.bad + o.bad
+        nan = math.isnan(self.low) or math.isnan(o.low)
+        self.low, self.high = (math.nan, math.nan) if nan else (min(self.low, o.low), max(self.high, o.high))
+        self.norm = math.hypot(self.norm, o.norm)
+
+    def rescale(self, unit: float) -> None:
+        r = self.unit / unit
+        self.mean, self.m2, self.l1, self.unit = self.mean * r, self.m2 * r * r, self.l1 * r, unit
+
+
+def _host(
+    raws: list[Raw], extras: list[torch.Tensor] | None = None
+) -> tuple[dict[int, list[float]], dict[int, list[float]], list[float]]:
+    """Every Raw's statistics and small values, and the 0-d tensors ``extras``, on the host: one
+    transfer per device (everything packed into one float64 buffer there first)."""
+    by_device: dict[Any, list[tuple[str, Any, torch.Tensor]]] = {}
+    for r in raws:
+        if r.stats is not None:
+            by_device.setdefault(r.stats.device, []).append(("s", r, r.stats))
+        if r.values is not None:
+            by_device.setdefault(r.values.device, []).append(("v", r, r.values.reshape(-1)))
+    for k, e in enumerate(extras or ()):
+        by_device.setdefault(e.device, []).append(("e", k, e.reshape(1)))
+    stats: dict[int, list[float]] = {}
+    values: dict[int, list[float]] = {}
+    extra = [math.nan] * len(extras or ())
+    for items in by_device.values():
+        pieces: list[torch.Tensor] = []
+        for dtype in {t.dtype for _, _, t in items}:  # one cat per dtype, then one of them all
+            same = [t for _, _, t in items if t.dtype == dtype]
+            pieces.append(torch.cat(same).double() if dtype != torch.float64 else torch.cat(same))
+        order = [item for dtype in {t.dtype for _, _, t in items} for item in items if item[2].dtype == dtype]
+        flat = torch.cat(pieces).tolist() if len(pieces) > 1 else pieces[0].tolist()
+        at = 0
+        for what, key, t in order:
+            m = t.numel()
+            if what == "s":
+                stats[id(key)] = flat[at : at + m]
+            elif what == "v":
+                values[id(key)] = flat[at : at + m]
+            else:
+                extra[key] = flat[at]
+            at += m
+    return stats, values, extra
 
 
 def finish(raws: list[Raw], prefix: str) -> list[dict[str, Any]]:
-    """The summary attributes (module docstring) of :func:`raw` results."""
+    """The summary attributes (module docstring) of :func:`raw` and :func:`merge` results, brought
+    to the host together."""
+    return finish_many([(raws, prefix)])[0][0]
+
+
+def finish_many(
+    batches: list[tuple[list[Raw], str]], extras: list[torch.Tensor] | None = None
+) -> tuple[list[list[dict[str, Any]]], list[float]]:
+    """:func:`finish` of several lists at once, and the values of the 0-d tensors ``extras``: one
+    transfer per device for all of them."""
+    leaves = [q for raws, _ in batches for r in raws for q in (r.parts or [r])]
+    stats, values, extra = _host(leaves, extras)
+    return [_summaries(raws, prefix, stats, values) for raws, prefix in batches], extra
+
+
+def _sentinel(r: Raw) -> float:
+    return SENTINEL[torch.float64] if r.stats.dtype == torch.float64 else SENTINEL[torch.float32]
+
+
+def _summaries(
+    raws: list[Raw], prefix: str, stats: dict[int, list[float]], values: dict[int, list[float]]
+) -> list[dict[str, Any]]:
     out = []
+    k_mean, k_std, k_min, k_max, k_maxabs, k_abs, k_norm, k_bad = (f"{prefix}_{s}" for s in STATS)
+    isfinite, sqrt = math.isfinite, math.sqrt
     for r in raws:
-        if r.stats is None:
+        if r.parts is None and r.stats is not None and r.n > SMALL:  # the common case, inline
+            lo, hi, c, inv, s1, s2, l1, e1, e2 = stats[id(r)]
+            if isfinite(lo) and isfinite(hi):
+                n, unit = r.n, 1.0 / inv
+                norm = unit * sqrt(max(n * c * c + 2.0 * c * s1 + s2, 0.0))
+                fast: dict[str, Any] = {
+                    k_mean: unit * (c + s1 / n),
+                    k_std: unit * sqrt(max(s2 - s1 * s1 / n, 0.0) / n),
+                    k_min: lo,
+                    k_max: hi,
+                    k_abs: unit * l1 / n,
+                    k_maxabs: max(-lo, hi),
+                    k_norm: norm,
+                    k_bad: 0,
+                    prefix: norm,
+                }
+                if e1 == e1:
+                    fast["_e1"] = e1
+                if e2 == e2:
+                    fast["_e2"] = e2
+                out.append(fast)
+                continue
+        parts = r.parts or [r]
+        known = [q for q in parts if q.stats is not None]
+        if not known:
             out.append(
                 {
                     **{f"{prefix}_{s}": math.nan for s in STATS[:6]},
@@ -115,30 +364,43 @@ def finish(raws: list[Raw], prefix: str) -> list[dict[str, Any]]:
                 }
             )
             continue
-        total, abs_total, sumsq, low, high, norm = r.stats
-        m = r.n - r.nonfinite
-        mean = total / m if m else math.nan
-        std = math.sqrt(max(sumsq / m - mean * mean, 0.0)) if m else math.nan
+        m = _Moments(stats[id(known[0])], known[0].n, _sentinel(known[0]))
+        for q in known[1:]:
+            m.add(_Moments(stats[id(q)], q.n, _sentinel(q)))
+        n, bad, scale = m.n, m.bad, m.unit
+        mean = std = abs_mean = math.nan
+        if not bad:
+            mean, std, abs_mean = scale * m.mean, scale * math.sqrt(m.m2 / n), scale * m.l1 / n
         d: dict[str, Any] = {
             f"{prefix}_mean": mean,
             f"{prefix}_std": std,
-            f"{prefix}_min": low,
-            f"{prefix}_max": high,
-            f"{prefix}_abs_mean": abs_total / m if m else math.nan,
-            f"{prefix}_max_abs": max(abs(low), abs(high)),
-            f"{prefix}_norm": norm,
-            f"{prefix}_nonfinite": r.nonfinite,
+            f"{prefix}_min": m.low,
+            f"{prefix}_max": m.high,
+            f"{prefix}_abs_mean": abs_mean,
+            f"{prefix}_max_abs": max(abs(m.low), abs(m.high)),
+            f"{prefix}_norm": m.norm,
+            f"{prefix}_nonfinite": bad,
         }
-        values = r.values.double().tolist() if r.values is not None else None
-        d[prefix] = float(values[0]) if values is not None and r.n == 1 and not r.complex else norm
-        if values is not None:
-            d[f"{prefix}_values"] = json.dumps(values)
+        norm = m.norm
+        e1, e2 = stats[id(known[0])][7:9]
+        if e1 == e1:
+            d["_e1"] = e1
+        if e2 == e2:
+            d["_e2"] = e2
+        vals = [values.get(id(q)) for q in parts] if r.n <= SMALL else [None]
+        flat = [v for vs in vals if vs is not None for v in vs] if all(v is not None for v in vals) else None
+        d[prefix] = float(flat[0]) if flat is not None and r.n == 1 and not r.complex else norm
+        if flat is not None:
+            d[f"{prefix}_values"] = json.dumps(flat)
         out.append(d)
     return out
 
 
 def summary(t: Any, prefix: str = "data") -> dict[str, Any]:
     """The flat summary attributes of tensor ``t`` (see the module docstring).
+
+    Called on its own it may wait for the device, so when some elements are NaN or ±inf the mean,
+    std, min, max, mean of ``|x|`` are those of the finite elements (``p_norm`` stays NaN or inf).
 
     Parameters
     ----------
@@ -167,4 +429,15 @@ def summary(t: Any, prefix: str = "data") -> dict[str, Any]:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"summary: expected a torch.Tensor, got {type(t).__name__}")
     with torch.no_grad():
-        return finish([raw(t, l1=True)], prefix)[0]
+        out = finish([raw(t, l1=True)], prefix)[0]
+        if out[f"{prefix}_nonfinite"]:  # the finite elements' statistics (this call may wait)
+            x = _flat(t)
+            finite = x[torch.isfinite(x)]
+            if finite.numel():
+                f = finish([raw(finite, l1=True)], prefix)[0]
+                for s in ("mean", "std", "min", "max", "max_abs", "abs_mean"):
+                    out[f"{prefix}_{s}"] = f[f"{prefix}_{s}"]
+            else:
+                for s in ("mean", "std", "min", "max", "max_abs", "abs_mean"):
+                    out[f"{prefix}_{s}"] = math.nan
+        return out

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-import math
+import inspect
+import itertools
+import warnings
+import weakref
+from contextvars import ContextVar
 from typing import Any
 
 import networkx as nx
@@ -10,13 +14,14 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
-from .graph import NodeInfo, _walk, build, module_paths, scope_path, tensor_meta
-from .tensors import Raw, raw
+from .graph import NodeInfo, Records, _op_of, assemble, module_paths, scope_path, tensor_meta
+from .tensors import Raw, merge, raw, zeros_raw
 
 __all__ = ["Trace", "trace"]
 
+_KEYS = itertools.count()
+
 _RELU = {"relu", "relu_"}
-_DOT = (torch.float32, torch.float64)
 _TANH = {"tanh", "tanh_"}
 #: |tanh| above this is saturated (as graphtrace's scalar health)
 SATURATED = 0.97
@@ -26,14 +31,52 @@ def _op_base(func: Any) -> str:
     return str(getattr(func, "__name__", "")).split(".")[0]
 
 
-def _units(out: torch.Tensor) -> tuple[int, int]:
+#: Ops whose output holds exactly their first input's elements (a view, a copy): the output's
+#: statistics are the input's, and so is the gradient the op sends back (a reordering of its own).
+SAME_ELEMENTS = frozenset(
+    (
+        "view",
+        "_unsafe_view",
+        "unsafe_view",
+        "reshape",
+        "_reshape_alias",
+        "reshape_alias",
+        "t",
+        "transpose",
+        "permute",
+        "unsqueeze",
+        "squeeze",
+        "alias",
+        "clone",
+        "detach",
+        "numpy_t",
+        "lift_fresh",
+    )
+)
+_OTHER, _SAME, _RELU_OP, _TANH_OP = 0, 1, 2, 3
+_KINDS: dict[Any, int] = {}
+
+
+def _kind(func: Any) -> int:
+    k = _KINDS.get(func)
+    if k is None:
+        base = _op_base(func)
+        k = _KINDS[func] = (
+            _SAME if base in SAME_ELEMENTS else _RELU_OP if base in _RELU else _TANH_OP if base in _TANH else _OTHER
+        )
+    return k
+
+
+def _units(out: torch.Tensor) -> tuple[int, Any]:
     """(units, dead units) of a ReLU output: a unit is a feature or channel (dim 1 of a batch, the
-    only dim of a vector); dead when it is 0 for every sample and position of the batch."""
+    only dim of a vector); dead when it is 0 for every sample and position of the batch (its largest
+    value is 0: a ReLU output is >= 0). The dead count stays on the device (a 0-d tensor)."""
     if out.dim() == 0:
-        return 1, int(out.item() == 0)
-    flat = out.reshape(out.shape[0], out.shape[1], -1) if out.dim() >= 2 else out.reshape(1, -1, 1)
-    alive = (flat != 0).any(dim=2).any(dim=0)
-    return int(alive.numel()), int((~alive).sum())
+        return 1, (out == 0).sum()
+    if out.dim() == 1:
+        return int(out.shape[0]), (out == 0).sum()
+    dims = [0, *range(2, out.dim())]
+    return int(out.shape[1]), (out.amax(dim=dims) == 0).sum()
 
 
 def _needs_grad(args: Any) -> bool:
@@ -47,26 +90,125 @@ def _needs_grad(args: Any) -> bool:
     return False
 
 
+class _Session:
+    """The traces recording in one context (thread, or asyncio task) and the two modes they share:
+    nested traces record every op into each of them, and another thread's ops and module calls
+    never enter them (torch's mode stacks are per thread, module hooks check the context)."""
+
+    def __init__(self) -> None:
+        self.traces: list[Trace] = []
+        self.mode = _Recorder(self)
+        self.functions = _Functions(self)
+        self.seen_inputs: dict[int, tuple[Any, int, Raw]] = {}  # inputs outside the graph, by id
+        self.known: dict[int, tuple[Any, int, Raw]] = {}  # tensors summarised: id -> (ref, version, Raw)
+        self.paused = False  # a backward call is running: the dispatch mode is off
+        self.token: Any = None
+
+    def see(self, func: Any, out: Any, args: Any, kwargs: Any) -> None:
+        """Summarise the outputs of an op that needs a gradient (once, for every trace)."""
+        kind = _kind(func)
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        untracked: list[Raw] | None = None
+        items = []
+        for o in outs:
+            if isinstance(o, torch.Tensor) and (o.is_floating_point() or o.is_complex()):
+                meta = tensor_meta(o)
+                n = meta["numel"]
+                data = None
+                extras = None
+                if kind == _SAME and args and isinstance(args[0], torch.Tensor) and args[0].numel() == n:
+                    data = self.known_raw(args[0])  # a view or copy: its input's statistics
+                elif kind == _RELU_OP:  # dead units and non-zero elements, counted on the device
+                    meta["units"], dead = _units(o)
+                    meta["unit_counts"] = "relu"
+                    extras = (dead, torch.count_nonzero(o))
+                elif kind == _TANH_OP:
+                    meta["tanh_units"] = int(o.shape[1]) if o.dim() >= 2 else 1
+                    meta["unit_counts"] = "tanh"
+                    saturated = torch.count_nonzero(o.abs() > SATURATED)
+                    extras = (saturated, saturated)
+                if data is None:
+                    data = raw(o, extras=extras)
+                self.remember(o, data)
+                if untracked is None:
+                    untracked = self._untracked_inputs(args, kwargs)
+                items.append((o, meta, data, untracked))
+        for tr in self.traces:
+            scope = tr.scope
+            tr.pending.extend((o, scope, meta, data, u) for o, meta, data, u in items)
+
+    def remember(self, t: torch.Tensor, r: Raw) -> None:
+        """Keep ``r`` as the statistics of ``t`` as it is now (its id and version, a weak reference)."""
+        known = self.known
+        if len(known) > 4096:  # drop the entries of tensors gone
+            for k in [k for k, (ref, _, _) in known.items() if ref() is None]:
+                del known[k]
+        known[id(t)] = (weakref.ref(t), t._version, r)
+
+    def known_raw(self, t: torch.Tensor) -> Raw:
+        """The statistics of ``t``: those summarised already if it has not changed since, else new
+        ones (a parameter's with the mean of ``|x|``, kept for the parameter's node)."""
+        hit = self.known.get(id(t))
+        if hit is not None and hit[0]() is t and hit[1] == t._version:
+            return hit[2]
+        r = raw(t, l1=t.is_leaf)
+        self.remember(t, r)
+        return r
+
+    def _untracked_inputs(self, args: Any, kwargs: Any) -> list[Raw]:
+        """The statistics of an op's floating inputs that are not in the graph (they do not require
+        grad: data, masks, buffers), once per tensor and version: where a NaN may come from outside."""
+        found: list[Raw] = []
+        for a in (*args, *(kwargs or {}).values()):
+            for t in a if isinstance(a, (list, tuple)) else (a,):
+                if not isinstance(t, torch.Tensor) or t.requires_grad or not t.is_floating_point() or t.numel() == 0:
+                    continue
+                key = id(t)
+                hit = self.seen_inputs.get(key)
+                if hit is None or hit[0]() is not t or hit[1] != t._version:
+                    hit = (weakref.ref(t), t._version, raw(t))
+                    self.seen_inputs[key] = hit
+                found.append(hit[2])
+        return found
+
+
+_SESSION: ContextVar[_Session | None] = ContextVar("graphtrace_pytorch_session", default=None)
+
+
 class _Recorder(TorchDispatchMode):
     """Sees every aten op below autograd: the output of an op that needs a gradient is summarised
     right after it runs (before any in-place change); its ``grad_fn`` is read on the next op, once
     autograd has attached it."""
 
-    def __init__(self, owner: Trace) -> None:
+    def __init__(self, session: _Session) -> None:
         super().__init__()
-        self.owner = owner
+        self.session = session
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        owner = self.owner
-        if owner.pending:
-            owner.resolve()
+        session = self.session
+        for tr in session.traces:
+            if tr.pending:
+                tr.resolve()
         out = func(*args, **(kwargs or {}))
         if _needs_grad(args) or (kwargs and _needs_grad(kwargs.values())):
-            owner.see(func, out)
+            session.see(func, out, args, kwargs)
         return out
 
 
 _BACKWARD_CALLS = (torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad)
+_SIGNATURES = {f: inspect.signature(f) for f in _BACKWARD_CALLS}
+
+
+def _retains(func: Any, args: Any, kwargs: Any) -> tuple[bool, Any]:
+    """Whether a backward call keeps the graph for another pass (``retain_graph``, which defaults
+    to ``create_graph``), and the call's bound arguments (None if they do not bind)."""
+    try:
+        bound = _SIGNATURES[func].bind(*args, **(kwargs or {}))
+    except TypeError:
+        return False, None  # torch raises its own error for the call
+    a = bound.arguments
+    retain = a.get("retain_graph")
+    return bool(a.get("create_graph", False) if retain is None else retain), bound
 
 
 class _Functions(TorchFunctionMode):
@@ -74,20 +216,81 @@ class _Functions(TorchFunctionMode):
     ``torch.autograd.backward`` or ``grad``): under it every backward op would go through Python
     (+70% on ResNet-18); the backward is recorded by hooks on the autograd nodes instead."""
 
-    def __init__(self, owner: Trace) -> None:
+    def __init__(self, session: _Session) -> None:
         super().__init__()
-        self.owner = owner
+        self.session = session
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        mode = self.owner._mode
-        if func not in _BACKWARD_CALLS or mode is None:
+        if func not in _BACKWARD_CALLS:
             return func(*args, **(kwargs or {}))
-        self.owner.resolve()
-        mode.__exit__(None, None, None)
+        session = self.session
+        traces = list(session.traces)
+        for tr in traces:
+            tr.resolve()
+        retain, bound = _retains(func, args, kwargs)
+        session.mode.__exit__(None, None, None)
+        session.paused = True
+        for tr in traces:
+            tr._retain = retain
         try:
-            return func(*args, **(kwargs or {}))
+            out = func(*args, **(kwargs or {}))
         finally:
-            mode.__enter__()
+            for tr in traces:
+                tr._retain = False
+            session.paused = False
+            session.mode.__enter__()
+        if func is torch.autograd.grad and bound is not None:
+            for tr in traces:
+                tr.grad_results(bound.arguments.get("inputs"), out)
+        return out
+
+
+def _edge_raw(by_nr: dict[int, Any]) -> Raw | None:
+    """The statistics of an edge's gradient: its parts, one per output of the source it read,
+    together (their norm is scaled: it never overflows)."""
+    parts = [raw(g) for g in by_nr.values() if g is not None]
+    return merge(parts) if parts else None
+
+
+def _add(a: Any, b: Any) -> Any:
+    """The sum of two gradients of one output (None: undefined, i.e. zero)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b if a.shape == b.shape else a
+
+
+class _Leaf:
+    """What the trace's backward passes sent a leaf (a parameter): ``raw`` is the summary of their
+    sum; ``passes`` how many sent it something; ``chain`` (``.grad``'s identity and version right
+    after the trace's last accumulation into it) while ``.grad`` holds exactly that sum."""
+
+    __slots__ = ("chain", "exact", "passes", "raw")
+
+    def __init__(self) -> None:
+        self.raw: Raw | None = None
+        self.passes = 0
+        self.chain: tuple[int, int] | None = None
+        self.exact = True
+
+
+def _output_grads(info: NodeInfo, grad_outputs: Any) -> Raw | None:
+    """The gradient of a node's outputs: of its output, or the concatenation of its outputs' (an
+    output whose gradient autograd left undefined contributes zeros)."""
+    grads = [g for g in grad_outputs if isinstance(g, torch.Tensor)]
+    if not grads:
+        return None
+    if len(grad_outputs) == 1:
+        return raw(grad_outputs[0])
+    like = grads[0]
+    parts = []
+    for nr, g in enumerate(grad_outputs):
+        if isinstance(g, torch.Tensor):
+            parts.append(raw(g))
+        elif info.sizes.get(nr):
+            parts.append(zeros_raw(info.sizes[nr], like))
+    return merge(parts)
 
 
 class Trace:
@@ -100,22 +303,25 @@ class Trace:
         if model is not None and not isinstance(model, torch.nn.Module):
             raise TypeError(f"trace: model must be a torch.nn.Module or None, got {type(model).__name__}")
         self.model = model
-        self.pending: list[tuple[torch.Tensor, str, dict[str, Any], Raw]] = []
-        self.infos: dict[Any, NodeInfo] = {}
-        self._order: list[Any] = []
+        self.pending: list[tuple[torch.Tensor, str, dict[str, Any], Raw, list[Raw]]] = []
+        self._records = Records(f"graphtrace.trace.{next(_KEYS)}", on_leaf=self._on_leaf)
         self._handles: list[Any] = []
         self._stack: list[tuple[str, str, dict[str, int]]] = []  # (path, static path, calls of children)
         self._top: dict[str, int] = {}
-        self._mode: _Recorder | None = None
-        self._functions: _Functions | None = None
-        self._shared_nodes: set[Any] | None = None
+        self._session: _Session | None = None
         self._graph: nx.DiGraph | None = None
         self._static: dict[Any, str] = {}  # module -> its path in the model (scope_path)
         self._params: dict[int, tuple[str, str]] = {}
         self._active = False
+        self._retain = False  # whether the backward call running keeps its graph for another pass
+        self._leaves: dict[int, _Leaf] = {}  # leaf node -> what the passes sent it
+        self._leaf_hints: dict[int, tuple[int, int, Raw]] = {}  # leaf node -> a view's summary of its gradient
+        self._no_grad_calls: dict[str, str] = {}  # modules called without autograd on inputs that need it
 
     # ---- module scopes ---------------------------------------------------------------------------
     def _pre(self, module: Any, args: Any) -> None:
+        if _SESSION.get() is not self._session:  # another thread's (or context's) call of the model
+            return
         static = self._static.get(module, type(module).__name__)
         if self._stack:
             top, top_static, counts = self._stack[-1]
@@ -132,8 +338,14 @@ class Trace:
             self._top[static] = k + 1
             path = static + (f"[{k}]" if k else "")
         self._stack.append((path, static, {}))
+        if not torch.is_grad_enabled() and _needs_grad(args):  # e.g. inside a reentrant checkpoint
+            outer = self._no_grad_calls.values()
+            if not any(path.startswith((p + "/", p + "[")) for p in outer):  # the outermost such call
+                self._no_grad_calls.setdefault(static, path)
 
     def _post(self, module: Any, args: Any, output: Any) -> None:
+        if _SESSION.get() is not self._session:
+            return
         if self.pending:  # the module's last op belongs to it
             self.resolve()
         if self._stack:
@@ -145,65 +357,237 @@ class Trace:
         return self._stack[-1][0] if self._stack else ""
 
     # ---- forward ---------------------------------------------------------------------------------
-    def see(self, func: Any, out: Any) -> None:
-        outs = out if isinstance(out, (tuple, list)) else (out,)
-        base = _op_base(func)
-        for o in outs:
-            if isinstance(o, torch.Tensor) and (o.is_floating_point() or o.is_complex()):
-                meta = tensor_meta(o)
-                if base in _RELU:
-                    meta["units"], meta["dead_units"] = _units(o)
-                elif base in _TANH:
-                    meta["saturated_share"] = float((o.abs() > SATURATED).double().mean()) if o.numel() else math.nan
-                    meta["tanh_units"] = int(o.shape[1]) if o.dim() >= 2 else 1
-                self.pending.append((o, self.scope, meta, raw(o)))
-
     def resolve(self) -> None:
-        """Match the outputs seen to the autograd nodes that made them (first output of a node wins)."""
+        """Match the outputs seen to the autograd nodes that made them. The outputs of one
+        multi-output op (``split``, ``chunk``, ``unbind``) are one node: its value is their
+        concatenation, in output order."""
         pending, self.pending = self.pending, []
-        for t, scope, meta, data in pending:
-            fn = t.grad_fn
-            if fn is None or fn in self.infos:
+        key = self._records.key
+        groups: dict[Any, list[tuple[int, str, dict[str, Any], Raw]]] = {}
+        inputs: dict[Any, list[Raw]] = {}
+        for t, scope, meta, data, untracked in pending:
+            fn: Any = t.grad_fn
+            if fn is None or fn.metadata.get(key) is not None:
                 continue
-            self.infos[fn] = NodeInfo(len(self._order), scope, meta, data)
-            self._order.append(fn)
-            self._handles.append(fn.register_hook(self._hook(fn)))
+            groups.setdefault(fn, []).append((t.output_nr, scope, meta, data))
+            inputs[fn] = untracked
+        for fn, outs in groups.items():
+            if len(outs) == 1:
+                _, scope, meta, data = outs[0]
+                sizes = {outs[0][0]: meta["numel"]}
+            else:
+                outs.sort(key=lambda o: o[0])
+                scope = outs[0][1]
+                meta = dict(outs[0][2])
+                meta["shape"] = " + ".join(o[2]["shape"] for o in outs)
+                meta["numel"] = sum(o[2]["numel"] for o in outs)
+                data = merge([o[3] for o in outs])
+                sizes = {o[0]: o[2]["numel"] for o in outs}
+            info = self._records.add_op(fn, scope, meta, data)
+            info.sizes = sizes
+            info.same = _op_of(info.grad_fn) in SAME_ELEMENTS
+            info.untracked = inputs[fn]
+            self._handles.append(fn.register_hook(self._hook(info)))
+
+    def _on_leaf(self, fn: Any, info: NodeInfo) -> None:
+        """A leaf's AccumulateGrad node found: hook it (its tensor's hooks see what each pass sends)."""
+        leaf = self._leaves.get(info.seq)
+        if leaf is None:
+            leaf = self._leaves[info.seq] = _Leaf()
+        var = info.leaf
+        assert var is not None
+        self._handles.append(fn.register_prehook(self._leaf_prehook(leaf, var, info.seq)))
+        self._handles.append(fn.register_hook(self._leaf_posthook(leaf, var)))
 
     # ---- backward --------------------------------------------------------------------------------
-    def _shared(self) -> set[Any]:
-        """The recorded op nodes whose gradient is not simply the one edge they feed: used by more
-        than one node, or twice by one (``x * x``). Only their edges need a norm of their own; the
-        edge out of any other op node carries exactly that node's gradient (filled in by build)."""
-        if self._shared_nodes is None:
-            _, edges = _walk(self._order)
-            users: dict[Any, int] = {}
-            for child, _, positions in edges:
-                users[child] = users.get(child, 0) + len(positions)
-            self._shared_nodes = {c for c, k in users.items() if k > 1 or type(c).__name__ == "AccumulateGrad"}
-        return self._shared_nodes
-
-    def _hook(self, fn: Any) -> Any:
-        info = self.infos[fn]
+    def _hook(self, info: NodeInfo) -> Any:
+        records = self._records
+        users, nodes = records.users, records.nodes
 
         def hook(grad_inputs: Any, grad_outputs: Any) -> None:
-            with _disable_current_modes(), torch.no_grad():  # the hook's own ops are not the model's
-                g = grad_outputs[0] if grad_outputs else None
-                if isinstance(g, torch.Tensor):
-                    info.grad = raw(g)
-                shared = self._shared()
-                sums: dict[Any, torch.Tensor] = {}
-                for (child, _), gi in zip(fn.next_functions, grad_inputs, strict=False):
-                    if child is None or not isinstance(gi, torch.Tensor) or child not in shared:
-                        continue
-                    sums[child] = sums[child] + gi if child in sums and sums[child].shape == gi.shape else gi
-                for child, gi in sums.items():
-                    x = gi.detach()
-                    x = x.reshape(-1)
-                    norm = float(torch.dot(x, x).sqrt()) if x.dtype in _DOT else float(torch.linalg.vector_norm(x))
-                    bad = 0 if math.isfinite(norm) else int((~torch.isfinite(x)).sum())
-                    info.edges[child] = (norm, bad)
+            if self._quiet():
+                record(grad_inputs, grad_outputs)
+            else:
+                with _disable_current_modes(), torch.no_grad():  # the hook's own ops are not the model's
+                    record(grad_inputs, grad_outputs)
+
+        def record(grad_inputs: Any, grad_outputs: Any) -> None:
+            retain = self._retain
+            # the node's gradient: summed over the trace's backward passes
+            grads = [g.detach() if isinstance(g, torch.Tensor) else None for g in grad_outputs]
+            hint, info.hint = info.hint, None
+            if info.kept is not None:  # an earlier pass kept its graph, and its gradients here
+                grads = [_add(a, b) for a, b in zip(info.kept, grads, strict=True)]
+                info.kept = None
+                hint = None
+            elif info.passes:  # an earlier pass did not keep its graph: its gradient is summarised
+                info.inexact = True
+                hint = None
+            info.passes += 1
+            same = info.same and len(info.spec) == 1 and len(grads) == 1
+            child = info.spec[0][0] if same else None
+            to_leaf = child is not None and nodes[child].leaf is not None
+            if retain:
+                info.kept, info.grad = grads, None
+            elif hint is not None:  # the view this node feeds alone summarised this very gradient
+                info.grad = hint
+            elif same and isinstance(grads[0], torch.Tensor):
+                info.grad = raw(grads[0], l1=to_leaf)
+            else:
+                info.grad = _output_grads(info, grads)
+            if same and not retain and info.grad is not None and child is not None:
+                # a view or copy sends back its own gradient, reordered: the same statistics for its
+                # input's node (when this is its only use), its edge, and a leaf's contribution
+                gi = grad_inputs[0] if grad_inputs else None
+                below = nodes[child]
+                if below.leaf is None and users[child] == 1 and below.passes == 0 and len(below.sizes) <= 1:
+                    below.hint = info.grad
+                elif below.leaf is not None and isinstance(gi, torch.Tensor):
+                    self._leaf_hints[child] = (id(gi), gi._version, info.grad)
+                if users[child] >= 2 or below.leaf is not None:
+                    info.edges[child] = info.grad
+                return
+            # the gradient along the edge to each child: summed over the positions that read
+            # the same output of the child (x * x), concatenated over its different outputs
+            # (a, b = h.split(2); a * b), summed over the passes
+            # (only where the child is used more than once, or is a leaf: the edge out of any other
+            # op node carries exactly that node's gradient, filled in when the graph is built)
+            sums: dict[int, dict[int, torch.Tensor]] = {}
+            for (c, nr), gi in zip(info.spec, grad_inputs, strict=False):
+                if c is None or not isinstance(gi, torch.Tensor):
+                    continue
+                if users[c] < 2 and nodes[c].leaf is None:
+                    continue
+                by_nr = sums.setdefault(c, {})
+                by_nr[nr] = _add(by_nr.get(nr), gi.detach())
+            for c, by_nr in sums.items():
+                before = info.edge_kept.pop(c, None)
+                if before is not None:
+                    by_nr = {nr: _add(before.get(nr), by_nr.get(nr)) for nr in {*before, *by_nr}}
+                elif c in info.edges:
+                    info.inexact = True
+                if retain:
+                    info.edge_kept[c] = by_nr
+                else:
+                    info.edges[c] = _edge_raw(by_nr)
 
         return hook
+
+    def _leaf_prehook(self, leaf: _Leaf, var: torch.Tensor, seq: int) -> Any:
+        def prehook(grad_outputs: Any) -> None:
+            g = grad_outputs[0] if grad_outputs else None
+            if not isinstance(g, torch.Tensor):
+                return
+            if leaf.passes == 0:
+                hint = self._leaf_hints.pop(seq, None)
+                if hint is not None and hint[0] == id(g) and hint[1] == g._version:
+                    leaf.raw = hint[2]  # the gradient the one view of this leaf summarised, reordered
+                elif self._quiet():
+                    leaf.raw = raw(g, l1=True)  # this pass's contribution
+                else:
+                    with _disable_current_modes(), torch.no_grad():
+                        leaf.raw = raw(g, l1=True)
+                leaf.chain = (0, 0) if var.grad is None else None  # .grad will hold the trace's sum
+            elif leaf.chain is None or var.grad is None or (id(var.grad), var.grad._version) != leaf.chain:
+                leaf.exact, leaf.chain = False, None  # .grad was reset or changed between two passes
+            leaf.passes += 1
+
+        return prehook
+
+    def _leaf_posthook(self, leaf: _Leaf, var: torch.Tensor) -> Any:
+        def posthook(grad_inputs: Any, grad_outputs: Any) -> None:
+            if var.grad is None:
+                return
+            if leaf.chain is not None:
+                if leaf.passes > 1:  # .grad holds exactly the sum of the passes
+                    with _disable_current_modes(), torch.no_grad():
+                        leaf.raw = raw(var.grad, l1=True)
+                leaf.chain = (id(var.grad), var.grad._version)
+            elif not leaf.exact:
+                with _disable_current_modes(), torch.no_grad():
+                    leaf.raw = raw(var.grad, l1=True)
+
+        return posthook
+
+    def _quiet(self) -> bool:
+        """Whether a hook may launch its own kernels as they are: no mode of ours is on (the
+        backward call paused it) and autograd records nothing (not ``create_graph``)."""
+        session = self._session
+        return session is not None and session.paused and not torch.is_grad_enabled()
+
+    def _warn_reentrant(self) -> None:
+        """Warn when the graph holds a reentrant checkpoint (``torch.utils.checkpoint(...,
+        use_reentrant=True)``): it runs its function without autograd, so nothing inside is recorded."""
+        if not any(i.grad_fn == "CheckpointFunctionBackward" for i in self._records.nodes):
+            return
+        where = list(self._no_grad_calls.values())
+        modules = list(self._no_grad_calls)
+        missing = [
+            name
+            for name, scope in self._params.values()
+            if any(scope == m or scope.startswith(m + "/") or scope.startswith(m + "[") for m in modules)
+        ]
+        warnings.warn(
+            "gt.pytorch.trace: torch.utils.checkpoint(..., use_reentrant=True) ran "
+            + (", ".join(where) if where else "a function")
+            + " without autograd, so the trace cannot record its ops, their values and gradients, or "
+            + (f"the parameters they use ({', '.join(missing[:8])})" if missing else "the parameters it uses")
+            + "; call torch.utils.checkpoint.checkpoint(..., use_reentrant=False) (torch's recommended "
+            "mode) and the trace records them",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+    def grad_results(self, inputs: Any, grads: Any) -> None:
+        """``torch.autograd.grad``'s gradients of the leaves the trace holds: what that pass sent them
+        (it does not accumulate into ``.grad``)."""
+        ins = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs or ())
+        with torch.no_grad():
+            for t, g in zip(ins, grads or (), strict=False):
+                seq = self._records.leaf_of.get(id(t))
+                leaf = self._leaves.get(seq) if seq is not None else None
+                if leaf is None or not isinstance(g, torch.Tensor):
+                    continue
+                if leaf.passes == 0:
+                    leaf.raw = raw(g.detach(), l1=True)
+                else:
+                    leaf.exact, leaf.chain = False, None
+                leaf.passes += 1
+
+    def _finish_passes(self) -> None:
+        """At exit: summarise what the passes that kept their graph left, and say where a sum over
+        passes could not be kept."""
+        inexact = 0
+        for info in self._records.nodes:
+            if info.kept is not None:
+                info.grad, info.kept = _output_grads(info, info.kept), None
+            for child, by_nr in info.edge_kept.items():
+                info.edges[child] = _edge_raw(by_nr)
+            info.edge_kept = {}
+            inexact += info.inexact
+        self._warn_reentrant()
+        leaves = [seq for seq, leaf in self._leaves.items() if not leaf.exact]
+        if inexact or leaves:
+            nodes = self._records.nodes
+            names = ", ".join(self._params.get(id(nodes[seq].leaf), ("a leaf",))[0] for seq in leaves[:5])
+            warnings.warn(
+                "gt.pytorch.trace: a trace records the sum of what its backward passes send each node; "
+                + (
+                    f"{inexact} nodes were reached again by a backward pass after one that did not keep "
+                    "the graph (retain_graph=True would), so they show the sum of the later passes only; "
+                    if inexact
+                    else ""
+                )
+                + (
+                    f"the .grad of {len(leaves)} parameters ({names}) was reset or changed between two "
+                    "backward passes of the trace (zero_grad, clipping), so they show their .grad at the "
+                    "exit; trace one training step per trace"
+                    if leaves
+                    else ""
+                ),
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     # ---- the context -----------------------------------------------------------------------------
     def __enter__(self) -> Trace:
@@ -216,28 +600,46 @@ class Trace:
                 self._static[m] = scope_path(root, dotted)
                 self._handles.append(m.register_forward_pre_hook(self._pre))
                 self._handles.append(m.register_forward_hook(self._post, always_call=True))
-        self._mode = _Recorder(self)
-        self._functions = _Functions(self)
-        self._functions.__enter__()
-        self._mode.__enter__()
+        session = _SESSION.get()
+        if session is None:  # the first trace of this context: the modes start
+            session = _Session()
+            session.functions.__enter__()
+            session.mode.__enter__()
+            session.token = _SESSION.set(session)
+        session.traces.append(self)
+        self._session = session
         self._active = True
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        assert self._functions is not None and self._mode is not None
-        self._mode.__exit__(*exc)
-        self._functions.__exit__(*exc)
+        session = self._session
+        assert session is not None
+        if session.traces and session.traces[-1] is not self and self in session.traces:
+            session.traces.remove(self)  # an outer trace closed before an inner one
+        elif self in session.traces:
+            session.traces.pop()
         self._active = False
         self.resolve()
+        if not session.traces:  # the last trace of this context: the modes stop
+            session.mode.__exit__(*exc)
+            session.functions.__exit__(*exc)
+            _SESSION.reset(session.token)
+            session.seen_inputs.clear()
+            session.known.clear()
+        self._session = None
         for h in self._handles:
             h.remove()
         self._handles.clear()
         self._stack.clear()
         try:
-            self._graph = build(self._order, self.infos, self._params)
+            self._finish_passes()
+            leaves = {seq: leaf.raw for seq, leaf in self._leaves.items()}
+            self._graph = assemble(self._records, self._params, leaf_grads=leaves)
         finally:
-            # drop every reference to the autograd graph and the model
-            self.infos, self._order, self._static = {}, [], {}
+            # drop every reference to the model and its tensors
+            self._records = Records(self._records.key)
+            self._static, self._leaves = {}, {}
+            self._no_grad_calls = {}
 
     @property
     def graph(self) -> nx.DiGraph:
@@ -259,11 +661,43 @@ def trace(model: Any = None) -> Trace:
     ``local_grad * grad``). ``tr.graph`` is built when the block exits; the trace then holds no
     reference to the model or the autograd graph.
 
+    Several backward passes in one trace (``loss.backward(retain_graph=True)`` then another, two
+    losses one after the other, ``torch.autograd.grad``): every gradient a trace records is the sum of
+    what its passes sent, as torch's ``.grad`` accumulates, i.e. the gradient of the sum of
+    everything backward was called on (``loss`` then ``2 * loss`` records the gradient of
+    ``3 * loss``). A node's gradient is the sum of its edges' in every case. A parameter (a leaf)
+    shows what the trace's passes sent it (what ``.grad`` gained inside the block, so ``.grad``
+    itself when the gradients were zeroed before it). A pass that keeps its graph keeps its
+    gradients until the next pass or the exit, to sum them; where a sum cannot be kept (``.grad``
+    reset by ``zero_grad`` between two passes: trace one training step per trace) a
+    ``RuntimeWarning`` says so.
+
+    Memory: a trace keeps summaries (a few numbers per tensor), never the model's tensors or its
+    autograd graph (each autograd node is tagged with its number in its ``metadata``), so a
+    forward pass whose output the code drops is freed inside a trace as outside it; only the
+    leaves (parameters, inputs that require grad) are held until the exit. A backward pass that
+    keeps its graph (``retain_graph=True``) keeps its gradients until the next pass, to sum them.
+
+    Traces may nest: an op run inside both is recorded into both (summarised once). A trace
+    records what runs in the context that entered it (its thread, or asyncio task): another thread
+    running the same model, traced or not, never enters its graph or its module scopes.
+
+    ``torch.utils.checkpoint(..., use_reentrant=True)`` runs its function without autograd, so
+    nothing inside can be recorded: a ``RuntimeWarning`` names the module and its parameters and
+    the fix, ``use_reentrant=False`` (torch's recommended mode), with which everything is recorded.
+
+    An op with several outputs (``split``, ``chunk``, ``unbind``) is one node, as it is one autograd
+    node: its value and its gradient are those of its outputs concatenated in output order (its
+    shape reads ``2×4 + 2×4``; an output nothing used has a zero gradient), and an edge out of it
+    carries the gradient its consumer sends to every output it read, concatenated likewise.
+
     Scopes: ``Net`` for the model, then torch's module names with ``/`` (``Net/encoder/layers[0]/attn``:
     a numeric name is an index on the name before it). A module called again in the same parent gets
     its call index from the second call (``Net/block[1]``), as graphtrace's own scopes. ReLU outputs
-    carry ``units`` and ``dead_units`` (features or channels that are 0 for every sample), tanh outputs
-    ``saturated_share`` (``|t| > 0.97``), for :func:`graphtrace.analysis.health`.
+    carry ``units`` and ``dead_units`` (features or channels that are 0 for every sample) and
+    ``zero_share`` (the share of their elements that are 0), tanh outputs ``saturated_share`` (of
+    their elements, ``|t| > 0.97``), for :func:`graphtrace.analysis.health` and
+    :func:`graphtrace.analysis.by_scope`.
 
     Parameters
     ----------

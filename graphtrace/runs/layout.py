@@ -70,7 +70,10 @@ _ANOMALIES_SCHEMA = pa.schema(
 
 #: The ``scopes`` table: ``gt.analysis.by_scope``'s columns and dtypes, in Arrow.
 _SCOPES_SCHEMA = pa.schema(
-    [(n, pa.string() if n == "scope" else pa.from_numpy_dtype(np.dtype(t))) for n, t in _SCOPE_SCHEMA.items()]
+    [
+        (n, pa.string() if n == "scope" else pa.int64() if t == "Int64" else pa.from_numpy_dtype(np.dtype(t)))
+        for n, t in _SCOPE_SCHEMA.items()
+    ]
 )
 
 

@@ -50,7 +50,8 @@ _EMPTY = {
     "NULL::BIGINT AS output_node, NULL::DOUBLE AS output_data, NULL::DOUBLE AS output_grad, "
     "NULL::BIGINT AS param_count, "
     "NULL::DOUBLE AS param_abs_grad_sum, NULL::DOUBLE AS param_abs_grad_mean, NULL::DOUBLE AS param_abs_grad_max, "
-    "NULL::DOUBLE AS relu_zero_share, NULL::DOUBLE AS tanh_saturated_share, NULL::BIGINT AS nonfinite WHERE false",
+    "NULL::DOUBLE AS relu_zero_share, NULL::DOUBLE AS tanh_saturated_share, NULL::BIGINT AS nonfinite, "
+    "NULL::DOUBLE AS relu_units, NULL::DOUBLE AS dead_relu_units WHERE false",
     "anomalies": "SELECT NULL::BIGINT AS step, NULL::INTEGER AS rank, NULL::BIGINT AS node_id, NULL::VARCHAR AS label, "
     "NULL::VARCHAR AS op, NULL::VARCHAR AS scope, NULL::DOUBLE AS data, NULL::DOUBLE AS grad, "
     "NULL::BOOLEAN AS forward_origin, NULL::BOOLEAN AS backward_origin, NULL::VARCHAR AS cause WHERE false",
@@ -480,6 +481,39 @@ def status(path: str | os.PathLike[str]) -> str:
     return _combined_status([s for s in rank_status(path).values() if s != "not started"])
 
 
+def _torch_health(con: Any, path: Any, layer: str, grads: str, unit: str, depth: int, rank: int) -> Any:
+    """:func:`health` of a torch run: a layer's dead ReLU share is its dead units (features or
+    channels 0 for every sample) over its ReLU units, summed over its scopes' rows; its saturated
+    tanh share the mean of its scopes' (each the share of their tanh outputs' elements)."""
+    have = set(_query(con, "SELECT * FROM scopes LIMIT 0", path).columns)
+    units = "relu_units" if "relu_units" in have else "NULL::DOUBLE"
+    dead = "dead_relu_units" if "dead_relu_units" in have else "NULL::DOUBLE"
+    scope_layer = f"array_to_string(string_split({unit}, '/')[1:{depth}], '/')"
+    sql = f"""
+        WITH p AS (
+            SELECT step, {layer} AS layer, {grads}
+            FROM params WHERE rank = {rank} GROUP BY ALL
+        ), s AS (
+            SELECT step, {scope_layer} AS layer,
+                   sum({dead}) FILTER (WHERE NOT isnan({dead}))
+                       / nullif(sum({units}) FILTER (WHERE NOT isnan({units})), 0) AS dead_relu_share,
+                   avg(tanh_saturated_share) FILTER (WHERE NOT isnan(tanh_saturated_share)) AS tanh_saturated_share
+            FROM scopes WHERE rank = {rank} GROUP BY ALL
+        )
+        SELECT coalesce(p.step, s.step) AS step, coalesce(p.layer, s.layer) AS layer, param_abs_grad_mean,
+               param_abs_grad_max, update_data_log10, dead_relu_share, tanh_saturated_share
+        FROM p FULL OUTER JOIN s ON p.step = s.step AND p.layer = s.layer
+        WHERE p.step IS NOT NULL OR s.dead_relu_share IS NOT NULL OR s.tanh_saturated_share IS NOT NULL
+        ORDER BY step, layer
+    """
+    df = _query(con, sql, path)
+    df["step"] = df["step"].astype("int64")
+    df["layer"] = df["layer"].astype(str)
+    for c in df.columns[2:]:
+        df[c] = df[c].astype("float64")
+    return df
+
+
 def health(path: str | os.PathLike[str], depth: int = 2, *, rank: int = 0) -> Any:
     """Per step and layer of a recorded run: gradient size, update:data ratio, dead and saturated units.
 
@@ -503,7 +537,10 @@ def health(path: str | os.PathLike[str], depth: int = 2, *, rank: int = 0) -> An
         |data before the update| of its parameters, NaN when nothing moved; about -3 is healthy,
         Karpathy's rule of thumb),
         ``dead_relu_share`` (share of its ReLU units at exactly 0 for every sample of the step) and
-        ``tanh_saturated_share`` (share of its tanh outputs with ``|t| > 0.97``).
+        ``tanh_saturated_share`` (share of its tanh outputs with ``|t| > 0.97``). In a torch run a
+        ReLU unit is a feature or channel (counted in each step's ``scopes`` rows), and a layer with
+        units but no parameters of its own (``torch.relu`` called in a model's ``forward``) has a
+        row of its own.
 
     Examples
     --------
@@ -540,6 +577,8 @@ def health(path: str | os.PathLike[str], depth: int = 2, *, rank: int = 0) -> An
         'log10(nullif(avg(abs("update")), 0) / nullif(avg(abs(data - "update")), 0)) AS update_data_log10'
     )
     unit = "regexp_replace(scope, '\\[[0-9]+\\]', '', 'g')"
+    if torch_run:  # a torch run's units are features or channels, counted in each scope's row
+        return _torch_health(con, path, layer, grads, unit, depth, rank)
     sql = f"""
         WITH p AS (
             SELECT step, {layer} AS layer, {grads}

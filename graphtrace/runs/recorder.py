@@ -497,7 +497,8 @@ class Run:
             If ``step`` is not an int >= 0 or was recorded already (nothing is ever rewritten), or
             ``accuracy`` / ``learning_rate`` is not a real number.
         TypeError
-            If ``loss`` is neither a Value nor a real number.
+            If ``loss`` is neither a Value nor a real number (nor, for a torch model, a one-element
+            tensor).
         """
         if self._closed:
             raise ValueError(f"log: the run at {self.path} is closed")
@@ -507,6 +508,13 @@ class Run:
             raise ValueError(f"log: step {step} is already recorded in {self.path}; nothing is rewritten")
         detach = getattr(loss, "detach", None) if self._torch is not None else None
         if callable(detach):  # a torch loss tensor
+            numel = loss.numel() if callable(getattr(loss, "numel", None)) else 1  # type: ignore[union-attr]
+            if numel != 1:
+                shape = "×".join(str(d) for d in loss.shape)  # type: ignore[union-attr]
+                raise TypeError(
+                    f"log: loss must be one number, got a tensor of shape {shape} ({numel} elements); "
+                    "log the value the optimizer minimises, e.g. loss.mean()"
+                )
             loss = detach()
         loss_value = loss.data if isinstance(loss, Value) else as_float(loss)
         if loss_value is None:

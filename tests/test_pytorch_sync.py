@@ -1,0 +1,108 @@
+"""No host sync while a traced model runs (issue #28, item 1).
+
+Every call that waits for the device (``.item()``, ``.tolist()``, ``.cpu()``, ``.numpy()``, ``bool()``,
+``float()``, ``int()`` of a tensor) made by graphtrace's code between a trace's enter and its exit is
+counted by patching those methods; the counts must be zero on the ResNet-18 and GPT-style models. On a
+machine with CUDA the same runs under ``torch.cuda.set_sync_debug_mode("error")``, which makes torch
+itself raise at any synchronising call (skipped here: no GPU).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch_models import GPT, ResNet18, lm_loss  # noqa: E402
+
+import graphtrace as gt  # noqa: E402
+
+_PACKAGE = str(Path(gt.__file__).resolve().parent)
+_TORCH = str(Path(torch.__file__).resolve().parent)
+_SYNCING = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
+
+
+def _caller_is_graphtrace() -> bool:
+    """Whether the innermost frame outside torch's own code (above this check) is graphtrace's."""
+    f = sys._getframe(2)
+    while f is not None and f.f_code.co_filename.startswith(_TORCH):
+        f = f.f_back  # type: ignore[assignment]
+    return f is not None and f.f_code.co_filename.startswith(_PACKAGE)
+
+
+@contextmanager
+def _counting(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Count the synchronising tensor calls made from graphtrace's code while the block runs."""
+    calls: list[str] = []
+    active = [True]
+    for name in _SYNCING:
+        original = getattr(torch.Tensor, name)
+
+        def wrapper(self: Any, *args: Any, __name: str = name, __original: Any = original, **kwargs: Any) -> Any:
+            if active[0] and _caller_is_graphtrace():
+                calls.append(__name)
+            return __original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, wrapper)
+    try:
+        yield calls
+    finally:
+        active[0] = False
+
+
+def _models(device: str) -> list[tuple[str, Any, Any]]:
+    torch.manual_seed(0)
+    resnet = ResNet18(classes=10).to(device)
+    x = torch.randn(2, 3, 32, 32, device=device)
+    gpt = GPT(vocab=100, d=32, heads=2, layers=2, context=16).to(device)
+    idx = torch.randint(0, 100, (2, 17), device=device)
+    return [
+        ("resnet18", resnet, lambda: torch.nn.functional.cross_entropy(resnet(x), torch.tensor([1, 2], device=device))),
+        ("gpt", gpt, lambda: lm_loss(gpt, idx)),
+    ]
+
+
+@pytest.mark.parametrize("which", ["resnet18", "gpt"])
+def test_a_trace_never_waits_for_the_device_while_the_model_runs(which: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    name, model, loss_of = next(m for m in _models("cpu") if m[0] == which)
+    tr = gt.pytorch.trace(model)
+    with _counting(monkeypatch) as calls:
+        tr.__enter__()
+        loss = loss_of()
+        loss.backward()
+        during = list(calls)
+    tr.__exit__(None, None, None)  # one transfer here is the design
+    assert during == [], f"{name}: graphtrace waited for the device {len(during)} times: {sorted(set(during))}"
+    G = tr.graph
+    assert G.number_of_nodes() > 50 and all(d["data_known"] for _, d in G.nodes(data=True) if d["op"] == "addmm")
+
+
+def test_the_counter_sees_a_sync_made_by_graphtrace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The harness itself: a summary (which may wait, outside a trace) is counted."""
+    from graphtrace.pytorch import summary
+
+    with _counting(monkeypatch) as calls:
+        summary(torch.ones(3))
+    assert "tolist" in calls
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")
+@pytest.mark.parametrize("which", ["resnet18", "gpt"])
+def test_on_cuda_nothing_synchronises_while_the_model_runs(which: str) -> None:
+    name, model, loss_of = next(m for m in _models("cuda") if m[0] == which)
+    tr = gt.pytorch.trace(model)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        tr.__enter__()
+        loss_of().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    tr.__exit__(None, None, None)
+    assert tr.graph.number_of_nodes() > 50, name
