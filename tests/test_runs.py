@@ -359,6 +359,9 @@ def test_health_of_one_trace_and_of_a_run_agree_on_dead_units(tmp_path: Path) ->
     assert by.loc[(2, "MLP/Layer0"), "dead_relu_share"] == pytest.approx(row["dead_relu_share"])
     assert math.isnan(by.loc[(1, "MLP/Layer0"), "dead_relu_share"])  # no scope table at step 1
     assert by.loc[(2, "MLP/Layer0"), "update_data_log10"] < 0  # updates are small next to the weights
+    # the output layer is linear: no ReLU, no tanh, so its shares are not applicable (NaN), never 0
+    assert math.isnan(by.loc[(2, "MLP/Layer2"), "dead_relu_share"])
+    assert math.isnan(by.loc[(2, "MLP/Layer2"), "tanh_saturated_share"])
     with pytest.raises(ValueError, match="depth"):
         gt.analysis.health(loss, depth=0)
 

@@ -584,8 +584,10 @@ def health(path: str | os.PathLike[str], depth: int = 2, *, rank: int = 0) -> An
             SELECT step, {layer} AS layer, {grads}
             FROM params WHERE rank = {rank} GROUP BY ALL
         ), u AS (
-            SELECT step, {unit} AS unit, min(relu_zero_share) AS relu_all_zero,
-                   avg(tanh_saturated_share) AS tanh_share
+            SELECT step, {unit} AS unit,
+                   -- NaN: a unit of another kind (no ReLU, no tanh): not applicable, never 0
+                   min(relu_zero_share) FILTER (WHERE NOT isnan(relu_zero_share)) AS relu_all_zero,
+                   avg(tanh_saturated_share) FILTER (WHERE NOT isnan(tanh_saturated_share)) AS tanh_share
             FROM scopes WHERE rank = {rank} AND len(string_split({unit}, '/')) = {depth + 1} GROUP BY ALL
         ), s AS (
             SELECT step, array_to_string(string_split(unit, '/')[1:{depth}], '/') AS layer,
