@@ -771,3 +771,29 @@ def test_nan_origin_a_nan_planted_in_one_parameter() -> None:
     origin = _origin(tr.graph)
     assert list(origin["label"]) == ["2.weight"] and list(origin["scope"]) == ["Sequential/2"]
     assert origin["cause"].iloc[0] == "leaf with 1 non-finite elements"
+
+
+# ---- #28 item 2: small tensors summarised in batches ------------------------------------------------
+def test_batched_summaries_keep_each_tensors_values_before_an_in_place_op() -> None:
+    """Many outputs of one shape (more than a batch holds, so batches fill and are summarised while
+    the model runs), each changed in place right after (``ReLU(inplace=True)``): every node keeps its
+    own values as the op made them, and every gradient is its own, against float64."""
+    torch.manual_seed(0)
+    layers = _tensors.BATCH_ROWS + 20
+    model = torch.nn.Sequential(*(m for _ in range(layers) for m in (torch.nn.Linear(6, 6), torch.nn.ReLU(True))))
+    outs: list[Any] = []
+    for m in model:
+        if isinstance(m, torch.nn.Linear):
+            m.register_forward_hook(lambda _m, _a, out: outs.append(out.detach().clone()))
+    x = torch.randn(5, 6) * 3
+    with gt.pytorch.trace(model) as tr:
+        model(x).sum().backward()
+    nodes = [a for _, a in sorted(tr.graph.nodes(data=True)) if a["op"] == "addmm"]
+    assert len(nodes) == len(outs) == layers
+    for a, out in zip(nodes, outs, strict=True):
+        _close(a, "data", out)
+        assert a["data_min"] < 0 or out.min() >= 0  # the values before the ReLU changed them
+    weights = [a for _, a in tr.graph.nodes(data=True) if a["role"] == "parameter" and a["shape"] == "6×6"]
+    for a, m in zip(weights, [m for m in model if isinstance(m, torch.nn.Linear)], strict=True):
+        _close(a, "data", m.weight)
+        _close(a, "grad", m.weight.grad)

@@ -10,6 +10,7 @@ itself raise at any synchronising call (skipped here: no GPU).
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,7 +47,8 @@ def _counting(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
         def wrapper(self: Any, *args: Any, __name: str = name, __original: Any = original, **kwargs: Any) -> Any:
             if active[0] and _caller_is_graphtrace():
-                calls.append(__name)
+                main = threading.current_thread() is threading.main_thread()
+                calls.append(__name if main else "writer")
             return __original(self, *args, **kwargs)
 
         monkeypatch.setattr(torch.Tensor, name, wrapper)
@@ -106,3 +108,43 @@ def test_on_cuda_nothing_synchronises_while_the_model_runs(which: str) -> None:
         torch.cuda.set_sync_debug_mode("default")
     tr.__exit__(None, None, None)
     assert tr.graph.number_of_nodes() > 50, name
+
+
+# ---- #28 item 3: recording a run -------------------------------------------------------------------
+def test_run_log_of_a_torch_model_never_waits_for_the_device_in_the_training_thread(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``run.log`` only copies the parameters on their device: every number comes to the host in the
+    run's writer thread. The rows are still the parameters' statistics after each step (float64
+    recomputation), and ``every=2`` writes them every other step while every step keeps its row."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    expected: dict[int, list[float]] = {}
+    for every, path in ((1, tmp_path / "all"), (2, tmp_path / "half")):
+        with gt.record(path, model, every=every) as run, _counting(monkeypatch) as calls:
+            in_log: list[str] = []
+            for step in range(4):
+                opt.zero_grad()
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                opt.step()
+                run.flush()
+                del calls[:]
+                run.log(step, loss)
+                # (the writer thread's transfers come after the job is queued, the last thing log does)
+                in_log += [c for c in calls if c != "writer"]
+                if every == 1:
+                    expected[step] = [float(p.detach().double().norm()) for p in model.parameters()]
+        assert in_log == [], f"run.log waited for the device in the training thread: {in_log}"
+        con = gt.open_run(path)
+        params = con.sql("SELECT step, name, data FROM params ORDER BY step").df()
+        steps = con.sql("SELECT step, loss FROM steps ORDER BY step").df()
+        assert steps["step"].tolist() == [0, 1, 2, 3] and steps["loss"].notna().all()
+        assert sorted(set(params["step"])) == ([0, 1, 2, 3] if every == 1 else [0, 2])
+        if every == 1:
+            names = [n for n, _ in model.named_parameters()]
+            for step, want in expected.items():
+                got = params[params["step"] == step].set_index("name").loc[names, "data"].tolist()
+                assert got == pytest.approx(want, rel=1e-6)

@@ -196,13 +196,15 @@ def assemble(
     params: dict[int, tuple[str, str]],
     *,
     leaf_grads: dict[int, Raw | None] | None = None,
+    leaf_data: dict[int, Raw] | None = None,
     root: int | None = None,
     root_tensor: torch.Tensor | None = None,
 ) -> nx.DiGraph:
     """The DiGraph of what ``records`` holds, in the schema of :func:`graphtrace.to_networkx`.
 
     ``params`` names the parameters; ``leaf_grads`` gives each leaf's gradient as a trace saw its
-    passes send it (None: the leaves' ``.grad`` is read, as :func:`from_tensor` does); ``root`` is
+    passes send it (None: the leaves' ``.grad`` is read, as :func:`from_tensor` does); ``leaf_data``
+    the statistics of leaves already summarised as they are now (else they are summarised); ``root`` is
     the output node (default: the last recorded node nothing uses, the loss) and ``root_tensor`` its
     tensor. Node ids are ints in a topological order: the parameters first (in the model's order),
     then every other node in the order it was recorded. Every statistic comes to the host in one
@@ -252,7 +254,9 @@ def assemble(
                 attrs: dict[str, Any] = {"label": name, "op": "", "scope": scope[i.seq]}
                 attrs["role"] = "parameter" if id(var) in params else "leaf"
                 attrs.update(tensor_meta(var))
-                data = raw(var, l1=True)
+                data = leaf_data.get(i.seq) if leaf_data else None
+                if data is None:
+                    data = raw(var, l1=True)
                 if leaf_grads is not None:
                     grad = leaf_grads.get(i.seq)
                 else:
@@ -303,15 +307,20 @@ def assemble(
         G.add_node(index[i.seq], **attrs)
     edge_stats = {(u, v): e for (u, v, _), e in zip(edge_raws, edge_sums, strict=True)}
     node = G._node
+    users = records.users
     for u, v in records.edges:
         norm, bad, value = math.nan, 0, math.nan
         e = edge_stats.get((u, v))
         if e is not None:
             norm, bad, value = e["grad_norm"], e["grad_nonfinite"], e["grad"]
-        elif nodes[v].grad is not None and nodes[u].grad is not None and nodes[u].recorded:
-            # an op node feeding only this edge: the edge carries exactly its gradient
+        elif nodes[v].grad is not None and (
+            (nodes[u].recorded and nodes[u].grad is not None) or (nodes[u].leaf is not None and users[u] == 1)
+        ):
+            # an op node whose other edges have their own gradients, or a leaf used once: the edge
+            # carries exactly the node's gradient
             a = node[index[u]]
-            norm, bad, value = a["grad_norm"], a["grad_nonfinite"], a["grad"]
+            if a["grad_known"]:
+                norm, bad, value = a["grad_norm"], a["grad_nonfinite"], a["grad"]
         if node[index[u]]["numel"] != 1:
             value = math.nan  # the gradient of a one-element source is a number; of a larger one, a norm
         G.add_edge(index[u], index[v], local_grad=math.nan, grad_norm=norm, grad_nonfinite=bad, grad_value=value)

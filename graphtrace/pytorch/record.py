@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import queue
 from typing import Any
 
 import pyarrow as pa
@@ -11,7 +12,22 @@ import torch
 from .graph import module_paths
 from .tensors import finish, raw, shape_text
 
-__all__ = ["TorchParams"]
+__all__ = ["Capture", "TorchParams"]
+
+#: Copies of the parameters that may wait for the writer at once: the training thread waits for
+#: one to come back beyond this (a writer slower than the steps slows the loop instead of filling
+#: memory).
+SLOTS = 2
+
+
+class Capture:
+    """One logged step's parameters and gradients as copied on their devices (:meth:`TorchParams.capture`)."""
+
+    __slots__ = ("data", "grads", "has_grad")
+
+    def __init__(self, data: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        self.data, self.grads = data, grads
+        self.has_grad: list[bool] = []
 
 
 class TorchParams:
@@ -22,33 +38,72 @@ class TorchParams:
     step), ``data_mean``, ``data_std``, ``data_max_abs``, ``grad_mean``, ``grad_std``,
     ``grad_abs_mean``, ``grad_max_abs``, ``update_max_abs`` and ``update_data`` (‖update‖ / ‖data
     before the update‖).
+
+    A recorded run splits the work between two threads: the training thread only copies the
+    parameters and their gradients on their device (:meth:`capture`: two fused copy calls, no
+    wait for the device), and the run's writer thread summarises the copies (:meth:`table`), the
+    only place where the numbers come to the host.
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.named = list(model.named_parameters())
         paths = module_paths(model)
         self.scopes = [paths[id(p)][1] for _, p in self.named]
+        self._free: queue.Queue[Capture] = queue.Queue()
+        self._slots = 0
         with torch.no_grad():
             self.last = [p.detach().clone() for _, p in self.named]
             self.last_norm = [float(torch.linalg.vector_norm(b.double())) for b in self.last]
 
-    def table(self) -> pa.Table:
-        """This step's rows; remembers the parameters' values for the next step's ``update``."""
+    def capture(self) -> Capture:
+        """(Training thread.) Copy the parameters and their gradients into a free slot, on their
+        devices; nothing waits for the device."""
+        try:
+            cap = self._free.get_nowait()
+        except queue.Empty:
+            if self._slots < SLOTS:
+                self._slots += 1
+                with torch.no_grad():
+                    cap = Capture(
+                        [torch.empty_like(p) for _, p in self.named], [torch.empty_like(p) for _, p in self.named]
+                    )
+            else:
+                cap = self._free.get()  # the writer gives one back once it has summarised it
+        params: list[torch.Tensor] = [p for _, p in self.named]
         with torch.no_grad():
-            now = [p.detach() for _, p in self.named]
-            updates = [d - b for d, b in zip(now, self.last, strict=True)]
+            torch._foreach_copy_(cap.data, params)
+            has = [p.grad is not None for p in params]
+            if any(has):
+                torch._foreach_copy_(
+                    [g for g, h in zip(cap.grads, has, strict=True) if h],
+                    [p.grad for p in params if p.grad is not None],
+                )
+        cap.has_grad = has
+        return cap
+
+    def table(self, cap: Capture | None = None) -> pa.Table:
+        """This step's rows (of ``cap``, else of the parameters as they are now); remembers the
+        parameters' values for the next step's ``update``. Brings the numbers to the host (in a
+        recorded run, the writer thread calls it)."""
+        if cap is None:
+            cap = self.capture()
+        try:
+            return self._table(cap)
+        finally:
+            self._free.put(cap)
+
+    def _table(self, cap: Capture) -> pa.Table:
+        with torch.no_grad():
+            now = cap.data
+            updates = torch._foreach_sub(now, self.last)
+            nan = torch.full((1,), math.nan)
             data = finish([raw(d) for d in now], "data")
             grads = finish(
-                [
-                    raw(p.grad, l1=True) if p.grad is not None else raw(torch.full((1,), math.nan))
-                    for _, p in self.named
-                ],
-                "grad",
+                [raw(g, l1=True) if h else raw(nan) for g, h in zip(cap.grads, cap.has_grad, strict=True)], "grad"
             )
             upd = finish([raw(u) for u in updates], "update")
             before = self.last_norm
-            for b, d in zip(self.last, now, strict=True):
-                b.copy_(d)  # (into the same buffers: no allocation per step)
+            torch._foreach_copy_(self.last, now)  # (into the same buffers: no allocation per step)
             self.last_norm = [r["data_norm"] for r in data]
         cols: dict[str, Any] = {
             "name": pa.array([n for n, _ in self.named], pa.string()),

@@ -43,6 +43,7 @@ __all__ = [
     "empty",
     "finish",
     "finish_many",
+    "flush",
     "merge",
     "raw",
     "shape_text",
@@ -57,6 +58,14 @@ STATS = ("mean", "std", "min", "max", "max_abs", "abs_mean", "norm", "nonfinite"
 CHUNK = 1 << 17
 #: The numbers kept per tensor (see :class:`Raw`).
 ROW = 9
+#: Tensors of at most this many elements are summarised in batches of tensors of one shape (see
+#: :class:`_Batch`): a handful of kernels for up to :data:`BATCH_ROWS` of them instead of ~15 each.
+BATCH_MAX = 1 << 17
+#: Elements of one batch's buffer, and the most tensors it holds.
+BATCH_ELEMENTS = 1 << 19
+BATCH_ROWS = 256
+#: Batches a thread keeps at once (one per shape); beyond this every batch is summarised and dropped.
+BATCH_SHAPES = 32
 
 
 def shape_text(shape: Any) -> str:
@@ -82,11 +91,30 @@ class Scratch:
     host's heap: a forward loop in a trace grew by 60 MiB for nothing).
     """
 
-    __slots__ = ("buffers", "slabs")
+    __slots__ = ("batches", "buffers", "slabs")
 
     def __init__(self) -> None:
         self.buffers: dict[tuple[Any, Any, int], torch.Tensor] = {}
         self.slabs: dict[tuple[Any, Any], list[Any]] = {}  # (device, dtype) -> [slab, next free row]
+        self.batches: dict[tuple[Any, Any, Any], _Batch] = {}  # (device, dtype, shape) -> its batch
+
+    def flush(self, release: bool = False) -> None:
+        """Launch the statistics of every tensor waiting in a batch; ``release``: free the batches'
+        buffers too (a trace's exit)."""
+        for b in self.batches.values():
+            b.flush()
+        if release:
+            self.batches.clear()
+
+    def stage(self, x: torch.Tensor, cdt: Any, l1: bool, extras: Any) -> Raw:
+        """A Raw for ``x`` whose statistics are launched with its batch's (see :class:`_Batch`)."""
+        key = (x.device, cdt, x.shape)
+        b = self.batches.get(key)
+        if b is None:
+            if len(self.batches) >= BATCH_SHAPES:
+                self.flush(release=True)
+            b = self.batches[key] = _Batch(x, cdt, self)
+        return b.add(x, l1, extras)
 
     def row(self, like: torch.Tensor) -> torch.Tensor:
         """A fresh row of :data:`ROW` numbers in a slab of 1,024 rows: the statistics that outlive a
@@ -121,10 +149,91 @@ class Raw:
     ``parts`` the Raws merged into this one (the outputs of one multi-output op, see :func:`merge`).
     """
 
-    __slots__ = ("complex", "n", "parts", "stats", "values")
+    __slots__ = ("batch", "complex", "n", "parts", "stats", "values")
 
     def __init__(self, stats: Any, n: int, values: Any, complex_: bool, parts: list[Raw] | None = None) -> None:
         self.stats, self.n, self.values, self.complex, self.parts = stats, n, values, complex_, parts
+        self.batch: _Batch | None = None  # the batch whose flush launches ``stats``, while it waits there
+
+
+class _Batch:
+    """Tensors of one shape, device and dtype waiting to be summarised together.
+
+    Each tensor is copied into a row of the batch's buffer as it is seen (one kernel; the copy keeps
+    its values as they were, whatever in-place op comes next), and when the buffer is full or its
+    statistics are needed (:func:`finish_many`, a trace's exit) one set of row-wise reductions
+    launches the statistics of every row: the same numbers, in the same way, as :func:`raw` gives
+    one tensor (min/max, the mean as a shift, a power-of-two scale, the shifted sums with the
+    non-finite sentinel), about 20 kernels for up to :data:`BATCH_ROWS` tensors.
+    """
+
+    __slots__ = ("buf", "cdt", "extras", "l1", "n", "raws", "rows", "scratch")
+
+    def __init__(self, like: torch.Tensor, cdt: Any, scratch: Scratch) -> None:
+        self.n = int(like.numel())
+        capacity = min(BATCH_ROWS, max(1, BATCH_ELEMENTS // max(self.n, 1)))
+        self.buf = torch.empty((capacity, *like.shape), dtype=cdt, device=like.device)
+        self.rows: list[torch.Tensor] = []  # views of the buffer's rows, made as first needed
+        self.extras: torch.Tensor | None = None  # (capacity, 2): extra counts per row, NaN if none
+        self.raws: list[Raw] = []
+        self.cdt = cdt
+        self.l1 = False
+        self.scratch = scratch
+
+    def add(self, x: torch.Tensor, l1: bool, extras: Any) -> Raw:
+        k = len(self.raws)
+        if k == len(self.rows):
+            self.rows.append(self.buf[k])
+        self.rows[k].copy_(x)
+        if extras is not None:
+            if self.extras is None:
+                self.extras = torch.full((self.buf.shape[0], 2), math.nan, dtype=self.cdt, device=self.buf.device)
+            self.extras[k].copy_(torch.stack(extras))
+        r = Raw(None, self.n, x.reshape(-1).clone() if self.n <= SMALL else None, False)
+        r.batch = self
+        self.raws.append(r)
+        self.l1 |= l1
+        if k + 1 == self.buf.shape[0]:
+            self.flush()
+        return r
+
+    def flush(self) -> None:
+        if self.raws:
+            with torch.no_grad():
+                self._flush()
+
+    def _flush(self) -> None:
+        raws = self.raws
+        k = len(raws)
+        cdt = self.cdt
+        one, nan = _constants(self.buf.device, cdt)
+        m = self.buf[:k].view(k, self.n)
+        lo, hi = m.amin(1), m.amax(1)  # (aminmax along a dim runs element by element on a CPU)
+        shift = torch.nan_to_num(m.mean(dim=1), 0.0, 0.0, 0.0)
+        inv = torch.ldexp(one.expand(k), -torch.frexp(torch.clamp(torch.maximum(hi, -lo), min=_TINY[cdt])).exponent)
+        c = shift * inv
+        d = torch.mul(m, inv.unsqueeze(1), out=self.scratch.get(k * self.n, one).view(k, self.n))
+        l1 = torch.abs(d, out=self.scratch.get(k * self.n, one, 1).view(k, self.n)).sum(1) if self.l1 else nan.expand(k)
+        sentinel = SENTINEL[cdt]
+        d.sub_(c.unsqueeze(1)).nan_to_num_(sentinel, sentinel, sentinel)
+        s1 = d.sum(1)
+        s2 = torch.linalg.vecdot(d, d, dim=1)
+        ex = self.extras[:k] if self.extras is not None else nan.expand(k, 2)
+        stats = torch.cat([torch.stack([lo, hi, c, inv, s1, s2, l1], dim=1), ex], dim=1)
+        for r, row in zip(raws, stats.unbind(0), strict=True):
+            r.stats, r.batch = row, None
+        if self.extras is not None:
+            self.extras.fill_(math.nan)
+        self.raws = []
+        self.l1 = False
+
+
+def flush() -> None:
+    """Launch the statistics of every tensor this thread has waiting in a batch, and free the
+    batches' buffers (a trace's exit)."""
+    scratch = getattr(_THREAD, "scratch", None)
+    if scratch is not None:
+        scratch.flush(release=True)
 
 
 def merge(raws: list[Raw]) -> Raw:
@@ -182,14 +291,16 @@ def raw(t: torch.Tensor, l1: bool = False, scratch: Scratch | None = None, extra
     :data:`SENTINEL`, ``Σd`` and ``Σd²`` (and ``Σ|x|`` when ``l1``); a few 0-d ops make the shift and
     the scale. Float16 and bfloat16 are summed in float32. Call under ``torch.no_grad()``.
     """
-    x = _flat(t)
-    n = x.numel()
-    if n == 0:
-        return Raw(None, 0, None, t.is_complex())
     if scratch is None:
         scratch = getattr(_THREAD, "scratch", None)
         if scratch is None:
             scratch = _THREAD.scratch = Scratch()
+    if 0 < t.numel() <= BATCH_MAX and t.layout == torch.strided and t.is_floating_point():
+        return scratch.stage(t, t.dtype if t.dtype in _TINY else torch.float32, l1, extras)
+    x = _flat(t)
+    n = x.numel()
+    if n == 0:
+        return Raw(None, 0, None, t.is_complex())
     cdt = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
     one, nan = _constants(x.device, cdt)
     sentinel = SENTINEL[cdt]
@@ -203,14 +314,9 @@ def raw(t: torch.Tensor, l1: bool = False, scratch: Scratch | None = None, extra
     for k in range(0, n, CHUNK):
         chunk = x[k : k + CHUNK] if n > CHUNK else x
         d = torch.mul(chunk, inv, out=scratch.get(chunk.numel(), one))
+        a = torch.abs(d, out=scratch.get(chunk.numel(), one, 1)).sum() if l1 else nan  # Σ|x|·inv
         d.sub_(c).nan_to_num_(sentinel, sentinel, sentinel)
-        sums = [d.sum(), torch.dot(d, d)]
-        if l1:
-            a = torch.abs(chunk, out=scratch.get(chunk.numel(), one, 1))
-            sums.append(a.mul_(inv).sum())
-        else:
-            sums.append(nan)
-        parts.append(sums)
+        parts.append([d.sum(), torch.dot(d, d), a])
     e1, e2 = extras if extras is not None else (nan, nan)
     stats = scratch.row(one)
     if len(parts) == 1:
@@ -314,6 +420,9 @@ def finish_many(
     """:func:`finish` of several lists at once, and the values of the 0-d tensors ``extras``: one
     transfer per device for all of them."""
     leaves = [q for raws, _ in batches for r in raws for q in (r.parts or [r])]
+    for q in leaves:
+        if q.batch is not None:  # still waiting in its batch: launch the batch's statistics
+            q.batch.flush()
     stats, values, extra = _host(leaves, extras)
     return [_summaries(raws, prefix, stats, values) for raws, prefix in batches], extra
 

@@ -15,7 +15,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
 from .graph import NodeInfo, Records, _op_of, assemble, module_paths, scope_path, tensor_meta
-from .tensors import Raw, merge, raw, zeros_raw
+from .tensors import Raw, flush, merge, raw, zeros_raw
 
 __all__ = ["Trace", "trace"]
 
@@ -191,7 +191,8 @@ class _Recorder(TorchDispatchMode):
                 tr.resolve()
         out = func(*args, **(kwargs or {}))
         if _needs_grad(args) or (kwargs and _needs_grad(kwargs.values())):
-            session.see(func, out, args, kwargs)
+            with torch.no_grad():
+                session.see(func, out, args, kwargs)
         return out
 
 
@@ -444,7 +445,7 @@ class Trace:
                     below.hint = info.grad
                 elif below.leaf is not None and isinstance(gi, torch.Tensor):
                     self._leaf_hints[child] = (id(gi), gi._version, info.grad)
-                if users[child] >= 2 or below.leaf is not None:
+                if users[child] >= 2:
                     info.edges[child] = info.grad
                 return
             # the gradient along the edge to each child: summed over the positions that read
@@ -456,8 +457,8 @@ class Trace:
             for (c, nr), gi in zip(info.spec, grad_inputs, strict=False):
                 if c is None or not isinstance(gi, torch.Tensor):
                     continue
-                if users[c] < 2 and nodes[c].leaf is None:
-                    continue
+                if users[c] < 2:
+                    continue  # the edge carries its source's gradient (a leaf's: what the passes sent it)
                 by_nr = sums.setdefault(c, {})
                 by_nr[nr] = _add(by_nr.get(nr), gi.detach())
             for c, by_nr in sums.items():
@@ -620,6 +621,15 @@ class Trace:
             session.traces.pop()
         self._active = False
         self.resolve()
+        # the parameters' statistics taken when an op read them (a view: ``t`` of a weight), if
+        # they have not changed since: not summarised again at the exit
+        known = session.known
+        leaf_data: dict[int, Raw] = {}
+        for key, seq in self._records.leaf_of.items():
+            hit = known.get(key)
+            var = self._records.nodes[seq].leaf
+            if hit is not None and var is not None and hit[0]() is var and hit[1] == var._version:
+                leaf_data[seq] = hit[2]
         if not session.traces:  # the last trace of this context: the modes stop
             session.mode.__exit__(*exc)
             session.functions.__exit__(*exc)
@@ -634,8 +644,10 @@ class Trace:
         try:
             self._finish_passes()
             leaves = {seq: leaf.raw for seq, leaf in self._leaves.items()}
-            self._graph = assemble(self._records, self._params, leaf_grads=leaves)
+            self._graph = assemble(self._records, self._params, leaf_grads=leaves, leaf_data=leaf_data)
         finally:
+            if not session.traces:
+                flush()  # frees the batches' buffers
             # drop every reference to the model and its tensors
             self._records = Records(self._records.key)
             self._static, self._leaves = {}, {}

@@ -211,6 +211,7 @@ class Run:
         chunk_steps: int = CHUNK_STEPS,
         rank: int | None = None,
         world_size: int | None = None,
+        every: int = 1,
     ) -> None:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"record: path must be a str or path, got {type(path).__name__}: {path!r}")
@@ -239,6 +240,7 @@ class Run:
         self.chunk_steps = chunk_steps
         self.rank, self.world_size = _rank_and_world(rank, world_size)
         self.scopes_every = _check_every("scopes_every", scopes_every)
+        self.every = _check_every("every", every)
         self.snapshot_every = _check_every("snapshot_every", snapshot_every)
         self.path = Path(path)
         self.model = model
@@ -507,7 +509,8 @@ class Run:
         if step in self._done:
             raise ValueError(f"log: step {step} is already recorded in {self.path}; nothing is rewritten")
         detach = getattr(loss, "detach", None) if self._torch is not None else None
-        if callable(detach):  # a torch loss tensor
+        loss_tensor: Any = None
+        if callable(detach):  # a torch loss tensor: its value comes to the host in the writer thread
             numel = loss.numel() if callable(getattr(loss, "numel", None)) else 1  # type: ignore[union-attr]
             if numel != 1:
                 shape = "×".join(str(d) for d in loss.shape)  # type: ignore[union-attr]
@@ -515,8 +518,8 @@ class Run:
                     f"log: loss must be one number, got a tensor of shape {shape} ({numel} elements); "
                     "log the value the optimizer minimises, e.g. loss.mean()"
                 )
-            loss = detach()
-        loss_value = loss.data if isinstance(loss, Value) else as_float(loss)
+            loss_tensor = detach().clone()
+        loss_value = math.nan if loss_tensor is not None else loss.data if isinstance(loss, Value) else as_float(loss)
         if loss_value is None:
             raise TypeError(f"log: loss must be a Value or a real number, got {type(loss).__name__}: {loss!r}")
         extra = {}
@@ -537,9 +540,13 @@ class Run:
         def with_step(t: pa.Table) -> pa.Table:
             return t.add_column(0, "step", pa.array([step] * t.num_rows, pa.int64())) if self._compacting else t
 
+        job: list[Any] = []
         if self._torch is not None:
-            params = self._torch.table()
-        else:
+            # the training thread copies the parameters on their device; the writer thread
+            # summarises, encodes and writes them
+            if self.every and step % self.every == 0:
+                job.append(partial(self._write_params, where("params"), step, self._torch.capture()))
+        elif self.every and step % self.every == 0:
             params = pa.table(
                 {
                     "name": pa.array([n for n, _ in self._params], pa.string()),
@@ -549,9 +556,13 @@ class Run:
                     "update": pa.array([d - b for d, b in zip(data, self._last_data, strict=True)], pa.float64()),
                 }
             )
-        job: list[Any] = [(where("params"), _encode(with_step(params)))]
+            job.append((where("params"), _encode(with_step(params))))
+            self._last_data = data
         traced = loss if isinstance(loss, Value) else graph
-        if traced is not None and self.scopes_every and step % self.scopes_every == 0:
+        if traced is not None and not isinstance(loss, Value) and self.scopes_every and step % self.scopes_every == 0:
+            # a torch trace's graph does not change: its tables are made in the writer thread
+            job.append(partial(self._write_scopes, where("scopes"), where("anomalies"), step, traced))
+        elif traced is not None and self.scopes_every and step % self.scopes_every == 0:
             cols = scope_columns(traced)
             table = pa.Table.from_arrays(
                 [pa.array(cols[f.name], f.type) for f in _SCOPES_SCHEMA], schema=_SCOPES_SCHEMA
@@ -564,16 +575,12 @@ class Run:
             # copied here (the next step changes the store), named and encoded by the writer thread
             target = self._part.snapshot(step)
             job.append(partial(_write_snapshot, target, TraceCopy(loss), self._last_snapshot))
-        steps = pa.table(
-            {
-                "loss": pa.array([loss_value], pa.float64()),
-                "accuracy": pa.array([extra["accuracy"]], pa.float64()),
-                "learning_rate": pa.array([extra["learning_rate"]], pa.float64()),
-                "wall_time": pa.array([datetime.datetime.now(datetime.UTC)], WALL_TIME),
-                "record_seconds": pa.array([time.perf_counter() - t0], pa.float64()),
-            }
-        )
-        job.append((where("steps"), _encode(with_step(steps))))  # last: the step is complete
+        row = (loss_value, extra["accuracy"], extra["learning_rate"], datetime.datetime.now(datetime.UTC))
+        if loss_tensor is not None:
+            job.append(partial(self._write_steps, where("steps"), step, loss_tensor, row, t0))
+        else:
+            job.append((where("steps"), _encode(with_step(_steps_table(row, time.perf_counter() - t0)))))
+        # (the steps row last: the step is complete)
         if self._compacting:
             self._staged += 1
             if self._staged >= self.chunk_steps:
@@ -581,7 +588,27 @@ class Run:
                 self._staged = 0
         self._writer.put(job)
         self._done.add(step)
-        self._last_data = data
+
+    def _with_step(self, t: pa.Table, step: int) -> pa.Table:
+        return t.add_column(0, "step", pa.array([step] * t.num_rows, pa.int64())) if self._compacting else t
+
+    def _write_params(self, path: Path, step: int, capture: Any) -> None:
+        """(In the writer thread.) Summarise a torch model's parameters as copied at ``log``."""
+        _write_table(path, _encode(self._with_step(self._torch.table(capture), step)))
+
+    def _write_scopes(self, scopes: Path, anomalies: Path, step: int, graph: Any) -> None:
+        """(In the writer thread.) A torch trace's scope table, and its anomaly origins if any."""
+        cols = scope_columns(graph)
+        table = pa.Table.from_arrays([pa.array(cols[f.name], f.type) for f in _SCOPES_SCHEMA], schema=_SCOPES_SCHEMA)
+        _write_table(scopes, _encode(self._with_step(table, step)))
+        if self._anomaly_steps < MAX_ANOMALY_STEPS and any(cols["nonfinite"]):
+            self._anomaly_steps += 1
+            _write_table(anomalies, _encode(self._with_step(_origins(graph), step)))
+
+    def _write_steps(self, path: Path, step: int, loss: Any, row: tuple[Any, ...], t0: float) -> None:
+        """(In the writer thread.) The steps row of a torch loss, whose value comes to the host here."""
+        seconds = time.perf_counter() - t0  # (includes the wait for the writer: an upper bound)
+        _write_table(path, _encode(self._with_step(_steps_table((float(loss), *row[1:]), seconds), step)))
 
     def _compact(self) -> None:
         """(In the writer thread.) Merge the staged complete steps into one file per table."""
@@ -644,6 +671,20 @@ class Run:
         return f"Run({str(self.path)!r}, steps={len(self._done)}, status={self.manifest['status']!r})"
 
 
+def _steps_table(row: tuple[Any, ...], seconds: float) -> pa.Table:
+    """A ``steps`` row: loss, accuracy, learning rate, wall time and the seconds ``log`` took."""
+    loss, accuracy, lr, wall = row
+    return pa.table(
+        {
+            "loss": pa.array([loss], pa.float64()),
+            "accuracy": pa.array([accuracy], pa.float64()),
+            "learning_rate": pa.array([lr], pa.float64()),
+            "wall_time": pa.array([wall], WALL_TIME),
+            "record_seconds": pa.array([seconds], pa.float64()),
+        }
+    )
+
+
 def _write_json(path: Path, value: dict[str, Any]) -> None:
     text = json.dumps(value, indent=2, allow_nan=False) + "\n"
     atomic_write(path, lambda fh: fh.write(text))
@@ -687,6 +728,7 @@ def record(
     chunk_steps: int = CHUNK_STEPS,
     rank: int | None = None,
     world_size: int | None = None,
+    every: int = 1,
 ) -> Run:
     """Record a training run into directory ``path``: use as a context manager, call ``log`` each step.
 
@@ -728,6 +770,11 @@ def record(
         own steps (``"overwrite"`` replaces this rank's; rank 0 also removes ranks beyond the new
         world). The run's ``manifest.json`` (model, parameters, ``world_size``) is made by the first
         rank and must agree with every other rank's (the same ``world_size`` and model).
+    every : int, optional
+        Write the ``params`` rows every this many steps (default 1: every step; 0: never); the
+        ``steps`` row is written at every ``log``. For a torch model ``log`` only copies the
+        parameters and gradients on their device and the writer thread summarises them (see
+        :class:`graphtrace.pytorch.TorchParams`), so the default costs a few percent of a step.
 
     Returns
     -------
@@ -781,4 +828,5 @@ def record(
         chunk_steps=chunk_steps,
         rank=rank,
         world_size=world_size,
+        every=every,
     )
