@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Iterator
+from typing import Any
 
+import chromium
 import pytest
 
 import graphtrace as gt
@@ -87,3 +89,9 @@ def no_cyclic_gc() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for the session (tests/chromium.py); skipped without chromium, except in CI."""
+    yield from chromium.launch()

@@ -7,27 +7,19 @@ which turns a missing browser into a failure.
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import chromium
 import pytest
 
 import graphtrace as gt
 from graphtrace import Value
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.browser
 
-if not Path(CHROMIUM).exists():
-    if os.environ.get("GRAPHTRACE_REQUIRE_BROWSER"):
-        raise RuntimeError("GRAPHTRACE_REQUIRE_BROWSER is set but chromium is not installed")
-    pytest.skip("chromium is not installed (apt-get install chromium)", allow_module_level=True)
-
-sync_api = pytest.importorskip("playwright.sync_api")
+sync_api = chromium.sync_api(allow_module_level=True)
 PlaywrightTimeout = sync_api.TimeoutError
 
 HOSTILE = [
@@ -36,17 +28,6 @@ HOSTILE = [
     '" onmouseover="alert(1)',
     "see href=javascript:alert(1) <a href='javascript:alert(1)'>x</a>",
 ]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
-        )
-        yield b
-        b.close()
 
 
 class Page:

@@ -10,28 +10,20 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import re
-import shutil
-from collections.abc import Iterator
 from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
+import chromium
 import pytest
 
 import graphtrace as gt
 from graphtrace.cli import main
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.browser
 
-if not Path(CHROMIUM).exists():
-    if os.environ.get("GRAPHTRACE_REQUIRE_BROWSER"):
-        raise RuntimeError("GRAPHTRACE_REQUIRE_BROWSER is set but chromium is not installed")
-    pytest.skip("chromium is not installed (apt-get install chromium)", allow_module_level=True)
-
-sync_api = pytest.importorskip("playwright.sync_api")
+sync_api = chromium.sync_api(allow_module_level=True)
 SIZES = [(1280, 800), (1920, 1080)]
 RUNS = ("lr1", "lr0.3")  # a dot in a run's name: it must not break the comparison's tooltip
 
@@ -47,17 +39,6 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     report = gt.report.report(root / RUNS[0])
     compare = gt.report.report([root / n for n in RUNS])
     return {"root": root, "report": report, "compare": compare}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
-        )
-        yield b
-        b.close()
 
 
 class Page:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -23,7 +22,6 @@ pytest.importorskip("mkdocs")  # the docs extra (make install); make test runs t
 from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 #: Sphinx's cross-reference roles, as they would show in a page's text
 RAW_ROLE = re.compile(r":(?:py:)?(?:func|meth|mod|class|data|attr|exc|obj|const|ref):\s*`?")
 
@@ -158,26 +156,6 @@ def test_no_page_or_stylesheet_names_a_font_service_or_a_cdn(site: Path) -> None
 
 
 # ---- in Chromium ------------------------------------------------------------------------------------------
-
-
-def _chromium() -> Any:
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("GRAPHTRACE_REQUIRE_BROWSER"):
-            raise RuntimeError("GRAPHTRACE_REQUIRE_BROWSER is set but chromium is not installed")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    return pytest.importorskip("playwright.sync_api")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Any:
-    sync_api = _chromium()
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
-        )
-        yield b
-        b.close()
 
 
 class Tab:
