@@ -310,17 +310,37 @@ def test_a_parameter_shows_what_the_trace_sent_it_not_gradients_from_before() ->
     assert G.edges[w, _node(G, "t")]["grad_norm"] == pytest.approx(float(sent.norm()), rel=1e-5)
 
 
-def test_passes_whose_sum_cannot_be_kept_are_named_in_a_warning() -> None:
+def test_two_steps_in_one_trace_record_the_sum_of_their_passes_without_a_warning() -> None:
     torch.manual_seed(10)
     lin = torch.nn.Linear(3, 2)
     opt = torch.optim.SGD(lin.parameters(), lr=0.1)
     x = torch.randn(4, 3)
-    warns = pytest.warns(RuntimeWarning, match=r"the \.grad of 2 parameters \(weight, bias\) was reset")
-    with warns, gt.pytorch.trace(lin):
-        for _ in range(2):  # two training steps in one trace, zero_grad between them
-            opt.zero_grad()
-            lin(x).sum().backward()
-            opt.step()
+    sent = torch.zeros_like(lin.weight)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # zero_grad (to None) between the passes loses nothing
+        with gt.pytorch.trace(lin) as tr:
+            for _ in range(2):  # two training steps in one trace, zero_grad between them
+                opt.zero_grad()
+                (gw,) = torch.autograd.grad(lin(x).sum(), [lin.weight])  # the oracle: what this step sends
+                sent += gw
+                lin(x).sum().backward()
+                opt.step()
+    w = _param(tr.graph, "weight")
+    # the trace saw two backward passes (autograd.grad's and backward's) per step
+    assert tr.graph.nodes[w]["grad_norm"] == pytest.approx(2 * float(sent.norm()), rel=1e-6)
+
+
+def test_passes_whose_sum_cannot_be_kept_are_named_in_a_warning() -> None:
+    torch.manual_seed(10)
+    lin = torch.nn.Linear(3, 2)
+    x = torch.randn(4, 3)
+    warns = pytest.warns(RuntimeWarning, match=r"the gradient 2 parameters \(weight, bias\) received from a pass")
+    with warns, gt.pytorch.trace(lin) as tr:
+        loss = lin(x).sum()
+        gw, gb = torch.autograd.grad(loss, [lin.weight, lin.bias], retain_graph=True)
+        gw.zero_(), gb.zero_()  # what the first pass sent, changed in place before the next one
+        (2 * loss).backward()
+    assert tr.graph.nodes[_param(tr.graph, "weight")]["grad_norm"] == pytest.approx(float(lin.weight.grad.norm()))
     w = torch.randn(3, requires_grad=True)
     warns = pytest.warns(RuntimeWarning, match="reached again by a backward pass after one that did not keep")
     with warns, gt.pytorch.trace():

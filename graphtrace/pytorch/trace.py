@@ -196,6 +196,9 @@ class _Recorder(TorchDispatchMode):
         return out
 
 
+#: The id of the autograd graph task running in this thread (-1 outside a backward pass).
+_task_id: Any = getattr(torch._C, "_current_graph_task_id", lambda: -1)
+
 _BACKWARD_CALLS = (torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad)
 _SIGNATURES = {f: inspect.signature(f) for f in _BACKWARD_CALLS}
 
@@ -263,17 +266,45 @@ def _add(a: Any, b: Any) -> Any:
 
 
 class _Leaf:
-    """What the trace's backward passes sent a leaf (a parameter): ``raw`` is the summary of their
-    sum; ``passes`` how many sent it something; ``chain`` (``.grad``'s identity and version right
-    after the trace's last accumulation into it) while ``.grad`` holds exactly that sum."""
+    """What the trace's backward passes sent a leaf (a parameter), read from each pass (never from
+    ``.grad``): ``raw`` the summary of their sum (None: to be made from ``total`` at the exit);
+    ``total`` their sum so far, a tensor the trace made (``owned``) or the one pass's gradient itself
+    (shared with ``.grad`` when autograd stole it), unchanged since as long as its version is
+    ``version``; ``passes`` how many sent it something; ``lost`` whether the sum was changed in place
+    between two passes (the sum then restarts); ``take``: the pass running is the first of a sum (its
+    gradient is kept once autograd has accumulated it)."""
 
-    __slots__ = ("chain", "exact", "passes", "raw")
+    __slots__ = ("lost", "owned", "passes", "raw", "take", "total", "version")
 
     def __init__(self) -> None:
         self.raw: Raw | None = None
+        self.total: torch.Tensor | None = None
+        self.version = 0
+        self.owned = False
         self.passes = 0
-        self.chain: tuple[int, int] | None = None
-        self.exact = True
+        self.lost = False
+        self.take = False
+
+    def add(self, g: torch.Tensor, summary: Any) -> None:
+        """Take one pass's gradient ``g`` in (``summary()`` summarises ``g`` as it is now); call with
+        no mode of ours on and under ``torch.no_grad()``."""
+        if self.passes and self.total is not None and self.total._version == self.version:
+            self.total, self.owned, self.raw = self.total + g, True, None  # (a new tensor: ``g`` is autograd's)
+            self.version = self.total._version
+        else:
+            if self.passes:  # what the earlier passes sent was changed in place (clipping, zero_())
+                self.lost = True
+            self.total, self.owned, self.take = None, False, True
+            self.raw = summary()
+        self.passes += 1
+
+    def keep(self, g: torch.Tensor) -> None:
+        """The first pass's gradient, once accumulated: kept by reference (no copy; autograd may
+        have made it ``.grad``), with its version, for a later pass to add to."""
+        if self.take:
+            self.take = False
+            self.total = g.detach() if g.requires_grad else g
+            self.version = self.total._version
 
 
 def _output_grads(info: NodeInfo, grad_outputs: Any) -> Raw | None:
@@ -317,6 +348,7 @@ class Trace:
         self._retain = False  # whether the backward call running keeps its graph for another pass
         self._leaves: dict[int, _Leaf] = {}  # leaf node -> what the passes sent it
         self._leaf_hints: dict[int, tuple[int, int, Raw]] = {}  # leaf node -> a view's summary of its gradient
+        self._tasks: set[int] = set()  # the autograd graph tasks (backward passes) through the trace's ops
         self._no_grad_calls: dict[str, str] = {}  # modules called without autograd on inputs that need it
 
     # ---- module scopes ---------------------------------------------------------------------------
@@ -395,10 +427,8 @@ class Trace:
         leaf = self._leaves.get(info.seq)
         if leaf is None:
             leaf = self._leaves[info.seq] = _Leaf()
-        var = info.leaf
-        assert var is not None
-        self._handles.append(fn.register_prehook(self._leaf_prehook(leaf, var, info.seq)))
-        self._handles.append(fn.register_hook(self._leaf_posthook(leaf, var)))
+        self._handles.append(fn.register_prehook(self._leaf_prehook(leaf, info.seq)))
+        self._handles.append(fn.register_hook(self._leaf_posthook(leaf)))
 
     # ---- backward --------------------------------------------------------------------------------
     def _hook(self, info: NodeInfo) -> Any:
@@ -406,6 +436,7 @@ class Trace:
         users, nodes = records.users, records.nodes
 
         def hook(grad_inputs: Any, grad_outputs: Any) -> None:
+            self._tasks.add(_task_id())
             if self._quiet():
                 record(grad_inputs, grad_outputs)
             else:
@@ -445,8 +476,9 @@ class Trace:
                     below.hint = info.grad
                 elif below.leaf is not None and isinstance(gi, torch.Tensor):
                     self._leaf_hints[child] = (id(gi), gi._version, info.grad)
-                if users[child] >= 2:
-                    info.edges[child] = info.grad
+                if users[child] >= 2 or below.leaf is not None:  # (a leaf may get more users later)
+                    info.edges[child] = info.grad  # the sum over passes, kept ones included
+                    info.edge_kept.pop(child, None)
                 return
             # the gradient along the edge to each child: summed over the positions that read
             # the same output of the child (x * x), concatenated over its different outputs
@@ -474,39 +506,37 @@ class Trace:
 
         return hook
 
-    def _leaf_prehook(self, leaf: _Leaf, var: torch.Tensor, seq: int) -> Any:
+    def _ours(self) -> bool:
+        """Whether the backward pass running is one of the trace's: its graph task went through an
+        op the trace recorded (a parameter's AccumulateGrad node is shared by every pass of every
+        thread; the trace's own ops are reached only by its passes, before the leaves they use)."""
+        return _task_id() in self._tasks
+
+    def _leaf_prehook(self, leaf: _Leaf, seq: int) -> Any:
         def prehook(grad_outputs: Any) -> None:
+            hint = self._leaf_hints.pop(seq, None)
             g = grad_outputs[0] if grad_outputs else None
-            if not isinstance(g, torch.Tensor):
+            if not isinstance(g, torch.Tensor) or not self._ours():
                 return
-            if leaf.passes == 0:
-                hint = self._leaf_hints.pop(seq, None)
+
+            def summary() -> Raw:
                 if hint is not None and hint[0] == id(g) and hint[1] == g._version:
-                    leaf.raw = hint[2]  # the gradient the one view of this leaf summarised, reordered
-                elif self._quiet():
-                    leaf.raw = raw(g, l1=True)  # this pass's contribution
-                else:
-                    with _disable_current_modes(), torch.no_grad():
-                        leaf.raw = raw(g, l1=True)
-                leaf.chain = (0, 0) if var.grad is None else None  # .grad will hold the trace's sum
-            elif leaf.chain is None or var.grad is None or (id(var.grad), var.grad._version) != leaf.chain:
-                leaf.exact, leaf.chain = False, None  # .grad was reset or changed between two passes
-            leaf.passes += 1
+                    return hint[2]  # the gradient the one view of this leaf summarised, reordered
+                return raw(g, l1=True)
+
+            if self._quiet():
+                leaf.add(g.detach(), summary)
+            else:
+                with _disable_current_modes(), torch.no_grad():
+                    leaf.add(g.detach(), summary)
 
         return prehook
 
-    def _leaf_posthook(self, leaf: _Leaf, var: torch.Tensor) -> Any:
+    def _leaf_posthook(self, leaf: _Leaf) -> Any:
         def posthook(grad_inputs: Any, grad_outputs: Any) -> None:
-            if var.grad is None:
-                return
-            if leaf.chain is not None:
-                if leaf.passes > 1:  # .grad holds exactly the sum of the passes
-                    with _disable_current_modes(), torch.no_grad():
-                        leaf.raw = raw(var.grad, l1=True)
-                leaf.chain = (id(var.grad), var.grad._version)
-            elif not leaf.exact:
-                with _disable_current_modes(), torch.no_grad():
-                    leaf.raw = raw(var.grad, l1=True)
+            g = grad_outputs[0] if grad_outputs else None
+            if leaf.take and isinstance(g, torch.Tensor) and self._ours():
+                leaf.keep(g)
 
         return posthook
 
@@ -541,19 +571,17 @@ class Trace:
 
     def grad_results(self, inputs: Any, grads: Any) -> None:
         """``torch.autograd.grad``'s gradients of the leaves the trace holds: what that pass sent them
-        (it does not accumulate into ``.grad``)."""
+        (it does not accumulate into ``.grad``), kept by reference (the caller's tensors)."""
         ins = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs or ())
-        with torch.no_grad():
+        with _disable_current_modes(), torch.no_grad():
             for t, g in zip(ins, grads or (), strict=False):
                 seq = self._records.leaf_of.get(id(t))
                 leaf = self._leaves.get(seq) if seq is not None else None
                 if leaf is None or not isinstance(g, torch.Tensor):
                     continue
-                if leaf.passes == 0:
-                    leaf.raw = raw(g.detach(), l1=True)
-                else:
-                    leaf.exact, leaf.chain = False, None
-                leaf.passes += 1
+                d = g.detach()
+                leaf.add(d, lambda d=d: raw(d, l1=True))
+                leaf.keep(d)
 
     def _finish_passes(self) -> None:
         """At exit: summarise what the passes that kept their graph left, and say where a sum over
@@ -567,7 +595,12 @@ class Trace:
             info.edge_kept = {}
             inexact += info.inexact
         self._warn_reentrant()
-        leaves = [seq for seq, leaf in self._leaves.items() if not leaf.exact]
+        with _disable_current_modes(), torch.no_grad():
+            for leaf in self._leaves.values():
+                if leaf.raw is None and leaf.total is not None:  # a sum over passes
+                    leaf.raw = raw(leaf.total, l1=True)
+                leaf.total = None
+        leaves = [seq for seq, leaf in self._leaves.items() if leaf.lost]
         if inexact or leaves:
             nodes = self._records.nodes
             names = ", ".join(self._params.get(id(nodes[seq].leaf), ("a leaf",))[0] for seq in leaves[:5])
@@ -580,9 +613,10 @@ class Trace:
                     else ""
                 )
                 + (
-                    f"the .grad of {len(leaves)} parameters ({names}) was reset or changed between two "
-                    "backward passes of the trace (zero_grad, clipping), so they show their .grad at the "
-                    "exit; trace one training step per trace"
+                    f"the gradient {len(leaves)} parameters ({names}) received from a pass was changed in "
+                    "place before the next pass (zero_grad(set_to_none=False), clipping .grad, an in-place "
+                    "op on a gradient torch.autograd.grad returned), so they show the sum of the passes "
+                    "from the first after that change; trace one training step per trace"
                     if leaves
                     else ""
                 ),
@@ -678,11 +712,15 @@ def trace(model: Any = None) -> Trace:
     what its passes sent, as torch's ``.grad`` accumulates, i.e. the gradient of the sum of
     everything backward was called on (``loss`` then ``2 * loss`` records the gradient of
     ``3 * loss``). A node's gradient is the sum of its edges' in every case. A parameter (a leaf)
-    shows what the trace's passes sent it (what ``.grad`` gained inside the block, so ``.grad``
-    itself when the gradients were zeroed before it). A pass that keeps its graph keeps its
-    gradients until the next pass or the exit, to sum them; where a sum cannot be kept (``.grad``
-    reset by ``zero_grad`` between two passes: trace one training step per trace) a
-    ``RuntimeWarning`` says so.
+    shows the sum of what the trace's own passes sent it, read from each pass by hooks, never from
+    ``.grad``: a ``torch.autograd.grad`` pass counts (it leaves ``.grad`` alone), a gradient already
+    in ``.grad`` when the block starts (accumulation over micro-batches) does not, ``zero_grad``
+    between two passes resets nothing, and a backward pass of another thread (the same model,
+    untraced) never enters it. A pass that keeps its graph keeps its gradients until the next pass
+    or the exit, to sum them; so does a parameter's first pass (by reference: it is usually
+    ``.grad`` itself). Where a sum cannot be kept (a pass after one that did not keep the graph; a
+    parameter's gradient changed in place before the next pass: ``zero_grad(set_to_none=False)``,
+    clipping) a ``RuntimeWarning`` says so.
 
     Memory: a trace keeps summaries (a few numbers per tensor), never the model's tensors or its
     autograd graph (each autograd node is tagged with its number in its ``metadata``), so a

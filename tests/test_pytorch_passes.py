@@ -1,0 +1,94 @@
+"""What a parameter of a traced graph shows when a trace holds several backward passes of any kind
+(issue #26, third hostile pass, findings 1, 7, 8): the sum of what the trace's own passes sent it,
+read from each pass (never from ``.grad``), against ``torch.autograd.grad`` as the oracle."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from typing import Any
+
+import networkx as nx
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import graphtrace as gt  # noqa: E402
+
+
+def _node(G: nx.DiGraph, label: str) -> Any:
+    return next(n for n, d in G.nodes(data=True) if d["label"] == label)
+
+
+def _net() -> Any:
+    return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+
+
+def test_an_autograd_grad_pass_and_a_backward_pass_sum_in_every_parameter() -> None:
+    torch.manual_seed(0)
+    net = _net()
+    x = torch.randn(5, 3)
+    params = list(net.parameters())
+    truth = torch.autograd.grad(3 * net(x).pow(2).mean(), params)  # loss + 2 * loss
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to warn about: autograd.grad leaves .grad alone
+        with gt.pytorch.trace(net) as tr:
+            loss = net(x).pow(2).mean()
+            torch.autograd.grad(loss, params, retain_graph=True)  # a probe: does not touch .grad
+            (2 * loss).backward()
+    G = tr.graph
+    for (name, _), g in zip(net.named_parameters(), truth, strict=True):
+        n = _node(G, name)
+        assert G.nodes[n]["grad_norm"] == pytest.approx(float(g.norm()), rel=1e-5), name
+        assert G.nodes[n]["grad_abs_mean"] == pytest.approx(float(g.abs().mean()), rel=1e-5), name
+        (edge,) = G.out_edges(n, data=True)  # used once: its edge carries all of it
+        assert edge[2]["grad_norm"] == pytest.approx(float(g.norm()), rel=1e-5), name
+
+
+def test_gradients_accumulated_before_the_trace_are_not_the_traces() -> None:
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+    xs = [torch.randn(8, 4) for _ in range(3)]
+    net(xs[0]).pow(2).mean().backward()  # micro-batch 0, untraced: .grad is not zero at the start
+    truth = [sum(torch.autograd.grad(net(x).pow(2).mean(), [p])[0] for x in xs[1:]) for p in net.parameters()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with gt.pytorch.trace(net) as tr:  # micro-batches 1 and 2
+            net(xs[1]).pow(2).mean().backward()
+            net(xs[2]).pow(2).mean().backward()
+    G = tr.graph
+    for (name, _), g in zip(net.named_parameters(), truth, strict=True):
+        assert G.nodes[_node(G, name)]["grad_norm"] == pytest.approx(float(g.norm()), rel=1e-5), name
+    # the weight reaches each pass through its own view: each edge carries its pass's gradient
+    w = _node(G, "0.weight")
+    per_pass = sorted(float(torch.autograd.grad(net(x).pow(2).mean(), [net[0].weight])[0].norm()) for x in xs[1:])
+    edges = sorted(e["grad_norm"] for _, _, e in G.out_edges(w, data=True))
+    assert edges == pytest.approx(per_pass, rel=1e-5)
+
+
+def test_another_threads_backward_never_enters_the_traced_parameters() -> None:
+    torch.manual_seed(2)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+    x = torch.randn(8, 4)
+    truth = torch.autograd.grad(net(x).pow(2).mean(), list(net.parameters()))
+    go, done = threading.Event(), threading.Event()
+
+    def other() -> None:
+        go.wait()
+        net(100 * torch.randn(8, 4)).pow(2).mean().backward()  # the same model, untraced
+        done.set()
+
+    th = threading.Thread(target=other)
+    th.start()
+    with gt.pytorch.trace(net) as tr:
+        loss = net(x).pow(2).mean()
+        go.set()
+        assert done.wait(60)  # the other thread's backward runs while the trace is open
+        loss.backward()
+    th.join()
+    G = tr.graph
+    for (name, _), g in zip(net.named_parameters(), truth, strict=True):
+        n = _node(G, name)
+        assert G.nodes[n]["grad_norm"] == pytest.approx(float(g.norm()), rel=1e-5), name
+        for _, _, e in G.out_edges(n, data=True):
+            assert e["grad_norm"] == pytest.approx(float(g.norm()), rel=1e-5), name
