@@ -66,6 +66,41 @@ def test_std_of_float32_values_with_a_common_offset_matches_float64(offset: floa
     assert summary(x.double())["data_std"] == pytest.approx(truth, rel=1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_tensors_summarised_traced_and_recorded_match_float64(dtype: str, tmp_path: Path) -> None:
+    dt = getattr(torch, dtype)
+    g = torch.Generator().manual_seed(3)
+    for n in (5, 1000, CHUNK * 2 + 17):  # every value kept, a batch of one shape, several chunks
+        x = (1.0 + 3.0 * torch.randn(n, generator=g)).to(dt)
+        _close(summary(x), "data", x, rel=1e-5)
+        _close(summary(x, "grad"), "grad", x, rel=1e-5)
+    sparse = (torch.randn(6, 6, generator=g) * (torch.rand(6, 6, generator=g) > 0.5)).to(dt).to_sparse()
+    _close(summary(sparse), "data", sparse.coalesce().values(), rel=1e-5)
+    inf = summary(torch.tensor([1.0, float("inf"), -2.0], dtype=dt))
+    assert inf["data_nonfinite"] == 1 and inf["data_min"] == -2.0
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 300), torch.nn.ReLU(), torch.nn.Linear(300, 1)).to(dt)
+    x = torch.randn(64, 8).to(dt)
+    with gt.pytorch.trace(net) as tr:
+        h = net[1](net[0](x))
+        loss = net[2](h).float().pow(2).mean()
+        loss.backward()
+    G = tr.graph
+    relu = next(a for _, a in G.nodes(data=True) if a["op"] == "relu")
+    assert relu["dtype"] == dtype
+    _close(relu, "data", h, rel=1e-5)
+    for name, p in net.named_parameters():
+        a = G.nodes[_param(G, name)]
+        _close(a, "data", p, rel=1e-5)
+        _close(a, "grad", p.grad, rel=1e-5)
+    with gt.record(tmp_path / "run", net) as run:
+        run.log(0, loss)
+    rows = gt.open_run(tmp_path / "run").sql("SELECT name, data, grad FROM params").df().set_index("name")
+    for name, p in net.named_parameters():
+        assert rows.loc[name, "data"] == pytest.approx(float(p.detach().double().norm()), rel=1e-5)
+        assert rows.loc[name, "grad"] == pytest.approx(float(p.grad.double().norm()), rel=1e-5)
+
+
 def test_a_one_element_tensor_has_std_zero_and_its_value() -> None:
     for v in (0.1, 77.7, 12345.678, 1e5 + 0.1, -3.25e20, 7.0):
         s = summary(torch.tensor([v], dtype=torch.float32))
