@@ -160,6 +160,45 @@ def test_norms_never_overflow_and_huge_values_keep_their_statistics() -> None:
         _close(s, "data", x, rel=1e-5, scaled=True)
 
 
+def test_the_nonfinite_count_is_exact_beside_huge_finite_values() -> None:
+    g = torch.Generator().manual_seed(4)
+    cases = [
+        torch.tensor([8e36, 1.6e38, float("inf")]),
+        torch.tensor([1e300, -1.7e308, float("nan"), 2.0], dtype=torch.float64),
+        torch.cat([torch.full((2000,), 3e38), torch.tensor([float("nan"), -float("inf")])]),  # a batch
+    ]
+    big = torch.full((CHUNK * 3 + 5,), -3.3e38)  # several chunks
+    big[torch.randperm(big.numel(), generator=g)[:777]] = float("nan")
+    big[:5] = float("inf")
+    cases.append(big)
+    cases.append(torch.full(((1 << 24) + 3,), float("nan")))  # more than float32 counts exactly
+    for x in cases:
+        s = summary(x)
+        assert s["data_nonfinite"] == int((~torch.isfinite(x)).sum()), x.shape
+        finite = x[torch.isfinite(x)]  # summary() alone also gives the finite elements' statistics
+        if not finite.numel():
+            continue
+        assert s["data_max_abs"] == float(finite.abs().max())
+        assert s["data_abs_mean"] == pytest.approx(float(finite.double().abs().mean()), rel=1e-6)
+
+
+def test_a_trace_of_an_overflow_counts_it_and_never_dies() -> None:
+    w = torch.tensor([50.0, 44.0, 1.0, 89.0], requires_grad=True)
+    with gt.pytorch.trace() as tr:
+        y = (w * 2.0).exp()  # e**100, e**88 overflow float32; e**2 does not
+        z = y * 1e-30  # huge finite values beside the infinities
+        z.sum().backward()
+    G = tr.graph
+    by_label = {a["label"]: a for _, a in G.nodes(data=True)}
+    truth = (w.detach() * 2.0).exp()
+    assert by_label["exp"]["data_nonfinite"] == int((~torch.isfinite(truth)).sum()) == 2
+    assert by_label["mul_1"]["data_nonfinite"] == 2 and by_label["mul_1"]["data_min"] == pytest.approx(
+        7.389e-30, rel=1e-3
+    )
+    assert by_label["sum"]["data_nonfinite"] == 1
+    assert G.nodes[_param(G, "input")]["grad_nonfinite"] == 2
+
+
 # ---- item 1: ops with several outputs ---------------------------------------------------------------
 def _split_ab(h: Any) -> tuple[Any, Any]:
     a, b = h.split(2)
@@ -382,6 +421,35 @@ def test_passes_whose_sum_cannot_be_kept_are_named_in_a_warning() -> None:
         y = (w + 1.0).sum()  # no op here saves a tensor: the graph can be walked twice
         y.backward()
         y.backward()
+
+
+def test_by_scope_parameter_gradients_of_a_torch_graph_are_element_wise(tmp_path: Path) -> None:
+    torch.manual_seed(12)
+    model = _Units()
+    x = torch.randn(16, 4)
+    with gt.record(tmp_path / "run", model) as run:
+        with gt.pytorch.trace(model) as tr:
+            loss = model(x).pow(2).mean()
+            loss.backward()
+        run.log(0, loss, graph=tr.graph)
+    table = gt.analysis.by_scope(tr.graph).set_index("scope")
+    con = gt.open_run(tmp_path / "run")
+    rows = con.sql("SELECT * FROM scopes WHERE step = 0").df().set_index("scope")
+    health = gt.analysis.health(tr.graph).set_index("layer")
+    for module in ("fc1", "fc2", "fc3"):
+        g = torch.cat([p.grad.double().reshape(-1) for p in getattr(model, module).parameters()]).abs()
+        for t in (table, rows):
+            r = t.loc[f"_Units/{module}"]
+            assert r["param_count"] == g.numel()
+            assert r["param_abs_grad_sum"] == pytest.approx(float(g.sum()), rel=1e-5)
+            assert r["param_abs_grad_mean"] == pytest.approx(float(g.mean()), rel=1e-5)
+            assert r["param_abs_grad_max"] == pytest.approx(float(g.max()), rel=1e-6)
+    # and health's layers (an activation with the parameters that feed it) read the same numbers
+    g = torch.cat([p.grad.double().reshape(-1) for p in model.fc1.parameters()]).abs()
+    assert health.loc["_Units/act1", "param_count"] == table.loc["_Units/fc1", "param_count"] == g.numel()
+    assert health.loc["_Units/act1", "param_abs_grad_mean"] == pytest.approx(
+        table.loc["_Units/fc1", "param_abs_grad_mean"], rel=1e-12
+    )
 
 
 # ---- item 5: unit shares of a torch graph, in by_scope, the run's scopes table, health, the report ----

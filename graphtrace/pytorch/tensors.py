@@ -142,18 +142,21 @@ class Raw:
 
     ``stats`` is a 1-d tensor on the tensor's device: ``[min, max, c, inv, Σd, Σd², Σ|x|·inv, e1,
     e2]`` (``e1``, ``e2``: counts of units an activation's caller asked for, else NaN)
-    where ``inv`` is a power of two with ``max |x| * inv <= 1`` (1 if that is not finite), ``c``
+    where ``inv`` is a power of two with ``max |x| * inv <= 1`` (``< 2`` for values above half the
+    dtype's largest, and where some are not finite: then from the largest finite value), ``c``
     the mean times ``inv`` (0 if not finite) and ``d = x * inv - c`` with every non-finite element replaced by
-    :data:`SENTINEL` (so ``Σd`` counts them: ``Σd`` of the finite ones is at most ``2n``); ``n`` the
+    :data:`SENTINEL` (so ``Σd`` counts them: ``Σd`` of the finite ones is at most ``3n``; ``bad``, the
+    count as an integer, for a tensor of several chunks); ``n`` the
     element count; ``values`` the (magnitudes of the) values when there are at most :data:`SMALL`;
     ``parts`` the Raws merged into this one (the outputs of one multi-output op, see :func:`merge`).
     """
 
-    __slots__ = ("batch", "complex", "n", "parts", "stats", "values")
+    __slots__ = ("bad", "batch", "complex", "n", "parts", "stats", "values")
 
     def __init__(self, stats: Any, n: int, values: Any, complex_: bool, parts: list[Raw] | None = None) -> None:
         self.stats, self.n, self.values, self.complex, self.parts = stats, n, values, complex_, parts
         self.batch: _Batch | None = None  # the batch whose flush launches ``stats``, while it waits there
+        self.bad: torch.Tensor | None = None  # the non-finite count of a tensor of several chunks (int64)
 
 
 class _Batch:
@@ -210,7 +213,7 @@ class _Batch:
         m = self.buf[:k].view(k, self.n)
         lo, hi = m.amin(1), m.amax(1)  # (aminmax along a dim runs element by element on a CPU)
         shift = torch.nan_to_num(m.mean(dim=1), 0.0, 0.0, 0.0)
-        inv = torch.ldexp(one.expand(k), -torch.frexp(torch.clamp(torch.maximum(hi, -lo), min=_TINY[cdt])).exponent)
+        inv = torch.ldexp(one.expand(k), -torch.frexp(_top(torch.maximum(hi, -lo), cdt)).exponent)
         c = shift * inv
         d = torch.mul(m, inv.unsqueeze(1), out=self.scratch.get(k * self.n, one).view(k, self.n))
         l1 = torch.abs(d, out=self.scratch.get(k * self.n, one, 1).view(k, self.n)).sum(1) if self.l1 else nan.expand(k)
@@ -255,6 +258,18 @@ _THREAD = threading.local()
 #: (each finite element adds at most 2 there), per dtype.
 SENTINEL = {torch.float32: 2.0**100, torch.float64: 2.0**900}
 _TINY = {torch.float32: torch.finfo(torch.float32).tiny, torch.float64: torch.finfo(torch.float64).tiny}
+#: Half the dtype's largest value: the largest base of a scale (its power of two, 2**127 or 2**1023, has
+#: an inverse the host's float64 holds).
+_HUGE = {torch.float32: torch.finfo(torch.float32).max / 2, torch.float64: torch.finfo(torch.float64).max / 2}
+
+
+def _top(m: torch.Tensor, cdt: Any) -> torch.Tensor:
+    """``max |x|`` (``m``) as the scale's base: at least the smallest normal number, at most
+    :data:`_HUGE`, which it is where it is NaN or inf (every finite ``|x * inv|`` is then below 2)."""
+    huge = _HUGE[cdt]
+    return torch.clamp(torch.nan_to_num(m, huge, huge, huge), min=_TINY[cdt], max=huge)
+
+
 _CONSTANTS: dict[tuple[Any, Any], tuple[torch.Tensor, torch.Tensor]] = {}
 
 
@@ -306,17 +321,21 @@ def raw(t: torch.Tensor, l1: bool = False, scratch: Scratch | None = None, extra
     sentinel = SENTINEL[cdt]
     lo, hi = torch.aminmax(x)
     shift = torch.nan_to_num(x.mean(dtype=cdt), 0.0, 0.0, 0.0)
-    # inv: a power of two (scaling is exact) with |x * inv| <= 1, so no sum overflows; 1 if there is
-    # a NaN or inf (the count still holds: the finite elements add far less than the sentinel)
-    inv = torch.ldexp(one, -torch.frexp(torch.clamp(torch.maximum(hi, -lo), min=_TINY[cdt])).exponent)
+    # inv: a power of two (scaling is exact) with |x * inv| <= 1, so no sum overflows; with a NaN or
+    # inf, the one that scales the dtype's largest value to 1 (every finite element then adds at most
+    # 2 to Σd, far less than the sentinel, whatever its size: the count holds)
+    inv = torch.ldexp(one, -torch.frexp(_top(torch.maximum(hi, -lo).to(cdt), cdt)).exponent)
     c = shift * inv
     parts: list[list[torch.Tensor]] = []
+    bad: list[torch.Tensor] = []
     for k in range(0, n, CHUNK):
         chunk = x[k : k + CHUNK] if n > CHUNK else x
         d = torch.mul(chunk, inv, out=scratch.get(chunk.numel(), one))
         a = torch.abs(d, out=scratch.get(chunk.numel(), one, 1)).sum() if l1 else nan  # Σ|x|·inv
         d.sub_(c).nan_to_num_(sentinel, sentinel, sentinel)
         parts.append([d.sum(), torch.dot(d, d), a])
+        if n > CHUNK:  # this chunk's non-finite count (exact: at most CHUNK sentinels), summed as integers
+            bad.append(torch.round(parts[-1][0] * (1.0 / sentinel)))
     e1, e2 = extras if extras is not None else (nan, nan)
     stats = scratch.row(one)
     if len(parts) == 1:
@@ -325,7 +344,10 @@ def raw(t: torch.Tensor, l1: bool = False, scratch: Scratch | None = None, extra
         total = torch.stack([torch.stack(q) for q in parts]).sum(0)
         torch.cat([torch.stack([lo, hi, c, inv]), total, torch.stack([e1, e2]).to(cdt)], out=stats)
     values = x.clone() if n <= SMALL else None
-    return Raw(stats, n, values, t.is_complex())
+    out = Raw(stats, n, values, t.is_complex())
+    if bad:  # the row's Σd cannot hold more than 2**24 sentinels exactly (float32): the count apart
+        out.bad = torch.stack(bad).to(torch.int64).sum()
+    return out
 
 
 class _Moments:
@@ -340,7 +362,12 @@ class _Moments:
         self.n, self.low, self.high = n, lo, hi
         self.unit = 1.0 / inv if inv > 0 else 1.0
         finite = math.isfinite(lo) and math.isfinite(hi)
-        self.bad = 0 if finite else max(round(s1 / sentinel), 1)
+        if finite:
+            self.bad = 0
+        elif len(f) > ROW:  # counted apart (several chunks)
+            self.bad = max(int(f[ROW]), 1)
+        else:  # Σd: the sentinels (at most BATCH_MAX or CHUNK of them) and at most 2 per finite element
+            self.bad = max(round(s1 / sentinel), 1) if math.isfinite(s1) else n
         if self.bad:
             has_nan = math.isnan(lo) or math.isnan(hi)
             self.mean = self.m2 = self.l1 = math.nan
@@ -383,11 +410,14 @@ def _host(
             by_device.setdefault(r.stats.device, []).append(("s", r, r.stats))
         if r.values is not None:
             by_device.setdefault(r.values.device, []).append(("v", r, r.values.reshape(-1)))
+        if r.bad is not None:
+            by_device.setdefault(r.bad.device, []).append(("b", r, r.bad.reshape(1)))
     for k, e in enumerate(extras or ()):
         by_device.setdefault(e.device, []).append(("e", k, e.reshape(1)))
     stats: dict[int, list[float]] = {}
     values: dict[int, list[float]] = {}
     extra = [math.nan] * len(extras or ())
+    bad: dict[int, float] = {}
     for items in by_device.values():
         pieces: list[torch.Tensor] = []
         for dtype in {t.dtype for _, _, t in items}:  # one cat per dtype, then one of them all
@@ -402,9 +432,13 @@ def _host(
                 stats[id(key)] = flat[at : at + m]
             elif what == "v":
                 values[id(key)] = flat[at : at + m]
+            elif what == "b":
+                bad[id(key)] = flat[at]
             else:
                 extra[key] = flat[at]
             at += m
+    for key, b in bad.items():  # a tensor of several chunks: its exact non-finite count, tenth
+        stats[key] = [*stats[key][:ROW], b]
     return stats, values, extra
 
 
@@ -439,7 +473,7 @@ def _summaries(
     isfinite, sqrt = math.isfinite, math.sqrt
     for r in raws:
         if r.parts is None and r.stats is not None and r.n > SMALL:  # the common case, inline
-            lo, hi, c, inv, s1, s2, l1, e1, e2 = stats[id(r)]
+            lo, hi, c, inv, s1, s2, l1, e1, e2 = stats[id(r)][:ROW]
             if isfinite(lo) and isfinite(hi):
                 n, unit = r.n, 1.0 / inv
                 norm = unit * sqrt(max(n * c * c + 2.0 * c * s1 + s2, 0.0))
@@ -448,7 +482,7 @@ def _summaries(
                     k_std: unit * sqrt(max(s2 - s1 * s1 / n, 0.0) / n),
                     k_min: lo,
                     k_max: hi,
-                    k_abs: unit * l1 / n,
+                    k_abs: unit * (l1 / n),
                     k_maxabs: max(-lo, hi),
                     k_norm: norm,
                     k_bad: 0,
@@ -479,7 +513,7 @@ def _summaries(
         n, bad, scale = m.n, m.bad, m.unit
         mean = std = abs_mean = math.nan
         if not bad:
-            mean, std, abs_mean = scale * m.mean, scale * math.sqrt(m.m2 / n), scale * m.l1 / n
+            mean, std, abs_mean = scale * m.mean, scale * math.sqrt(m.m2 / n), scale * (m.l1 / n)
         d: dict[str, Any] = {
             f"{prefix}_mean": mean,
             f"{prefix}_std": std,
