@@ -77,10 +77,14 @@ def by_scope(x: Any, depth: int | None = None, *, pool: bool = False) -> pd.Data
           (:mod:`graphtrace.pytorch`), the units of its ReLU outputs (features or channels) and those 0
           for every sample; NaN on graphtrace's own traces, where a unit is a neuron, a scope of its own.
 
-        On a tensor trace the shares count elements: ``relu_zero_share`` is the share of its ReLU
-        outputs' elements that are 0, ``tanh_saturated_share`` of its tanh outputs' elements with
-        ``|t| > 0.97``, from what the trace recorded of each output (``zero_share``,
-        ``saturated_share``, ``units``, ``dead_units``).
+        On a tensor trace the parameter columns count elements, as on graphtrace's own traces (where
+        a parameter is one element): ``param_count`` is the number of parameter elements,
+        ``param_abs_grad_sum`` the sum of their ``|grad|`` (each tensor's ``grad_abs_mean`` times its
+        ``numel``), ``param_abs_grad_mean`` that per element (over the tensors whose gradient is
+        known), as :func:`graphtrace.analysis.health` reads them. The shares count elements too:
+        ``relu_zero_share`` is the share of its ReLU outputs' elements that are 0,
+        ``tanh_saturated_share`` of its tanh outputs' elements with ``|t| > 0.97``, from what the
+        trace recorded of each output (``zero_share``, ``saturated_share``, ``units``, ``dead_units``).
 
     Raises
     ------
@@ -134,6 +138,8 @@ _SCOPE, _OP, _ROLE, _DATA, _GRAD = map(itemgetter, ("scope", "op", "role", "data
 _PICK = frozenset(("relu", "tanh", ""))
 #: what a tensor trace records of an activation's units (graphtrace.pytorch.trace)
 _TENSOR_UNIT_ATTRS = ("numel", "zero_share", "saturated_share", "units", "dead_units")
+#: and of a parameter's gradient, element-wise (``grad`` is its L2 norm)
+_TENSOR_PARAM_ATTRS = ("numel", "grad_known", "grad_abs_mean", "grad_max_abs")
 
 
 class _Scan:
@@ -224,7 +230,7 @@ def scope_columns(x: Any, depth: int | None = None, pool: bool = False) -> dict[
             if not (math.isfinite(b["data"]) and math.isfinite(b["grad"])):
                 bad.append(b)
             if tensors and b["op"] in _PICK:
-                for k in _TENSOR_UNIT_ATTRS:
+                for k in _TENSOR_PARAM_ATTRS if b["role"] == "parameter" else _TENSOR_UNIT_ATTRS:
                     b[k] = a.get(k)
         scan = _Scan(ids, attrs, None, bad)
         scan.tensors = tensors
@@ -252,6 +258,19 @@ def _by_key(per_path: dict[str, Any], key_of: dict[str, str] | None, add: Any) -
         key = key_of[path]
         out[key] = add(out[key], v) if key in out else v
     return out
+
+
+def _param_stats(items: list[tuple[int, float, float]]) -> tuple[int, float, float, float]:
+    """(elements, Σ|grad|, mean |grad| per element, max |grad|) of parameters given as (elements,
+    Σ|grad|, max |grad|) each: over every element for the count, over those whose gradient is known
+    (not NaN: a tensor parameter no pass reached) for the rest (NaN if none)."""
+    known = [i for i in items if not math.isnan(i[1])]
+    count = sum(i[0] for i in items)
+    if not known:
+        return count, math.nan, math.nan, math.nan
+    total = math.fsum(i[1] for i in known)
+    weight = sum(i[0] for i in known)
+    return count, total, total / weight if weight else math.nan, max(i[2] for i in known)
 
 
 def _scope_table(scan: _Scan, depth: int | None, pool: bool) -> dict[str, list[Any]]:
@@ -297,8 +316,10 @@ def _scope_table(scan: _Scan, depth: int | None, pool: bool) -> dict[str, list[A
     else:
         relu = shares("relu", (0.0).__eq__)
         tanh = shares("tanh", _SATURATED_ABS)
-    modules: dict[str, list[float]] = {}  # module path -> |grad| of the parameters in it and below
-    enclosing: dict[str, list[list[float]]] = {}  # a parameter's scope -> those modules' lists
+    # module path -> (elements, Σ|grad|, max |grad|) of each parameter in it and below: one element
+    # per Value; a tensor's elements (its Σ|grad| is numel times its mean |grad|, when known)
+    modules: dict[str, list[tuple[int, float, float]]] = {}
+    enclosing: dict[str, list[list[tuple[int, float, float]]]] = {}  # a parameter's scope -> those modules' lists
     for a in compress(picked, map(eq, map(_ROLE, picked), repeat("parameter"))):
         path = a["scope"]
         lists = enclosing.get(path)
@@ -307,10 +328,16 @@ def _scope_table(scan: _Scan, depth: int | None, pool: bool) -> dict[str, list[A
             parts = module.split("/") if module else []
             # the module and each enclosing module
             lists = enclosing[path] = [modules.setdefault("/".join(parts[:k]), []) for k in range(1, len(parts) + 1)]
-        g = abs(a["grad"])
+        if scan.tensors:
+            n = int(a.get("numel") or 0)
+            known = bool(a.get("grad_known"))
+            item = (n, float(a["grad_abs_mean"]) * n if known else nan, float(a["grad_max_abs"]) if known else nan)
+        else:
+            g = abs(a["grad"])
+            item = (1, g, g)
         for grads in lists:
-            grads.append(g)
-    params = {m: (len(g), math.fsum(g), math.fsum(g) / len(g), max(g)) for m, g in modules.items()}
+            grads.append(item)
+    params = {m: _param_stats(g) for m, g in modules.items()}
     nonfinite = _by_key(Counter(map(_SCOPE, scan.bad)), key_of, int.__add__)
     out_attrs = list(map(scan.last_attrs.__getitem__, out_runs))
     none = (0, nan, nan, nan)  # the row "" (outside any module) has no parameters
