@@ -92,3 +92,43 @@ def test_another_threads_backward_never_enters_the_traced_parameters() -> None:
         assert G.nodes[n]["grad_norm"] == pytest.approx(float(g.norm()), rel=1e-5), name
         for _, _, e in G.out_edges(n, data=True):
             assert e["grad_norm"] == pytest.approx(float(g.norm()), rel=1e-5), name
+
+
+class _Log(torch.utils._python_dispatch.TorchDispatchMode):
+    """A user's dispatch mode: the ops it sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_users_dispatch_mode_sees_the_same_ops_with_a_trace_open() -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    x = torch.randn(8, 16)
+
+    def step() -> None:
+        net.zero_grad()  # (.grad None: the first pass's gradient becomes .grad, as in every run below)
+        loss = net(x).pow(2).mean()
+        loss.backward(retain_graph=True)
+        torch.autograd.grad(loss, list(net.parameters()))
+        net(x).sum().backward()  # a second forward after the backward passes
+
+    with FlopCounterMode(display=False) as alone, _Log() as seen:
+        step()
+    # the user's modes entered inside the trace (above its mode) and outside it (below)
+    with gt.pytorch.trace(net), FlopCounterMode(display=False) as inside, _Log() as seen_inside:
+        step()
+    with FlopCounterMode(display=False) as outside, _Log() as seen_outside, gt.pytorch.trace(net):
+        step()
+    assert alone.get_total_flops() > 0
+    assert inside.get_total_flops() == outside.get_total_flops() == alone.get_total_flops()
+    assert seen_inside.ops == seen.ops  # not one op more (the trace's summaries) or less
+    assert seen_outside.ops == seen.ops
+    assert torch.utils._python_dispatch._get_current_dispatch_mode_stack() == []

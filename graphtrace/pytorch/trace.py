@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import itertools
 import warnings
@@ -12,7 +13,13 @@ from typing import Any
 import networkx as nx
 import torch
 from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
+from torch.utils._python_dispatch import (
+    TorchDispatchMode,
+    _disable_current_modes,
+    _get_current_dispatch_mode_stack,
+    _pop_mode,
+    _push_mode,
+)
 
 from .graph import NodeInfo, Records, _op_of, assemble, module_paths, scope_path, tensor_meta
 from .tensors import Raw, flush, merge, raw, zeros_raw
@@ -102,6 +109,7 @@ class _Session:
         self.seen_inputs: dict[int, tuple[Any, int, Raw]] = {}  # inputs outside the graph, by id
         self.known: dict[int, tuple[Any, int, Raw]] = {}  # tensors summarised: id -> (ref, version, Raw)
         self.paused = False  # a backward call is running: the dispatch mode is off
+        self.alone = False  # ... and no other dispatch mode is on (a user's: the trace's kernels would reach it)
         self.token: Any = None
 
     def see(self, func: Any, out: Any, args: Any, kwargs: Any) -> None:
@@ -186,14 +194,43 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         session = self.session
-        for tr in session.traces:
-            if tr.pending:
-                tr.resolve()
+        with _own_kernels(0):
+            for tr in session.traces:
+                if tr.pending:
+                    tr.resolve()
         out = func(*args, **(kwargs or {}))
         if _needs_grad(args) or (kwargs and _needs_grad(kwargs.values())):
-            with torch.no_grad():
+            with torch.no_grad(), _own_kernels(0):
                 session.see(func, out, args, kwargs)
         return out
+
+
+def _own_kernels(mine: int) -> Any:
+    """A context in which the trace's own kernels (its summaries) reach no other dispatch mode: the
+    modes on are turned off while they run if there are more than ``mine`` (the trace's own)."""
+    return _disable_current_modes() if torch._C._len_torch_dispatch_stack() > mine else contextlib.nullcontext()
+
+
+def _take_off(mode: Any) -> list[Any] | None:
+    """Take ``mode`` off this thread's dispatch mode stack, every other mode staying on in its order
+    (a user's ``FlopCounterMode`` entered inside the trace keeps counting); the modes that were above
+    it (None: it was not on the stack). Pairs with :func:`_put_back`."""
+    if not any(m is mode for m in _get_current_dispatch_mode_stack()):
+        return None
+    above = []
+    while (m := _pop_mode()) is not mode:
+        above.append(m)
+    for m in reversed(above):
+        _push_mode(m)
+    return above
+
+
+def _put_back(mode: Any, above: list[Any]) -> None:
+    """Put ``mode`` back where :func:`_take_off` took it from (below the modes that were above it)."""
+    popped = [_pop_mode() for _ in above]
+    _push_mode(mode)
+    for m in reversed(popped):
+        _push_mode(m)
 
 
 #: The id of the autograd graph task running in this thread (-1 outside a backward pass).
@@ -229,11 +266,13 @@ class _Functions(TorchFunctionMode):
             return func(*args, **(kwargs or {}))
         session = self.session
         traces = list(session.traces)
-        for tr in traces:
-            tr.resolve()
+        with _own_kernels(1):
+            for tr in traces:
+                tr.resolve()
         retain, bound = _retains(func, args, kwargs)
-        session.mode.__exit__(None, None, None)
-        session.paused = True
+        above = _take_off(session.mode)  # only the trace's own mode: any other stays on
+        session.paused = above is not None
+        session.alone = session.paused and torch._C._len_torch_dispatch_stack() == 0
         for tr in traces:
             tr._retain = retain
         try:
@@ -241,8 +280,9 @@ class _Functions(TorchFunctionMode):
         finally:
             for tr in traces:
                 tr._retain = False
-            session.paused = False
-            session.mode.__enter__()
+            session.paused = session.alone = False
+            if above is not None:
+                _put_back(session.mode, above)
         if func is torch.autograd.grad and bound is not None:
             for tr in traces:
                 tr.grad_results(bound.arguments.get("inputs"), out)
@@ -380,7 +420,8 @@ class Trace:
         if _SESSION.get() is not self._session:
             return
         if self.pending:  # the module's last op belongs to it
-            self.resolve()
+            with _own_kernels(1):
+                self.resolve()
         if self._stack:
             self._stack.pop()
 
@@ -541,10 +582,11 @@ class Trace:
         return posthook
 
     def _quiet(self) -> bool:
-        """Whether a hook may launch its own kernels as they are: no mode of ours is on (the
-        backward call paused it) and autograd records nothing (not ``create_graph``)."""
+        """Whether a hook may launch its own kernels as they are: no dispatch mode is on (the
+        backward call took the trace's off, and no other is on: a user's would see them) and
+        autograd records nothing (not ``create_graph``)."""
         session = self._session
-        return session is not None and session.paused and not torch.is_grad_enabled()
+        return session is not None and session.alone and not torch.is_grad_enabled()
 
     def _warn_reentrant(self) -> None:
         """Warn when the graph holds a reentrant checkpoint (``torch.utils.checkpoint(...,
@@ -676,9 +718,10 @@ class Trace:
         self._handles.clear()
         self._stack.clear()
         try:
-            self._finish_passes()
-            leaves = {seq: leaf.raw for seq, leaf in self._leaves.items()}
-            self._graph = assemble(self._records, self._params, leaf_grads=leaves, leaf_data=leaf_data)
+            with _disable_current_modes():  # the summaries at the exit reach no user's mode
+                self._finish_passes()
+                leaves = {seq: leaf.raw for seq, leaf in self._leaves.items()}
+                self._graph = assemble(self._records, self._params, leaf_grads=leaves, leaf_data=leaf_data)
         finally:
             if not session.traces:
                 flush()  # frees the batches' buffers
