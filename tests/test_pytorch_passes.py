@@ -132,3 +132,73 @@ def test_a_users_dispatch_mode_sees_the_same_ops_with_a_trace_open() -> None:
     assert seen_inside.ops == seen.ops  # not one op more (the trace's summaries) or less
     assert seen_outside.ops == seen.ops
     assert torch.utils._python_dispatch._get_current_dispatch_mode_stack() == []
+
+
+def test_a_gradient_penalty_records_the_backward_of_backward_ops() -> None:
+    torch.manual_seed(4)
+    net = _net()
+    x = torch.randn(5, 3, requires_grad=True)
+    with gt.pytorch.trace(net) as tr:
+        out = net(x)
+        (gx,) = torch.autograd.grad(out.sum(), x, create_graph=True)  # pass 1 builds a graph of its own
+        loss = out.pow(2).mean() + gx.pow(2).sum()
+        loss.backward()  # pass 2 runs through it
+    G = tr.graph
+    # the oracle: the same passes with torch alone
+    x2 = x.detach().requires_grad_()
+    out2 = net(x2)
+    (g1,) = torch.autograd.grad(out2.sum(), x2, create_graph=True)
+    (sent1,) = torch.autograd.grad(out2.sum(), x2, retain_graph=True)
+    penalty = out2.pow(2).mean() + g1.pow(2).sum()
+    sent2 = torch.autograd.grad(penalty, [x2, *net.parameters()])
+    g1 = g1.detach()
+    inp = _node(G, "input")
+    assert G.nodes[inp]["grad_norm"] == pytest.approx(float((sent1 + sent2[0]).norm()), rel=1e-5)
+    for (name, _), g in zip(net.named_parameters(), sent2[1:], strict=True):
+        assert G.nodes[_node(G, name)]["grad_norm"] == pytest.approx(float(g.norm()), rel=1e-5), name
+    # every node and edge known; a node used once sends all of its gradient along its one edge
+    for n, a in G.nodes(data=True):
+        assert a["data_known"] and a["grad_known"] and a["numel"] > 0, a["label"]
+        out_edges = list(G.out_edges(n, data=True))
+        assert all(e["grad_norm"] == e["grad_norm"] for _, _, e in out_edges), a["label"]
+        if len(out_edges) == 1:
+            assert out_edges[0][2]["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-6), a["label"]
+    # the backward ops: values and shapes, the scope of the op whose backward made them, gradients
+    ops = {(a["op"], a["scope"]): a for _, a in G.nodes(data=True)}
+    mm = ops[("mm", "Sequential/0")]  # grad(out.sum(), x): the gradient times the first weight
+    assert mm["shape"] == "5×3" and mm["data_norm"] == pytest.approx(float(g1.norm()), rel=1e-5)
+    assert mm["grad_norm"] == pytest.approx(float((2 * g1).norm()), rel=1e-5)  # d(|gx|²)/d gx
+    h = torch.tanh(net[0](x2)).detach()
+    dtanh = (1 - h**2) * net[2].weight.detach()  # tanh_backward: the gradient at tanh's input
+    tb = ops[("tanh_backward", "Sequential/1")]
+    assert tb["shape"] == "5×4" and tb["data_norm"] == pytest.approx(float(dtanh.norm()), rel=1e-5)
+
+
+def test_an_edge_keeps_what_it_carried_before_its_source_got_another_user() -> None:
+    torch.manual_seed(7)
+    lin = torch.nn.Linear(3, 5)
+    x = torch.randn(4, 3)
+    w = torch.randn(5, requires_grad=True)
+    with gt.pytorch.trace(lin) as tr:
+        h = torch.tanh(lin(x))
+        h.sin().sum().backward(retain_graph=True)  # h and w have one user each so far
+        a = (lin(x) * w).sum()
+        a.backward(retain_graph=True)
+        (3.0 * h.cos()).sum().backward(retain_graph=True)  # second users, after the passes
+        b = (lin(x) * w * 2).sum()
+        (a + b).backward()
+    G = tr.graph
+    h2 = torch.tanh(lin(x)).detach().requires_grad_()
+    (via_sin,) = torch.autograd.grad(h2.sin().sum(), h2)
+    (via_cos,) = torch.autograd.grad((3.0 * h2.cos()).sum(), h2)
+    tanh = next(n for n, d in G.nodes(data=True) if d["op"] == "tanh")
+    edges = {G.nodes[v]["op"]: e["grad_norm"] for _, v, e in G.out_edges(tanh, data=True)}
+    assert edges["sin"] == pytest.approx(float(via_sin.norm()), rel=1e-5)
+    assert edges["cos"] == pytest.approx(float(via_cos.norm()), rel=1e-5)
+    (ga,) = torch.autograd.grad((lin(x).detach() * w).sum(), w)  # what one use of w is sent per pass
+    inp = _node(G, "input")
+    # the first mul reached twice (a, then a + b), the second once with twice the weight
+    assert sorted(e["grad_norm"] for _, _, e in G.out_edges(inp, data=True)) == pytest.approx(
+        [float((2 * ga).norm())] * 2, rel=1e-5
+    )
+    assert G.nodes[inp]["grad_norm"] == pytest.approx(float((4 * ga).norm()), rel=1e-5)

@@ -82,13 +82,15 @@ class Records:
     drops (a forward pass without backward) is freed as it would be without graphtrace. Leaves are
     kept by tensor (a parameter's AccumulateGrad node may be made anew)."""
 
-    def __init__(self, key: str, on_leaf: Any = None) -> None:
+    def __init__(self, key: str, on_leaf: Any = None, on_reuse: Any = None) -> None:
         self.key = key
         self.nodes: list[NodeInfo] = []
         self.edges: dict[tuple[int, int], None] = {}
         self.users: list[int] = []  # per node: the input positions reading it
         self.leaf_of: dict[int, int] = {}  # id(leaf tensor) -> node
         self.on_leaf = on_leaf  # called with (AccumulateGrad node, its NodeInfo) for each one found
+        self.on_reuse = on_reuse  # called with (node, its first user) when a second input position reads it
+        self.first: dict[int, int] = {}  # node read at one input position so far -> the node reading it
 
     def _new(self, grad_fn: str, scope: str | None, meta: dict[str, Any], data: Raw | None) -> NodeInfo:
         info = NodeInfo(len(self.nodes), grad_fn, scope, meta, data)
@@ -106,6 +108,12 @@ class Records:
             if c is not None:
                 self.edges[(c, info.seq)] = None
                 self.users[c] += 1
+                if self.users[c] == 1:
+                    self.first[c] = info.seq
+                elif self.users[c] == 2:
+                    first = self.first.pop(c)
+                    if self.on_reuse is not None:
+                        self.on_reuse(c, first)
         info.spec = spec
 
     def _leaf(self, fn: Any) -> None:

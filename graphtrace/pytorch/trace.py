@@ -110,6 +110,7 @@ class _Session:
         self.known: dict[int, tuple[Any, int, Raw]] = {}  # tensors summarised: id -> (ref, version, Raw)
         self.paused = False  # a backward call is running: the dispatch mode is off
         self.alone = False  # ... and no other dispatch mode is on (a user's: the trace's kernels would reach it)
+        self.higher = False  # a backward call with create_graph=True is running (the mode stays on)
         self.token: Any = None
 
     def see(self, func: Any, out: Any, args: Any, kwargs: Any) -> None:
@@ -270,8 +271,11 @@ class _Functions(TorchFunctionMode):
             for tr in traces:
                 tr.resolve()
         retain, bound = _retains(func, args, kwargs)
-        above = _take_off(session.mode)  # only the trace's own mode: any other stays on
-        session.paused = above is not None
+        # a pass that builds a graph of its own (create_graph=True: a gradient penalty) keeps the mode
+        # on: its ops are recorded as any others (their values, shapes; their gradients in a later pass)
+        higher = bound is not None and bool(bound.arguments.get("create_graph"))
+        above = None if higher else _take_off(session.mode)  # only the trace's own mode: any other stays on
+        session.paused, session.higher = above is not None, higher
         session.alone = session.paused and torch._C._len_torch_dispatch_stack() == 0
         for tr in traces:
             tr._retain = retain
@@ -280,7 +284,7 @@ class _Functions(TorchFunctionMode):
         finally:
             for tr in traces:
                 tr._retain = False
-            session.paused = session.alone = False
+            session.paused = session.alone = session.higher = False
             if above is not None:
                 _put_back(session.mode, above)
         if func is torch.autograd.grad and bound is not None:
@@ -376,7 +380,7 @@ class Trace:
             raise TypeError(f"trace: model must be a torch.nn.Module or None, got {type(model).__name__}")
         self.model = model
         self.pending: list[tuple[torch.Tensor, str, dict[str, Any], Raw, list[Raw]]] = []
-        self._records = Records(f"graphtrace.trace.{next(_KEYS)}", on_leaf=self._on_leaf)
+        self._records = Records(f"graphtrace.trace.{next(_KEYS)}", on_leaf=self._on_leaf, on_reuse=self._on_reuse)
         self._handles: list[Any] = []
         self._stack: list[tuple[str, str, dict[str, int]]] = []  # (path, static path, calls of children)
         self._top: dict[str, int] = {}
@@ -427,7 +431,14 @@ class Trace:
 
     @property
     def scope(self) -> str:
-        """The module scope the next op is recorded in (``""`` outside the model)."""
+        """The module scope the next op is recorded in (``""`` outside the model); in a backward
+        pass that builds a graph (``create_graph=True``), that of the op whose backward runs."""
+        session = self._session
+        if session is not None and session.higher:
+            fn: Any = torch._C._current_autograd_node()
+            seq = fn.metadata.get(self._records.key) if fn is not None else None
+            if seq is not None:
+                return self._records.nodes[seq].scope or ""
         return self._stack[-1][0] if self._stack else ""
 
     # ---- forward ---------------------------------------------------------------------------------
@@ -470,6 +481,33 @@ class Trace:
             leaf = self._leaves[info.seq] = _Leaf()
         self._handles.append(fn.register_prehook(self._leaf_prehook(leaf, info.seq)))
         self._handles.append(fn.register_hook(self._leaf_posthook(leaf)))
+
+    def _on_reuse(self, c: int, first: int) -> None:
+        """Node ``c`` gets a second user after backward passes reached it through its first,
+        ``first``, alone: the edge between them carried all that ``c`` received so far (the hooks
+        record an edge's own gradient only for a node with several users)."""
+        nodes = self._records.nodes
+        user = nodes[first]
+        if c in user.edges or c in user.edge_kept or first == c:
+            return
+        nr = next((n for s, n in user.spec if s == c), 0)
+        below = nodes[c]
+        if below.leaf is not None:
+            leaf = self._leaves.get(c)
+            if leaf is None or not leaf.passes:
+                return
+            if leaf.total is not None and leaf.total._version == leaf.version:
+                # (summed with later passes; a pass's own gradient may become .grad, changed in place)
+                with torch.no_grad():
+                    user.edge_kept[c] = {nr: leaf.total if leaf.owned else leaf.total.clone()}
+            else:
+                user.edges[c] = leaf.raw
+        elif below.passes:
+            if below.kept is not None:  # kept passes: their gradients, to sum with later ones
+                if nr < len(below.kept) and below.kept[nr] is not None:
+                    user.edge_kept[c] = {nr: below.kept[nr]}
+            elif len(below.sizes) <= 1:
+                user.edges[c] = below.grad
 
     # ---- backward --------------------------------------------------------------------------------
     def _hook(self, info: NodeInfo) -> Any:
@@ -764,6 +802,14 @@ def trace(model: Any = None) -> Trace:
     ``.grad`` itself). Where a sum cannot be kept (a pass after one that did not keep the graph; a
     parameter's gradient changed in place before the next pass: ``zero_grad(set_to_none=False)``,
     clipping) a ``RuntimeWarning`` says so.
+
+    A backward pass that builds a graph of its own (``create_graph=True``: a gradient penalty,
+    higher-order derivatives) is recorded as it runs: its ops (``t``, ``mm``, ``tanh_backward``, whose
+    ``grad_fn`` reads ``...BackwardBackward0`` for the backward of a backward) are nodes with their
+    values and shapes, in the scope of the op whose backward made them, and get their gradients in
+    a later pass like any op. A pass without ``create_graph`` records no op of its own (hooks on the
+    autograd nodes read what it sends) and takes only the trace's dispatch mode off while it runs:
+    a user's dispatch mode (``FlopCounterMode``) sees the same ops with a trace open as without.
 
     Memory: a trace keeps summaries (a few numbers per tensor), never the model's tensors or its
     autograd graph (each autograd node is tagged with its number in its ``metadata``), so a
