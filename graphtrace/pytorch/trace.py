@@ -198,8 +198,12 @@ class _Recorder(TorchDispatchMode):
                 tr.resolve()
         out = func(*args, **(kwargs or {}))
         if _needs_grad(args) or (kwargs and _needs_grad(kwargs.values())):
-            with torch.no_grad():
+            enabled = torch.is_grad_enabled()
+            torch._C._set_grad_enabled(False)  # torch.no_grad() without its context object per op
+            try:
                 session.see(func, out, args, kwargs)
+            finally:
+                torch._C._set_grad_enabled(enabled)
         return out
 
 
