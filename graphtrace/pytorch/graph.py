@@ -167,9 +167,23 @@ class Records:
         return info
 
 
+_META: dict[tuple[Any, Any] | None, dict[str, Any]] = {}
+
+
 def tensor_meta(t: torch.Tensor) -> dict[str, Any]:
-    """shape, dtype and numel of ``t``."""
-    return {"shape": shape_text(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "numel": int(t.numel())}
+    """shape, dtype and numel of ``t`` (a fresh dict; the texts are made once per shape and dtype)."""
+    key: tuple[Any, Any] | None = (t.shape, t.dtype)
+    try:
+        meta = _META.get(key)
+    except TypeError:  # a shape that cannot be hashed (symbolic sizes)
+        meta, key = None, None
+    if meta is None:
+        if len(_META) > 4096:
+            _META.clear()
+        meta = {"shape": shape_text(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "numel": int(t.numel())}
+        if key is not None:
+            _META[key] = meta
+    return dict(meta)
 
 
 def module_paths(model: Any) -> dict[int, tuple[str, str]]:
@@ -297,9 +311,10 @@ def assemble(
     )
     outside_bad = {id(r): int(o["data_nonfinite"]) for r, o in zip(outside, outsides, strict=True)}
     next_data, next_grad = iter(datas), iter(grads)
-    G = nx.DiGraph()
+    no_data, no_grad = empty("data"), empty("grad")
+    prepared: list[tuple[int, dict[str, Any]]] = []
     for i, attrs, data, grad in rows:
-        summary_ = next(next_data) if data is not None else empty("data")
+        summary_ = next(next_data) if data is not None else dict(no_data)
         kind = attrs.pop("unit_counts", None)  # an activation's unit counts, kept with its summary
         e1, e2 = summary_.pop("_e1", math.nan), summary_.pop("_e2", math.nan)
         numel = attrs.get("numel") or 0
@@ -309,13 +324,16 @@ def assemble(
         elif kind == "tanh":
             attrs["saturated_share"] = e1 / numel if numel > 0 and e1 == e1 else math.nan
         attrs.update(summary_)
-        attrs.update(next(next_grad) if grad is not None else empty("grad"))
+        attrs.update(next(next_grad) if grad is not None else no_grad)
         attrs["data_known"], attrs["grad_known"] = data is not None, grad is not None
-        attrs["untracked_nonfinite"] = sum(outside_bad[id(r)] for r in i.untracked)
-        G.add_node(index[i.seq], **attrs)
+        attrs["untracked_nonfinite"] = sum(outside_bad[id(r)] for r in i.untracked) if i.untracked else 0
+        prepared.append((index[i.seq], attrs))
+    G = nx.DiGraph()
+    G.add_nodes_from(prepared)  # one call: its attribute dicts are taken as they are
     edge_stats = {(u, v): e for (u, v, _), e in zip(edge_raws, edge_sums, strict=True)}
     node = G._node
     users = records.users
+    edges: list[tuple[int, int, dict[str, Any]]] = []
     for u, v in records.edges:
         norm, bad, value = math.nan, 0, math.nan
         e = edge_stats.get((u, v))
@@ -331,15 +349,23 @@ def assemble(
                 norm, bad, value = a["grad_norm"], a["grad_nonfinite"], a["grad"]
         if node[index[u]]["numel"] != 1:
             value = math.nan  # the gradient of a one-element source is a number; of a larger one, a norm
-        G.add_edge(index[u], index[v], local_grad=math.nan, grad_norm=norm, grad_nonfinite=bad, grad_value=value)
+        attrs = {"local_grad": math.nan, "grad_norm": norm, "grad_nonfinite": bad, "grad_value": value}
+        edges.append((index[u], index[v], attrs))
+    G.add_edges_from(edges)
     G.graph["root"] = index[root] if root is not None else None
     G.graph["kind"] = "torch"
     return G
 
 
+_OPS: dict[str, str] = {}
+
+
 def _op_of(grad_fn: str) -> str:
-    name = _BACKWARD.sub("", grad_fn) or grad_fn
-    return _CAMEL.sub("_", name).lower()
+    op = _OPS.get(grad_fn)
+    if op is None:
+        name = _BACKWARD.sub("", grad_fn) or grad_fn
+        op = _OPS[grad_fn] = _CAMEL.sub("_", name).lower()
+    return op
 
 
 def _saved_result(fn: Any) -> torch.Tensor | None:

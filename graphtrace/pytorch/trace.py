@@ -166,11 +166,18 @@ class _Session:
 
     def _untracked_inputs(self, args: Any, kwargs: Any) -> list[Raw]:
         """The statistics of an op's floating inputs that are not in the graph (they do not require
-        grad: data, masks, buffers), once per tensor and version: where a NaN may come from outside."""
+        grad: data, masks, buffers), once per tensor and version: where a NaN may come from outside.
+        A leaf input that requires grad (a parameter) is summarised here too, as the op reads it
+        (once per version): its node's values, so that the trace's exit has nothing left to launch
+        for it."""
         found: list[Raw] = []
         for a in (*args, *(kwargs or {}).values()):
             for t in a if isinstance(a, (list, tuple)) else (a,):
-                if not isinstance(t, torch.Tensor) or t.requires_grad or not t.is_floating_point() or t.numel() == 0:
+                if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.numel() == 0:
+                    continue
+                if t.requires_grad:
+                    if t.grad_fn is None:
+                        self.known_raw(t)
                     continue
                 key = id(t)
                 hit = self.seen_inputs.get(key)
@@ -201,8 +208,13 @@ class _Recorder(TorchDispatchMode):
                     tr.resolve()
         out = func(*args, **(kwargs or {}))
         if _needs_grad(args) or (kwargs and _needs_grad(kwargs.values())):
-            with torch.no_grad(), _own_kernels(0):
-                session.see(func, out, args, kwargs)
+            enabled = torch.is_grad_enabled()
+            torch._C._set_grad_enabled(False)  # torch.no_grad() without its context object per op
+            try:
+                with _own_kernels(0):
+                    session.see(func, out, args, kwargs)
+            finally:
+                torch._C._set_grad_enabled(enabled)
         return out
 
 
