@@ -71,7 +71,7 @@ DRAWN = """() => { const n = window.graphtraceNetwork, c = n.body.container.getB
                borderWidth: d.borderWidth, font: d.font && d.font.color, pending: !!(d.shapeProperties &&
                d.shapeProperties.borderDashes && d.color.background === "#f4f4f4"),
                left: tl.x, top: tl.y, right: br.x, bottom: br.y, px: 14 * s }; }),
-    edges: n.body.data.edges.get().map(e => ({ id: e.id, from: e.from, to: e.to, label: e.label || "",
+    edges: n.body.data.edges.get().map(e => ({ id: e.id, from: e.from, to: e.to, label: e.text || "",
       color: e.color && e.color.color })) }; }"""
 
 
@@ -814,10 +814,12 @@ def test_a_torch_resnet_page_shows_shapes_and_tensor_summaries(browser: Any, tmp
     boxes = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.label)")
     assert not any("layer2 \u00d7" in b for b in boxes), boxes
     titles = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => [n.label, n.title])")
-    # a scope of one node is drawn as that node, named after its module: "conv1 · convolution"
-    conv = [t for label, t in titles if "\u00b7 convolution  2×64×8×8" in label]
+    # conv1 opened: its convolution and, beside it, the weight it owns (a parameter sits in its module)
+    conv = [t for label, t in titles if label.startswith("convolution  2×64×8×8")]
     assert conv, titles
-    assert any("conv1 \u00b7 convolution  2×64×8×8" in label for label, _ in titles)
+    assert any(label.startswith("layer1.0.conv1.weight  64×64×3×3") for label, _ in titles), titles
+    # a scope of one node is drawn as that node, named after its module: "relu · relu"
+    assert any(label.startswith("relu \u00b7 relu  2×64×8×8") for label, _ in titles), titles
     assert "shape: 2×64×8×8" in conv[0] and "dtype: float32" in conv[0] and "data: mean " in conv[0]
     assert "grad: mean " in conv[0]
     assert page.errors == [] and page.blocked == []

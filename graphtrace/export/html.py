@@ -40,6 +40,7 @@ SCRIPTS = (
     "data.js",
     "folding.js",
     "layout.js",
+    "labels.js",
     "legend.js",
     "replay.js",
     "details.js",
