@@ -4,11 +4,11 @@
 // layout by columns computed here without recursion. A long left-to-right layout can be wrapped into
 // rows, read like text (wrap): a ResNet's fifteen modules in three rows of five instead of one line too
 // long to read. items: [{id, text, first (its first node, topological), cluster (container id or null)}],
-// links: [{from, to}], clusters: [{id, parent, label}] outermost first.
+// links: [{from, to, text (the number drawn on it, optional)}], clusters: [{id, parent, label}] outermost first.
 GT.layout = (function () {
   "use strict";
   const FONT = "14px ui-monospace, monospace", CHAR_PX = 8.45, LINE_PX = 17, PAD_W = 14, PAD_H = 14;
-  const DAGRE_MAX = 400, MAX_CLUSTERS = 200, MAX_DEPTH = 24;
+  const LABEL_CHAR_PX = 7.3, DAGRE_MAX = 400, MAX_CLUSTERS = 200, MAX_DEPTH = 24;
   let ctx = null;
   // a box's size for its text, as vis-network draws it (monospace 14 px, margin 6)
   function size(text) {
@@ -23,13 +23,13 @@ GT.layout = (function () {
     }
     return { w: Math.ceil(w) + PAD_W, h: lines.length * LINE_PX + PAD_H };
   }
-  function layered(items, links, clusters, dir) {
+  function layered(items, links, clusters, dir, gap) {
     const depth = new Map();
     clusters.forEach(function (c) { depth.set(c.id, c.parent === null ? 0 : depth.get(c.parent) + 1); });
     const nested = clusters.length > 0 && clusters.length <= MAX_CLUSTERS &&
       clusters.every(function (c) { return depth.get(c.id) < MAX_DEPTH; });
     const g = new dagre.graphlib.Graph({ multigraph: false, compound: nested });
-    g.setGraph({ rankdir: dir, nodesep: dir === "LR" ? 30 : 28, ranksep: dir === "LR" ? 64 : 30, edgesep: 8,
+    g.setGraph({ rankdir: dir, nodesep: dir === "LR" ? 30 : 28, ranksep: dir === "LR" ? gap : 30, edgesep: 8,
                  marginx: 0, marginy: 0 });
     g.setDefaultEdgeLabel(function () { return {}; });
     items.forEach(function (it) { g.setNode(it.id, { width: it.w, height: it.h }); });
@@ -53,7 +53,7 @@ GT.layout = (function () {
   }
   // layers by the longest path along links that go forward in topological order (the others are drawn
   // but do not rank), a source just before its first user; within a layer in topological order
-  function columns(items, links, dir) {
+  function columns(items, links, dir, gap) {
     const n = items.length, idx = new Map();
     items.forEach(function (it, j) { idx.set(it.id, j); });
     const order = items.map(function (_, j) { return j; }).sort(function (a, b) { return items[a].first - items[b].first; });
@@ -76,7 +76,7 @@ GT.layout = (function () {
     const cols = new Map();
     order.forEach(function (j) { let c = cols.get(level[j]); if (!c) { cols.set(level[j], c = []); } c.push(j); });
     const keys = Array.from(cols.keys()).sort(function (a, b) { return a - b; });
-    const lr = dir === "LR", GAP_MAIN = lr ? 60 : 40, GAP_CROSS = lr ? 16 : 24;
+    const lr = dir === "LR", GAP_MAIN = lr ? gap : 40, GAP_CROSS = lr ? 16 : 24;
     const pos = new Map();
     let at = 0;
     keys.forEach(function (key) {
@@ -94,15 +94,23 @@ GT.layout = (function () {
     });
     return { pos: pos, clusters: [], dir: dir, engine: "columns" };
   }
+  // the gap between layers left to right: room for the widest number drawn on an edge (GT.labels,
+  // 12 px monospace) between two boxes, so it sits on neither (the small CNN's "0.06303" did)
+  function labelGap(links) {
+    let most = 0;
+    links.forEach(function (l) { if (l.text && l.text.length > most) { most = l.text.length; } });
+    return Math.max(64, Math.ceil(most * LABEL_CHAR_PX) + 24);
+  }
   function layout(items, links, clusters, dir) {
     let out;
+    const gap = labelGap(links);
     if (items.length > DAGRE_MAX) {
-      out = columns(items, links, dir);
+      out = columns(items, links, dir, gap);
     } else {
       try {
-        out = layered(items, links, clusters, dir);
+        out = layered(items, links, clusters, dir, gap);
       } catch (err) {  // e.g. "Maximum call stack size exceeded" inside dagre: lay out without it
-        out = columns(items, links, dir);
+        out = columns(items, links, dir, gap);
       }
     }
     out.bounds = bounds(items, out);

@@ -220,6 +220,9 @@ GT.view = function (M, T, network, hooks) {
       items.forEach(function (it) { it.cluster = clusterOf(containerOf(it)); });
       mergeChains(items, clusters);
     }
+    if (items.length <= BIG) {  // the numbers drawn on the edges (the layout leaves room for them)
+      c.links.forEach(function (m) { if (m.text === undefined) { m.text = edgeLabel(m); } });
+    }
     return GT.layout.layout(items, c.links, clusters, dir);
   }
   // a container holding nothing but one other container is drawn as one ("parameters / MLP / Layer1"):
