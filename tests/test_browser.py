@@ -71,7 +71,7 @@ DRAWN = """() => { const n = window.graphtraceNetwork, c = n.body.container.getB
                borderWidth: d.borderWidth, font: d.font && d.font.color, pending: !!(d.shapeProperties &&
                d.shapeProperties.borderDashes && d.color.background === "#f4f4f4"),
                left: tl.x, top: tl.y, right: br.x, bottom: br.y, px: 14 * s }; }),
-    edges: n.body.data.edges.get().map(e => ({ id: e.id, from: e.from, to: e.to, label: e.text || "",
+    edges: n.body.data.edges.get().map(e => ({ id: e.id, from: e.from, to: e.to, label: e.text || e.label || "",
       color: e.color && e.color.color })) }; }"""
 
 
@@ -832,7 +832,7 @@ SIZES = [(1280, 800), (1920, 1080)]
 
 def _first_view_pages(tmp: Path) -> dict[str, Path]:
     """The pages a newcomer opens first: the seed, one sample and a whole training step of the demo MLP,
-    a small CNN and a 6-block GPT-style model traced with gt.pytorch.trace."""
+    a small CNN, a 6-block GPT-style model and a ResNet-18 traced with gt.pytorch.trace."""
     import random
 
     from graphtrace.train import moons_demo, svm_loss
@@ -874,6 +874,13 @@ def _first_view_pages(tmp: Path) -> dict[str, Path]:
     with gt.pytorch.trace(cnn) as tr:
         cnn(torch.randn(2, 3, 16, 16)).square().mean().backward()
     out["cnn"] = gt.to_html(tr.graph, tmp / "cnn.html")
+    from torch_models import ResNet18
+
+    resnet = ResNet18(classes=10)
+    with gt.pytorch.trace(resnet) as tr:
+        x, y = torch.randn(2, 3, 32, 32), torch.tensor([1, 2])
+        torch.nn.functional.cross_entropy(resnet(x), y).backward()
+    out["resnet"] = gt.to_html(tr.graph, tmp / "resnet.html")
     gpt = GPT2(n_layer=6, n_head=4, n_embd=64, vocab_size=256, block_size=32)
     out["gpt"] = gt.to_html(traced_step(gpt), tmp / "gpt.html")  # type: ignore[arg-type]
     return out
@@ -916,6 +923,106 @@ def test_every_first_view_fits_the_window_and_reads(
     page.page.click("#gt-fit")
     again = drawn(page)
     assert _inside(again) == [] and all(d["px"] >= 10 for d in again["items"])
+    assert page.errors == [] and page.blocked == []
+    page.page.close()
+
+
+# what is written on the graph, as rectangles in CSS px of the graph's area: every box (its label is its
+# rectangle), every number drawn on an edge, every container's name (drawn at the top left of its frame)
+WRITTEN = """() => { const n = window.graphtraceNetwork;
+  const dom = (l, t, r, b) => { const a = n.canvasToDOM({x: l, y: t}), c = n.canvasToDOM({x: r, y: b});
+                                return {left: a.x, top: a.y, right: c.x, bottom: c.y}; };
+  const boxes = n.body.data.nodes.get().map(d => { const b = n.getBoundingBox(d.id);
+    return Object.assign({kind: "box", text: d.label.split("\\n")[0]}, dom(b.left, b.top, b.right, b.bottom)); });
+  const numbers = window.graphtraceEdgeLabels ? window.graphtraceEdgeLabels().map(l =>
+      ({kind: "edge", text: l.text, left: l.left, top: l.top, right: l.right, bottom: l.bottom}))
+    : Object.values(n.body.edges).filter(e => e.options.label).map(e => { const z = e.labelModule.size;
+      return Object.assign({kind: "edge", text: e.options.label},
+                           dom(z.left, z.top, z.left + z.width, z.top + z.height)); });
+  const ctx = document.createElement("canvas").getContext("2d");
+  ctx.font = "14px ui-monospace, monospace";
+  const names = window.graphtraceClusters().map(c => { const x = c.x - c.width / 2 - 10, y = c.y - c.height / 2 - 22;
+    return Object.assign({kind: "name", text: c.label},
+                         dom(x + 6, y + 4, x + 6 + ctx.measureText(c.label).width, y + 18)); });
+  return boxes.concat(numbers, names); }"""
+
+
+def _overlapping(written: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The pairs of things written on the graph whose rectangles overlap (by more than 1 px each way)."""
+    out = []
+    for j, a in enumerate(written):
+        for b in written[j + 1 :]:
+            w = min(a["right"], b["right"]) - max(a["left"], b["left"])
+            h = min(a["bottom"], b["bottom"]) - max(a["top"], b["top"])
+            if w > 1 and h > 1:
+                out.append((f"{a['kind']} {a['text']}", f"{b['kind']} {b['text']}"))
+    return out
+
+
+def _reaches(edges: list[dict[str, Any]], a: str, b: str) -> bool:
+    step: dict[str, list[str]] = {}
+    for e in edges:
+        step.setdefault(e["from"], []).append(e["to"])
+    seen, todo = {a}, [a]
+    while todo:
+        for nxt in step.get(todo.pop(), []):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return b in seen
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["1280x800", "1920x1080"])
+@pytest.mark.parametrize("name", ["resnet", "gpt", "cnn", "step"])
+def test_a_models_first_view_shows_its_parts_inside_the_window_at_11px_with_nothing_written_over(
+    browser: Any, first_view_pages: dict[str, Path], name: str, size: tuple[int, int]
+) -> None:
+    """As TensorBoard's graph dashboard: the model's own modules, repeated blocks grouped "×N", the whole
+    hierarchy on the screen, every box's label, every number on an edge and every container's name
+    readable and clear of each other."""
+    if name not in first_view_pages:
+        pytest.skip("torch is not installed")
+    page = Page(browser, size)
+    page.open(first_view_pages[name])
+    view = drawn(page)
+    written = page.page.evaluate(WRITTEN)
+    assert _inside(view) == [], _inside(view)  # every box wholly inside the graph's area
+    assert all(d["px"] >= 11 for d in view["items"]), view["scale"] * 14  # labels >= 11 CSS px
+    assert _overlapping(written) == []
+    labels = [d["label"].split("\n")[0] for d in view["items"]]
+    shown = " | ".join(labels)
+
+    def box(name: str) -> dict[str, Any] | None:  # a module drawn as a box, or as its one op ("relu · relu")
+        return next(
+            (
+                d
+                for d in view["items"]
+                if d["label"].startswith(("\u25b8 " + name + "  ", "\u25a4 " + name + "  ", name + " \u00b7 "))
+            ),
+            None,
+        )
+
+    if name == "resnet":  # ResNet18's children, layer1's two alike blocks as one stack
+        for module in ("conv1", "bn1", "maxpool", "layer1 \u00d72", "layer2", "layer3", "layer4", "avgpool", "fc"):
+            assert box(module) is not None, (module, shown)
+        assert box("layer1 \u00d72")["id"].startswith("g")  # type: ignore[index]
+    if name == "gpt":  # embedding -> the six blocks as one box -> the head
+        stack, head = box("h \u00d76"), box("lm_head")
+        embedding = next((d for d in view["items"] if d["label"].startswith("wte \u00b7 embedding")), None)
+        assert stack is not None and head is not None and embedding is not None, shown
+        assert _reaches(view["edges"], embedding["id"], stack["id"]) and _reaches(
+            view["edges"], stack["id"], head["id"]
+        )
+    if name == "cnn":  # a small model fills the window in one direction at least, zoomed to fit
+        width = max(d["right"] for d in view["items"]) - min(d["left"] for d in view["items"])
+        height = max(d["bottom"] for d in view["items"]) - min(d["top"] for d in view["items"])
+        assert width > 0.85 * view["width"] or height > 0.85 * view["height"], (
+            width,
+            height,
+            view["width"],
+            view["height"],
+        )
+        assert len(labels) >= 9, shown  # its layers, not one box
     assert page.errors == [] and page.blocked == []
     page.page.close()
 

@@ -393,7 +393,10 @@ GT.view = function (M, T, network, hooks) {
   // labels >= 10.5 px), those that explain the model first: a box whose inside has two or more named
   // parts (a model's modules; a stack's block: its attention and MLP), biggest first; a box of bare ops
   // or of copies of one part (a Linear's t and addmm, layer2's two blocks) only when no box of the
-  // first kind could open, so the view shows a model's structure rather than one module's ops
+  // first kind could open, so the view shows a model's structure rather than one module's ops. A stack
+  // inside a structure already shown stays folded: "h ×6" between the embeddings and the head is the
+  // summary (one block opened beside them is wrapped into rows that read worse); a stack opens first
+  // only when nothing else shows structure (the training step's "MLP ×100")
   function firstView() {
     if (!P.fold) { T.openAll(); return render("fit"); }
     const noAuto = new Set(P.noAuto);
@@ -403,7 +406,7 @@ GT.view = function (M, T, network, hooks) {
     for (;;) {
       const cands = c.items.filter(function (it) {
         return it.kind !== "n" && T.childItems[it.ref] > 1 && !(T.parent[it.ref] === 0 ? noAuto.has(T.sname[it.ref]) : noAuto.has(T.sname[top(it.ref)])) &&
-          (!structure || T.parts(it.ref) >= 2);
+          (!structure || (T.parts(it.ref) >= 2 && it.kind !== "g"));
       }).sort(function (a, b) {
         return ((T.parts(b.ref) >= 2) - (T.parts(a.ref) >= 2)) || (size(b) - size(a));
       });
