@@ -1143,6 +1143,56 @@ def test_a_chain_through_thousands_of_sibling_scopes_draws(browser: Any, tmp_pat
         page.page.close()
 
 
+def _crossings(page: Page, among: str) -> int:
+    """How many pairs of drawn edges cross, counting the edges between boxes whose labels start with
+    ``among`` that run forward along a row (each as the straight line vis-network draws between the two
+    boxes' centres; an edge down to the next row of a wrapped layout is a curve, left out)."""
+    segs = page.page.evaluate(
+        """(among) => { const n = window.graphtraceNetwork, p = n.getPositions(), lab = {};
+             n.body.data.nodes.get().forEach(d => { lab[d.id] = d.label; });
+             return n.body.data.edges.get().filter(e => lab[e.from].startsWith(among) && lab[e.to].startsWith(among))
+                      .map(e => [p[e.from].x, p[e.from].y, p[e.to].x, p[e.to].y]).filter(s => s[0] < s[2]); }""",
+        among,
+    )
+
+    def side(ax: float, ay: float, bx: float, by: float, cx: float, cy: float) -> float:
+        return (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
+
+    count = 0
+    for j, (a, b, c, d) in enumerate(segs):
+        for e, f, g, h in segs[j + 1 :]:
+            if {(a, b), (c, d)} & {(e, f), (g, h)}:
+                continue  # edges sharing a box meet there, they do not cross
+            if (
+                side(a, b, c, d, e, f) * side(a, b, c, d, g, h) < 0
+                and side(e, f, g, h, a, b) * side(e, f, g, h, c, d) < 0
+            ):
+                count += 1
+    return count
+
+
+def test_a_view_of_hundreds_of_boxes_is_laid_out_with_few_crossings(browser: Any, tmp_path: Path) -> None:
+    """Past 400 boxes the page lays out by columns itself (dagre takes too long): each column is ordered
+    to cross less, not left in the order the nodes were made. Here each layer of 20 takes the one before
+    in reverse: in creation order every pair of edges between two layers crosses (190 per layer), and
+    ordered by where their inputs are none need to."""
+    width, depth = 20, 24
+    layer = [Value(float(k), label=f"t0_{k}") for k in range(width)]
+    for d in range(1, depth):
+        layer = [layer[width - 1 - k].tanh() for k in range(width)]
+        for k, v in enumerate(layer):
+            v.label = f"t{d}_{k}"
+    root = sum(layer, Value(0.0))
+    root.label = "out"
+    root.backward()
+    page = Page(browser)
+    page.open(gt.to_html(root, tmp_path / "crossings.html", collapse=False))
+    assert _count(page) > 400 and page.errors == []
+    crossings = _crossings(page, "t")
+    assert crossings <= 0.02 * (depth - 1) * width * (width - 1) / 2, crossings
+    page.page.close()
+
+
 # ---- torch pages that explain themselves, search and details, legends and title (#27 items 4-6) ----------
 def _legend(page: Page) -> str:
     return page.page.inner_text("#gt-legend")
