@@ -71,7 +71,7 @@ DRAWN = """() => { const n = window.graphtraceNetwork, c = n.body.container.getB
                borderWidth: d.borderWidth, font: d.font && d.font.color, pending: !!(d.shapeProperties &&
                d.shapeProperties.borderDashes && d.color.background === "#f4f4f4"),
                left: tl.x, top: tl.y, right: br.x, bottom: br.y, px: 14 * s }; }),
-    edges: n.body.data.edges.get().map(e => ({ id: e.id, from: e.from, to: e.to, label: e.label || "",
+    edges: n.body.data.edges.get().map(e => ({ id: e.id, from: e.from, to: e.to, label: e.text || e.label || "",
       color: e.color && e.color.color })) }; }"""
 
 
@@ -814,10 +814,12 @@ def test_a_torch_resnet_page_shows_shapes_and_tensor_summaries(browser: Any, tmp
     boxes = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.label)")
     assert not any("layer2 \u00d7" in b for b in boxes), boxes
     titles = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => [n.label, n.title])")
-    # a scope of one node is drawn as that node, named after its module: "conv1 · convolution"
-    conv = [t for label, t in titles if "\u00b7 convolution  2×64×8×8" in label]
+    # conv1 opened: its convolution and, beside it, the weight it owns (a parameter sits in its module)
+    conv = [t for label, t in titles if label.startswith("convolution  2×64×8×8")]
     assert conv, titles
-    assert any("conv1 \u00b7 convolution  2×64×8×8" in label for label, _ in titles)
+    assert any(label.startswith("layer1.0.conv1.weight  64×64×3×3") for label, _ in titles), titles
+    # a scope of one node is drawn as that node, named after its module: "relu · relu"
+    assert any(label.startswith("relu \u00b7 relu  2×64×8×8") for label, _ in titles), titles
     assert "shape: 2×64×8×8" in conv[0] and "dtype: float32" in conv[0] and "data: mean " in conv[0]
     assert "grad: mean " in conv[0]
     assert page.errors == [] and page.blocked == []
@@ -830,7 +832,7 @@ SIZES = [(1280, 800), (1920, 1080)]
 
 def _first_view_pages(tmp: Path) -> dict[str, Path]:
     """The pages a newcomer opens first: the seed, one sample and a whole training step of the demo MLP,
-    a small CNN and a 6-block GPT-style model traced with gt.pytorch.trace."""
+    a small CNN, a 6-block GPT-style model and a ResNet-18 traced with gt.pytorch.trace."""
     import random
 
     from graphtrace.train import moons_demo, svm_loss
@@ -872,6 +874,13 @@ def _first_view_pages(tmp: Path) -> dict[str, Path]:
     with gt.pytorch.trace(cnn) as tr:
         cnn(torch.randn(2, 3, 16, 16)).square().mean().backward()
     out["cnn"] = gt.to_html(tr.graph, tmp / "cnn.html")
+    from torch_models import ResNet18
+
+    resnet = ResNet18(classes=10)
+    with gt.pytorch.trace(resnet) as tr:
+        x, y = torch.randn(2, 3, 32, 32), torch.tensor([1, 2])
+        torch.nn.functional.cross_entropy(resnet(x), y).backward()
+    out["resnet"] = gt.to_html(tr.graph, tmp / "resnet.html")
     gpt = GPT2(n_layer=6, n_head=4, n_embd=64, vocab_size=256, block_size=32)
     out["gpt"] = gt.to_html(traced_step(gpt), tmp / "gpt.html")  # type: ignore[arg-type]
     return out
@@ -914,6 +923,106 @@ def test_every_first_view_fits_the_window_and_reads(
     page.page.click("#gt-fit")
     again = drawn(page)
     assert _inside(again) == [] and all(d["px"] >= 10 for d in again["items"])
+    assert page.errors == [] and page.blocked == []
+    page.page.close()
+
+
+# what is written on the graph, as rectangles in CSS px of the graph's area: every box (its label is its
+# rectangle), every number drawn on an edge, every container's name (drawn at the top left of its frame)
+WRITTEN = """() => { const n = window.graphtraceNetwork;
+  const dom = (l, t, r, b) => { const a = n.canvasToDOM({x: l, y: t}), c = n.canvasToDOM({x: r, y: b});
+                                return {left: a.x, top: a.y, right: c.x, bottom: c.y}; };
+  const boxes = n.body.data.nodes.get().map(d => { const b = n.getBoundingBox(d.id);
+    return Object.assign({kind: "box", text: d.label.split("\\n")[0]}, dom(b.left, b.top, b.right, b.bottom)); });
+  const numbers = window.graphtraceEdgeLabels ? window.graphtraceEdgeLabels().map(l =>
+      ({kind: "edge", text: l.text, left: l.left, top: l.top, right: l.right, bottom: l.bottom}))
+    : Object.values(n.body.edges).filter(e => e.options.label).map(e => { const z = e.labelModule.size;
+      return Object.assign({kind: "edge", text: e.options.label},
+                           dom(z.left, z.top, z.left + z.width, z.top + z.height)); });
+  const ctx = document.createElement("canvas").getContext("2d");
+  ctx.font = "14px ui-monospace, monospace";
+  const names = window.graphtraceClusters().map(c => { const x = c.x - c.width / 2 - 10, y = c.y - c.height / 2 - 22;
+    return Object.assign({kind: "name", text: c.label},
+                         dom(x + 6, y + 4, x + 6 + ctx.measureText(c.label).width, y + 18)); });
+  return boxes.concat(numbers, names); }"""
+
+
+def _overlapping(written: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The pairs of things written on the graph whose rectangles overlap (by more than 1 px each way)."""
+    out = []
+    for j, a in enumerate(written):
+        for b in written[j + 1 :]:
+            w = min(a["right"], b["right"]) - max(a["left"], b["left"])
+            h = min(a["bottom"], b["bottom"]) - max(a["top"], b["top"])
+            if w > 1 and h > 1:
+                out.append((f"{a['kind']} {a['text']}", f"{b['kind']} {b['text']}"))
+    return out
+
+
+def _reaches(edges: list[dict[str, Any]], a: str, b: str) -> bool:
+    step: dict[str, list[str]] = {}
+    for e in edges:
+        step.setdefault(e["from"], []).append(e["to"])
+    seen, todo = {a}, [a]
+    while todo:
+        for nxt in step.get(todo.pop(), []):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return b in seen
+
+
+@pytest.mark.parametrize("size", SIZES, ids=["1280x800", "1920x1080"])
+@pytest.mark.parametrize("name", ["resnet", "gpt", "cnn", "step"])
+def test_a_models_first_view_shows_its_parts_inside_the_window_at_11px_with_nothing_written_over(
+    browser: Any, first_view_pages: dict[str, Path], name: str, size: tuple[int, int]
+) -> None:
+    """As TensorBoard's graph dashboard: the model's own modules, repeated blocks grouped "×N", the whole
+    hierarchy on the screen, every box's label, every number on an edge and every container's name
+    readable and clear of each other."""
+    if name not in first_view_pages:
+        pytest.skip("torch is not installed")
+    page = Page(browser, size)
+    page.open(first_view_pages[name])
+    view = drawn(page)
+    written = page.page.evaluate(WRITTEN)
+    assert _inside(view) == [], _inside(view)  # every box wholly inside the graph's area
+    assert all(d["px"] >= 11 for d in view["items"]), view["scale"] * 14  # labels >= 11 CSS px
+    assert _overlapping(written) == []
+    labels = [d["label"].split("\n")[0] for d in view["items"]]
+    shown = " | ".join(labels)
+
+    def box(name: str) -> dict[str, Any] | None:  # a module drawn as a box, or as its one op ("relu · relu")
+        return next(
+            (
+                d
+                for d in view["items"]
+                if d["label"].startswith(("\u25b8 " + name + "  ", "\u25a4 " + name + "  ", name + " \u00b7 "))
+            ),
+            None,
+        )
+
+    if name == "resnet":  # ResNet18's children, layer1's two alike blocks as one stack
+        for module in ("conv1", "bn1", "maxpool", "layer1 \u00d72", "layer2", "layer3", "layer4", "avgpool", "fc"):
+            assert box(module) is not None, (module, shown)
+        assert box("layer1 \u00d72")["id"].startswith("g")  # type: ignore[index]
+    if name == "gpt":  # embedding -> the six blocks as one box -> the head
+        stack, head = box("h \u00d76"), box("lm_head")
+        embedding = next((d for d in view["items"] if d["label"].startswith("wte \u00b7 embedding")), None)
+        assert stack is not None and head is not None and embedding is not None, shown
+        assert _reaches(view["edges"], embedding["id"], stack["id"]) and _reaches(
+            view["edges"], stack["id"], head["id"]
+        )
+    if name == "cnn":  # a small model fills the window in one direction at least, zoomed to fit
+        width = max(d["right"] for d in view["items"]) - min(d["left"] for d in view["items"])
+        height = max(d["bottom"] for d in view["items"]) - min(d["top"] for d in view["items"])
+        assert width > 0.85 * view["width"] or height > 0.85 * view["height"], (
+            width,
+            height,
+            view["width"],
+            view["height"],
+        )
+        assert len(labels) >= 9, shown  # its layers, not one box
     assert page.errors == [] and page.blocked == []
     page.page.close()
 
@@ -1032,6 +1141,56 @@ def test_a_chain_through_thousands_of_sibling_scopes_draws(browser: Any, tmp_pat
         out = next(d for d in view["items"] if d["label"].startswith(("out", "\u25b8 " + names[n - 1])))
         assert view["scale"] * 14 >= 10 and out not in _inside(view, [out])
         page.page.close()
+
+
+def _crossings(page: Page, among: str) -> int:
+    """How many pairs of drawn edges cross, counting the edges between boxes whose labels start with
+    ``among`` that run forward along a row (each as the straight line vis-network draws between the two
+    boxes' centres; an edge down to the next row of a wrapped layout is a curve, left out)."""
+    segs = page.page.evaluate(
+        """(among) => { const n = window.graphtraceNetwork, p = n.getPositions(), lab = {};
+             n.body.data.nodes.get().forEach(d => { lab[d.id] = d.label; });
+             return n.body.data.edges.get().filter(e => lab[e.from].startsWith(among) && lab[e.to].startsWith(among))
+                      .map(e => [p[e.from].x, p[e.from].y, p[e.to].x, p[e.to].y]).filter(s => s[0] < s[2]); }""",
+        among,
+    )
+
+    def side(ax: float, ay: float, bx: float, by: float, cx: float, cy: float) -> float:
+        return (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
+
+    count = 0
+    for j, (a, b, c, d) in enumerate(segs):
+        for e, f, g, h in segs[j + 1 :]:
+            if {(a, b), (c, d)} & {(e, f), (g, h)}:
+                continue  # edges sharing a box meet there, they do not cross
+            if (
+                side(a, b, c, d, e, f) * side(a, b, c, d, g, h) < 0
+                and side(e, f, g, h, a, b) * side(e, f, g, h, c, d) < 0
+            ):
+                count += 1
+    return count
+
+
+def test_a_view_of_hundreds_of_boxes_is_laid_out_with_few_crossings(browser: Any, tmp_path: Path) -> None:
+    """Past 400 boxes the page lays out by columns itself (dagre takes too long): each column is ordered
+    to cross less, not left in the order the nodes were made. Here each layer of 20 takes the one before
+    in reverse: in creation order every pair of edges between two layers crosses (190 per layer), and
+    ordered by where their inputs are none need to."""
+    width, depth = 20, 24
+    layer = [Value(float(k), label=f"t0_{k}") for k in range(width)]
+    for d in range(1, depth):
+        layer = [layer[width - 1 - k].tanh() for k in range(width)]
+        for k, v in enumerate(layer):
+            v.label = f"t{d}_{k}"
+    root = sum(layer, Value(0.0))
+    root.label = "out"
+    root.backward()
+    page = Page(browser)
+    page.open(gt.to_html(root, tmp_path / "crossings.html", collapse=False))
+    assert _count(page) > 400 and page.errors == []
+    crossings = _crossings(page, "t")
+    assert crossings <= 0.02 * (depth - 1) * width * (width - 1) / 2, crossings
+    page.page.close()
 
 
 # ---- torch pages that explain themselves, search and details, legends and title (#27 items 4-6) ----------

@@ -40,6 +40,7 @@ SCRIPTS = (
     "data.js",
     "folding.js",
     "layout.js",
+    "labels.js",
     "legend.js",
     "replay.js",
     "details.js",
@@ -178,8 +179,9 @@ def to_html(
     Consecutive sibling instances with the same structure (same ops, wiring and inner scope names:
     ``MLP[0]`` … ``MLP[99]``, a torch ``ModuleList``'s blocks) fold into one stack ("MLP ×100"), whose
     boxes show the min … median … max of the instances' outputs; opened, it shows one instance (picked
-    in the header). Edges between boxes are merged into one per pair with a count. Parameters sit in a
-    box ``parameters`` (then by module path); model inputs and the other nodes recorded outside any
+    in the header). Edges between boxes are merged into one per pair with a count. A parameter sits in
+    the module using it (a torch model's ``conv1.weight`` in ``conv1``), else (a model called once per
+    sample) in a box ``parameters``, by module path; model inputs and the other nodes recorded outside any
     scope form the boxes ``(inputs)`` and ``(outside any scope)`` when there are more than 15 of each.
     A trace without scopes shows every node. Click a box to open it; double-click inside an opened
     scope to close it; the search box finds a node (by label, id, or a parameter's dotted name), the

@@ -49,6 +49,7 @@ _ROLE_INDEX = {role: i for i, role in enumerate(ROLE_COLORS)}
 _INT32 = 2**31 - 1
 _UNSAFE = re.compile(r"[^0-9A-Za-z_]+")
 _INDEX = re.compile(r"\[\d+\]$")
+_INDEXED_SEGMENT = re.compile(r"^(.+)\[(\d+)\]$")
 
 
 def _fmt(x: Any) -> str:
@@ -170,6 +171,55 @@ class _ScopeTree:
         return k
 
 
+def _module_lists(
+    pairs: list[tuple[int, str]], found: list[tuple[str, list[int]]]
+) -> tuple[list[tuple[int, str]], list[int], list[int]] | None:
+    """The scope tree with a scope for each torch ``Sequential``/``ModuleList`` whose children do not all
+    fold into one stack: the bridge names the children ``layer2[0]``, ``layer2[1]`` (the container has no
+    ops of its own, so no scope), which would show as siblings of ``conv1``; grouped, ``ResNet18`` shows
+    ``layer1 ×2`` and the boxes ``layer2`` … ``layer4``, as its modules are. A family is a container's
+    children when it counts from ``[0]`` (a module's later calls count from ``[1]``) and no sibling has the
+    container's name. None when nothing is grouped; else (pairs, the added scopes, old index -> new)."""
+    families: dict[tuple[int, str], list[int]] = {}
+    names: set[tuple[int, str]] = set()
+    for k in range(1, len(pairs)):
+        parent, seg = pairs[k]
+        names.add((parent, seg))
+        m = _INDEXED_SEGMENT.match(seg)
+        if m is not None:
+            families.setdefault((parent, m[1]), []).append(k)
+    whole = {tuple(sorted(run)) for _, run in found}
+    grouped = {
+        key: members
+        for key, members in families.items()
+        if len(members) > 1
+        and key not in names
+        and any(pairs[k][1].endswith("[0]") for k in members)
+        and tuple(sorted(members)) not in whole
+    }
+    if not grouped:
+        return None
+    member_of = {k: key for key, members in grouped.items() for k in members}
+    out: list[tuple[int, str]] = [(-1, "")]
+    new_index = [0] * len(pairs)
+    made: dict[tuple[int, str], int] = {}
+    virtual: list[int] = []
+    for k in range(1, len(pairs)):
+        parent, seg = pairs[k]
+        up = new_index[parent]
+        key = member_of.get(k)
+        if key is not None:
+            v = made.get(key)
+            if v is None:
+                v = made[key] = len(out)
+                out.append((up, key[1]))
+                virtual.append(v)
+            up = v
+        new_index[k] = len(out)
+        out.append((up, seg))
+    return out, virtual, new_index
+
+
 def page_data(
     G: nx.DiGraph, *, fold: bool, budget: int, colors: tuple[str, dict[Hashable, float]] | None = None
 ) -> dict[str, Any]:
@@ -186,10 +236,22 @@ def page_data(
     outside = sum(1 for n in order if not node[n].get("scope")) - len(inputs)
     group_inputs, group_outside = len(inputs) > budget, outside > budget
 
+    def owner(n: Any, path: str) -> str:
+        """The innermost scope holding parameter n's module and every op using it ("" if none does: a
+        model called per sample, or twice)."""
+        segs = path.split("/")
+        for c in succ[n]:
+            user = str(node[c].get("scope", "")).split("/")
+            k = 0
+            while k < len(segs) and k < len(user) and segs[k] == user[k]:
+                k += 1
+            segs = segs[:k]
+        return "/".join(segs)
+
     def shown_path(n: Any, a: dict[str, Any]) -> str:
         path = str(a.get("scope", ""))
         if a.get("role") == "parameter" and path:
-            return f"{PARAMETERS}/{path}"
+            return owner(n, path) or f"{PARAMETERS}/{path}"
         if path:
             return path
         if n in inputs:
@@ -205,6 +267,7 @@ def page_data(
     # ids: none when they are the row numbers, else base64 when they are all int32, else a list
     id_column = (None if int_ids == list(range(len(ids))) else _ints(int_ids)) if len(int_ids) == len(ids) else ids
     scope_of = [tree.index(shown_path(n, a)) for n, a in zip(order, attrs, strict=True)]
+    tensors = is_tensor_trace(G)
     role_of = [_ROLE_INDEX[roles[n]] for n in order]
     op_text = [str(a.get("op", "")) for a in attrs]
     ops = _words(op_text)
@@ -222,7 +285,6 @@ def page_data(
         "src": _ints(sources),
         "lg": _floats([_float(e.get("local_grad", math.nan)) for v in order for e in pred[v].values()]),
     }
-    tensors = is_tensor_trace(G)
     if tensors:
         columns["shape"] = _words([str(a.get("shape", "")) for a in attrs])
         columns["info"] = _words([tensor_info(a) for a in attrs])
@@ -233,11 +295,22 @@ def page_data(
         )
         columns["gn"] = _floats([_float(e.get("grad_norm", math.nan)) for v in order for e in pred[v].values()])
         columns["gbad"] = _ints([int(e.get("grad_nonfinite", 0) or 0) for v in order for e in pred[v].values()])
+    pairs = tree.pairs
+    found = stacks(pairs, scope_of, op_of, role_of, nargs, sources) if fold else []
+    virtual: list[int] = []
+    if fold and tensors:
+        regrouped = _module_lists(pairs, found)
+        if regrouped is not None:
+            pairs, virtual, new_index = regrouped
+            scope_of = [new_index[k] for k in scope_of]
+            columns["scope"] = _ints(scope_of)
+            found = stacks(pairs, scope_of, op_of, role_of, nargs, sources)
     root = G.graph.get("root")
     data: dict[str, Any] = {
         "columns": columns,
-        "scopes": [list(p) for p in tree.pairs],
-        "stacks": stacks(tree.pairs, scope_of, op_of, role_of, nargs, sources) if fold else [],
+        "scopes": [list(p) for p in pairs],
+        "virtual": virtual,
+        "stacks": found,
         "kind": "tensor" if tensors else "scalar",
         "name": trace_name(G),
         "root": index[root] if root is not None and root in index else -1,

@@ -6,6 +6,10 @@ GT.folding = function (M) {
   "use strict";
   const P = M.P, S = P.scopes, nS = S.length;
   const parent = new Int32Array(nS), sname = new Array(nS), depth = new Int32Array(nS);
+  // the scopes the exporter added for a torch Sequential/ModuleList (payload.py): drawn as scopes, left
+  // out of paths (its children are recorded as "ResNet18/layer2[0]", not "ResNet18/layer2/layer2[0]")
+  const virtual = new Uint8Array(nS);
+  (P.virtual || []).forEach(function (k) { virtual[k] = 1; });
   for (let k = 0; k < nS; k++) {
     parent[k] = k === 0 ? -1 : S[k][0];
     sname[k] = k === 0 ? "" : S[k][1];
@@ -31,14 +35,20 @@ GT.folding = function (M) {
     if (kids === null) {
       kids = new Array(nS);
       for (let j = 0; j < nS; j++) { kids[j] = null; }
-      for (let j = 1; j < nS; j++) { (kids[parent[j]] || (kids[parent[j]] = new Map())).set(sname[j], j); }
+      for (let j = 1; j < nS; j++) {
+        (kids[parent[j]] || (kids[parent[j]] = new Map())).set(sname[j], j);
+        // a child of an added scope is found by its recorded path too (from the scope above)
+        for (let up = parent[j]; up > 0 && virtual[up]; up = parent[up]) {
+          (kids[parent[up]] || (kids[parent[up]] = new Map())).set(sname[j], j);
+        }
+      }
     }
     const m = kids[k];
     return m ? m.get(seg) : undefined;
   }
   function spath(k) {  // the full path (walking the parents: no path is stored, scopes nest 10,000 deep)
     const segs = [];
-    while (k > 0) { segs.push(sname[k]); k = parent[k]; }
+    for (let j = k; j > 0; j = parent[j]) { if (j === k || !virtual[j]) { segs.push(sname[j]); } }
     return segs.reverse().join("/");
   }
   // a scope by its path ("MLP[3]/Layer0"), -1 if none; "" is the root
@@ -154,12 +164,50 @@ GT.folding = function (M) {
     }
     return holds.get(k) || [];
   }
+  // an open stack shows one instance; an edge between another instance and the rest of the graph is
+  // drawn from (or to) the same node of the instance shown: blocks[5]'s output feeds ln_f, drawn from
+  // the output of the block shown (else what follows a stack would float unconnected)
+  let twinAt = null;
+  function stackOfNode(i) { const m = instOf[M.scope[i]]; return m < 0 ? -1 : foldOf[m]; }
+  function twinNode(i) {
+    const m = instOf[M.scope[i]];
+    if (m < 0) { return -1; }
+    if (twinAt === null) {  // each node's position inside its instance, each instance's nodes (first use)
+      twinAt = { pos: new Int32Array(M.n).fill(-1), nodes: new Map() };
+      for (let j = 0; j < M.n; j++) {
+        const mm = instOf[M.scope[j]];
+        if (mm < 0) { continue; }
+        let list = twinAt.nodes.get(mm);
+        if (list === undefined) { twinAt.nodes.set(mm, list = []); }
+        twinAt.pos[j] = list.length;
+        list.push(j);
+      }
+    }
+    const G = groups[foldOf[m]], shown = twinAt.nodes.get(G.members[G.sel]), p = twinAt.pos[i];
+    return shown !== undefined && p < shown.length ? shown[p] : -1;
+  }
+  // how many named parts opening scope k shows: its child scopes (modules), one per name once indices
+  // are left out (layer2[0] and layer2[1] are one part, a Sequential's 0, 1, 2 three), never the
+  // parameters or inputs; the ops directly inside are not parts
+  let partCount = null;
+  function parts(k) {
+    if (partCount === null) {
+      partCount = new Int32Array(nS);
+      const seen = new Set();
+      for (let j = 1; j < nS; j++) {
+        if (collects[j]) { continue; }
+        const key = parent[j] + "/" + (/^\d+$/.test(sname[j]) ? sname[j] : sname[j].replace(/(\[\d+\])+$/, "").replace(/\d+$/, ""));
+        if (!seen.has(key)) { seen.add(key); partCount[parent[j]] += 1; }
+      }
+    }
+    return partCount[k];
+  }
   // a box's output values over the instances it stands for: M.data or M.grad of each one's last node
   function outputs(scopes, column) { return scopes.map(function (k) { return column[last[k]]; }); }
   return {
-    nS: nS, parent: parent, sname: sname, depth: depth, count: count, bad: bad, last: last, childItems: childItems,
+    nS: nS, parent: parent, sname: sname, virtual: virtual, depth: depth, count: count, bad: bad, last: last, childItems: childItems,
     groups: groups, foldOf: foldOf, instOf: instOf, posOf: posOf,
-    collects: collects, nodesUnder: nodesUnder,
+    collects: collects, nodesUnder: nodesUnder, parts: parts, twinNode: twinNode, stackOfNode: stackOfNode,
     spath: spath, scopeIndex: scopeIndex, display: display, twinsOf: twinsOf, outputs: outputs,
     isOpen: isOpen, open: open, close: close, openPath: openPath, openAll: openAll, pick: pick, assign: assign,
     activeGroup: function () { return activeGroup; },

@@ -160,6 +160,9 @@
   select_.addEventListener("change", function () { setColour(select_.value); });
   window.graphtraceColorByGrad = function (on) { return drawn(function () { setColour(on ? "absgrad" : (P.values ? "value" : "role")); }); };
   window.graphtraceClusters = function () { return view.clusters(); };
+  // the numbers drawn on edges and the containers' names, as rectangles in CSS px of the graph's area
+  window.graphtraceEdgeLabels = function () { return view.edgeLabels(); };
+  window.graphtraceClusterTitles = function () { return view.clusterTitles(); };
   window.graphtraceFit = function () { return drawn(function () { view.fit(); }); };
   document.getElementById("gt-fit").addEventListener("click", function () { view.fit(); });
 

@@ -6,11 +6,13 @@
 GT.view = function (M, T, network, hooks) {
   "use strict";
   const F = GT.format, Lg = GT.legend, P = M.P;
-  const LEGIBLE = 0.75, MAX_ZOOM = 2.0, MARGIN = 20, BIG = 3000, MAX_TRIES = 24;
+  const LEGIBLE = 0.75, GOOD = 1.0, MAX_ZOOM = 2.0, MARGIN = 20, BIG = 3000, MAX_TRIES = 24, MAX_ROWS = 6;
   const container = document.getElementById("graph");
   let cur = null, laid = null, colourMode = P.values ? "value" : "role", scale = null, rp = null;
   let drawnClusters = [];
   network.on("beforeDrawing", function (ctx) { GT.layout.drawClusters(ctx, drawnClusters); });
+  network.on("afterDrawing", function (ctx) { GT.layout.drawTitles(ctx, drawnClusters); });
+  const labels = GT.labels(network);
 
   // ---- items ------------------------------------------------------------------------------------
   // c.items [{id, kind "n"/"s"/"g", ref (node or scope), group, first}], c.itemOfNode (node -> item
@@ -35,12 +37,18 @@ GT.view = function (M, T, network, hooks) {
     if (withLinks) {
       const E = M.E, nI = items.length, merged = new Map(), links = [], outLinks = items.map(function () { return []; });
       for (let e = 0; e < E.length; e++) {
-        const a = itemOfNode[E.src[e]], b = itemOfNode[E.dst[e]];
+        let a = itemOfNode[E.src[e]], b = itemOfNode[E.dst[e]], twin = false;
+        if ((a < 0) !== (b < 0) && T.stackOfNode(E.src[e]) !== T.stackOfNode(E.dst[e])) {
+          // between an instance of an open stack not shown and the rest: from (to) its twin in the one shown
+          if (a < 0) { const t = T.twinNode(E.src[e]); a = t >= 0 ? itemOfNode[t] : -1; }
+          else { const t = T.twinNode(E.dst[e]); b = t >= 0 ? itemOfNode[t] : -1; }
+          twin = true;
+        }
         if (a === b || a < 0 || b < 0) { continue; }
         const key = a * nI + b;
         let m = merged.get(key);
         if (m === undefined) {
-          m = { from: items[a].id, to: items[b].id, count: 0, e: e };
+          m = { from: items[a].id, to: items[b].id, count: 0, e: e, twin: twin };
           merged.set(key, m);
           outLinks[a].push(links.length);
           links.push(m);
@@ -147,6 +155,7 @@ GT.view = function (M, T, network, hooks) {
   }
   function edgeLabel(m) {
     if (m.count > 1) { return "\u00d7" + m.count; }
+    if (m.twin) { return ""; }  // the number of another instance's edge: in the tooltip
     if (!M.tensor) { return F.fmt(M.E.lg[m.e]); }
     const v = M.E.gn[m.e];
     return isNaN(v) && !(M.E.gbad && M.E.gbad[m.e]) ? "" : F.fmt(v);
@@ -154,8 +163,16 @@ GT.view = function (M, T, network, hooks) {
   function visEdge(m, id, big) {
     const text = edgeLabel(m), e = { id: id, from: m.from, to: m.to,
       width: m.count > 1 ? Math.min(6, 1 + Math.log10(m.count) * 2) : 1 };
+    if (laid.row && laid.row.get(m.from) !== laid.row.get(m.to)) {  // down to the next row, through the gap
+      e.smooth = { enabled: true, type: "cubicBezier", forceDirection: "vertical", roundness: 0.5 };
+    }
     if (big) { if (text) { e.title = (m.count > 1 ? "edges " : (M.tensor ? "\u2016\u2207\u2016 " : "local_grad ")) + text; } }
-    else if (text) { e.label = text; }
+    else if (text) { e.text = text; }  // drawn by GT.labels
+    if (m.twin && m.count === 1) {  // which instance it comes from (goes to), and its number
+      const src = M.E.src[m.e], hidden = cur.itemOfNode[src] < 0 ? src : M.E.dst[m.e];
+      e.title = (hidden === src ? "from " : "to ") + T.spath(T.instOf[M.scope[hidden]]) + " (drawn as the instance shown): " +
+        (M.tensor ? "\u2016\u2207\u2016 " : "local_grad ") + F.fmt(M.tensor ? M.E.gn[m.e] : M.E.lg[m.e]);
+    }
     return e;
   }
   // ---- layout and camera --------------------------------------------------------------------------
@@ -202,6 +219,9 @@ GT.view = function (M, T, network, hooks) {
       };
       items.forEach(function (it) { it.cluster = clusterOf(containerOf(it)); });
       mergeChains(items, clusters);
+    }
+    if (items.length <= BIG) {  // the numbers drawn on the edges (the layout leaves room for them)
+      c.links.forEach(function (m) { if (m.text === undefined) { m.text = edgeLabel(m); } });
     }
     return GT.layout.layout(items, c.links, clusters, dir);
   }
@@ -253,23 +273,48 @@ GT.view = function (M, T, network, hooks) {
     c.items.forEach(function (it) { const z = GT.layout.size(textOf(it, false)); least = Math.min(least, lr ? z.w : z.h); });
     return n * least + (n - 1) * (lr ? 64 : 30) <= (lr ? vp.w : vp.h) / LEGIBLE;
   }
-  // the layout of c that fits the window legibly: left to right, else top to bottom (else the one that
-  // comes closer); dirs: the directions to try, in order. Each is checked with a plain layout first, and
-  // only the one chosen is laid out with its containers.
+  // the layout of c that reads best: of left to right, top to bottom and left to right wrapped into 2 ..
+  // MAX_ROWS rows, the one drawn largest when zoomed to fit (up to GOOD: beyond it every choice reads
+  // well), the simpler one within 5% (one line before rows, the current direction first). Each is
+  // scored with a plain layout (no containers, never larger); only the one chosen is laid out with its
+  // containers, and if those make it illegible the next is tried. dirs: the directions allowed.
   function choose(c, dirs) {
-    dirs = dirs || (laid !== null && laid.dir === "TB" ? ["TB", "LR"] : ["LR", "TB"]);  // the current direction first
-    const n = layers(c);
-    let best = null, bestScale = -1;
-    for (let j = 0; j < dirs.length; j++) {
-      if (!mayFit(c, dirs[j], n) && (best !== null || j < dirs.length - 1)) { continue; }
-      const plain = arrange(c, dirs[j], false), scale = fitScale(plain.bounds);
-      if (scale >= LEGIBLE) {
-        const full = arrange(c, dirs[j], true);
-        if (fitScale(full.bounds) >= LEGIBLE || full.clusters.length === 0) { return full; }
+    dirs = dirs || (laid !== null && laid.dir === "TB" && !laid.rows ? ["TB", "LR"] : ["LR", "TB"]);
+    const n = layers(c), cands = [];
+    let plainLR = null;
+    dirs.forEach(function (d, j) {
+      const mayfit = mayFit(c, d, n);
+      if (d === "TB" && !mayfit && cands.length) { return; }  // (left to right is needed for the rows)
+      const plain = arrange(c, d, false);
+      if (d === "LR") { plainLR = plain; }
+      cands.push({ dir: d, rows: 0, scale: fitScale(plain.bounds), order: j });
+    });
+    if (plainLR !== null && fitScale(plainLR.bounds) < GOOD) {
+      for (let r = 2; r <= MAX_ROWS; r++) {
+        const w = GT.layout.wrap(plainLR, c.items, r);
+        if (w === null) { break; }
+        if (w.rows < r) { continue; }
+        cands.push({ dir: "LR", rows: r, scale: fitScale(w.bounds), order: dirs.length + r });
       }
-      if (scale > bestScale) { best = dirs[j]; bestScale = scale; }
     }
-    return arrange(c, best, true);
+    const score = function (x) { return Math.min(x.scale, GOOD); };
+    let top = 0;
+    cands.forEach(function (x) { top = Math.max(top, score(x)); });
+    cands.sort(function (a, b) {
+      const ga = score(a) >= 0.95 * top, gb = score(b) >= 0.95 * top;
+      if (ga !== gb) { return ga ? -1 : 1; }
+      return ga ? a.order - b.order : score(b) - score(a);
+    });
+    let first = null;
+    for (let j = 0; j < cands.length && j < 3; j++) {
+      const x = cands[j];
+      let full = arrange(c, x.dir, true);
+      if (x.rows) { full = GT.layout.wrap(full, c.items, x.rows) || full; }
+      if (first === null) { first = full; }
+      if (fitScale(full.bounds) >= LEGIBLE) { return full; }
+      if (x.scale < LEGIBLE) { break; }  // nothing fits: the best of them
+    }
+    return first;
   }
   // look at the rectangle b (canvas coordinates): whole when it fits at a legible scale (zoomed in at
   // most to MAX_ZOOM), else at the legible scale centred on `anchor` (a point inside b)
@@ -319,6 +364,7 @@ GT.view = function (M, T, network, hooks) {
     const edges = new vis.DataSet(cur.links.map(function (m, x) { return visEdge(m, x, big); }));
     network.setOptions({ interaction: { hideEdgesOnDrag: big, hideEdgesOnZoom: big } });
     network.setData({ nodes: nodes, edges: edges });
+    labels.reset(drawnClusters);  // (after setData: setOptions may have drawn the old data)
     if (camera === "keep" && keep !== null) { network.moveTo({ position: keep.position, scale: keep.scale, animation: false }); }
     else if (camera && camera.open !== undefined && fitScale(laid.bounds) < LEGIBLE) {
       const inside = boundsInside(camera.open);
@@ -343,18 +389,26 @@ GT.view = function (M, T, network, hooks) {
     if (ups.length) { ds.update(ups); }
   }
   function widthOf(l) { const m = cur.links[l]; return m.count > 1 ? Math.min(6, 1 + Math.log10(m.count) * 2) : 1; }
-  // the first view: the biggest boxes opened, one at a time, while the view fits and reads
+  // the first view: boxes opened one at a time while the view fits and reads (at most P.budget boxes,
+  // labels >= 10.5 px), those that explain the model first: a box whose inside has two or more named
+  // parts (a model's modules; a stack's block: its attention and MLP), biggest first; a box of bare ops
+  // or of copies of one part (a Linear's t and addmm, layer2's two blocks) only when no box of the
+  // first kind could open, so the view shows a model's structure rather than one module's ops. A stack
+  // inside a structure already shown stays folded: "h ×6" between the embeddings and the head is the
+  // summary (one block opened beside them is wrapped into rows that read worse); a stack opens first
+  // only when nothing else shows structure (the training step's "MLP ×100")
   function firstView() {
     if (!P.fold) { T.openAll(); return render("fit"); }
     const noAuto = new Set(P.noAuto);
     const top = function (k) { while (T.parent[k] > 0) { k = T.parent[k]; } return k; };
-    let c = collect(false), tries = 0, best = null, dirs = ["LR", "TB"];
+    const size = function (it) { return T.count[it.ref] * (it.kind === "g" ? T.groups[it.group].members.length : 1); };
+    let c = collect(false), tries = 0, best = null, structure = false;
     for (;;) {
       const cands = c.items.filter(function (it) {
-        return it.kind !== "n" && T.childItems[it.ref] > 1 && !(T.parent[it.ref] === 0 ? noAuto.has(T.sname[it.ref]) : noAuto.has(T.sname[top(it.ref)]));
+        return it.kind !== "n" && T.childItems[it.ref] > 1 && !(T.parent[it.ref] === 0 ? noAuto.has(T.sname[it.ref]) : noAuto.has(T.sname[top(it.ref)])) &&
+          (!structure || (T.parts(it.ref) >= 2 && it.kind !== "g"));
       }).sort(function (a, b) {
-        return T.count[b.ref] * (b.kind === "g" ? T.groups[b.group].members.length : 1) -
-               T.count[a.ref] * (a.kind === "g" ? T.groups[a.group].members.length : 1);
+        return ((T.parts(b.ref) >= 2) - (T.parts(a.ref) >= 2)) || (size(b) - size(a));
       });
       let taken = false;
       for (let j = 0; j < cands.length && tries < MAX_TRIES; j++) {
@@ -363,10 +417,10 @@ GT.view = function (M, T, network, hooks) {
         if (it.kind === "g") { T.pick(it.group, 0); } else { T.open(it.ref); }
         const next = collect(false);
         if (next.items.length <= P.budget) {
-          const full = collect(true), l = choose(full, dirs);
+          const full = collect(true), l = choose(full);
           if (fitScale(l.bounds) >= LEGIBLE) {
             c = next; best = { c: full, laid: l }; taken = true;
-            if (l.dir === "TB") { dirs = ["TB"]; }  // opening more rarely makes a view wider than tall
+            if (T.parts(it.ref) >= 2) { structure = true; }
             break;
           }
         }
@@ -380,6 +434,8 @@ GT.view = function (M, T, network, hooks) {
     render: render, repaint: repaint, highlight: highlight, firstView: firstView, fit: fit,
     current: function () { return cur; },
     clusters: function () { return drawnClusters.slice(); },
+    edgeLabels: function () { return labels.drawn(); },
+    clusterTitles: function () { return labels.titles(); },
     setReplay: function (r) { rp = r; },
     colour: function (mode) { colourMode = mode; },
     colourMode: function () { return colourMode; },
