@@ -250,9 +250,65 @@ def test_bad_arguments_are_named(tmp_path: Path) -> None:
                 run.log(*args)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="accuracy"):
             run.log(0, 1.0, accuracy="high")  # type: ignore[arg-type]
+        for acc in (-1e300, 87.5, math.inf):  # a share: a percentage is named, not drawn off the chart
+            with pytest.raises(ValueError, match="accuracy is a share from 0 to 1"):
+                run.log(0, 1.0, accuracy=acc)
+        with pytest.raises(TypeError, match=r"graph must be the graph of gt\.pytorch\.trace"):
+            run.log(0, 1.0, graph="not a graph")
+        x = gt.Value(1.0)
+        with pytest.raises(ValueError, match="carries its own graph"):
+            run.log(0, x * 2, graph=gt.to_networkx(x * 2))
+        run.log(0, 1.0, accuracy=0.5)  # none of the refused calls took step 0
     with pytest.raises(ValueError, match="closed"):
         run.log(0, 1.0)
+    assert gt.runs.complete_steps(tmp_path / "f") == [0]
+    with pytest.raises(ValueError, match="path is empty"):
+        gt.record("", model)
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork")
+def test_a_forked_process_cannot_log_into_its_parents_run(tmp_path: Path) -> None:
+    model, _, _ = moons_demo(samples=12, hidden=(4,))
+    path = tmp_path / "run"
+    run = gt.record(path, model)
+    run.log(0, 1.0)
+    run.flush()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: every write is refused with the reason, and exiting unlocks nothing
+        said = []
+        for call in (lambda: run.log(1, 0.5), run.flush, run.close):
+            try:
+                call()
+                said.append("accepted")
+            except RuntimeError as exc:
+                said.append("forked" if "forked from it" in str(exc) else str(exc))
+        run._lock.release()  # what the interpreter's exit does (weakref.finalize)
+        os.write(write, json.dumps(said).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as fh:
+        said = json.loads(fh.read())
+    os.waitpid(pid, 0)
+    assert said == ["forked", "forked", "forked"]
+    assert json.loads((path / "manifest.json").read_text())["status"] == "running"
+    probe = textwrap.dedent(
+        f"""
+        import graphtrace as gt
+        from graphtrace.train import moons_demo
+        try:
+            gt.record({str(path)!r}, moons_demo(samples=12, hidden=(4,))[0], mode="resume")
+        except RuntimeError as exc:
+            print(exc)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert "being recorded by another process" in out.stdout, out  # the parent still holds its lock
+    run.log(1, 0.5)
+    run.close()
+    assert gt.runs.complete_steps(path) == [0, 1]
+    assert json.loads((path / "manifest.json").read_text())["status"] == "finished"
 
 
 def test_open_run_names_the_file_that_is_wrong(tmp_path: Path) -> None:

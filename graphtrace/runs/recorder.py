@@ -215,6 +215,8 @@ class Run:
     ) -> None:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"record: path must be a str or path, got {type(path).__name__}: {path!r}")
+        if not str(path):
+            raise ValueError("record: path is empty; name the run's directory (e.g. 'runs/demo')")
         if mode not in _MODES:
             raise ValueError(f"record: mode must be one of {_MODES}, got {mode!r}")
         named = getattr(model, "named_parameters", None)
@@ -247,6 +249,7 @@ class Run:
         self._params: list[tuple[str, Value]] = [] if self._torch is not None else list(named())
         self._last_data = [p.data for _, p in self._params]
         self._closed = False
+        self._pid = os.getpid()  # the process that may write (a forked child may not: see _check_process)
         p = self.path
         if p.exists() and not p.is_dir():
             raise NotADirectoryError(f"record: {p} exists and is not a directory")
@@ -496,12 +499,16 @@ class Run:
         Raises
         ------
         ValueError
-            If ``step`` is not an int >= 0 or was recorded already (nothing is ever rewritten), or
-            ``accuracy`` / ``learning_rate`` is not a real number.
+            If ``step`` is not an int >= 0 or was recorded already (nothing is ever rewritten),
+            ``accuracy`` / ``learning_rate`` is not a real number, ``accuracy`` is outside [0, 1], or
+            ``graph`` is given with a Value loss (which carries its own graph).
         TypeError
             If ``loss`` is neither a Value nor a real number (nor, for a torch model, a one-element
-            tensor).
+            tensor), or ``graph`` is not a :func:`graphtrace.pytorch.trace` graph.
+        RuntimeError
+            If called in a process forked from the one that opened the run.
         """
+        self._check_process("log")
         if self._closed:
             raise ValueError(f"log: the run at {self.path} is closed")
         self._raise_write_error()
@@ -528,6 +535,23 @@ class Run:
             if f is None:
                 raise ValueError(f"log: {name} must be a real number, got {v!r}")
             extra[name] = f
+        if not (math.isnan(extra["accuracy"]) or 0.0 <= extra["accuracy"] <= 1.0):
+            raise ValueError(
+                f"log: accuracy is a share from 0 to 1, got {accuracy!r} (a percentage: divide it by 100)"
+            )
+        if graph is not None:
+            import networkx as nx
+
+            if isinstance(loss, Value):
+                raise ValueError(
+                    "log: graph= is a torch model's trace (gt.pytorch.trace(...).graph); a Value loss "
+                    "carries its own graph: leave graph out"
+                )
+            if not isinstance(graph, nx.DiGraph) or graph.graph.get("kind") != "torch":
+                raise TypeError(
+                    "log: graph must be the graph of gt.pytorch.trace (tr.graph, a networkx.DiGraph "
+                    f"with graph['kind'] == 'torch'), got {type(graph).__name__}"
+                )
         t0 = time.perf_counter()
         part = f"step={step}"
         data = [p.data for _, p in self._params]
@@ -638,6 +662,7 @@ class Run:
         [0]
         >>> run.close()
         """
+        self._check_process("flush")
         self._writer.flush()
         self._raise_write_error()
 
@@ -647,6 +672,7 @@ class Run:
         then says ``"failed"``)."""
         if self._closed:
             return
+        self._check_process("close")
         self._closed = True
         if self._compacting and not self._writer.failed:
             # the last steps too: a finished run is all chunks, and no empty staged folder is left
@@ -658,6 +684,17 @@ class Run:
         finally:
             self._lock.release()
         self._raise_write_error(again=False)
+
+    def _check_process(self, what: str) -> None:
+        """Refuse ``what`` in a process forked from the one that opened the run: its writer thread did
+        not survive the fork, so its steps would vanish, and its close would mark the run finished."""
+        if os.getpid() != self._pid:
+            raise RuntimeError(
+                f"{what}: the run at {self.path} was opened by process {self._pid}, and this is process "
+                f"{os.getpid()} (forked from it); a forked process cannot write into it: log from process "
+                f"{self._pid}, or call gt.record in this process (with rank= and world_size= for one run "
+                "of several processes)"
+            )
 
     def __enter__(self) -> Run:
         return self
