@@ -64,7 +64,7 @@ def report_html(path: str | os.PathLike[str], *, reload_every: float | None = No
         f"<p>status <b>{esc(state)}</b>, started {esc(str(manifest.get('started')))}, "
         f"finished {esc(str(manifest.get('finished')))}, graphtrace {esc(str(manifest.get('graphtrace')))}, "
         f"{len(steps)} complete steps" + (f" (rank 0; {world} ranks)" if world > 1 else "") + ".</p>",
-        f"<p>hyper-parameters: <code>{esc(json.dumps(manifest.get('hparams')))}</code></p>",
+        f"<p>hyper-parameters: <code>{esc(json.dumps(manifest.get('hparams'), ensure_ascii=False))}</code></p>",
     ]
     if world > 1:
         parts.append(_ranks_section(root, all_steps))
@@ -334,7 +334,7 @@ def _relu_layers(con: Any, root: Path) -> set[str]:
 def _model_summary(con: Any, root: Path) -> str:
     """The model as its modules and their parameter counts (from the last step's params rows)."""
     has_numel = "numel" in _query(con, "SELECT * FROM params LIMIT 0", root).columns
-    count = "sum(numel)" if has_numel else "count(*)"
+    count = "CAST(sum(numel) AS BIGINT)" if has_numel else "count(*)"
     df = _query(
         con,
         f"SELECT {_LAYER} AS layer, count(DISTINCT scope) AS modules, count(*) AS tensors, {count} AS parameters "
@@ -346,14 +346,20 @@ def _model_summary(con: Any, root: Path) -> str:
     total = int(df["parameters"].sum()) if len(df) else 0
     modules = int(df["modules"].sum()) if len(df) else 0
     return (
-        f"<details open><summary>model: {len(df)} layers, {modules} modules, {total:,} parameters</summary>"
+        f"<details open><summary>model: {_plural(len(df), 'layer')}, {_plural(modules, 'module')}, "
+        f"{_plural(total, 'parameter')}</summary>"
         f"{df.to_html(index=False, escape=True, classes='model')}</details>"
     )
 
 
+def _plural(n: int, word: str) -> str:
+    """``1 layer``, ``2 layers``, ``1,024 parameters``."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
 def _hparams_table(manifests: list[dict[str, Any]], names: list[str]) -> pd.DataFrame:
     """The hyper-parameters that differ between the runs (one row per run); all of them for one run."""
-    flat = [{k: json.dumps(v) for k, v in (m.get("hparams") or {}).items()} for m in manifests]
+    flat = [{k: json.dumps(v, ensure_ascii=False) for k, v in (m.get("hparams") or {}).items()} for m in manifests]
     keys = sorted({k for f in flat for k in f})
     differ = [k for k in keys if len({f.get(k, "(unset)") for f in flat}) > 1] if len(flat) > 1 else keys
     return pd.DataFrame({"run": names, **{k: [f.get(k, "(unset)") for f in flat] for k in differ}})

@@ -205,3 +205,24 @@ def test_watch_follows_a_recorder_that_merges_every_two_steps(tmp_path: Path) ->
         recorder.wait(300)
     assert recorder.returncode == 0
     assert len(pages) >= 2 and "300 complete steps" in pages[-1] and "http-equiv" not in pages[-1]
+
+
+def test_the_model_table_counts_in_integers_and_hparams_read_as_written(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    x = torch.randn(4, 2)
+    with gt.record(tmp_path / "t", model, hparams={"optimiser": "Adam, β₁ = 0.9", "note": "日本"}) as run:
+        for step in range(2):
+            loss = model(x).square().mean()
+            loss.backward()
+            run.log(step, loss)
+    page = report_html(tmp_path / "t")
+    assert "Adam, β₁ = 0.9" in page and "日本" in page and "\\u03b2" not in page
+    table = page.split('class="dataframe model"')[1].split("</table>")[0]
+    counts = re.findall(r"<td>([0-9.]+)</td>", table)
+    assert counts and all("." not in c for c in counts), counts  # 9 and 4 parameters, not 9.0 and 4.0
+    assert "model: 2 layers, 2 modules, 13 parameters" in page
+    one = tmp_path / "one"
+    with gt.record(one, gt.nn.MLP(1, [1])) as run:
+        run.log(0, 1.0)
+    assert "model: 1 layer, 1 module, 2 parameters" in report_html(one)
