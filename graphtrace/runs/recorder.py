@@ -536,9 +536,7 @@ class Run:
                 raise ValueError(f"log: {name} must be a real number, got {v!r}")
             extra[name] = f
         if not (math.isnan(extra["accuracy"]) or 0.0 <= extra["accuracy"] <= 1.0):
-            raise ValueError(
-                f"log: accuracy is a share from 0 to 1, got {accuracy!r} (a percentage: divide it by 100)"
-            )
+            raise ValueError(f"log: accuracy is a share from 0 to 1, got {accuracy!r} (a percentage: divide it by 100)")
         if graph is not None:
             import networkx as nx
 
