@@ -158,9 +158,14 @@ def report_html(path: str | os.PathLike[str], *, reload_every: float | None = No
         root,
     )
     parts.append("<h2>Anomalies</h2>")
+    if world > 1:  # this section reads rank 0, as the sections above; the Ranks section reads them all
+        parts.append(
+            "<p>Of rank 0 (the Ranks section above gives every rank's first non-finite value and where it started).</p>"
+        )
     bad_loss = [int(s) for s, v in zip(steps["step"], steps["loss"], strict=True) if not math.isfinite(v)]
     if bad.empty and not bad_loss:
-        parts.append("<p>No parameter, gradient or loss went non-finite.</p>")
+        said = "On rank 0, no" if world > 1 else "No"
+        parts.append(f"<p>{said} parameter, gradient or loss went non-finite.</p>")
     if bad_loss:
         parts.append(
             f"<p>First step whose loss is not finite: {bad_loss[0]} (loss "

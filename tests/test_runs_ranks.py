@@ -458,6 +458,34 @@ def test_ranks_of_ranks_that_agree_and_of_a_run_of_one_process(tmp_path: Path) -
         gt.runs.ranks(path, rtol=float("nan"))
 
 
+def test_ranks_say_when_a_rank_stopped_early_or_never_logged(tmp_path: Path) -> None:
+    model = _model()
+    early, silent = tmp_path / "early", tmp_path / "silent"
+    runs = [gt.record(early, model, rank=k, world_size=2) for k in range(2)]
+    quiet = [gt.record(silent, model, rank=k, world_size=2) for k in range(2)]
+    for step in range(6):
+        runs[0].log(step, 1.0)
+        quiet[0].log(step, 1.0)
+        if step < 3:  # rank 1 stops after step 2; in the other run, rank 1 never logs
+            runs[1].log(step, 1.0)
+    for run in runs + quiet:
+        run.close()
+    found = gt.runs.ranks(early)
+    assert found.first is None
+    assert found.coverage.to_dict("records") == [
+        {"rank": 0, "steps": 6, "last_step": 5, "missing": 0},
+        {"rank": 1, "steps": 3, "last_step": 2, "missing": 3},
+    ]
+    assert str(found).splitlines() == [
+        "The 2 ranks agree at every step they share.",
+        "Rank 1 lacks 3 of the steps other ranks recorded (its last is step 2, the run's 5).",
+    ]
+    assert "agree at every step." not in str(gt.runs.ranks(silent))
+    assert "Rank 1 recorded no step (the run's last step is 5)." in str(gt.runs.ranks(silent))
+    page = gt.report.report_html(early)
+    assert "Rank 1 lacks 3 of the steps" in page and "On rank 0, no parameter" in page
+
+
 _KILLED_RANK = """
 import sys
 sys.path.insert(0, {root!r})

@@ -45,6 +45,10 @@ class RankComparison:
     layers : pandas.DataFrame
         Per step, rank and layer (scope cut to ``depth`` segments): ``grad_norm`` and ``data_norm``,
         the L2 norms over the layer's parameters (of a torch model's tensors).
+    coverage : pandas.DataFrame
+        One row per rank: ``steps`` (how many it recorded), ``last_step`` (``<NA>`` for none) and
+        ``missing`` (how many of the steps other ranks recorded it lacks: a rank that stopped early,
+        crashed or never logged). Ranks are compared only at the steps they share.
     """
 
     world_size: int
@@ -52,15 +56,28 @@ class RankComparison:
     departures: pd.DataFrame
     nonfinite: pd.DataFrame
     layers: pd.DataFrame = field(repr=False)
+    coverage: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
 
     def __str__(self) -> str:
         lines = []
+        gaps = self.coverage[self.coverage["missing"] > 0] if "missing" in self.coverage else self.coverage
         if self.world_size == 1:
             lines.append("One rank (a run of one process): no other rank to compare with.")
-        elif self.first is None:
+        elif self.first is None and gaps.empty:
             lines.append(f"The {self.world_size} ranks agree at every step.")
+        elif self.first is None:
+            lines.append(f"The {self.world_size} ranks agree at every step they share.")
         else:
             lines.append(f"Rank {self.first['rank']} departs first: {_what(self.first)}.")
+        last = self.coverage["last_step"].max() if len(self.coverage) else None
+        for r in gaps.to_dict("records"):
+            if r["steps"] == 0:
+                lines.append(f"Rank {r['rank']} recorded no step (the run's last step is {last}).")
+            else:
+                lines.append(
+                    f"Rank {r['rank']} lacks {r['missing']} of the steps other ranks recorded "
+                    f"(its last is step {r['last_step']}, the run's {last})."
+                )
         for r in self.nonfinite.to_dict("records"):
             kind, name, scope = str(r["kind"]), str(r["name"]), str(r["scope"])
             what = "loss" if kind == "loss" else f"{kind} of {name}" + (f" (in {scope})" if scope else "")
@@ -250,7 +267,16 @@ def ranks(path: str | os.PathLike[str], *, rtol: float = 1e-6, atol: float = 0.0
         "sqrt(sum(data * data)) AS data_norm FROM params GROUP BY ALL ORDER BY step, rank, layer",
         root,
     )
-    return RankComparison(world, first, departures, nonfinite, layers)
+    every = set(steps["step"].tolist())
+    coverage = pd.DataFrame(
+        [
+            [k, len(mine), max(mine) if mine else pd.NA, len(every - mine)]
+            for k in range(world)
+            for mine in [set(steps.loc[steps["rank"] == k, "step"].tolist())]
+        ],
+        columns=["rank", "steps", "last_step", "missing"],
+    ).astype({"rank": "int64", "steps": "int64", "last_step": "Int64", "missing": "int64"})
+    return RankComparison(world, first, departures, nonfinite, layers, coverage)
 
 
 def _first_nonfinite(con: Any, root: Path, steps: pd.DataFrame, params: pd.DataFrame, world: int) -> pd.DataFrame:
