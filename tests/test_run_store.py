@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -405,6 +406,22 @@ def test_a_run_exported_to_tensorboard_reads_back_with_tensorboards_own_reader(t
     )
     # a saved trace is not a run: told, exit 2
     assert main(["export", str(tmp_path / "nowhere"), "--to", "tensorboard"], stderr=io.StringIO()) == 2
+
+
+def test_a_nan_loss_reaches_tensorboard_and_an_unlogged_accuracy_does_not(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboardX")
+    ea = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    path = tmp_path / "run"
+    with gt.record(path, gt.nn.MLP(1, [1])) as run:
+        for step, loss in enumerate([1.0, 0.5, float("nan"), float("inf")]):
+            run.log(step, loss, accuracy=0.5 if step == 0 else None)
+    assert main(["export", str(path), "--to", "tensorboard", "--out", str(tmp_path / "tb")], stderr=io.StringIO()) == 0
+    acc = ea.EventAccumulator(str(tmp_path / "tb" / "run"), size_guidance={ea.SCALARS: 0})
+    acc.Reload()
+    loss = [(e.step, e.value) for e in acc.Scalars("loss")]
+    assert [s for s, _ in loss] == [0, 1, 2, 3]  # the step where it broke is on the chart
+    assert math.isnan(loss[2][1]) and loss[3][1] == math.inf
+    assert [e.step for e in acc.Scalars("accuracy")] == [0]
 
 
 # ---- the live view ----------------------------------------------------------------------------------

@@ -107,7 +107,9 @@ def to_tensorboard(path: str | os.PathLike[str], logdir: str | os.PathLike[str],
                 for row in steps.itertuples(index=False):
                     for tag in ("loss", "accuracy", "learning_rate"):
                         v = float(getattr(row, tag))
-                        if not math.isnan(v):
+                        # a NaN loss is what the step computed (the point where it broke); a NaN accuracy or
+                        # learning rate means none was logged
+                        if tag == "loss" or not math.isnan(v):
                             writer.add_scalar(tag, v, int(row.step), walltime=wall[int(row.step)])
                 for row in h.itertuples(index=False):
                     for tag in ("param_abs_grad_mean", "update_data_log10"):
