@@ -2,7 +2,7 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# two stages in one .venv: the package and its runtime dependencies (make demo: ~520 MB), then the
+# two stages in one .venv: the package and its runtime dependencies (make demo: ~430 MB), then the
 # development set on top (make install, make test: torch, the test tools, the docs toolchain)
 RUNTIME := $(VENV)/.runtime
 STAMP := $(VENV)/.installed
