@@ -61,7 +61,7 @@ class Page:
         self.page.wait_for_function("window.graphtraceFirstDraw !== null && window.graphtraceFirstDraw !== undefined")
 
 
-PENDING, PENDING_FONT, CURRENT = "#f4f4f4", "#9a9a9a", "#ff7f0e"  # the page's replay marks (legend.js)
+PENDING, PENDING_FONT, CURRENT = "#f4f4f4", "#666666", "#ff7f0e"  # the page's replay marks (legend.js)
 DRAWN = """() => { const n = window.graphtraceNetwork, c = n.body.container.getBoundingClientRect(), s = n.getScale();
   return { width: c.width, height: c.height, scale: s,
     items: n.body.data.nodes.get().map(d => {
@@ -1270,10 +1270,18 @@ def test_search_finds_run_table_names_the_loss_and_says_when_nothing_matches(
     page.page.press("#search", "Enter")
     page.page.wait_for_function("document.getElementById('gt-found').textContent.startsWith('found')")
     assert "role: root" in page.page.inner_text("#details")
-    # a miss says so
-    page.page.fill("#search", "no-such-thing")
+    # a miss says so, in the toolbar without wrapping it (1280 px) and in the panel; the last match is let go
+    header = page.page.evaluate("document.querySelector('header').getBoundingClientRect().height")
+    page.page.fill("#search", "no-such-thing-at-all-in-this-graph-whatsoever")
     page.page.press("#search", "Enter")
-    assert page.page.inner_text("#gt-found") == "no node or scope matches \u201cno-such-thing\u201d"
+    assert page.page.inner_text("#gt-found") == "no match"
+    assert page.page.get_attribute("#gt-found", "title") == (
+        "no node or scope matches \u201cno-such-thing-at-all-in-this-graph-whatsoever\u201d"
+    )
+    assert page.page.evaluate("document.querySelector('header').getBoundingClientRect().height") == header
+    assert page.page.evaluate("window.graphtraceNetwork.getSelectedNodes()") == []
+    details = page.page.inner_text("#details")
+    assert details.startswith("No node or scope matches") and "named_parameters()" in details, details
     assert page.page.evaluate("window.graphtraceSearch('no-such-thing')") == {"found": False}
     page.page.close()
     if "gpt" in first_view_pages:  # torch pages search too: a parameter by its dotted name, a block by its scope
@@ -1300,6 +1308,18 @@ def test_the_legend_names_only_what_is_drawn_and_the_title_names_the_trace(
         page.page.evaluate("document.querySelector('#gt-legend [data-pending]').style.backgroundColor")
         == "rgb(244, 244, 244)"
     )
+    # its text reads (WCAG AA: a contrast of at least 4.5 to its background)
+    rgb = page.page.evaluate(
+        "(() => { const s = getComputedStyle(document.querySelector('#gt-legend [data-pending]'));"
+        " return [s.color, s.backgroundColor].map(c => c.match(/\\d+/g).slice(0, 3).map(Number)); })()"
+    )
+
+    def luminance(c: list[int]) -> float:
+        lin = [v / 255 / 12.92 if v / 255 <= 0.03928 else ((v / 255 + 0.055) / 1.055) ** 2.4 for v in c]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    hi, lo = sorted((luminance(rgb[0]), luminance(rgb[1])), reverse=True)
+    assert (hi + 0.05) / (lo + 0.05) >= 4.5, rgb
     page.page.select_option("#gt-colour", "grad")
     assert page.page.evaluate("document.querySelectorAll('#gt-legend [data-role]').length") == 0
     assert "colour: grad" in _legend(page) and page.page.get_attribute("#gt-scale", "data-high") == "6"

@@ -3,7 +3,7 @@
 GT.legend = (function () {
   "use strict";
   const fmt = GT.format.fmt, num = GT.format.num;
-  const PENDING = { background: "#f4f4f4", border: "#b0b0b0", font: "#9a9a9a" };
+  const PENDING = { background: "#f4f4f4", border: "#b0b0b0", font: "#666666" };
   const CURRENT = "#ff7f0e", ANOMALY = "#d62728", BOX = "#dadaeb", BOX_BORDER = "#54278f", NO_VALUE = "#d9d9d9";
   const ROLE_TEXT = { parameter: "parameter", leaf: "input (leaf)", constant: "constant", intermediate: "op result",
                       root: "output (root)" };

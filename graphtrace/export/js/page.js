@@ -103,9 +103,17 @@
   const found = document.getElementById("gt-found");
   function search(text) {
     const hit = finder.find(text);
-    if (!hit) {
-      found.textContent = String(text).trim() ? "no node or scope matches \u201c" + String(text).trim() + "\u201d" : "";
+    if (!hit) {  // said briefly in the toolbar (whole in its tooltip) and in the panel; the last match is let go
+      const asked = String(text).trim();
+      found.textContent = asked ? "no match" : "";
+      found.title = asked ? "no node or scope matches \u201c" + asked + "\u201d" : "";
       found.className = "miss";
+      if (asked) {
+        network.unselectAll();
+        details.showText("No node or scope matches \u201c" + asked + "\u201d. Search by a node's label or id, a " +
+          "parameter's name as named_parameters() gives it (e.g. layers.0.weight), a scope path (e.g. MLP/Layer1), " +
+          "or \u201closs\u201d for the output.");
+      }
       return Promise.resolve({ found: false });
     }
     return drawn(function () {
@@ -118,6 +126,7 @@
       const c = view.render({ node: i }), id = c.items[c.itemOfNode[i]].id;
       select(id);
       found.textContent = hit.node !== undefined ? "found " + M.label[i] : "found scope " + T.spath(hit.scope);
+      found.title = found.textContent;
       found.className = "hit";
       return { found: true, id: id };
     });
