@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from ._bidi import isolate
 from ._files import atomic_write
 from .charts import Charts
 
@@ -53,7 +54,7 @@ def report_html(path: str | os.PathLike[str], *, reload_every: float | None = No
     if world == 1:
         all_steps = steps
     h = health(root)
-    esc = html.escape
+    esc = _esc
     charts = Charts()
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
@@ -217,7 +218,7 @@ def _ranks_section(root: Path, steps: pd.DataFrame) -> str:
     from .runs.ranks import ranks
     from .runs.read import rank_status
 
-    esc = html.escape
+    esc = _esc
     states = rank_status(root)
     found = ranks(root)
     table = pd.DataFrame(
@@ -357,6 +358,11 @@ def _model_summary(con: Any, root: Path) -> str:
     )
 
 
+def _esc(text: str) -> str:
+    """User text for the page: escaped, and isolated when it holds bidi controls (see :mod:`graphtrace._bidi`)."""
+    return html.escape(isolate(text))
+
+
 def _plural(n: int, word: str) -> str:
     """``1 layer``, ``2 layers``, ``1,024 parameters``."""
     return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
@@ -393,7 +399,7 @@ def compare_html(paths: list[str | os.PathLike[str]]) -> str:
             if not h.empty
             else pd.DataFrame({"step": [], "param_abs_grad_mean": [], "update_data_log10": []})
         )
-    esc = html.escape
+    esc = _esc
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         f"<title>graphtrace runs: {esc(', '.join(names))}</title>",

@@ -294,6 +294,26 @@ def test_hostile_scope_names_never_execute_in_the_collapsed_view(browser: Any, t
     page.page.close()
 
 
+def test_a_name_with_a_bidi_override_cannot_turn_the_text_after_it_around(browser: Any, tmp_path: Path) -> None:
+    # U+202E (RIGHT-TO-LEFT OVERRIDE) in a label and a scope: drawn isolated (FSI ... PDI), so what follows
+    # the name on the box and in the panel ("data 2", the chain rule) reads left to right as before
+    with gt.scope("evil\u202eepocs"):
+        w = Value(2.0, label="w\u202egnp.exe")
+        out = w * 3.0
+    out.label = "out"
+    out.backward()
+    path = gt.to_html(out, tmp_path / "bidi.html")
+    page = Page(browser)
+    page.open(path)
+    assert page.page.evaluate("(t) => window.graphtraceSearch(t)", "gnp")["found"]
+    details = page.page.inner_text("#details")
+    assert "\u2068w\u202egnp.exe\u2069" in details and "\u2068evil\u202eepocs\u2069" in details, details
+    labels = [d["label"] for d in drawn(page)["items"]]
+    assert any(lab.startswith("\u2068w\u202egnp.exe\u2069") for lab in labels), labels
+    assert page.errors == [] and page.dialogs == []
+    page.page.close()
+
+
 def test_color_by_a_diff_colours_both_views(browser: Any, tmp_path: Path) -> None:
     x = Value(2.0, label="x")
     up = (x * 3.0).tanh()

@@ -226,3 +226,56 @@ def test_the_model_table_counts_in_integers_and_hparams_read_as_written(tmp_path
     with gt.record(one, gt.nn.MLP(1, [1])) as run:
         run.log(0, 1.0)
     assert "model: 1 layer, 1 module, 2 parameters" in report_html(one)
+
+
+def test_a_bidi_override_in_a_run_name_or_a_parameter_name_stays_inside_it(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+
+    class Evil(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_parameter("w\u202egnp", torch.nn.Parameter(torch.ones(2)))
+
+    path = tmp_path / "job\u202enur"
+    model = Evil()
+    runs = [gt.record(path, model, rank=k, world_size=2) for k in range(2)]
+    for step in range(2):
+        for k, run in enumerate(runs):
+            if (k, step) == (1, 1):
+                with torch.no_grad():
+                    model.get_parameter("w\u202egnp").add_(1.0)  # rank 1 departs at step 1
+            loss = model.get_parameter("w\u202egnp").square().sum()
+            loss.backward()
+            run.log(step, loss)
+            model.zero_grad()
+    for run in runs:
+        run.close()
+    said = str(gt.runs.ranks(path))
+    assert "the grad of \u2068w\u202egnp\u2069 (in Evil) is" in said, said
+    page = report_html(path)
+    assert "\u2068job\u202enur\u2069" in page and "the grad of \u2068w\u202egnp\u2069 (in Evil) is" in page
+
+
+def test_a_frozen_parameter_has_no_gradient_rather_than_a_non_finite_one(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    model[0].requires_grad_(False)  # fine-tuning the head only: the first layer never gets a gradient
+    x = torch.randn(4, 2)
+    path = tmp_path / "job"
+    runs = [gt.record(path, model, rank=k, world_size=2) for k in range(2)]
+    for step in range(2):
+        for run in runs:
+            loss = model(x).square().mean()
+            loss.backward()
+            run.log(step, loss)
+            model.zero_grad()
+    for run in runs:
+        run.close()
+    con = gt.open_run(path)
+    rows = con.sql("SELECT name, count(grad), count(*) FROM params GROUP BY name ORDER BY name").fetchall()
+    assert rows == [("0.bias", 0, 4), ("0.weight", 0, 4), ("2.bias", 4, 4), ("2.weight", 4, 4)]  # null, not NaN
+    found = gt.runs.ranks(path)
+    assert found.nonfinite.empty and str(found) == "The 2 ranks agree at every step.", str(found)
+    page = report_html(path)
+    assert "On rank 0, no parameter, gradient or loss went non-finite." in page

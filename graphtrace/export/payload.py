@@ -26,6 +26,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from .._bidi import isolate
 from ..naming import OP_NAMES
 from .frames import is_tensor_trace, node_roles, topological_nodes
 from .stacks import stacks
@@ -137,7 +138,7 @@ def _words(values: list[str]) -> dict[str, Any]:
     """A string column as its distinct words and each row's word index (a trace repeats its names)."""
     seen: dict[str, int] = {}
     codes = [seen.setdefault(v, len(seen)) for v in values]
-    return {"words": list(seen), "index": _ints(codes)}
+    return {"words": [isolate(w) for w in seen], "index": _ints(codes)}
 
 
 def _float(x: Any) -> float:
@@ -271,8 +272,8 @@ def page_data(
     role_of = [_ROLE_INDEX[roles[n]] for n in order]
     op_text = [str(a.get("op", "")) for a in attrs]
     ops = _words(op_text)
-    op_index = {w: j for j, w in enumerate(ops["words"])}
-    op_of = [op_index[w] for w in op_text]
+    op_index: dict[str, int] = {}
+    op_of = [op_index.setdefault(w, len(op_index)) for w in op_text]  # as _words numbers them
     columns: dict[str, Any] = {
         "id": id_column,
         "scope": _ints(scope_of),
@@ -308,9 +309,9 @@ def page_data(
     root = G.graph.get("root")
     data: dict[str, Any] = {
         "columns": columns,
-        "scopes": [list(p) for p in pairs],
+        "scopes": [[parent, isolate(seg)] for parent, seg in pairs],
         "virtual": virtual,
-        "stacks": found,
+        "stacks": [[isolate(base), *rest] for base, *rest in found],
         "kind": "tensor" if tensors else "scalar",
         "name": trace_name(G),
         "root": index[root] if root is not None and root in index else -1,

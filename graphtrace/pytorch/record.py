@@ -37,7 +37,8 @@ class TorchParams:
     ``data``, ``grad`` and ``update`` as L2 norms (``update``: the change since the previous logged
     step), ``data_mean``, ``data_std``, ``data_max_abs``, ``grad_mean``, ``grad_std``,
     ``grad_abs_mean``, ``grad_max_abs``, ``update_max_abs`` and ``update_data`` (‖update‖ / ‖data
-    before the update‖).
+    before the update‖). A parameter without a gradient (frozen, or logged before ``backward``) has
+    null ``grad`` columns (SQL ``NULL``, NaN in pandas), never a non-finite value.
 
     A recorded run splits the work between two threads: the training thread only copies the
     parameters and their gradients on their device (:meth:`capture`: two fused copy calls, no
@@ -123,4 +124,8 @@ class TorchParams:
                 cols[f"{prefix}_{s}"] = pa.array([r[f"{prefix}_{s}"] for r in rows], pa.float64())
         ratio = [u["update_norm"] / b if b > 0 else math.nan for u, b in zip(upd, before, strict=True)]
         cols["update_data"] = pa.array(ratio, pa.float64())
+        if not all(cap.has_grad):  # no gradient (a frozen parameter, a step before backward): null, not NaN
+            none = pa.array([not h for h in cap.has_grad], pa.bool_())
+            for k in [c for c in cols if c == "grad" or c.startswith("grad_")]:
+                cols[k] = pa.array(cols[k].to_pylist(), pa.float64(), mask=none)
         return pa.table(cols)

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._bidi import isolate
+
 __all__ = ["RankComparison", "ranks"]
 
 #: The order in which a step's quantities are compared (a loss that goes non-finite comes first: the
@@ -79,11 +81,11 @@ class RankComparison:
                     f"(its last is step {r['last_step']}, the run's {last})."
                 )
         for r in self.nonfinite.to_dict("records"):
-            kind, name, scope = str(r["kind"]), str(r["name"]), str(r["scope"])
+            kind, name, scope = str(r["kind"]), isolate(str(r["name"])), isolate(str(r["scope"]))
             what = "loss" if kind == "loss" else f"{kind} of {name}" + (f" (in {scope})" if scope else "")
             text = f"Rank {r['rank']}: first non-finite value at step {r['step']}, its {what}: {r['value']!r}"
             if r["origin"]:
-                where = str(r["origin_scope"]) or "(no scope)"
+                where = isolate(str(r["origin_scope"])) or "(no scope)"
                 text += f"; it starts in {where} ({r['origin_op']}, {r['origin']})"
             lines.append(text + ".")
         return "\n".join(lines)
@@ -93,8 +95,8 @@ def _what(d: dict[str, Any]) -> str:
     if d["kind"] == "loss":
         text = f"at step {d['step']} its loss is {d['value']!r}"
     else:
-        where = f" (in {d['scope']})" if d.get("scope") else ""
-        text = f"at step {d['step']} the {d['kind']} of {d['name']}{where} is {d['value']!r}"
+        where = f" (in {isolate(d['scope'])})" if d.get("scope") else ""
+        text = f"at step {d['step']} the {d['kind']} of {isolate(d['name'])}{where} is {d['value']!r}"
     if (
         "reference" in d
         and d["reference"] is not None
@@ -190,7 +192,9 @@ def ranks(path: str | os.PathLike[str], *, rtol: float = 1e-6, atol: float = 0.0
     con = open_run(root)
     order = {n: i for i, n in enumerate(manifest.get("parameters") or [])}
     steps = _query(con, "SELECT step, rank, loss FROM steps ORDER BY step, rank", root)
-    params = _query(con, 'SELECT step, rank, name, scope, data, grad, "update" FROM params', root)
+    params = _query(
+        con, 'SELECT step, rank, name, scope, data, grad, "update", grad IS NULL AS no_grad FROM params', root
+    )
     params["order"] = params["name"].map(lambda n: order.get(n, len(order))).astype("int64")
     params = params.sort_values(["step", "order", "name", "rank"], kind="stable")
     candidates = []
@@ -291,6 +295,8 @@ def _first_nonfinite(con: Any, root: Path, steps: pd.DataFrame, params: pd.DataF
         p = params[params["rank"] == k]
         for kind_i, kind in enumerate(("grad", "data", "update"), start=1):
             bad = p[~np.isfinite(p[kind].to_numpy(dtype=np.float64))]
+            if kind == "grad":  # no gradient at all (a frozen parameter) is not a non-finite one
+                bad = bad[~bad["no_grad"].to_numpy(dtype=bool)]
             if len(bad):
                 r = bad.iloc[0]
                 c = (int(r["step"]), kind_i, int(r["order"]), kind, str(r["name"]), str(r["scope"]), float(r[kind]))
