@@ -6,4 +6,5 @@ import importlib.util
 
 # The PyTorch bridge is an optional extra: without torch its doctests and the test models are not
 # collected (tests/test_pytorch.py skips itself), so the suite runs where torch is not installed.
-collect_ignore_glob = [] if importlib.util.find_spec("torch") else ["graphtrace/pytorch/*", "tests/torch_models.py", "tests/gpt2_small.py"]
+_NEED_TORCH = ["graphtrace/pytorch/*", "tests/torch_models.py", "tests/gpt2_small.py"]
+collect_ignore_glob = [] if importlib.util.find_spec("torch") else _NEED_TORCH
