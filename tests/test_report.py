@@ -225,7 +225,11 @@ def test_the_model_table_counts_in_integers_and_hparams_read_as_written(tmp_path
     one = tmp_path / "one"
     with gt.record(one, gt.nn.MLP(1, [1])) as run:
         run.log(0, 1.0)
-    assert "model: 1 layer, 1 module, 2 parameters" in report_html(one)
+    page = report_html(one)
+    assert "model: 1 layer, 1 module, 2 parameters" in page
+    assert "<p>last step 0: loss 1.0</p>" in page  # no accuracy logged: none said (not 'accuracy nan')
+    assert "last step 1: loss " in report_html(tmp_path / "t")
+    assert "learning rate 0.05</p>" in report_html(_run(tmp_path / "lr") or tmp_path / "lr")
 
 
 def test_a_bidi_override_in_a_run_name_or_a_parameter_name_stays_inside_it(tmp_path: Path) -> None:
