@@ -73,11 +73,11 @@ def report_html(path: str | os.PathLike[str], *, reload_every: float | None = No
         parts.append("<p>No complete step yet.</p></body></html>")
         return "".join(parts)
     last = steps.iloc[-1]
-    said = [f"loss {esc(repr(float(last['loss'])))}"]
+    shown = [f"loss {esc(repr(float(last['loss'])))}"]
     for col, name in (("accuracy", "accuracy"), ("learning_rate", "learning rate")):
         if not math.isnan(float(last[col])):  # NaN: not logged
-            said.append(f"{name} {esc(repr(float(last[col])))}")
-    parts.append(f"<p>last step {int(last['step'])}: {', '.join(said)}</p>")
+            shown.append(f"{name} {esc(repr(float(last[col])))}")
+    parts.append(f"<p>last step {int(last['step'])}: {', '.join(shown)}</p>")
     parts.append(_model_summary(con, root))
     rows = all_steps[["step", "rank", "loss", "accuracy", "learning_rate"]].to_dict("records")
     by_rank = "rank" if world > 1 else None
