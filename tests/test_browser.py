@@ -947,6 +947,22 @@ def test_every_first_view_fits_the_window_and_reads(
     page.page.close()
 
 
+@pytest.mark.parametrize("size", SIZES, ids=["1280x800", "1920x1080"])
+def test_the_fit_button_shows_everything_after_a_box_is_opened(
+    browser: Any, first_view_pages: dict[str, Path], size: tuple[int, int]
+) -> None:
+    page = Page(browser, size)
+    page.open(first_view_pages["sample"])
+    page.page.evaluate("window.graphtraceExpand('MLP[0]/Layer1')")
+    opened = drawn(page)
+    assert len(opened["items"]) > 15  # Layer1's 16 neurons and the rest: more than fits legibly at 1280
+    page.page.click("#gt-fit")
+    view = drawn(page)
+    assert _inside(view) == [], [d["label"] for d in _inside(view)]
+    assert len(view["items"]) == len(opened["items"]) and page.errors == []
+    page.page.close()
+
+
 # what is written on the graph, as rectangles in CSS px of the graph's area: every box (its label is its
 # rectangle), every number drawn on an edge, every container's name (drawn at the top left of its frame)
 WRITTEN = """() => { const n = window.graphtraceNetwork;
@@ -1290,6 +1306,9 @@ def test_search_finds_run_table_names_the_loss_and_says_when_nothing_matches(
     page.page.press("#search", "Enter")
     page.page.wait_for_function("document.getElementById('gt-found').textContent.startsWith('found')")
     assert "role: root" in page.page.inner_text("#details")
+    # a scope by the path the run tables and by_scope write (no instance numbers)
+    assert page.page.evaluate("window.graphtraceSearch('MLP/Layer1')")["found"]
+    assert page.page.inner_text("#gt-found").startswith("found scope MLP[0]/Layer1"), page.page.inner_text("#gt-found")
     # a miss says so, in the toolbar without wrapping it (1280 px) and in the panel; the last match is let go
     header = page.page.evaluate("document.querySelector('header').getBoundingClientRect().height")
     page.page.fill("#search", "no-such-thing-at-all-in-this-graph-whatsoever")
@@ -1302,6 +1321,9 @@ def test_search_finds_run_table_names_the_loss_and_says_when_nothing_matches(
     assert page.page.evaluate("window.graphtraceNetwork.getSelectedNodes()") == []
     details = page.page.inner_text("#details")
     assert details.startswith("No node or scope matches") and "named_parameters()" in details, details
+    page.page.fill("#search", "")  # the box cleared: the message goes too
+    page.page.press("#search", "Enter")
+    assert page.page.inner_text("#gt-found") == "" and page.page.inner_text("#details").startswith("Click a box")
     assert page.page.evaluate("window.graphtraceSearch('no-such-thing')") == {"found": False}
     page.page.close()
     if "gpt" in first_view_pages:  # torch pages search too: a parameter by its dotted name, a block by its scope

@@ -101,6 +101,7 @@
     return id;
   }
   const found = document.getElementById("gt-found");
+  let missShown = false;  // the panel says a search found nothing
   function search(text) {
     const hit = finder.find(text);
     if (!hit) {  // said briefly in the toolbar (whole in its tooltip) and in the panel; the last match is let go
@@ -108,11 +109,13 @@
       found.textContent = asked ? "no match" : "";
       found.title = asked ? "no node or scope matches \u201c" + asked + "\u201d" : "";
       found.className = "miss";
+      if (!asked && missShown) { details.showText(hint); }  // the box cleared: so is what it said
+      missShown = !!asked;
       if (asked) {
         network.unselectAll();
         details.showText("No node or scope matches \u201c" + asked + "\u201d. Search by a node's label or id, a " +
-          "parameter's name as named_parameters() gives it (e.g. layers.0.weight), a scope path (e.g. MLP/Layer1), " +
-          "or \u201closs\u201d for the output.");
+          "parameter's name as named_parameters() gives it, a scope's name or path (as the tables write it or as " +
+          "the page shows it), or \u201closs\u201d for the output.");
       }
       return Promise.resolve({ found: false });
     }
@@ -128,6 +131,7 @@
       found.textContent = hit.node !== undefined ? "found " + M.label[i] : "found scope " + T.spath(hit.scope);
       found.title = found.textContent;
       found.className = "hit";
+      missShown = false;
       return { found: true, id: id };
     });
   }
@@ -172,8 +176,8 @@
   // the numbers drawn on edges and the containers' names, as rectangles in CSS px of the graph's area
   window.graphtraceEdgeLabels = function () { return view.edgeLabels(); };
   window.graphtraceClusterTitles = function () { return view.clusterTitles(); };
-  window.graphtraceFit = function () { return drawn(function () { view.fit(); }); };
-  document.getElementById("gt-fit").addEventListener("click", function () { view.fit(); });
+  window.graphtraceFit = function () { return drawn(function () { view.fitAll(); }); };
+  document.getElementById("gt-fit").addEventListener("click", function () { view.fitAll(); });
 
   // a click on a box opens it a moment later, unless it was the first click of a double-click; a
   // double-click inside an opened scope closes it

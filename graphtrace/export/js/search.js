@@ -26,6 +26,10 @@ GT.search = function (M, T) {
     for (i = 0; i < n; i++) { if (String(M.id(i)) === needle) { return { node: i }; } }
     k = T.scopeIndex(needle);
     if (k > 0) { return { scope: k }; }
+    // a path as the run tables and by_scope write it: without the instance numbers (MLP/Layer1 for MLP[0]/Layer1)
+    if (/\//.test(needle)) {
+      for (k = 1; k < T.nS; k++) { if (T.spath(k).replace(/\[\d+\]/g, "") === needle) { return { scope: k }; } }
+    }
     for (k = 1; k < T.nS; k++) { if (T.sname[k] === needle && !T.collects[k]) { return { scope: k }; } }
     for (k = 1; k < T.nS; k++) { if (T.sname[k] === needle) { return { scope: k }; } }
     if (/[.]/.test(needle)) {

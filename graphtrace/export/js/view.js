@@ -335,6 +335,11 @@ GT.view = function (M, T, network, hooks) {
     return p || { x: (laid.bounds.x0 + laid.bounds.x1) / 2, y: (laid.bounds.y0 + laid.bounds.y1) / 2 };
   }
   function fit() { look(laid.bounds, rootAnchor()); }
+  // the fit button: everything drawn in the window, at whatever scale that takes (a person asked for it)
+  function fitAll() {
+    const b = laid.bounds, s = Math.min(fitScale(b), MAX_ZOOM);
+    network.moveTo({ position: { x: (b.x0 + b.x1) / 2, y: (b.y0 + b.y1) / 2 }, scale: s, animation: false });
+  }
   // the items inside scope k (what opening k showed), as a rectangle
   function boundsInside(k) {
     const inside = cur.items.filter(function (it) {
@@ -431,7 +436,7 @@ GT.view = function (M, T, network, hooks) {
     return render("fit", best);
   }
   return {
-    render: render, repaint: repaint, highlight: highlight, firstView: firstView, fit: fit,
+    render: render, repaint: repaint, highlight: highlight, firstView: firstView, fit: fit, fitAll: fitAll,
     current: function () { return cur; },
     clusters: function () { return drawnClusters.slice(); },
     edgeLabels: function () { return labels.drawn(); },
