@@ -963,6 +963,33 @@ def test_the_fit_button_shows_everything_after_a_box_is_opened(
     page.page.close()
 
 
+def test_a_minus_inf_attention_mask_is_contained_and_a_real_nan_is_still_an_anomaly(
+    browser: Any, tmp_path: Path
+) -> None:
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    q = torch.randn(4, 4, requires_grad=True)
+    mask = torch.tril(torch.ones(4, 4, dtype=torch.bool))
+    with gt.pytorch.trace() as tr:  # causal attention's mask: -inf above the diagonal, finite after softmax
+        att = (q @ q.T).masked_fill(~mask, float("-inf")).softmax(-1)
+        att.sum().backward()
+    page = Page(browser)
+    page.open(gt.to_html(tr.graph, tmp_path / "mask.html", collapse=False))
+    items = {d["label"].split("  ")[0]: d for d in drawn(page)["items"]}
+    assert items["masked_fill"]["border"] != "#d62728", items["masked_fill"]
+    assert all(d["border"] != "#d62728" for d in items.values()), items
+    assert page.page.evaluate("window.graphtraceSearch('masked_fill')")["found"]
+    assert "contained: every op using this value gave finite values" in page.page.inner_text("#details")
+    page.page.close()
+    with gt.pytorch.trace() as tr:  # a NaN that reaches the loss is an anomaly, as before
+        (q.log() * 2).sum().backward()
+    page = Page(browser)
+    page.open(gt.to_html(tr.graph, tmp_path / "nan.html", collapse=False))
+    items = {d["label"].split("  ")[0]: d for d in drawn(page)["items"]}
+    assert items["log"]["border"] == "#d62728" and items["mul"]["border"] == "#d62728", items
+    page.page.close()
+
+
 # what is written on the graph, as rectangles in CSS px of the graph's area: every box (its label is its
 # rectangle), every number drawn on an edge, every container's name (drawn at the top left of its frame)
 WRITTEN = """() => { const n = window.graphtraceNetwork;

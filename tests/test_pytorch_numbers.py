@@ -920,3 +920,19 @@ def test_batched_summaries_keep_each_tensors_values_before_an_in_place_op() -> N
     for a, m in zip(weights, [m for m in model if isinstance(m, torch.nn.Linear)], strict=True):
         _close(a, "data", m.weight)
         _close(a, "grad", m.weight.grad)
+
+
+def test_a_causal_attention_mask_is_contained_not_a_nan_origin() -> None:
+    # GPT's -inf above the diagonal: softmax turns it finite; the NaN planted after it is the origin
+    torch.manual_seed(0)
+    q = torch.randn(4, 4, requires_grad=True)
+    mask = torch.tril(torch.ones(4, 4, dtype=torch.bool))
+    with gt.pytorch.trace() as tr:
+        att = (q @ q.T).masked_fill(~mask, float("-inf")).softmax(-1)
+        assert torch.isfinite(att).all()  # the oracle: torch's own values past the mask
+        p = torch.tensor([-1.0, 2.0], requires_grad=True)
+        (att.sum() + p.log().sum()).backward()  # a NaN on another branch: its own origin
+    table = gt.analysis.anomalies(tr.graph)
+    fill = table[table["op"] == "masked_fill"].iloc[0]
+    assert not fill["forward_origin"] and "contained" in fill["cause"]
+    assert list(_origin(tr.graph)["op"]) == ["log"]  # where the NaN starts

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..export.frames import is_tensor_trace, topological_nodes
+from ..export.frames import contained_nonfinite, is_tensor_trace, topological_nodes
 from ..snapshot import as_graph
 from ._common import _STR, _num
 
@@ -25,6 +25,10 @@ def anomalies(x: Any) -> pd.DataFrame:
     through overflow of finite ``local_grad * grad`` terms (``cause`` says which). Other rows inherit
     their non-finite values from an origin. Use :func:`graphtrace.detect_anomaly` to stop at the
     first origin while the code runs.
+
+    On a tensor trace a value whose non-finite elements go no further (every op using it gives finite
+    values and its gradient is finite: a ``-inf`` attention mask before a softmax) is listed as
+    ``contained`` in its cause and is not a forward origin.
 
     On a tensor trace (:mod:`graphtrace.pytorch`) a node is non-finite when any element of its value
     (or gradient) is (a norm is never what makes it so: it is computed scaled and never overflows),
@@ -90,6 +94,7 @@ def anomalies(x: Any) -> pd.DataFrame:
         if fin(d) and fin(g):
             continue
         fwd = not fin(d) and all(fin(data[p]) for p in pred[n])
+        held = tensors and contained_nonfinite(G, n)
         causes = []
         if fwd and tensors:
             k, op, shape = nodes[n].get("data_nonfinite"), nodes[n].get("op"), nodes[n].get("shape")
@@ -107,6 +112,9 @@ def anomalies(x: Any) -> pd.DataFrame:
                 )
         elif fwd:
             causes.append(f"{nodes[n].get('op')} of finite operands gave {d!r}" if pred[n] else f"leaf with data {d!r}")
+        if held:  # e.g. a -inf attention mask: reported, but no NaN starts here
+            fwd = False
+            causes.append("contained: every op using it gave finite values and its gradient is finite (a mask)")
         bwd = False
         if not fin(g):
             terms = [(v, _num(e.get("local_grad")), grad[v]) for v, e in succ[n].items()]

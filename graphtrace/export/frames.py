@@ -137,6 +137,19 @@ def is_tensor_trace(G: nx.DiGraph) -> bool:
     return bool(G.graph.get("kind") == "torch")
 
 
+def contained_nonfinite(G: nx.DiGraph, n: Any) -> bool:
+    """Whether node ``n`` of a tensor trace holds non-finite values that go no further: its gradient is
+    finite and every op using it gave finite values (a ``-inf`` attention mask before a softmax). Such a
+    value is reported, but it is not where a NaN starts."""
+    a, users = G._node[n], G._succ[n]
+    return (
+        bool(a.get("data_nonfinite"))
+        and not a.get("grad_nonfinite")
+        and bool(users)
+        and all(G._node[c].get("data_known") and not G._node[c].get("data_nonfinite") for c in users)
+    )
+
+
 #: The typed columns of a tensor trace's node table, after the scalar ones (see :mod:`graphtrace.pytorch`).
 TENSOR_COLUMNS: dict[str, str] = {
     "grad_fn": "string",

@@ -28,7 +28,7 @@ import numpy as np
 
 from .._bidi import isolate
 from ..naming import OP_NAMES
-from .frames import is_tensor_trace, node_roles, topological_nodes
+from .frames import contained_nonfinite, is_tensor_trace, node_roles, topological_nodes
 from .stacks import stacks
 
 __all__ = ["INPUTS", "OUTSIDE", "PARAMETERS", "ROLE_COLORS", "page_data", "tensor_info", "trace_name"]
@@ -44,6 +44,11 @@ ROLE_COLORS = {
 #: Boxes of the folded view that are not scopes: parameters (under their module path), and, when there
 #: are more than ``budget`` of them, the model inputs (leaves used only inside scopes) and the other nodes
 #: recorded outside any scope (a loss built by hand). The first view never opens them.
+#: What the panel of a contained non-finite value says (see ``bad`` bit 4 in :func:`payload`).
+CONTAINED = (
+    "contained: every op using this value gave finite values and its gradient is finite (a mask, such as "
+    "-inf before a softmax): not drawn as an anomaly"
+)
 PARAMETERS, INPUTS, OUTSIDE = "parameters", "(inputs)", "(outside any scope)"
 MAX_LABEL = 32  # labels longer than this are cut on the boxes (the panel shows them whole)
 _ROLE_INDEX = {role: i for i, role in enumerate(ROLE_COLORS)}
@@ -288,11 +293,19 @@ def page_data(
     }
     if tensors:
         columns["shape"] = _words([str(a.get("shape", "")) for a in attrs])
-        columns["info"] = _words([tensor_info(a) for a in attrs])
+        # a non-finite value every user turns finite again (a -inf attention mask before softmax), its
+        # gradient finite: contained, said in its panel but not drawn as an anomaly
+        contained = [contained_nonfinite(G, n) for n in order]
+        columns["info"] = _words(
+            [tensor_info(a) + ("\n" + CONTAINED if held else "") for a, held in zip(attrs, contained, strict=True)]
+        )
         columns["numel"] = _floats([_float(a.get("numel", -1)) for a in attrs])
         columns["known"] = _ints([(1 if a.get("data_known") else 0) | (2 if a.get("grad_known") else 0) for a in attrs])
         columns["bad"] = _ints(
-            [(1 if a.get("data_nonfinite") else 0) | (2 if a.get("grad_nonfinite") else 0) for a in attrs]
+            [
+                4 if held else (1 if a.get("data_nonfinite") else 0) | (2 if a.get("grad_nonfinite") else 0)
+                for a, held in zip(attrs, contained, strict=True)
+            ]
         )
         columns["gn"] = _floats([_float(e.get("grad_norm", math.nan)) for v in order for e in pred[v].values()])
         columns["gbad"] = _ints([int(e.get("grad_nonfinite", 0) or 0) for v in order for e in pred[v].values()])

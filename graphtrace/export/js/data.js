@@ -60,7 +60,7 @@ GT.data = (function () {
     };
     // a value of node i that is not finite while it was recorded: an anomaly, drawn as such
     M.anomaly = function (i) {
-      if (M.bad !== null) { return M.bad[i] !== 0; }
+      if (M.bad !== null) { return (M.bad[i] & 3) !== 0; }  // (4: contained, e.g. a -inf mask before softmax)
       return !isFinite(M.data[i]) || !isFinite(M.grad[i]);
     };
     M.gradKnown = function (i) { return M.known === null || (M.known[i] & 2) !== 0; };
