@@ -990,6 +990,21 @@ def test_a_minus_inf_attention_mask_is_contained_and_a_real_nan_is_still_an_anom
     page.page.close()
 
 
+def test_the_replay_of_a_bag_of_parameters_gives_the_range_its_box_shows(
+    browser: Any, first_view_pages: dict[str, Path]
+) -> None:
+    page = Page(browser)
+    page.open(first_view_pages["sample"])
+    page.page.click("#gt-last")
+    status = page.page.inner_text("#gt-step")
+    box = next(d for d in drawn(page)["items"] if "parameters" in d["label"])
+    shown = box["label"].split("\n")[2].split(" ", 1)[1]  # "grad -3.035 … 0 … 2.791" on the box
+    assert "\u2026" in shown and status.endswith("parameters done, grad " + shown), (status, shown)
+    panel = page.page.inner_text("#details")
+    assert "grad min \u2026 median \u2026 max: " + shown in panel and "output" not in panel, panel
+    page.page.close()
+
+
 # what is written on the graph, as rectangles in CSS px of the graph's area: every box (its label is its
 # rectangle), every number drawn on an edge, every container's name (drawn at the top left of its frame)
 WRITTEN = """() => { const n = window.graphtraceNetwork;

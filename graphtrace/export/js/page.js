@@ -64,7 +64,10 @@
         const i = it.ref;
         return { name: M.label[i], grad: M.grad[i], text: "grad(" + M.label[i] + ") = " + GT.format.fmt(M.grad[i]) };
       }
-      const tw = view.instances(x), o = view.outputOf(x);
+      const tw = view.instances(x), o = view.outputOf(x), range = view.gradRange(x);
+      if (range !== null) {  // parameters or inputs: no output, the range of their gradients
+        return { name: view.nameOf(x), grad: NaN, text: view.nameOf(x) + " done, grad " + range };
+      }
       return { name: view.nameOf(x), grad: M.grad[o],
                text: view.nameOf(x) + " done, grad " + (tw.length > 1 ? GT.format.spread(T.outputs(tw, M.grad)) : GT.format.fmt(M.grad[o])) };
     },

@@ -95,10 +95,7 @@ GT.view = function (M, T, network, hooks) {
     const head = (it.kind === "g" ? "\u25a4 " : "\u25b8 ") + F.cut(nameOf(it), P.maxLabel + 6) + "  [" + T.count[k] +
       (many ? " nodes each]" : " node" + (T.count[k] === 1 ? "]" : "s]"));
     if (T.collects[k]) {  // parameters or inputs: the range of their values
-      const under = T.nodesUnder(k), pick = function (col, ok) {
-        const v = under.filter(ok).map(function (i) { return col[i]; });
-        return v.length ? F.spread(v) : "\u2014";  // (tensors: only the values the trace recorded)
-      };
+      const pick = function (col, ok) { return rangeOf(k, col, ok); };
       const xs = M.tensor ? "\u2016x\u2016 " : "data ", gs = M.tensor ? "\u2016\u2207\u2016 " : "grad ";
       return head + "\n" + xs + pick(M.data, M.dataKnown) + "\n" + gs + (pending ? "?" : pick(M.grad, M.gradKnown));
     }
@@ -110,9 +107,18 @@ GT.view = function (M, T, network, hooks) {
     return head + "\n" + out + "\n\u2016x\u2016 " + tensorValue(M.data[o], M.dataKnown(o)) + "  \u2016\u2207\u2016 " +
       (pending ? "?" : tensorValue(M.grad[o], M.gradKnown(o)));
   }
+  // a bag of parameters or inputs has no output: its values' min ... median ... max ("\u2014": none recorded)
+  function rangeOf(k, col, ok) {
+    const v = T.nodesUnder(k).filter(ok).map(function (i) { return col[i]; });
+    return v.length ? F.spread(v) : "\u2014";  // (tensors: only the values the trace recorded)
+  }
   function textOf(it, pending) { return it.kind === "n" ? nodeText(it.ref, pending) : boxText(it, pending); }
   function boxTitle(it) {
     const tw = instances(it), k = it.ref, o = T.last[k];
+    if (T.collects[k]) {
+      return T.spath(k) + "\n" + T.count[k] + " nodes\ndata min \u2026 median \u2026 max: " + rangeOf(k, M.data, M.dataKnown) +
+        "\ngrad min \u2026 median \u2026 max: " + rangeOf(k, M.grad, M.gradKnown) + "\nclick to open";
+    }
     if (tw.length > 1) {
       const G = it.kind === "g" ? T.groups[it.group] : T.groups[T.foldOf[T.instOf[k]]];
       return (it.kind === "g" ? nameOf(it) + ": " + tw.length + " consecutive instances with the same structure (same ops, wiring and inner scopes), " + T.spath(tw[0]) + " \u2026 " + T.spath(tw[tw.length - 1])
@@ -445,6 +451,7 @@ GT.view = function (M, T, network, hooks) {
     colour: function (mode) { colourMode = mode; },
     colourMode: function () { return colourMode; },
     nameOf: function (x) { return nameOf(cur.items[x]); },
+    gradRange: function (x) { const it = cur.items[x]; return it.kind === "s" && T.collects[it.ref] ? rangeOf(it.ref, M.grad, M.gradKnown) : null; },
     boxTitle: function (x) { return boxTitle(cur.items[x]); },
     outputOf: function (x) { return outputOf(cur.items[x]); },
     instances: function (x) { return instances(cur.items[x]); },
