@@ -551,3 +551,47 @@ def test_a_stray_folder_in_a_ranked_table_is_named(tmp_path: Path) -> None:
     assert main(["report", str(path)]) == 2
     with pytest.raises(ValueError, match=r"rank=1.json: not a readable graphtrace rank 1 manifest"):
         gt.runs.status(path)
+
+
+def _two_ranks(
+    path: Path,
+    *,
+    skip: tuple[int, int] | None = None,
+    jolt: tuple[int, int] | None = None,
+    nan_loss: tuple[int, int] | None = None,
+) -> None:
+    """Two ranks, each with its own copy of one model, taking the same SGD-like step every step."""
+    models = []
+    for _ in range(2):
+        import random
+
+        random.seed(3)
+        models.append(gt.nn.MLP(1, [2]))
+    runs = [gt.record(path, m, rank=k, world_size=2) for k, m in enumerate(models)]
+    for step in range(4):
+        for k, (m, run) in enumerate(zip(models, runs, strict=True)):
+            for p in m.parameters():
+                if (k, step) != skip:  # (rank, step) that skips its optimizer step
+                    p.data -= 0.1
+                if (k, step) == jolt:
+                    p.data += 1.0
+            run.log(step, float("nan") if (k, step) == nan_loss else 1.0)
+    for run in runs:
+        run.close()
+
+
+def test_with_two_ranks_the_broken_one_is_named_also_when_it_is_rank_0(tmp_path: Path) -> None:
+    _two_ranks(tmp_path / "loss", nan_loss=(0, 2))
+    found = gt.runs.ranks(tmp_path / "loss")
+    assert found.first is not None and (found.first["rank"], found.first["step"], found.first["kind"]) == (0, 2, "loss")
+    assert str(found).startswith("Rank 0 departs first: at step 2 its loss is nan (the others': 1.0).")
+    _two_ranks(tmp_path / "skip", skip=(0, 2))
+    found = gt.runs.ranks(tmp_path / "skip")
+    assert found.first is not None and (found.first["rank"], found.first["step"]) == (0, 2), found.first
+    assert "(its parameters did not change at that step: no optimizer step?)" in str(found)
+    _two_ranks(tmp_path / "skip1", skip=(1, 2))
+    found = gt.runs.ranks(tmp_path / "skip1")
+    assert found.first is not None and (found.first["rank"], found.first["step"]) == (1, 2), found.first
+    _two_ranks(tmp_path / "jolt", jolt=(0, 2))  # one rank's values moved: nothing says which one is wrong
+    said = str(gt.runs.ranks(tmp_path / "jolt"))
+    assert said.startswith("Ranks 0 and 1 part at step 2: the data of ") and "do not tell which one" in said, said

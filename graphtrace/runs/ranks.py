@@ -69,8 +69,19 @@ class RankComparison:
             lines.append(f"The {self.world_size} ranks agree at every step.")
         elif self.first is None:
             lines.append(f"The {self.world_size} ranks agree at every step they share.")
+        elif self.first.get("ambiguous"):
+            f, other = self.first, 1 - int(self.first["rank"])
+            where = f" (in {isolate(f['scope'])})" if f.get("scope") else ""
+            lines.append(
+                f"Ranks 0 and 1 part at step {f['step']}: the {f['kind']} of {isolate(f['name'])}{where} is "
+                f"{f['value']!r} on rank {f['rank']} and {f['reference']!r} on rank {other}; with two ranks the "
+                "values do not tell which one departed."
+            )
         else:
-            lines.append(f"Rank {self.first['rank']} departs first: {_what(self.first)}.")
+            said = f"Rank {self.first['rank']} departs first: {_what(self.first)}"
+            if self.first.get("unchanged"):
+                said += " (its parameters did not change at that step: no optimizer step?)"
+            lines.append(said + ".")
         last = self.coverage["last_step"].max() if len(self.coverage) else None
         for r in gaps.to_dict("records"):
             if r["steps"] == 0:
@@ -207,13 +218,16 @@ def ranks(path: str | os.PathLike[str], *, rtol: float = 1e-6, atol: float = 0.0
         values = loss.to_numpy(dtype=np.float64)
         marks = steps.assign(seen=1.0).pivot(index="step", columns="rank", values="seen")
         present = marks.reindex(columns=range(world)).notna().to_numpy()
-        finite = np.isfinite(values).astype(np.float64)
-        ref = _reference(finite, present, lambda a, b: a == b)
+        finite = np.isfinite(values)
         for i, step in enumerate(loss.index):
-            r = ref[i]
-            for k in range(world):
-                if present[i, k] and finite[i, k] != finite[i, r]:
-                    candidates.append((int(step), 0, 0, k, "loss", "", "", values[i, k], values[i, r]))
+            ok, bad = present[i] & finite[i], present[i] & ~finite[i]
+            if not ok.any() or not bad.any():
+                continue
+            # the ranks whose loss is not finite depart, unless they are more than the finite ones (a tie:
+            # the finite loss is the reference, so with two ranks the broken one is named, whichever it is)
+            off, ref_rank = (bad, int(np.argmax(ok))) if ok.sum() >= bad.sum() else (ok, int(np.argmax(bad)))
+            for gone in np.flatnonzero(off).tolist():
+                candidates.append((int(step), 0, 0, gone, "loss", "", "", values[i, gone], values[i, ref_rank]))
     if world > 1 and not params.empty:
         keys = params[["step", "order", "name", "scope"]].drop_duplicates(["step", "name"]).reset_index(drop=True)
         index = pd.MultiIndex.from_frame(keys[["step", "name"]])
@@ -263,6 +277,14 @@ def ranks(path: str | os.PathLike[str], *, rtol: float = 1e-6, atol: float = 0.0
             "value": float(c[7]),
             "reference": float(c[8]),
         }
+        if c[4] != "loss" and world == 2:  # one rank against one: which departed is not told by the values
+            first["ambiguous"] = True
+            still = _unchanged_ranks(params, c[0], world)
+            if len(still) == 1:  # unless one rank's parameters did not move at that step (no optimizer step)
+                quiet = still[0]
+                first.update(ambiguous=False, unchanged=True)
+                if quiet != c[3]:
+                    first.update(rank=quiet, value=float(c[8]), reference=float(c[7]))
     nonfinite = _first_nonfinite(con, root, steps, params, world)
     layer = f"array_to_string(string_split(scope, '/')[1:{depth}], '/')"
     layers = _query(
@@ -281,6 +303,13 @@ def ranks(path: str | os.PathLike[str], *, rtol: float = 1e-6, atol: float = 0.0
         columns=["rank", "steps", "last_step", "missing"],
     ).astype({"rank": "int64", "steps": "int64", "last_step": "Int64", "missing": "int64"})
     return RankComparison(world, first, departures, nonfinite, layers, coverage)
+
+
+def _unchanged_ranks(params: pd.DataFrame, step: int, world: int) -> list[int]:
+    """The ranks whose every parameter has update 0 at ``step`` while another rank's moved."""
+    at = params[params["step"] == step]
+    still = [k for k in range(world) if len(at[at["rank"] == k]) and (at.loc[at["rank"] == k, "update"] == 0).all()]
+    return still if len(still) < world else []
 
 
 def _first_nonfinite(con: Any, root: Path, steps: pd.DataFrame, params: pd.DataFrame, world: int) -> pd.DataFrame:
