@@ -23,6 +23,7 @@ torch = pytest.importorskip("torch")
 from torch_models import GPT, ResNet18, lm_loss  # noqa: E402
 
 import graphtrace as gt  # noqa: E402
+from graphtrace.pytorch import tensors as _tensors  # noqa: E402
 
 _PACKAGE = str(Path(gt.__file__).resolve().parent)
 _TORCH = str(Path(torch.__file__).resolve().parent)
@@ -70,11 +71,14 @@ def _models(device: str) -> list[tuple[str, Any, Any]]:
     ]
 
 
+@pytest.mark.parametrize("early", [False, True], ids=["", "batches-flushed-while-running"])
 @pytest.mark.parametrize("stats", ["full", "norms"])
 @pytest.mark.parametrize("which", ["resnet18", "gpt"])
 def test_a_trace_never_waits_for_the_device_while_the_model_runs(
-    which: str, stats: str, monkeypatch: pytest.MonkeyPatch
+    which: str, stats: str, early: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    if early:  # batches of two tensors: their statistics are launched while the model runs, not at the exit
+        monkeypatch.setattr(_tensors, "BATCH_ROWS", 2)
     name, model, loss_of = next(m for m in _models("cpu") if m[0] == which)
     tr = gt.pytorch.trace(model, stats=stats)
     with _counting(monkeypatch) as calls:
