@@ -210,7 +210,9 @@ class _Batch:
         if norms:  # rows of a multiple of NORM_GROUP elements (zeros after the tensor's: see _norms_of)
             width = self.n if self.n <= NORM_GROUP else -(-self.n // NORM_GROUP) * NORM_GROUP
             capacity = min(BATCH_ROWS, max(1, BATCH_ELEMENTS // width))
-            self.buf = torch.zeros((capacity, width), dtype=cdt, device=like.device)
+            self.buf = torch.empty((capacity, width), dtype=cdt, device=like.device)
+            if width > self.n:
+                self.buf[:, self.n :].zero_()
         else:
             capacity = min(BATCH_ROWS, max(1, BATCH_ELEMENTS // max(self.n, 1)))
             self.buf = torch.empty((capacity, *like.shape), dtype=cdt, device=like.device)
