@@ -358,3 +358,25 @@ def test_the_batch_rows_keep_each_tensors_norm_before_an_in_place_op() -> None:
     assert len(nodes) == len(outs) == layers
     for a, out in zip(nodes, outs, strict=True):
         assert a["data_norm"] == pytest.approx(_norm64(out), rel=1e-6)
+
+
+def test_a_large_parameters_gradient_is_still_made_its_grad_without_a_copy() -> None:
+    """Autograd makes the incoming gradient ``.grad`` itself when nothing else holds it; a "norms" trace
+    keeps the gradient to count its non-finite elements at the exit, by an alias, so it still does."""
+
+    class Scale(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.randn(300_000))  # above a batch: counted at the exit
+
+        def forward(self, x: Any) -> Any:
+            return (x * self.p).sum()
+
+    m = Scale()
+    seen: dict[str, int] = {}
+    m.p.register_hook(lambda g: seen.__setitem__("ptr", g.data_ptr()))
+    with gt.pytorch.trace(m, stats="norms") as tr:
+        m(torch.randn(300_000)).backward()
+    assert m.p.grad is not None and m.p.grad.data_ptr() == seen["ptr"]
+    a = next(a for _, a in tr.graph.nodes(data=True) if a["label"] == "p")
+    assert a["grad_norm"] == pytest.approx(_norm64(m.p.grad), rel=1e-6) and a["grad_nonfinite"] == 0

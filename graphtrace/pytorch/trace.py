@@ -625,16 +625,21 @@ class Trace:
             if not isinstance(g, torch.Tensor) or not self._ours():
                 return
 
-            def summary() -> Raw:
-                if hint is not None and hint[0] == id(g) and hint[1] == g._version:
-                    return hint[2]  # the gradient the one view of this leaf summarised, reordered
-                return raw(g, l1=True, norms=self._norms, defer=True)
+            def take() -> None:
+                d = g.detach()  # (an alias: a reference to ``g`` itself would keep autograd from making it .grad)
+
+                def summary() -> Raw:
+                    if hint is not None and hint[0] == id(g) and hint[1] == g._version:
+                        return hint[2]  # the gradient the one view of this leaf summarised, reordered
+                    return raw(d, l1=True, norms=self._norms, defer=True)
+
+                leaf.add(d, summary)
 
             if self._quiet():
-                leaf.add(g.detach(), summary)
+                take()
             else:
                 with _disable_current_modes(), torch.no_grad():
-                    leaf.add(g.detach(), summary)
+                    take()
 
         return prehook
 
