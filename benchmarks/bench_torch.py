@@ -4,7 +4,8 @@ CPU, one torch thread, as CI has it. Every figure is a ratio to the plain model 
 process, from interleaved repetitions (plain, traced, anomaly mode, plain, ...), so a slow spell of
 the machine hits every variant; medians, with the range of the per-repetition ratios.
 
-1. Tracing (``gt.pytorch.trace``, forward + backward, the graph built at the exit included) against
+1. Tracing (``gt.pytorch.trace`` with every statistic, and with ``stats="norms"``: the L2 norms and
+   non-finite counts alone; forward + backward, the graph built at the exit included) against
    ``torch.autograd.detect_anomaly(check_nan=True)`` on ResNet-18 (1x3x64x64 and 8x3x224x224), the
    GPT-style model (6 blocks, d=128, seq 64, batch 8) and GPT-2 small's architecture (seq 64, batch
    2). Targets: <= 1.5x, <= 1.10x, <= 1.5x, <= 1.25x, and below anomaly mode; the build <= 10% of
@@ -17,7 +18,8 @@ the machine hits every variant; medians, with the range of the per-repetition ra
    (``wandb.watch(model, log="all", log_freq=1)``, ``WANDB_MODE=offline``), where installed.
 3. The ResNet-18 trace's collapsed page: first draw in headless Chromium (<= 500 ms).
 
-``GT_BENCH_QUICK=1`` runs fewer repetitions and skips the large models. Run: ``make bench`` or
+``GT_BENCH_QUICK=1`` runs fewer repetitions and skips the large models; ``GT_BENCH_TRACING_ONLY=1``
+runs part 1 alone. Run: ``make bench`` or
 ``python benchmarks/bench_torch.py``.
 """
 
@@ -49,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from torch_models import GPT, ResNet18, gpt2_small, lm_loss
 
 QUICK = os.environ.get("GT_BENCH_QUICK") == "1"
+TRACING_ONLY = os.environ.get("GT_BENCH_TRACING_ONLY") == "1"
 
 
 def _spread(ratios: list[float]) -> str:
@@ -57,15 +60,16 @@ def _spread(ratios: list[float]) -> str:
 
 # ---- 1. tracing ----------------------------------------------------------------------------------
 def tracing(name: str, model: torch.nn.Module, loss: Callable[[], torch.Tensor], reps: int) -> Any:
-    """Plain, traced and anomaly-mode forward + backward, interleaved; prints one line."""
+    """Plain, traced (``stats="full"``, then ``stats="norms"``) and anomaly-mode forward + backward,
+    interleaved; prints one line."""
 
     def plain() -> None:
         model.zero_grad(set_to_none=True)
         loss().backward()
 
-    def traced() -> tuple[float, Any]:
+    def traced(stats: str = "full") -> tuple[float, Any]:
         model.zero_grad(set_to_none=True)
-        tr = gt.pytorch.trace(model)
+        tr = gt.pytorch.trace(model, stats=stats)
         tr.__enter__()
         loss().backward()
         t1 = time.perf_counter()
@@ -81,25 +85,47 @@ def tracing(name: str, model: torch.nn.Module, loss: Callable[[], torch.Tensor],
 
     plain()
     traced()
+    traced("norms")
     anomaly()
-    p, t, a, build = [], [], [], []
+    p, t, tn, a, build, build_n = [], [], [], [], [], []
+    cpu: dict[str, list[float]] = {"p": [], "t": [], "tn": [], "a": []}  # the same, in this thread's CPU time
     G = None
+    norms_out: Any = None
     for _ in range(reps):
-        t0 = time.perf_counter()
+        G = norms_out = None  # (the previous graphs are freed outside the timings)
+        c0, t0 = time.thread_time(), time.perf_counter()
         plain()
         p.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
+        cpu["p"].append(time.thread_time() - c0)
+        c0, t0 = time.thread_time(), time.perf_counter()
         b, G = traced()
         t.append(time.perf_counter() - t0)
+        cpu["t"].append(time.thread_time() - c0)
         build.append(b)
-        t0 = time.perf_counter()
+        c0, t0 = time.thread_time(), time.perf_counter()
+        norms_out = traced("norms")
+        tn.append(time.perf_counter() - t0)
+        cpu["tn"].append(time.thread_time() - c0)
+        build_n.append(norms_out[0])
+        c0, t0 = time.thread_time(), time.perf_counter()
         anomaly()
         a.append(time.perf_counter() - t0)
+        cpu["a"].append(time.thread_time() - c0)
     mp = statistics.median(p)
+
+    def ratios(xs: list[float], base: list[float] = p) -> str:
+        return _spread([x / y for x, y in zip(xs, base, strict=True)])
+
+    def cpu_ratio(k: str) -> str:
+        return f"{statistics.median(x / y for x, y in zip(cpu[k], cpu['p'], strict=True)):.2f}x"
+
     print(
-        f"  {name:34s} plain {mp * 1e3:7.1f} ms | traced {_spread([x / y for x, y in zip(t, p, strict=True)])}"
+        f"  {name:34s} plain {mp * 1e3:7.1f} ms | traced {ratios(t)}"
         f" (build {statistics.median(build) * 1e3:.1f} ms = {statistics.median(build) / mp:.0%}) | "
-        f"detect_anomaly {_spread([x / y for x, y in zip(a, p, strict=True)])}",
+        f"stats='norms' {ratios(tn)} (build {statistics.median(build_n) * 1e3:.1f} ms) | "
+        f"detect_anomaly {ratios(a)}\n"
+        f"  {'':34s} CPU time of the thread: plain {statistics.median(cpu['p']) * 1e3:7.1f} ms | traced "
+        f"{cpu_ratio('t')} | stats='norms' {cpu_ratio('tn')} | detect_anomaly {cpu_ratio('a')}",
         flush=True,
     )
     return G
@@ -263,6 +289,8 @@ def main() -> None:
         idx2 = torch.randint(0, 50257, (2, 65))
         tracing("GPT-2 small seq 64 batch 2 (<= 1.25x)", big, lambda: lm_loss(big, idx2), 3)
         del big
+    if TRACING_ONLY:
+        return
     print("2. training loops, ratios to the plain loop (median, range):")
     loops(
         "MLP 784-512-512-10 batch 128 (gt.record <= +5%)",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -1483,3 +1484,53 @@ def test_the_readme_pictures_are_taken_from_the_pages_as_they_open(browser: Any,
         for n in ("seed_graph.png", "seed_replay.png")
     ]
     assert counts[1] > 10 * counts[0] + 10_000, counts
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)])
+def test_a_norms_trace_says_what_it_did_not_record_and_never_shows_nan(
+    browser: Any, tmp_path: Path, size: tuple[int, int]
+) -> None:
+    """gt.pytorch.trace(model, stats="norms"): clicking every node, its panel gives the norms and says
+    the mean, std, min and max were not recorded (never "nan"); the legend says so, inside the window."""
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    torch.manual_seed(0)
+    cnn = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
+    with gt.pytorch.trace(cnn, stats="norms") as tr:
+        cnn(torch.randn(2, 3, 8, 8)).square().mean().backward()
+    page = Page(browser, size)
+    page.open(gt.to_html(tr.graph, tmp_path / "norms.html", collapse=False))  # every node drawn
+    legend = page.page.locator("#gt-legend")
+    assert "recorded with stats='norms': norms and non-finite counts; mean, std, min, max not recorded" in (
+        legend.inner_text()
+    )
+    box = legend.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= size[0] and box["y"] < size[1]
+    ids = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.getIds()")
+    assert len(ids) == tr.graph.number_of_nodes()
+    graph = page.page.locator("#graph").bounding_box()
+    panels = []
+    for i in ids:
+        pt = page.page.evaluate(
+            """(id) => { const net = window.graphtraceNetwork;
+                         net.focus(id, { scale: Math.max(net.getScale(), 0.72), animation: false });
+                         return net.canvasToDOM(net.getPosition(id)); }""",
+            i,
+        )
+        # (each node is brought to the same spot: a click right after the last one there is a double click)
+        page.page.wait_for_timeout(600)
+        page.page.mouse.click(graph["x"] + pt["x"], graph["y"] + pt["y"])
+        page.page.wait_for_function(
+            "(id) => window.graphtraceNetwork.getSelectedNodes().indexOf(id) >= 0", arg=i, timeout=30_000
+        )
+        panels.append(page.page.inner_text("#details"))
+    for text in panels:
+        assert not re.search(r"\bnan\b", text, re.IGNORECASE), text
+        assert text.count("(mean, std, min, max: not recorded, stats='norms')") == 2, text
+        assert "norm " in text
+    # the loss: its value, as recorded
+    loss = next(a for _, a in tr.graph.nodes(data=True) if a["op"] == "mean")
+    assert any(f"{loss['data']:.4g}" in t for t in panels)
+    assert page.errors == [] and page.blocked == []
+    page.page.close()

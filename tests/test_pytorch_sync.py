@@ -23,6 +23,7 @@ torch = pytest.importorskip("torch")
 from torch_models import GPT, ResNet18, lm_loss  # noqa: E402
 
 import graphtrace as gt  # noqa: E402
+from graphtrace.pytorch import tensors as _tensors  # noqa: E402
 
 _PACKAGE = str(Path(gt.__file__).resolve().parent)
 _TORCH = str(Path(torch.__file__).resolve().parent)
@@ -70,10 +71,16 @@ def _models(device: str) -> list[tuple[str, Any, Any]]:
     ]
 
 
+@pytest.mark.parametrize("early", [False, True], ids=["", "batches-flushed-while-running"])
+@pytest.mark.parametrize("stats", ["full", "norms"])
 @pytest.mark.parametrize("which", ["resnet18", "gpt"])
-def test_a_trace_never_waits_for_the_device_while_the_model_runs(which: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_trace_never_waits_for_the_device_while_the_model_runs(
+    which: str, stats: str, early: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if early:  # batches of two tensors: their statistics are launched while the model runs, not at the exit
+        monkeypatch.setattr(_tensors, "BATCH_ROWS", 2)
     name, model, loss_of = next(m for m in _models("cpu") if m[0] == which)
-    tr = gt.pytorch.trace(model)
+    tr = gt.pytorch.trace(model, stats=stats)
     with _counting(monkeypatch) as calls:
         tr.__enter__()
         loss = loss_of()
@@ -83,6 +90,7 @@ def test_a_trace_never_waits_for_the_device_while_the_model_runs(which: str, mon
     assert during == [], f"{name}: graphtrace waited for the device {len(during)} times: {sorted(set(during))}"
     G = tr.graph
     assert G.number_of_nodes() > 50 and all(d["data_known"] for _, d in G.nodes(data=True) if d["op"] == "addmm")
+    assert all(d["stats"] == stats and d["data_norm"] > 0 for _, d in G.nodes(data=True) if d["op"] == "addmm")
 
 
 def test_the_counter_sees_a_sync_made_by_graphtrace(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -95,10 +103,11 @@ def test_the_counter_sees_a_sync_made_by_graphtrace(monkeypatch: pytest.MonkeyPa
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")
+@pytest.mark.parametrize("stats", ["full", "norms"])
 @pytest.mark.parametrize("which", ["resnet18", "gpt"])
-def test_on_cuda_nothing_synchronises_while_the_model_runs(which: str) -> None:
+def test_on_cuda_nothing_synchronises_while_the_model_runs(which: str, stats: str) -> None:
     name, model, loss_of = next(m for m in _models("cuda") if m[0] == which)
-    tr = gt.pytorch.trace(model)
+    tr = gt.pytorch.trace(model, stats=stats)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:

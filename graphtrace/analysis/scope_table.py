@@ -85,6 +85,9 @@ def by_scope(x: Any, depth: int | None = None, *, pool: bool = False) -> pd.Data
         ``relu_zero_share`` is the share of its ReLU outputs' elements that are 0,
         ``tanh_saturated_share`` of its tanh outputs' elements with ``|t| > 0.97``, from what the
         trace recorded of each output (``zero_share``, ``saturated_share``, ``units``, ``dead_units``).
+        A trace recorded with ``gt.pytorch.trace(model, stats="norms")`` has neither: its
+        ``param_abs_grad_sum``/``_mean``/``_max``, ``relu_zero_share``, ``tanh_saturated_share``,
+        ``relu_units`` and ``dead_relu_units`` are NaN (not recorded), never 0.
 
     Raises
     ------

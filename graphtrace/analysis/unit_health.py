@@ -41,7 +41,9 @@ def health(x: Any, depth: int = 2) -> pd.DataFrame:
     Raises
     ------
     ValueError
-        If ``depth`` is not a positive int.
+        If ``depth`` is not a positive int, or if ``x`` is a torch trace recorded with
+        ``gt.pytorch.trace(model, stats="norms")``, which records neither the units of activations
+        nor the parameters' mean ``|grad|`` (every row would be "not recorded").
 
     Examples
     --------
@@ -60,6 +62,12 @@ def health(x: Any, depth: int = 2) -> pd.DataFrame:
         raise ValueError(f"health: depth must be a positive int, got {depth!r}")
     if not isinstance(x, nx.DiGraph) or not is_tensor_trace(x):
         return _scalar_health(x, depth)
+    if x.number_of_nodes() and all(a.get("stats") == "norms" for a in x._node.values()):
+        raise ValueError(
+            "health: this trace was recorded with gt.pytorch.trace(model, stats='norms'), which does not "
+            "record the units of activations (dead ReLUs, saturated tanh) or the parameters' |grad| "
+            "statistics; record the step with gt.pytorch.trace(model) (stats='full') for them"
+        )
     return _tensor_health(x)
 
 

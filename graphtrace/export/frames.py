@@ -80,8 +80,12 @@ def nodes_frame(x: Any) -> pd.DataFrame:
         :data:`TENSOR_COLUMNS`: ``shape``, ``dtype``, ``numel`` (-1 when not seen), whether data and
         grad were recorded, their summaries, the non-finite elements among an op's inputs the trace
         does not record (``untracked_nonfinite``: tensors that do not require grad), the values of
-        small tensors (JSON text), and the ReLU
-        ``units``/``dead_units``/``zero_share`` and tanh ``saturated_share`` of activations (NA elsewhere).
+        small tensors (JSON text), the ReLU
+        ``units``/``dead_units``/``zero_share`` and tanh ``saturated_share`` of activations (NA elsewhere),
+        and ``stats``, the level of the statistics recorded (``"full"``; ``"norms"``:
+        ``gt.pytorch.trace(model, stats="norms")`` records the norms and non-finite counts alone, and
+        the mean, std, min, max, max_abs, abs_mean and unit columns are NaN/NA: not recorded;
+        ``""`` in a trace saved before the option existed, whose statistics are all recorded).
 
     Raises
     ------
@@ -173,6 +177,7 @@ TENSOR_COLUMNS: dict[str, str] = {
     "zero_share": "float64",
     "saturated_share": "float64",
     "tanh_units": "Int64",
+    "stats": "string",
 }
 
 

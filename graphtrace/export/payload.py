@@ -63,16 +63,44 @@ def _fmt(x: Any) -> str:
 
 
 def tensor_info(a: dict[str, Any]) -> str:
-    """The summary lines of a tensor node (dtype, element count, data and grad statistics)."""
+    """The summary lines of a tensor node (dtype, element count, data and grad statistics). A trace
+    recorded with ``stats="norms"`` has the norm and the non-finite count alone: the other
+    statistics are said to be not recorded (never shown as numbers).
+
+    Examples
+    --------
+    >>> print(tensor_info({"dtype": "float32", "numel": 6, "stats": "norms", "data_known": True,
+    ...                    "data_norm": 2.5, "data_nonfinite": 0, "grad_known": False}))
+    dtype: float32, 6 elements
+    data: norm 2.5 (mean, std, min, max: not recorded, stats='norms')
+    grad: not recorded
+    """
     lines = [f"dtype: {a.get('dtype', '')}, {a.get('numel', -1)} elements"]
+    norms = a.get("stats") == "norms"
     for p in ("data", "grad"):
         if not a.get(f"{p}_known"):
             lines.append(f"{p}: not recorded")
             continue
-        stats = ", ".join(f"{s} {_fmt(a.get(f'{p}_{s}', math.nan))}" for s in ("mean", "std", "min", "max", "norm"))
+        norm = a.get(f"{p}_norm", math.nan)
+        if norms:
+            stats = "norm " + (_fmt(norm) if norm == norm or a.get(f"{p}_nonfinite") else "not recorded (overflowed)")
+            stats += " (mean, std, min, max: not recorded, stats='norms')"
+        else:
+            stats = ", ".join(f"{s} {_fmt(a.get(f'{p}_{s}', math.nan))}" for s in ("mean", "std", "min", "max", "norm"))
         bad = a.get(f"{p}_nonfinite", 0)
-        lines.append(f"{p}: {stats}" + (f", {bad} non-finite" if bad else ""))
+        lines.append(
+            f"{p}: {stats}"
+            + (", non-finite elements (how many: not recorded)" if bad == -1 else f", {bad} non-finite" if bad else "")
+        )
     return "\n".join(lines)
+
+
+def _shown(a: dict[str, Any], p: str) -> bool:
+    """Whether the page shows node ``a``'s ``p`` (``data``, ``grad``) as a number: recorded, and not
+    a ``stats="norms"`` norm that overflowed its dtype (NaN with every element finite: not recorded)."""
+    if not a.get(f"{p}_known"):
+        return False
+    return not (a.get("stats") == "norms" and a.get(p) != a.get(p) and not a.get(f"{p}_nonfinite"))
 
 
 def _generated(a: dict[str, Any], label: str) -> bool:
@@ -300,7 +328,7 @@ def page_data(
             [tensor_info(a) + ("\n" + CONTAINED if held else "") for a, held in zip(attrs, contained, strict=True)]
         )
         columns["numel"] = _floats([_float(a.get("numel", -1)) for a in attrs])
-        columns["known"] = _ints([(1 if a.get("data_known") else 0) | (2 if a.get("grad_known") else 0) for a in attrs])
+        columns["known"] = _ints([(1 if _shown(a, "data") else 0) | (2 if _shown(a, "grad") else 0) for a in attrs])
         columns["bad"] = _ints(
             [
                 4 if held else (1 if a.get("data_nonfinite") else 0) | (2 if a.get("grad_nonfinite") else 0)
@@ -326,6 +354,8 @@ def page_data(
         "virtual": virtual,
         "stacks": [[isolate(base), *rest] for base, *rest in found],
         "kind": "tensor" if tensors else "scalar",
+        # the level of a tensor trace's statistics: "norms" when every node has the norms alone
+        "stats": "norms" if tensors and attrs and all(a.get("stats") == "norms" for a in attrs) else "full",
         "name": trace_name(G),
         "root": index[root] if root is not None and root in index else -1,
         "roles": list(ROLE_COLORS),

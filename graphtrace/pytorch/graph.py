@@ -91,6 +91,7 @@ class Records:
         self.on_leaf = on_leaf  # called with (AccumulateGrad node, its NodeInfo) for each one found
         self.on_reuse = on_reuse  # called with (node, its first user) when a second input position reads it
         self.first: dict[int, int] = {}  # node read at one input position so far -> the node reading it
+        self.norms = False  # summarise at the "norms" level (see graphtrace.pytorch.tensors)
 
     def _new(self, grad_fn: str, scope: str | None, meta: dict[str, Any], data: Raw | None) -> NodeInfo:
         info = NodeInfo(len(self.nodes), grad_fn, scope, meta, data)
@@ -148,7 +149,7 @@ class Records:
             else:
                 saved = _saved_result(f)
                 with torch.no_grad():
-                    data = raw(saved) if saved is not None else None
+                    data = raw(saved, norms=self.norms) if saved is not None else None
                 meta = tensor_meta(saved) if saved is not None else {"shape": "", "dtype": "", "numel": -1}
                 info = self._new(type(f).__name__, None, meta, data)
                 self._link(info, f)
@@ -221,6 +222,7 @@ def assemble(
     leaf_data: dict[int, Raw] | None = None,
     root: int | None = None,
     root_tensor: torch.Tensor | None = None,
+    stats: str = "full",
 ) -> nx.DiGraph:
     """The DiGraph of what ``records`` holds, in the schema of :func:`graphtrace.to_networkx`.
 
@@ -230,8 +232,10 @@ def assemble(
     the output node (default: the last recorded node nothing uses, the loss) and ``root_tensor`` its
     tensor. Node ids are ints in a topological order: the parameters first (in the model's order),
     then every other node in the order it was recorded. Every statistic comes to the host in one
-    transfer.
+    transfer. ``stats``: the level of the statistics (``"full"``, ``"norms"``: what is summarised
+    here, and every node's ``stats`` attribute).
     """
+    norms = stats == "norms"
     nodes = records.nodes
     param_rank = {pid: k for k, pid in enumerate(params)}
     firsts = sorted(
@@ -278,11 +282,11 @@ def assemble(
                 attrs.update(tensor_meta(var))
                 data = leaf_data.get(i.seq) if leaf_data else None
                 if data is None:
-                    data = raw(var, l1=True)
+                    data = raw(var, l1=True, norms=norms, defer=True)
                 if leaf_grads is not None:
                     grad = leaf_grads.get(i.seq)
                 else:
-                    grad = raw(var.grad, l1=True) if var.grad is not None else None
+                    grad = raw(var.grad, l1=True, norms=norms, defer=True) if var.grad is not None else None
             else:
                 op = _op_of(i.grad_fn)
                 sc = scope[i.seq]
@@ -294,9 +298,9 @@ def assemble(
                 if i.seq == root and root_tensor is not None:
                     if not i.recorded:
                         attrs.update(tensor_meta(root_tensor))
-                        data = raw(root_tensor)
+                        data = raw(root_tensor, norms=norms)
                     if grad is None and root_tensor.retains_grad and root_tensor.grad is not None:
-                        grad = raw(root_tensor.grad)
+                        grad = raw(root_tensor.grad, norms=norms)
             attrs["grad_fn"] = i.grad_fn
             rows.append((i, attrs, data, grad))
     edge_raws = [(u, v, nodes[v].edges[u]) for u, v in records.edges if nodes[v].edges.get(u) is not None]
@@ -326,6 +330,7 @@ def assemble(
         attrs.update(summary_)
         attrs.update(next(next_grad) if grad is not None else no_grad)
         attrs["data_known"], attrs["grad_known"] = data is not None, grad is not None
+        attrs["stats"] = stats
         attrs["untracked_nonfinite"] = sum(outside_bad[id(r)] for r in i.untracked) if i.untracked else 0
         prepared.append((index[i.seq], attrs))
     G = nx.DiGraph()
@@ -439,6 +444,7 @@ def from_tensor(t: Any, model: Any = None) -> nx.DiGraph:
         attrs.update(summary(t))
         attrs.update(summary(t.grad, "grad") if t.grad is not None else empty("grad"))
         attrs["data_known"], attrs["grad_known"] = True, t.grad is not None
+        attrs["stats"] = "full"
         G.add_node(0, **attrs)
         G.graph["root"], G.graph["kind"] = 0, "torch"
         return G

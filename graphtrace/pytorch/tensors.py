@@ -23,6 +23,16 @@ device; a trace never does).
 
 Complex tensors are summarised over their magnitudes ``|z|``; sparse tensors over their stored
 values; integer and boolean tensors as floats.
+
+The ``"norms"`` level (``gt.pytorch.trace(model, stats="norms")``, ``raw(..., norms=True)``) computes
+only ``p_norm`` and the exact ``p_nonfinite`` (and the values of small tensors, ``p`` itself): one
+read of the tensor for the L2 norm (one row-wise ``vector_norm`` for a whole batch of small tensors,
+in the tensor's dtype, float32 for float16 and bfloat16) and one pass that counts the non-finite
+elements exactly (``x - x`` is 0 for a finite element, NaN for NaN and ±inf; NaNs become 1 and are
+summed). ``p_mean``, ``p_std``, ``p_min``, ``p_max``, ``p_max_abs`` and ``p_abs_mean`` are NaN:
+not recorded (the node's ``stats`` attribute says ``"norms"``). A norm whose sum of squares passes
+the dtype's largest value while every element is finite (float32 values of about 1e19 and more) is
+NaN too: not recorded (the full level scales the values first; it never overflows).
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from typing import Any
 import torch
 
 __all__ = [
+    "LEVELS",
     "SENTINEL",
     "SMALL",
     "STATS",
@@ -52,6 +63,11 @@ __all__ = [
 
 #: Tensors with at most this many elements also keep every value (``data_values``, ``grad_values``).
 SMALL = 16
+#: The levels of statistics a trace can record (see the module docstring): every statistic, or the
+#: norms and exact non-finite counts alone.
+LEVELS = ("full", "norms")
+#: The statistics the ``"norms"`` level records (the others are NaN: not recorded).
+NORMS_STATS = ("norm", "nonfinite")
 #: The statistics of every summary, in column order.
 STATS = ("mean", "std", "min", "max", "max_abs", "abs_mean", "norm", "nonfinite")
 #: Elements per pass of the shifted sums: a chunk and its scratch copy stay in a core's cache.
@@ -96,7 +112,7 @@ class Scratch:
     def __init__(self) -> None:
         self.buffers: dict[tuple[Any, Any, int], torch.Tensor] = {}
         self.slabs: dict[tuple[Any, Any], list[Any]] = {}  # (device, dtype) -> [slab, next free row]
-        self.batches: dict[tuple[Any, Any, Any], _Batch] = {}  # (device, dtype, shape) -> its batch
+        self.batches: dict[tuple[Any, Any, Any, bool], _Batch] = {}  # (device, dtype, shape, norms) -> its batch
 
     def flush(self, release: bool = False) -> None:
         """Launch the statistics of every tensor waiting in a batch; ``release``: free the batches'
@@ -106,14 +122,14 @@ class Scratch:
         if release:
             self.batches.clear()
 
-    def stage(self, x: torch.Tensor, cdt: Any, l1: bool, extras: Any) -> Raw:
+    def stage(self, x: torch.Tensor, cdt: Any, l1: bool, extras: Any, norms: bool = False) -> Raw:
         """A Raw for ``x`` whose statistics are launched with its batch's (see :class:`_Batch`)."""
-        key = (x.device, cdt, x.shape)
+        key = (x.device, cdt, x.shape, norms)
         b = self.batches.get(key)
         if b is None:
             if len(self.batches) >= BATCH_SHAPES:
                 self.flush(release=True)
-            b = self.batches[key] = _Batch(x, cdt, self)
+            b = self.batches[key] = _Batch(x, cdt, self, norms)
         return b.add(x, l1, extras)
 
     def row(self, like: torch.Tensor) -> torch.Tensor:
@@ -149,12 +165,29 @@ class Raw:
     count as an integer, for a tensor of several chunks); ``n`` the
     element count; ``values`` the (magnitudes of the) values when there are at most :data:`SMALL`;
     ``parts`` the Raws merged into this one (the outputs of one multi-output op, see :func:`merge`).
+
+    ``norms``: the ``"norms"`` level; ``stats`` is then ``[‖x‖, non-finite count]`` (the count NaN
+    when ``bad`` holds it: a tensor of several chunks, or when it is counted later: ``src`` is then
+    the tensor, which a trace holds until its exit anyway (a parameter, its gradient), and
+    ``version`` its version; :func:`finish_many` counts its non-finite elements only if its norm
+    is not finite).
     """
 
-    __slots__ = ("bad", "batch", "complex", "n", "parts", "stats", "values")
+    __slots__ = ("bad", "batch", "complex", "n", "norms", "parts", "src", "stats", "values", "version")
 
-    def __init__(self, stats: Any, n: int, values: Any, complex_: bool, parts: list[Raw] | None = None) -> None:
+    def __init__(
+        self,
+        stats: Any,
+        n: int,
+        values: Any,
+        complex_: bool,
+        parts: list[Raw] | None = None,
+        norms: bool = False,
+    ) -> None:
         self.stats, self.n, self.values, self.complex, self.parts = stats, n, values, complex_, parts
+        self.norms = norms
+        self.src: torch.Tensor | None = None
+        self.version = 0
         self.batch: _Batch | None = None  # the batch whose flush launches ``stats``, while it waits there
         self.bad: torch.Tensor | None = None  # the non-finite count of a tensor of several chunks (int64)
 
@@ -170,29 +203,37 @@ class _Batch:
     non-finite sentinel), about 20 kernels for up to :data:`BATCH_ROWS` tensors.
     """
 
-    __slots__ = ("buf", "cdt", "extras", "l1", "n", "raws", "rows", "scratch")
+    __slots__ = ("buf", "cdt", "extras", "l1", "n", "norms", "raws", "rows", "scratch")
 
-    def __init__(self, like: torch.Tensor, cdt: Any, scratch: Scratch) -> None:
+    def __init__(self, like: torch.Tensor, cdt: Any, scratch: Scratch, norms: bool = False) -> None:
         self.n = int(like.numel())
-        capacity = min(BATCH_ROWS, max(1, BATCH_ELEMENTS // max(self.n, 1)))
-        self.buf = torch.empty((capacity, *like.shape), dtype=cdt, device=like.device)
+        if norms:  # rows of a multiple of NORM_GROUP elements (zeros after the tensor's: see _norms_of)
+            width = self.n if self.n <= NORM_GROUP else -(-self.n // NORM_GROUP) * NORM_GROUP
+            capacity = min(BATCH_ROWS, max(1, BATCH_ELEMENTS // width))
+            self.buf = torch.empty((capacity, width), dtype=cdt, device=like.device)
+            if width > self.n:
+                self.buf[:, self.n :].zero_()
+        else:
+            capacity = min(BATCH_ROWS, max(1, BATCH_ELEMENTS // max(self.n, 1)))
+            self.buf = torch.empty((capacity, *like.shape), dtype=cdt, device=like.device)
         self.rows: list[torch.Tensor] = []  # views of the buffer's rows, made as first needed
         self.extras: torch.Tensor | None = None  # (capacity, 2): extra counts per row, NaN if none
         self.raws: list[Raw] = []
         self.cdt = cdt
         self.l1 = False
         self.scratch = scratch
+        self.norms = norms  # the "norms" level: each row's L2 norm and non-finite count alone
 
     def add(self, x: torch.Tensor, l1: bool, extras: Any) -> Raw:
         k = len(self.raws)
         if k == len(self.rows):
-            self.rows.append(self.buf[k])
+            self.rows.append(self.buf[k, : self.n].view(x.shape) if self.norms else self.buf[k])
         self.rows[k].copy_(x)
-        if extras is not None:
+        if extras is not None and not self.norms:
             if self.extras is None:
                 self.extras = torch.full((self.buf.shape[0], 2), math.nan, dtype=self.cdt, device=self.buf.device)
             self.extras[k].copy_(torch.stack(extras))
-        r = Raw(None, self.n, x.reshape(-1).clone() if self.n <= SMALL else None, False)
+        r = Raw(None, self.n, x.reshape(-1).clone() if self.n <= SMALL else None, False, norms=self.norms)
         r.batch = self
         self.raws.append(r)
         self.l1 |= l1
@@ -206,6 +247,9 @@ class _Batch:
                 self._flush()
 
     def _flush(self) -> None:
+        if self.norms:
+            self._flush_norms()
+            return
         raws = self.raws
         k = len(raws)
         cdt = self.cdt
@@ -230,6 +274,20 @@ class _Batch:
         self.raws = []
         self.l1 = False
 
+    def _flush_norms(self) -> None:
+        """The "norms" level: every row's L2 norm (one row-wise reduction) and its exact non-finite
+        count (``x - x``: 0, or NaN where ``x`` is NaN or ±inf; the NaNs made 1 and summed)."""
+        raws = self.raws
+        k = len(raws)
+        one, _ = _constants(self.buf.device, self.cdt)
+        m = self.buf[:k]
+        width = m.shape[1]
+        d = torch.sub(m, m, out=self.scratch.get(k * width, one).view(k, width)).nan_to_num_(1.0, 1.0, 1.0)
+        stats = torch.stack([_norms_of(m), d.sum(1).to(torch.float64)], dim=1)
+        for r, row in zip(raws, stats.unbind(0), strict=True):
+            r.stats, r.batch = row, None
+        self.raws = []
+
 
 def flush() -> None:
     """Launch the statistics of every tensor this thread has waiting in a batch, and free the
@@ -247,10 +305,11 @@ def merge(raws: list[Raw]) -> Raw:
     return Raw(None, sum(r.n for r in parts), None, any(r.complex for r in parts), parts)
 
 
-def zeros_raw(n: int, like: torch.Tensor) -> Raw:
+def zeros_raw(n: int, like: torch.Tensor, norms: bool = False) -> Raw:
     """The Raw of ``n`` zeros (an output's gradient that autograd left undefined)."""
-    z = torch.tensor([0, 0, 0, 1, 0, 0, 0, math.nan, math.nan], dtype=torch.float32).to(like.device)  # inv 1
-    return Raw(z, n, torch.zeros(n, device=like.device) if n <= SMALL else None, False)
+    row = [0, 0] if norms else [0, 0, 0, 1, 0, 0, 0, math.nan, math.nan]  # (inv 1)
+    z = torch.tensor(row, dtype=torch.float32).to(like.device)
+    return Raw(z, n, torch.zeros(n, device=like.device) if n <= SMALL else None, False, norms=norms)
 
 
 _THREAD = threading.local()
@@ -297,9 +356,21 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1)
 
 
-def raw(t: torch.Tensor, l1: bool = False, scratch: Scratch | None = None, extras: Any = None) -> Raw:
+def raw(
+    t: torch.Tensor,
+    l1: bool = False,
+    scratch: Scratch | None = None,
+    extras: Any = None,
+    norms: bool = False,
+    defer: bool = False,
+) -> Raw:
     """Launch the statistics of ``t`` on its device (see :class:`Raw`); nothing waits for them.
-    ``extras``: two 0-d tensors kept with them (counts of an activation's units).
+    ``extras``: two 0-d tensors kept with them (counts of an activation's units); ``norms``: the
+    ``"norms"`` level (the L2 norm and the exact non-finite count alone; ``l1`` and ``extras`` are
+    ignored); ``defer``: at that level, ``t`` lives, unchanged unless its version changes, until
+    :func:`finish_many` (a trace's parameter, or its gradient), so its non-finite elements are
+    counted there, only if its norm is not finite (a tensor of more than :data:`BATCH_MAX`
+    elements; a smaller one is counted with its batch).
 
     Kernels: the min and max, the mean, then per chunk of :data:`CHUNK` elements (its copy stays in
     a core's cache) the shifted and scaled copy ``d`` with its non-finite elements replaced by
@@ -311,12 +382,14 @@ def raw(t: torch.Tensor, l1: bool = False, scratch: Scratch | None = None, extra
         if scratch is None:
             scratch = _THREAD.scratch = Scratch()
     if 0 < t.numel() <= BATCH_MAX and t.layout == torch.strided and t.is_floating_point():
-        return scratch.stage(t, t.dtype if t.dtype in _TINY else torch.float32, l1, extras)
+        return scratch.stage(t, t.dtype if t.dtype in _TINY else torch.float32, l1, extras, norms)
     x = _flat(t)
     n = x.numel()
     if n == 0:
-        return Raw(None, 0, None, t.is_complex())
+        return Raw(None, 0, None, t.is_complex(), norms=norms)
     cdt = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    if norms:
+        return _raw_norms(x, t.is_complex(), cdt, scratch, t if defer else None)
     one, nan = _constants(x.device, cdt)
     sentinel = SENTINEL[cdt]
     lo, hi = torch.aminmax(x)
@@ -348,6 +421,102 @@ def raw(t: torch.Tensor, l1: bool = False, scratch: Scratch | None = None, extra
     if bad:  # the row's Σd cannot hold more than 2**24 sentinels exactly (float32): the count apart
         out.bad = torch.stack(bad).to(torch.int64).sum()
     return out
+
+
+#: Elements per pass of the "norms" level's non-finite count (its float32 sum of ones is exact).
+NORMS_CHUNK = 1 << 20
+#: The "norms" level sums the squares of this many elements at a time in the tensor's dtype, and those
+#: sums in float64: as fast as one float32 sum and as exact as float64 (a float32 sum of 2.4M squares
+#: is off by 1e-4; in groups of 256, by 4e-9).
+NORM_GROUP = 256
+
+
+def _norms_of(m: torch.Tensor) -> torch.Tensor:
+    """The L2 norm of each row of ``m`` (float64), whose width is at most :data:`NORM_GROUP` or a
+    multiple of it."""
+    k, width = m.shape
+    if width > NORM_GROUP:
+        m = torch.linalg.vector_norm(m.view(k, width // NORM_GROUP, NORM_GROUP), dim=2)
+    out: torch.Tensor = torch.linalg.vector_norm(m, dim=1, dtype=torch.float64)
+    return out
+
+
+def _norm_flat(x: torch.Tensor, cdt: Any) -> torch.Tensor:
+    """The L2 norm of flat tensor ``x`` as a 0-d float64 tensor (see :data:`NORM_GROUP`)."""
+    n = x.numel()
+    whole = n - n % NORM_GROUP
+    dt = cdt if x.dtype != cdt else None
+    parts = [torch.linalg.vector_norm(x[:whole].view(-1, NORM_GROUP), dim=1, dtype=dt)] if whole else []
+    if whole < n:
+        parts.append(torch.linalg.vector_norm(x[whole:], dtype=dt).reshape(1))
+    out: torch.Tensor = torch.linalg.vector_norm(parts[0] if len(parts) == 1 else torch.cat(parts), dtype=torch.float64)
+    return out
+
+
+def _raw_norms(x: torch.Tensor, complex_: bool, cdt: Any, scratch: Scratch, src: torch.Tensor | None) -> Raw:
+    """The "norms" level of a flat tensor ``x`` (see :func:`raw`): its L2 norm in one read, and its
+    non-finite count (:func:`_count`), or ``src`` to count later."""
+    n = x.numel()
+    nan = _constants(x.device, torch.float64)[1]
+    norm = _norm_flat(x, cdt)
+    out = Raw(None, n, x.clone() if n <= SMALL else None, complex_, norms=True)
+    if src is not None:
+        out.stats = torch.stack([norm, nan])
+        out.src, out.version = src, src._version
+        return out
+    counts = _count(x, cdt, scratch)
+    if len(counts) == 1:
+        out.stats = torch.stack([norm, counts[0].to(torch.float64)])
+    else:  # (a float32 sum of more than 2**24 ones is not exact: the count apart, as integers)
+        out.stats = torch.stack([norm, nan])
+        out.bad = torch.stack(counts).to(torch.int64).sum()
+    return out
+
+
+def _count(x: torch.Tensor, cdt: Any, scratch: Scratch) -> list[torch.Tensor]:
+    """The non-finite elements of flat tensor ``x``, per chunk of :data:`NORMS_CHUNK` elements (in
+    a reused buffer): ``x - x`` is 0 where ``x`` is finite and NaN where it is NaN or ±inf; the NaNs
+    become 1 and are summed (exact: at most 2**20 of them per chunk)."""
+    one, _ = _constants(x.device, cdt)
+    n = x.numel()
+    counts = []
+    for k in range(0, n, NORMS_CHUNK):
+        chunk = x[k : k + NORMS_CHUNK] if n > NORMS_CHUNK else x
+        d = torch.sub(chunk, chunk, out=scratch.get(chunk.numel(), one)) if chunk.dtype == cdt else chunk - chunk
+        counts.append(d.nan_to_num_(1.0, 1.0, 1.0).sum(dtype=cdt))
+    return counts
+
+
+def _counted_later(leaves: list[Raw], stats: dict[int, list[float]]) -> None:
+    """The non-finite counts of the "norms" Raws whose tensors were kept (``src``): 0 where the norm
+    is finite (no element can be NaN or ±inf then), else counted now, one transfer per device; -1
+    (some, how many not recorded) where the tensor changed in place since (its version)."""
+    later = [q for q in leaves if q.src is not None]
+    if not later:
+        return
+    scratch = getattr(_THREAD, "scratch", None)
+    if scratch is None:
+        scratch = _THREAD.scratch = Scratch()
+    by_device: dict[Any, list[tuple[Raw, torch.Tensor]]] = {}
+    with torch.no_grad():
+        for q in later:
+            src, q.src = q.src, None
+            if src is None:  # (one Raw met twice: a parameter's and its view's)
+                continue
+            f = stats[id(q)]
+            if math.isfinite(f[0]):
+                f[1] = 0.0
+            elif src._version != q.version:
+                f[1] = -1.0
+            else:
+                x = _flat(src)
+                cdt = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+                c = torch.stack(_count(x, cdt, scratch)).to(torch.int64).sum()
+                by_device.setdefault(x.device, []).append((q, c))
+        for items in by_device.values():
+            counts = torch.stack([c for _, c in items]).tolist()
+            for (q, _), c in zip(items, counts, strict=True):
+                stats[id(q)][1] = float(c)
 
 
 class _Moments:
@@ -437,8 +606,8 @@ def _host(
             else:
                 extra[key] = flat[at]
             at += m
-    for key, b in bad.items():  # a tensor of several chunks: its exact non-finite count, tenth
-        stats[key] = [*stats[key][:ROW], b]
+    for key, b in bad.items():  # a tensor of several chunks: its exact non-finite count, after its row
+        stats[key] = [*stats[key], b]
     return stats, values, extra
 
 
@@ -458,6 +627,7 @@ def finish_many(
         if q.batch is not None:  # still waiting in its batch: launch the batch's statistics
             q.batch.flush()
     stats, values, extra = _host(leaves, extras)
+    _counted_later(leaves, stats)
     return [_summaries(raws, prefix, stats, values) for raws, prefix in batches], extra
 
 
@@ -472,6 +642,9 @@ def _summaries(
     k_mean, k_std, k_min, k_max, k_maxabs, k_abs, k_norm, k_bad = (f"{prefix}_{s}" for s in STATS)
     isfinite, sqrt = math.isfinite, math.sqrt
     for r in raws:
+        if r.norms or (r.parts is not None and any(q.norms for q in r.parts)):
+            out.append(_norms_summary(r, prefix, stats, values))
+            continue
         if r.parts is None and r.stats is not None and r.n > SMALL:  # the common case, inline
             lo, hi, c, inv, s1, s2, l1, e1, e2 = stats[id(r)][:ROW]
             if isfinite(lo) and isfinite(hi):
@@ -537,6 +710,41 @@ def _summaries(
             d[f"{prefix}_values"] = json.dumps(flat)
         out.append(d)
     return out
+
+
+def _norms_summary(
+    r: Raw, prefix: str, stats: dict[int, list[float]], values: dict[int, list[float]]
+) -> dict[str, Any]:
+    """The summary of a "norms" level Raw (or of several merged): the norm, the exact non-finite
+    count and the small values; every other statistic NaN (not recorded)."""
+    parts = r.parts or [r]
+    d: dict[str, Any] = {f"{prefix}_{s}": math.nan for s in STATS}
+    total, bad, has_nan, has_inf, overflow, unknown = 0.0, 0, False, False, False, False
+    for q in parts:
+        if q.stats is None:  # no elements
+            continue
+        f = stats[id(q)]
+        norm, count = f[0], (f[2] if len(f) > 2 else f[1])
+        k = int(count) if count == count else q.n
+        if k < 0:  # some, how many not recorded (see _counted_later)
+            unknown = True
+            k = 1
+        bad += k
+        if k:  # NaN if some element is NaN, else inf
+            has_nan, has_inf = has_nan or math.isnan(norm), has_inf or not math.isnan(norm)
+        elif not math.isfinite(norm):  # every element finite: the sum of squares overflowed the dtype
+            overflow = True
+        else:
+            total = math.hypot(total, norm)
+    norm = math.nan if has_nan else math.inf if has_inf else math.nan if overflow else total
+    d[f"{prefix}_norm"] = norm
+    d[f"{prefix}_nonfinite"] = -1 if unknown else bad
+    vals = [values.get(id(q)) for q in parts] if r.n <= SMALL else [None]
+    flat = [v for vs in vals if vs is not None for v in vs] if all(v is not None for v in vals) else None
+    d[prefix] = float(flat[0]) if flat is not None and r.n == 1 and not r.complex else norm
+    if flat is not None:
+        d[f"{prefix}_values"] = json.dumps(flat)
+    return d
 
 
 def summary(t: Any, prefix: str = "data") -> dict[str, Any]:

@@ -22,7 +22,7 @@ from torch.utils._python_dispatch import (
 )
 
 from .graph import NodeInfo, Records, _op_of, assemble, module_paths, scope_path, tensor_meta
-from .tensors import Raw, flush, merge, raw, zeros_raw
+from .tensors import LEVELS, Raw, flush, merge, raw, zeros_raw
 
 __all__ = ["Trace", "trace"]
 
@@ -112,6 +112,11 @@ class _Session:
         self.alone = False  # ... and no other dispatch mode is on (a user's: the trace's kernels would reach it)
         self.higher = False  # a backward call with create_graph=True is running (the mode stays on)
         self.token: Any = None
+        self.norms = False  # every trace on records the "norms" level (one full trace: every statistic)
+
+    def levels(self) -> None:
+        """The level of the summaries made once for every trace: "norms" if each trace asks for it."""
+        self.norms = bool(self.traces) and all(tr._norms for tr in self.traces)
 
     def see(self, func: Any, out: Any, args: Any, kwargs: Any) -> None:
         """Summarise the outputs of an op that needs a gradient (once, for every trace)."""
@@ -127,6 +132,8 @@ class _Session:
                 extras = None
                 if kind == _SAME and args and isinstance(args[0], torch.Tensor) and args[0].numel() == n:
                     data = self.known_raw(args[0])  # a view or copy: its input's statistics
+                elif self.norms:  # (no unit counts: the "norms" level)
+                    pass
                 elif kind == _RELU_OP:  # dead units and non-zero elements, counted on the device
                     meta["units"], dead = _units(o)
                     meta["unit_counts"] = "relu"
@@ -137,7 +144,7 @@ class _Session:
                     saturated = torch.count_nonzero(o.abs() > SATURATED)
                     extras = (saturated, saturated)
                 if data is None:
-                    data = raw(o, extras=extras)
+                    data = raw(o, extras=extras, norms=self.norms)
                 self.remember(o, data)
                 if untracked is None:
                     untracked = self._untracked_inputs(args, kwargs)
@@ -158,9 +165,9 @@ class _Session:
         """The statistics of ``t``: those summarised already if it has not changed since, else new
         ones (a parameter's with the mean of ``|x|``, kept for the parameter's node)."""
         hit = self.known.get(id(t))
-        if hit is not None and hit[0]() is t and hit[1] == t._version:
+        if hit is not None and hit[0]() is t and hit[1] == t._version and (self.norms or not hit[2].norms):
             return hit[2]
-        r = raw(t, l1=t.is_leaf)
+        r = raw(t, l1=t.is_leaf, norms=self.norms, defer=t.is_leaf)
         self.remember(t, r)
         return r
 
@@ -181,8 +188,8 @@ class _Session:
                     continue
                 key = id(t)
                 hit = self.seen_inputs.get(key)
-                if hit is None or hit[0]() is not t or hit[1] != t._version:
-                    hit = (weakref.ref(t), t._version, raw(t))
+                if hit is None or hit[0]() is not t or hit[1] != t._version or (hit[2].norms and not self.norms):
+                    hit = (weakref.ref(t), t._version, raw(t, norms=self.norms))
                     self.seen_inputs[key] = hit
                 found.append(hit[2])
         return found
@@ -305,10 +312,10 @@ class _Functions(TorchFunctionMode):
         return out
 
 
-def _edge_raw(by_nr: dict[int, Any]) -> Raw | None:
+def _edge_raw(by_nr: dict[int, Any], norms: bool = False) -> Raw | None:
     """The statistics of an edge's gradient: its parts, one per output of the source it read,
     together (their norm is scaled: it never overflows)."""
-    parts = [raw(g) for g in by_nr.values() if g is not None]
+    parts = [raw(g, norms=norms) for g in by_nr.values() if g is not None]
     return merge(parts) if parts else None
 
 
@@ -363,21 +370,21 @@ class _Leaf:
             self.version = self.total._version
 
 
-def _output_grads(info: NodeInfo, grad_outputs: Any) -> Raw | None:
+def _output_grads(info: NodeInfo, grad_outputs: Any, norms: bool = False) -> Raw | None:
     """The gradient of a node's outputs: of its output, or the concatenation of its outputs' (an
     output whose gradient autograd left undefined contributes zeros)."""
     grads = [g for g in grad_outputs if isinstance(g, torch.Tensor)]
     if not grads:
         return None
     if len(grad_outputs) == 1:
-        return raw(grad_outputs[0])
+        return raw(grad_outputs[0], norms=norms)
     like = grads[0]
     parts = []
     for nr, g in enumerate(grad_outputs):
         if isinstance(g, torch.Tensor):
-            parts.append(raw(g))
+            parts.append(raw(g, norms=norms))
         elif info.sizes.get(nr):
-            parts.append(zeros_raw(info.sizes[nr], like))
+            parts.append(zeros_raw(info.sizes[nr], like, norms))
     return merge(parts)
 
 
@@ -387,12 +394,20 @@ class Trace:
     Use :func:`trace` to make one.
     """
 
-    def __init__(self, model: Any = None) -> None:
+    def __init__(self, model: Any = None, stats: str = "full") -> None:
         if model is not None and not isinstance(model, torch.nn.Module):
             raise TypeError(f"trace: model must be a torch.nn.Module or None, got {type(model).__name__}")
+        if not isinstance(stats, str) or stats not in LEVELS:
+            raise ValueError(
+                f"trace: stats must be one of {', '.join(repr(x) for x in LEVELS)} (every statistic, or the L2 "
+                f"norms and non-finite counts alone), got {stats!r}"
+            )
         self.model = model
+        self.stats = stats
+        self._norms = stats == "norms"
         self.pending: list[tuple[torch.Tensor, str, dict[str, Any], Raw, list[Raw]]] = []
         self._records = Records(f"graphtrace.trace.{next(_KEYS)}", on_leaf=self._on_leaf, on_reuse=self._on_reuse)
+        self._records.norms = self._norms
         self._handles: list[Any] = []
         self._stack: list[tuple[str, str, dict[str, int]]] = []  # (path, static path, calls of children)
         self._top: dict[str, int] = {}
@@ -555,9 +570,9 @@ class Trace:
             elif hint is not None:  # the view this node feeds alone summarised this very gradient
                 info.grad = hint
             elif same and isinstance(grads[0], torch.Tensor):
-                info.grad = raw(grads[0], l1=to_leaf)
+                info.grad = raw(grads[0], l1=to_leaf, norms=self._norms, defer=to_leaf)
             else:
-                info.grad = _output_grads(info, grads)
+                info.grad = _output_grads(info, grads, self._norms)
             if same and not retain and info.grad is not None and child is not None:
                 # a view or copy sends back its own gradient, reordered: the same statistics for its
                 # input's node (when this is its only use), its edge, and a leaf's contribution
@@ -593,7 +608,7 @@ class Trace:
                 if retain:
                     info.edge_kept[c] = by_nr
                 else:
-                    info.edges[c] = _edge_raw(by_nr)
+                    info.edges[c] = _edge_raw(by_nr, self._norms)
 
         return hook
 
@@ -610,16 +625,21 @@ class Trace:
             if not isinstance(g, torch.Tensor) or not self._ours():
                 return
 
-            def summary() -> Raw:
-                if hint is not None and hint[0] == id(g) and hint[1] == g._version:
-                    return hint[2]  # the gradient the one view of this leaf summarised, reordered
-                return raw(g, l1=True)
+            def take() -> None:
+                d = g.detach()  # (an alias: a reference to ``g`` itself would keep autograd from making it .grad)
+
+                def summary() -> Raw:
+                    if hint is not None and hint[0] == id(g) and hint[1] == g._version:
+                        return hint[2]  # the gradient the one view of this leaf summarised, reordered
+                    return raw(d, l1=True, norms=self._norms, defer=True)
+
+                leaf.add(d, summary)
 
             if self._quiet():
-                leaf.add(g.detach(), summary)
+                take()
             else:
                 with _disable_current_modes(), torch.no_grad():
-                    leaf.add(g.detach(), summary)
+                    take()
 
         return prehook
 
@@ -672,7 +692,7 @@ class Trace:
                 if leaf is None or not isinstance(g, torch.Tensor):
                     continue
                 d = g.detach()
-                leaf.add(d, lambda d=d: raw(d, l1=True))
+                leaf.add(d, lambda d=d: raw(d, l1=True, norms=self._norms, defer=True))
                 leaf.keep(d)
 
     def _finish_passes(self) -> None:
@@ -681,16 +701,16 @@ class Trace:
         inexact = 0
         for info in self._records.nodes:
             if info.kept is not None:
-                info.grad, info.kept = _output_grads(info, info.kept), None
+                info.grad, info.kept = _output_grads(info, info.kept, self._norms), None
             for child, by_nr in info.edge_kept.items():
-                info.edges[child] = _edge_raw(by_nr)
+                info.edges[child] = _edge_raw(by_nr, self._norms)
             info.edge_kept = {}
             inexact += info.inexact
         self._warn_reentrant()
         with _disable_current_modes(), torch.no_grad():
             for leaf in self._leaves.values():
                 if leaf.raw is None and leaf.total is not None:  # a sum over passes
-                    leaf.raw = raw(leaf.total, l1=True)
+                    leaf.raw = raw(leaf.total, l1=True, norms=self._norms, defer=True)
                 leaf.total = None
         leaves = [seq for seq, leaf in self._leaves.items() if leaf.lost]
         if inexact or leaves:
@@ -734,6 +754,7 @@ class Trace:
             session.mode.__enter__()
             session.token = _SESSION.set(session)
         session.traces.append(self)
+        session.levels()
         self._session = session
         self._active = True
         return self
@@ -745,6 +766,7 @@ class Trace:
             session.traces.remove(self)  # an outer trace closed before an inner one
         elif self in session.traces:
             session.traces.pop()
+        session.levels()
         self._active = False
         self.resolve()
         # the parameters' statistics taken when an op read them (a view: ``t`` of a weight), if
@@ -771,7 +793,9 @@ class Trace:
             with _disable_current_modes():  # the summaries at the exit reach no user's mode
                 self._finish_passes()
                 leaves = {seq: leaf.raw for seq, leaf in self._leaves.items()}
-                self._graph = assemble(self._records, self._params, leaf_grads=leaves, leaf_data=leaf_data)
+                self._graph = assemble(
+                    self._records, self._params, leaf_grads=leaves, leaf_data=leaf_data, stats=self.stats
+                )
         finally:
             if not session.traces:
                 flush()  # frees the batches' buffers
@@ -788,7 +812,7 @@ class Trace:
         return self._graph
 
 
-def trace(model: Any = None) -> Trace:
+def trace(model: Any = None, stats: str = "full") -> Trace:
     """Record a torch model's forward and backward as a graphtrace trace.
 
     Inside ``with gt.pytorch.trace(model) as tr:`` every aten op that needs a gradient is seen as it
@@ -850,10 +874,23 @@ def trace(model: Any = None) -> Trace:
     their elements, ``|t| > 0.97``), for :func:`graphtrace.analysis.health` and
     :func:`graphtrace.analysis.by_scope`.
 
+    What a trace costs is mostly its statistics (every tensor of the step is read a few times).
+    ``stats="norms"`` keeps what finds a NaN and shows gradient flow for about a third of the
+    kernels: the L2 norm of every value and gradient (edge norms included), the exact count of
+    their non-finite elements (so :func:`graphtrace.analysis.anomalies` names the same origin),
+    module scopes, shapes, dtypes, and the values of tensors of at most 16 elements (the loss).
+    The mean, standard deviation, min, max, max ``|x|``, mean ``|x|`` and the units of ReLU and
+    tanh outputs are not recorded: NaN (None for ``dead_units``), and every node's ``stats``
+    attribute says ``"norms"`` (tables, :func:`graphtrace.analysis.by_scope`, the page's panel and
+    legend say "not recorded"). The figures are in the documentation's performance page.
+
     Parameters
     ----------
     model : torch.nn.Module, optional
         Names the parameters and gives module scopes; without it ops have the scope ``""``.
+    stats : {"full", "norms"}
+        ``"full"`` (default): every statistic of :mod:`graphtrace.pytorch.tensors`; ``"norms"``:
+        the L2 norms and exact non-finite counts alone (above).
 
     Returns
     -------
@@ -863,6 +900,8 @@ def trace(model: Any = None) -> Trace:
     ------
     TypeError
         If ``model`` is not a module.
+    ValueError
+        If ``stats`` is not ``"full"`` or ``"norms"``.
 
     Examples
     --------
@@ -886,4 +925,4 @@ def trace(model: Any = None) -> Trace:
       pow   pow                8×1
      mean  mean             scalar
     """
-    return Trace(model)
+    return Trace(model, stats)

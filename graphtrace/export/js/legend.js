@@ -58,7 +58,8 @@ GT.legend = (function () {
   }
   // s: {roles: role names present, colours: role -> colour, scale: null or a scale(), boxes, stacks,
   //     merged (edges drawn merged between boxes), ranges (boxes with min … median … max), tensor,
-  //     anomalies, edgeNumbers (edges labelled with a number)}
+  //     anomalies, edgeNumbers (edges labelled with a number), normsOnly (a trace recorded with
+  //     stats="norms": its mean, std, min and max are not recorded)}
   function draw(root, s) {
     root.textContent = "";
     const colours = el("div", "row");
@@ -100,6 +101,7 @@ GT.legend = (function () {
       lines.push("\u2016x\u2016: L2 norm of an op's output tensor (x: its value when it has one element); " +
                  "\u2016\u2207\u2016: of its gradient; \u2014: not recorded");
       if (s.edgeNumbers) { lines.push("on an edge: \u2016gradient\u2016 flowing back along it"); }
+      if (s.normsOnly) { lines.push("recorded with stats='norms': norms and non-finite counts; mean, std, min, max not recorded"); }
     } else {
       lines.push("data: the value; grad: \u2202output/\u2202value, filled in by the backward pass");
       if (s.edgeNumbers) { lines.push("on an edge: local \u2202out/\u2202in, the factor the chain rule multiplies by"); }

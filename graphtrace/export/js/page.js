@@ -38,7 +38,7 @@
       const drawnRoles = new Set();  // the roles of the nodes drawn (boxes have their own colour)
       c.items.forEach(function (it) { if (it.kind === "n") { drawnRoles.add(M.role[it.ref]); } });
       GT.legend.draw(document.getElementById("gt-legend"), {
-        roles: P.roles.filter(function (r, j) { return drawnRoles.has(j); }), colours: colours, scale: sc, boxes: boxes, stacks: stacks, tensor: M.tensor,
+        roles: P.roles.filter(function (r, j) { return drawnRoles.has(j); }), colours: colours, scale: sc, boxes: boxes, stacks: stacks, tensor: M.tensor, normsOnly: P.stats === "norms",
         merged: c.links.some(function (m) { return m.count > 1; }), ranges: stacks, collections: c.items.some(function (it) { return it.kind === "s" && T.collects[it.ref]; }), anomalies: c.items.some(function (it, x) { return view.anomalous(x); }),
         edgeNumbers: c.links.some(function (m) { return m.count === 1; })
       });
