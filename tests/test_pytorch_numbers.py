@@ -833,6 +833,47 @@ def test_views_and_copies_have_the_values_and_gradients_torch_gives() -> None:
     assert ops["view"]["data_norm"] == pytest.approx(float(b_values.norm()), rel=1e-6)
 
 
+def _linear_twice(lin: Any, x: Any, w1: Any, w2: Any) -> Any:  # an unrolled RNN's weight: a ``t`` per call
+    F = torch.nn.functional
+    if w1 is lin.weight and w2 is lin.weight:
+        return lin(torch.tanh(lin(x))).pow(2).sum()
+    return F.linear(torch.tanh(F.linear(x, w1, lin.bias)), w2, lin.bias).pow(2).sum()
+
+
+def _matmul_twice(lin: Any, x: Any, w1: Any, w2: Any) -> Any:
+    return ((x @ w1.t()) @ w2.t()).sum()
+
+
+def _sequential_twice(lin: Any, x: Any, w1: Any, w2: Any) -> Any:
+    F = torch.nn.functional
+    if w1 is lin.weight and w2 is lin.weight:
+        net = torch.nn.Sequential(lin, torch.nn.Tanh())
+        return net(net(x)).pow(2).sum()
+    return torch.tanh(F.linear(torch.tanh(F.linear(x, w1, lin.bias)), w2, lin.bias)).pow(2).sum()
+
+
+@pytest.mark.parametrize("f", [_linear_twice, _matmul_twice, _sequential_twice])
+def test_a_parameter_read_through_two_views_gets_both_uses_gradients(f: Any) -> None:
+    # each use's ``t`` sends the weight its own gradient; autograd sums them into the weight's:
+    # the weight's node shows the sum torch accumulates, each edge its own use's gradient
+    for seed in range(3):  # (a wrong match of the two tensors may depend on where Python puts them)
+        torch.manual_seed(seed)
+        lin = torch.nn.Linear(4, 4)
+        x = torch.randn(3, 4)
+        w = lin.weight
+        (truth,) = torch.autograd.grad(f(lin, x, w, w), [w])
+        copies = [w.detach().clone().requires_grad_(True) for _ in range(2)]  # one per use
+        per_use = torch.autograd.grad(f(lin, x, *copies), copies)
+        with gt.pytorch.trace(lin) as tr:
+            f(lin, x, w, w).backward()
+        G = tr.graph
+        node = _param(G, "weight")
+        assert G.nodes[node]["grad_norm"] == pytest.approx(float(truth.norm()), rel=1e-5)
+        assert G.nodes[node]["grad_abs_mean"] == pytest.approx(float(truth.abs().mean()), rel=1e-5)
+        edges = sorted(G.edges[node, t]["grad_norm"] for t in G.successors(node))
+        assert edges == pytest.approx(sorted(float(g.norm()) for g in per_use), rel=1e-5)
+
+
 # ---- #28 item 5: where a NaN starts, named by op and module, at the trace's own cost -----------------
 def _origin(G: nx.DiGraph) -> Any:
     df = gt.analysis.anomalies(G)

@@ -418,7 +418,9 @@ class Trace:
         self._active = False
         self._retain = False  # whether the backward call running keeps its graph for another pass
         self._leaves: dict[int, _Leaf] = {}  # leaf node -> what the passes sent it
-        self._leaf_hints: dict[int, tuple[int, int, Raw]] = {}  # leaf node -> a view's summary of its gradient
+        # leaf node -> the gradient one view of it sent back (held, to be told by identity from the sum
+        # autograd makes when several ops use the leaf: an id() may be reused), its version, its summary
+        self._leaf_hints: dict[int, tuple[torch.Tensor, int, Raw]] = {}
         self._tasks: set[int] = set()  # the autograd graph tasks (backward passes) through the trace's ops
         self._no_grad_calls: dict[str, str] = {}  # modules called without autograd on inputs that need it
 
@@ -581,7 +583,7 @@ class Trace:
                 if below.leaf is None and users[child] == 1 and below.passes == 0 and len(below.sizes) <= 1:
                     below.hint = info.grad
                 elif below.leaf is not None and isinstance(gi, torch.Tensor):
-                    self._leaf_hints[child] = (id(gi), gi._version, info.grad)
+                    self._leaf_hints[child] = (gi, gi._version, info.grad)
                 if users[child] >= 2 or below.leaf is not None:  # (a leaf may get more users later)
                     info.edges[child] = info.grad  # the sum over passes, kept ones included
                     info.edge_kept.pop(child, None)
@@ -629,7 +631,7 @@ class Trace:
                 d = g.detach()  # (an alias: a reference to ``g`` itself would keep autograd from making it .grad)
 
                 def summary() -> Raw:
-                    if hint is not None and hint[0] == id(g) and hint[1] == g._version:
+                    if hint is not None and hint[0] is g and hint[1] == g._version:
                         return hint[2]  # the gradient the one view of this leaf summarised, reordered
                     return raw(d, l1=True, norms=self._norms, defer=True)
 
