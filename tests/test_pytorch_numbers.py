@@ -874,6 +874,46 @@ def test_a_parameter_read_through_two_views_gets_both_uses_gradients(f: Any) -> 
         assert edges == pytest.approx(sorted(float(g.norm()) for g in per_use), rel=1e-5)
 
 
+def _data_update(net: Any) -> None:
+    for p in net.parameters():
+        p.data -= 0.5 * p.grad  # micrograd's update: ``.data`` leaves the parameter's ``_version`` alone
+
+
+def _data_copy(net: Any) -> None:
+    with torch.no_grad():
+        net.weight.abs().max()  # a read outside autograd (an optimizer's, a log's) before the update
+    net.weight.data.copy_(torch.ones_like(net.weight))
+
+
+def _sgd_step(net: Any) -> None:
+    with torch.no_grad():
+        for p in net.parameters():
+            p -= 0.5 * p.grad
+
+
+@pytest.mark.parametrize("update", [_data_update, _data_copy, _sgd_step])
+def test_ops_after_a_parameter_update_in_a_trace_read_the_new_values(update: Any) -> None:
+    # forward, backward, an update, forward again in one trace: each op shows what it read, the
+    # parameters' nodes their values as the last ops read them (here: as at the exit)
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    x = torch.randn(5, 3)
+    read = []
+    with gt.pytorch.trace(net) as tr:
+        for _ in range(2):
+            read.append(net.weight.detach().clone())
+            net(x).pow(2).mean().backward()
+            if len(read) == 1:  # between the two forward passes
+                update(net)
+    G = tr.graph
+    ts = sorted(n for n, d in G.nodes(data=True) if d["op"] == "t")
+    assert len(ts) == 2
+    for n, w in zip(ts, read, strict=True):
+        _close(G.nodes[n], "data", w.t())
+    _close(G.nodes[_param(G, "weight")], "data", net.weight)
+    _close(G.nodes[_param(G, "bias")], "data", net.bias)
+
+
 # ---- #28 item 5: where a NaN starts, named by op and module, at the trace's own cost -----------------
 def _origin(G: nx.DiGraph) -> Any:
     df = gt.analysis.anomalies(G)

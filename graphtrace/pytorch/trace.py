@@ -86,6 +86,15 @@ def _units(out: torch.Tensor) -> tuple[int, Any]:
     return int(out.shape[1]), (out.amax(dim=dims) == 0).sum()
 
 
+#: Ops whose output never requires grad though an input does (``detach``, also ``p.data``; a
+#: ``*_like`` factory): not summarised (nothing the graph holds), so that they never take a
+#: parameter's values for those an op read (``p.data -= lr * p.grad`` reads ``p`` through ``detach``)
+_NO_GRAD_OUT = frozenset(
+    getattr(torch.ops.aten, name).default
+    for name in ("detach", "zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like")
+)
+
+
 def _needs_grad(args: Any) -> bool:
     """Whether a tensor among ``args`` (or in a list or tuple among them) requires grad."""
     for a in args:
@@ -108,6 +117,9 @@ class _Session:
         self.functions = _Functions(self)
         self.seen_inputs: dict[int, tuple[Any, int, Raw]] = {}  # inputs outside the graph, by id
         self.known: dict[int, tuple[Any, int, Raw]] = {}  # tensors summarised: id -> (ref, version, Raw)
+        # leaves (by id) a backward pass reached since their summary in ``known``: an update after it
+        # may have gone through ``.data`` (``p.data -= lr * p.grad``), which leaves ``_version`` alone
+        self.stale: set[int] = set()
         self.paused = False  # a backward call is running: the dispatch mode is off
         self.alone = False  # ... and no other dispatch mode is on (a user's: the trace's kernels would reach it)
         self.higher = False  # a backward call with create_graph=True is running (the mode stays on)
@@ -118,8 +130,10 @@ class _Session:
         """The level of the summaries made once for every trace: "norms" if each trace asks for it."""
         self.norms = bool(self.traces) and all(tr._norms for tr in self.traces)
 
-    def see(self, func: Any, out: Any, args: Any, kwargs: Any) -> None:
-        """Summarise the outputs of an op that needs a gradient (once, for every trace)."""
+    def see(self, func: Any, out: Any, args: Any, kwargs: Any, grad: bool = True) -> None:
+        """Summarise the outputs of an op that needs a gradient (once, for every trace); ``grad``:
+        whether autograd records it (an op under ``torch.no_grad()``, an optimizer's, reads no
+        parameter for the graph)."""
         kind = _kind(func)
         outs = out if isinstance(out, (tuple, list)) else (out,)
         untracked: list[Raw] | None = None
@@ -131,7 +145,7 @@ class _Session:
                 data = None
                 extras = None
                 if kind == _SAME and args and isinstance(args[0], torch.Tensor) and args[0].numel() == n:
-                    data = self.known_raw(args[0])  # a view or copy: its input's statistics
+                    data = self.known_raw(args[0], grad)  # a view or copy: its input's statistics
                 elif self.norms:  # (no unit counts: the "norms" level)
                     pass
                 elif kind == _RELU_OP:  # dead units and non-zero elements, counted on the device
@@ -147,7 +161,7 @@ class _Session:
                     data = raw(o, extras=extras, norms=self.norms)
                 self.remember(o, data)
                 if untracked is None:
-                    untracked = self._untracked_inputs(args, kwargs)
+                    untracked = self._untracked_inputs(args, kwargs, grad)
                 items.append((o, meta, data, untracked))
         for tr in self.traces:
             scope = tr.scope
@@ -161,17 +175,28 @@ class _Session:
                 del known[k]
         known[id(t)] = (weakref.ref(t), t._version, r)
 
-    def known_raw(self, t: torch.Tensor) -> Raw:
+    def known_raw(self, t: torch.Tensor, grad: bool = True) -> Raw:
         """The statistics of ``t``: those summarised already if it has not changed since, else new
-        ones (a parameter's with the mean of ``|x|``, kept for the parameter's node)."""
-        hit = self.known.get(id(t))
-        if hit is not None and hit[0]() is t and hit[1] == t._version and (self.norms or not hit[2].norms):
+        ones (a parameter's with the mean of ``|x|``, kept for the parameter's node). A leaf a
+        backward pass reached since is summarised again (``.data`` writes leave its version alone)
+        by the next op autograd records (``grad``) that reads it."""
+        key = id(t)
+        hit = self.known.get(key)
+        if (
+            hit is not None
+            and hit[0]() is t
+            and hit[1] == t._version
+            and (self.norms or not hit[2].norms)
+            and key not in self.stale
+        ):
             return hit[2]
         r = raw(t, l1=t.is_leaf, norms=self.norms, defer=t.is_leaf)
-        self.remember(t, r)
+        if grad or key not in self.stale:
+            self.remember(t, r)
+            self.stale.discard(key)
         return r
 
-    def _untracked_inputs(self, args: Any, kwargs: Any) -> list[Raw]:
+    def _untracked_inputs(self, args: Any, kwargs: Any, grad: bool = True) -> list[Raw]:
         """The statistics of an op's floating inputs that are not in the graph (they do not require
         grad: data, masks, buffers), once per tensor and version: where a NaN may come from outside.
         A leaf input that requires grad (a parameter) is summarised here too, as the op reads it
@@ -184,7 +209,7 @@ class _Session:
                     continue
                 if t.requires_grad:
                     if t.grad_fn is None:
-                        self.known_raw(t)
+                        self.known_raw(t, grad)
                     continue
                 key = id(t)
                 hit = self.seen_inputs.get(key)
@@ -214,12 +239,12 @@ class _Recorder(TorchDispatchMode):
                 if tr.pending:
                     tr.resolve()
         out = func(*args, **(kwargs or {}))
-        if _needs_grad(args) or (kwargs and _needs_grad(kwargs.values())):
+        if func not in _NO_GRAD_OUT and (_needs_grad(args) or (kwargs and _needs_grad(kwargs.values()))):
             enabled = torch.is_grad_enabled()
             torch._C._set_grad_enabled(False)  # torch.no_grad() without its context object per op
             try:
                 with _own_kernels(0):
-                    session.see(func, out, args, kwargs)
+                    session.see(func, out, args, kwargs, enabled)
             finally:
                 torch._C._set_grad_enabled(enabled)
         return out
@@ -508,7 +533,7 @@ class Trace:
         leaf = self._leaves.get(info.seq)
         if leaf is None:
             leaf = self._leaves[info.seq] = _Leaf()
-        self._handles.append(fn.register_prehook(self._leaf_prehook(leaf, info.seq)))
+        self._handles.append(fn.register_prehook(self._leaf_prehook(leaf, info.seq, id(info.leaf))))
         self._handles.append(fn.register_hook(self._leaf_posthook(leaf)))
 
     def _on_reuse(self, c: int, first: int) -> None:
@@ -620,9 +645,12 @@ class Trace:
         thread; the trace's own ops are reached only by its passes, before the leaves they use)."""
         return _task_id() in self._tasks
 
-    def _leaf_prehook(self, leaf: _Leaf, seq: int) -> Any:
+    def _leaf_prehook(self, leaf: _Leaf, seq: int, key: int) -> Any:
         def prehook(grad_outputs: Any) -> None:
             hint = self._leaf_hints.pop(seq, None)
+            session = self._session
+            if session is not None:  # the leaf's values are read again by the next op that reads it
+                session.stale.add(key)
             g = grad_outputs[0] if grad_outputs else None
             if not isinstance(g, torch.Tensor) or not self._ours():
                 return
@@ -690,6 +718,8 @@ class Trace:
         with _disable_current_modes(), torch.no_grad():
             for t, g in zip(ins, grads or (), strict=False):
                 seq = self._records.leaf_of.get(id(t))
+                if self._session is not None:
+                    self._session.stale.add(id(t))
                 leaf = self._leaves.get(seq) if seq is not None else None
                 if leaf is None or not isinstance(g, torch.Tensor):
                     continue
@@ -786,6 +816,7 @@ class Trace:
             _SESSION.reset(session.token)
             session.seen_inputs.clear()
             session.known.clear()
+            session.stale.clear()
         self._session = None
         for h in self._handles:
             h.remove()
@@ -840,6 +871,13 @@ def trace(model: Any = None, stats: str = "full") -> Trace:
     ``.grad`` itself). Where a sum cannot be kept (a pass after one that did not keep the graph; a
     parameter's gradient changed in place before the next pass: ``zero_grad(set_to_none=False)``,
     clipping) a ``RuntimeWarning`` says so.
+
+    A parameter's node shows its values as the trace's last op to read them read them (for one
+    forward pass: the values its gradient is taken at), or as they are at the exit where torch
+    counted a change since (an optimizer's step, ``load_state_dict``: the parameter's ``_version``).
+    Each op shows the values it read, also after an update between two forward passes in one trace
+    through ``.data`` (micrograd's ``p.data -= lr * p.grad``, which torch does not count); such an
+    update after the last forward pass does not show on the parameter's node.
 
     A backward pass that builds a graph of its own (``create_graph=True``: a gradient penalty,
     higher-order derivatives) is recorded as it runs: its ops (``t``, ``mm``, ``tanh_backward``, whose
