@@ -792,8 +792,12 @@ def test_logging_a_loss_of_several_elements_is_a_clear_type_error(tmp_path: Path
     with gt.record(tmp_path / "run", model) as run:
         with pytest.raises(TypeError, match=r"log: loss must be one number, got a tensor of shape 5×1 \(5 elements\)"):
             run.log(0, model(torch.randn(5, 3)))
+        for odd in (torch.tensor(1 + 2j), torch.empty((), device="meta")):  # refused at the call, not later
+            with pytest.raises(TypeError, match="log: loss must be a real number, got a"):
+                run.log(0, odd)
         run.log(0, model(torch.randn(5, 3)).mean())  # nothing was recorded for step 0 before
-    assert gt.open_run(tmp_path / "run").sql("SELECT step FROM steps").fetchall() == [(0,)]
+        run.log(1, 0.5)  # and the run goes on
+    assert gt.open_run(tmp_path / "run").sql("SELECT step FROM steps ORDER BY step").fetchall() == [(0,), (1,)]
 
 
 # ---- a view or copy reuses its input's statistics: check them against torch ------------------------

@@ -525,6 +525,10 @@ class Run:
                     f"log: loss must be one number, got a tensor of shape {shape} ({numel} elements); "
                     "log the value the optimizer minimises, e.g. loss.mean()"
                 )
+            if loss.is_complex() or loss.device.type == "meta":  # type: ignore[union-attr]
+                raise TypeError(
+                    f"log: loss must be a real number, got a {loss.dtype} tensor on {loss.device}"  # type: ignore[union-attr]
+                )
             loss_tensor = detach().clone()
         loss_value = math.nan if loss_tensor is not None else loss.data if isinstance(loss, Value) else as_float(loss)
         if loss_value is None:
