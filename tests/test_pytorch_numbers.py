@@ -1021,3 +1021,48 @@ def test_a_causal_attention_mask_is_contained_not_a_nan_origin() -> None:
     fill = table[table["op"] == "masked_fill"].iloc[0]
     assert not fill["forward_origin"] and "contained" in fill["cause"]
     assert list(_origin(tr.graph)["op"]) == ["log"]  # where the NaN starts
+
+
+def test_a_failed_write_of_a_torch_run_is_raised_and_never_hangs_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from graphtrace.runs import recorder as runs
+
+    real = runs._write_table
+    writes = []
+
+    def failing(path: Path, table: Any) -> None:  # a full disk from the 6th file on
+        writes.append(path)
+        if len(writes) >= 6:
+            raise OSError(28, "No space left on device", str(path))
+        real(path, table)
+
+    monkeypatch.setattr(runs, "_write_table", failing)
+    model = torch.nn.Linear(3, 1)
+    x = torch.randn(4, 3)
+    outcome: list[BaseException | None] = []
+
+    def loop() -> None:
+        run = gt.record(tmp_path / "run", model)
+        try:
+            for step in range(40):
+                loss = model(x).square().mean()
+                loss.backward()
+                run.log(step, loss)
+            run.flush()
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+        finally:
+            try:
+                run.close()
+            except BaseException:
+                pass
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    t.join(120)
+    assert not t.is_alive(), "run.log waits forever for a writer that failed"
+    assert isinstance(outcome[0], OSError) and "No space left" in str(outcome[0]), outcome

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import queue
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -28,6 +29,10 @@ class Capture:
     def __init__(self, data: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         self.data, self.grads = data, grads
         self.has_grad: list[bool] = []
+
+
+class CaptureStopped(RuntimeError):
+    """Raised by :meth:`TorchParams.capture` when the writer that would free a slot has stopped."""
 
 
 class TorchParams:
@@ -56,9 +61,11 @@ class TorchParams:
             self.last = [p.detach().clone() for _, p in self.named]
             self.last_norm = [float(torch.linalg.vector_norm(b.double())) for b in self.last]
 
-    def capture(self) -> Capture:
+    def capture(self, stop: Callable[[], bool] | None = None) -> Capture:
         """(Training thread.) Copy the parameters and their gradients into a free slot, on their
-        devices; nothing waits for the device."""
+        devices; nothing waits for the device. While every slot waits for the writer, ``stop()`` is
+        asked every 0.1 s: True (the writer failed and will give none back) raises
+        :class:`CaptureStopped`."""
         try:
             cap = self._free.get_nowait()
         except queue.Empty:
@@ -69,7 +76,13 @@ class TorchParams:
                         [torch.empty_like(p) for _, p in self.named], [torch.empty_like(p) for _, p in self.named]
                     )
             else:
-                cap = self._free.get()  # the writer gives one back once it has summarised it
+                while True:  # the writer gives one back once it has summarised it
+                    try:
+                        cap = self._free.get(timeout=0.1)
+                        break
+                    except queue.Empty:
+                        if stop is not None and stop():
+                            raise CaptureStopped("the run's writer stopped: no parameter slot comes back") from None
         params: list[torch.Tensor] = [p for _, p in self.named]
         with torch.no_grad():
             torch._foreach_copy_(cap.data, params)

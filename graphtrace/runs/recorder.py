@@ -571,7 +571,7 @@ class Run:
             # the training thread copies the parameters on their device; the writer thread
             # summarises, encodes and writes them
             if self.every and step % self.every == 0:
-                job.append(partial(self._write_params, where("params"), step, self._torch.capture()))
+                job.append(partial(self._write_params, where("params"), step, self._capture()))
         elif self.every and step % self.every == 0:
             params = pa.table(
                 {
@@ -614,6 +614,17 @@ class Run:
                 self._staged = 0
         self._writer.put(job)
         self._done.add(step)
+
+    def _capture(self) -> Any:
+        """A torch model's parameters copied for the writer; a writer that failed meanwhile (it gives no
+        slot back) is raised here, as by the next call, instead of waiting for it forever."""
+        from ..pytorch.record import CaptureStopped
+
+        try:
+            return self._torch.capture(stop=lambda: self._writer.failed)
+        except CaptureStopped:
+            self._raise_write_error()
+            raise
 
     def _with_step(self, t: pa.Table, step: int) -> pa.Table:
         return t.add_column(0, "step", pa.array([step] * t.num_rows, pa.int64())) if self._compacting else t
