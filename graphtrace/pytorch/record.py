@@ -10,7 +10,7 @@ import pyarrow as pa
 import torch
 
 from .graph import module_paths
-from .tensors import finish, raw, shape_text
+from .tensors import _constants, _top, finish, raw, shape_text
 
 __all__ = ["Capture", "TorchParams"]
 
@@ -95,16 +95,24 @@ class TorchParams:
 
     def _table(self, cap: Capture) -> pa.Table:
         with torch.no_grad():
-            now = cap.data
-            updates = torch._foreach_sub(now, self.last)
-            nan = torch.full((1,), math.nan)
-            data = finish([raw(d) for d in now], "data")
-            grads = finish(
-                [raw(g, l1=True) if h else raw(nan) for g, h in zip(cap.grads, cap.has_grad, strict=True)], "grad"
-            )
-            upd = finish([raw(u) for u in updates], "update")
+            now, last = cap.data, self.last
+            grads = [g for g, h in zip(cap.grads, cap.has_grad, strict=True) if h]
+            if _batchable(now) and _batchable(grads) and (not grads or grads[0].dtype == now[0].dtype):
+                data, grad_rows, upd = _summaries(now, last, grads)
+                it = iter(grad_rows)
+                nan_row = dict.fromkeys(_GRAD_KEYS, math.nan)
+                grad_all = [next(it) if h else nan_row for h in cap.has_grad]
+            else:  # (sparse, complex, empty or mixed-dtype parameters: one tensor at a time)
+                updates = torch._foreach_sub(now, last)
+                nan = torch.full((1,), math.nan)
+                data = finish([raw(d) for d in now], "data")
+                grad_all = finish(
+                    [raw(g, l1=True) if h else raw(nan) for g, h in zip(cap.grads, cap.has_grad, strict=True)], "grad"
+                )
+                upd = finish([raw(u) for u in updates], "update")
+            # the captured values are the next step's "before"; the old buffers take the next capture
+            self.last, cap.data = now, last
             before = self.last_norm
-            torch._foreach_copy_(self.last, now)  # (into the same buffers: no allocation per step)
             self.last_norm = [r["data_norm"] for r in data]
         cols: dict[str, Any] = {
             "name": pa.array([n for n, _ in self.named], pa.string()),
@@ -112,12 +120,12 @@ class TorchParams:
             "shape": pa.array([shape_text(p.shape) for _, p in self.named], pa.string()),
             "numel": pa.array([p.numel() for _, p in self.named], pa.int64()),
             "data": pa.array([d["data_norm"] for d in data], pa.float64()),
-            "grad": pa.array([g["grad_norm"] for g in grads], pa.float64()),
+            "grad": pa.array([g["grad_norm"] for g in grad_all], pa.float64()),
             "update": pa.array([u["update_norm"] for u in upd], pa.float64()),
         }
         for prefix, rows, stats in (
             ("data", data, ("mean", "std", "max_abs")),
-            ("grad", grads, ("mean", "std", "abs_mean", "max_abs")),
+            ("grad", grad_all, ("mean", "std", "abs_mean", "max_abs")),
             ("update", upd, ("max_abs",)),
         ):
             for s in stats:
@@ -129,3 +137,89 @@ class TorchParams:
             for k in [c for c in cols if c == "grad" or c.startswith("grad_")]:
                 cols[k] = pa.array(cols[k].to_pylist(), pa.float64(), mask=none)
         return pa.table(cols)
+
+
+_GRAD_KEYS = ("grad_norm", "grad_mean", "grad_std", "grad_abs_mean", "grad_max_abs")
+
+
+def _batchable(xs: list[torch.Tensor]) -> bool:
+    """Whether :func:`_summaries` takes ``xs``: contiguous float32 or float64 tensors of one dtype
+    and device, none empty."""
+    if not xs:
+        return True
+    kind = (xs[0].dtype, xs[0].device)
+    return kind[0] in (torch.float32, torch.float64) and all(
+        x.layout == torch.strided and x.is_contiguous() and (x.dtype, x.device) == kind and x.numel() > 0 for x in xs
+    )
+
+
+def _moments(xs: list[torch.Tensor], *, inplace: bool, full: bool, l1: bool) -> torch.Tensor:
+    """One row per tensor of ``xs``, on their device: ``max |x|`` (NaN with a NaN), ``inv`` (a power of two with
+    ``|x * inv| <= 1``: no sum overflows), ``Σ(x * inv)²``, and with ``full`` the shift ``c`` (the
+    first element, scaled: the shifted sums keep their digits at any offset), ``Σd`` and ``Σd²`` of
+    ``d = x * inv - c`` and ``Σ|x * inv|`` (``l1``). The elementwise passes are fused over all
+    tensors (``torch._foreach_*``); the sums are torch's (pairwise ``sum``, BLAS ``dot``) as
+    :func:`graphtrace.pytorch.tensors.raw` has them. ``inplace``: ``xs`` may be overwritten."""
+    one, nan = _constants(xs[0].device, xs[0].dtype)
+    k = len(xs)
+    ends = [torch.aminmax(x) for x in xs]  # (a max of |x| by _foreach_norm(xs, inf) is 20x slower on a CPU)
+    mx = torch.maximum(torch.stack([hi for _, hi in ends]), -torch.stack([lo for lo, _ in ends]))
+    inv = torch.ldexp(one.expand(k), -torch.frexp(_top(mx, xs[0].dtype)).exponent)
+    invs = list(inv.unbind())
+    if inplace:
+        torch._foreach_mul_(xs, invs)
+        d = xs
+    else:
+        d = list(torch._foreach_mul(xs, invs))
+    flat = [t.view(-1) for t in d]
+    sq = torch.stack([torch.dot(v, v) for v in flat])
+    if not full:
+        return torch.stack([mx, inv, sq], 1)
+    a = torch.stack([s.sum() for s in torch._foreach_abs(flat)]) if l1 else nan.expand(k)
+    c = torch.stack([v[0] for v in flat])
+    torch._foreach_sub_(d, list(c.unbind()))
+    s1 = torch.stack([v.sum() for v in flat])
+    s2 = torch.stack([torch.dot(v, v) for v in flat])
+    return torch.stack([mx, inv, sq, c, s1, s2, a], 1)
+
+
+def _summaries(
+    now: list[torch.Tensor], last: list[torch.Tensor], grads: list[torch.Tensor]
+) -> tuple[list[dict[str, float]], list[dict[str, float]], list[dict[str, float]]]:
+    """(Writer thread.) The statistics of the parameters ``now``, of their gradients ``grads`` (those
+    that have one) and of the update ``now - last``, in fused kernels over all tensors (about 25
+    kernel calls whatever the number of parameters) and one transfer to the host. Overwrites
+    ``last`` (with ``-update``, scaled) and ``grads``; ``now`` is kept (the next step's ``last``)."""
+    torch._foreach_sub_(last, now)  # -update: same norm and max |x|
+    rows = [
+        _moments(now, inplace=False, full=True, l1=False),
+        _moments(last, inplace=True, full=False, l1=False),
+    ]
+    if grads:
+        rows.append(_moments(grads, inplace=True, full=True, l1=True))
+    host = torch.cat([r.double().reshape(-1) for r in rows]).tolist()
+    sizes = [x.numel() for x in now]
+    at = 0
+
+    def take(width: int, prefix: str, n_of: list[int], full: bool) -> list[dict[str, float]]:
+        nonlocal at
+        out = []
+        for n in n_of:
+            f = host[at : at + width]
+            at += width
+            mx, inv, nrm = f[0], f[1], f[2]
+            unit = 1.0 / inv
+            r = {f"{prefix}_max_abs": mx, f"{prefix}_norm": unit * math.sqrt(nrm) if math.isfinite(mx) else nrm}
+            if full:
+                c, s1, s2, a = f[3:7]
+                finite = math.isfinite(mx)
+                r[f"{prefix}_mean"] = unit * (c + s1 / n) if finite else math.nan
+                r[f"{prefix}_std"] = unit * math.sqrt(max(s2 - s1 * s1 / n, 0.0) / n) if finite else math.nan
+                r[f"{prefix}_abs_mean"] = unit * (a / n) if finite else math.nan
+            out.append(r)
+        return out
+
+    data = take(7, "data", sizes, True)
+    upd = take(3, "update", sizes, False)
+    grad = take(7, "grad", [g.numel() for g in grads], True)
+    return data, grad, upd
