@@ -183,43 +183,100 @@ def _moments(xs: list[torch.Tensor], *, inplace: bool, full: bool, l1: bool) -> 
     return torch.stack([mx, inv, sq, c, s1, s2, a], 1)
 
 
+#: ``max |x|`` between these: the plain sums neither overflow nor lose an element to underflow that
+#: would show at the dtype's precision (else the scaled sums of :func:`_moments`).
+_SAFE = {torch.float32: (2.0**-40, 2.0**40), torch.float64: (2.0**-300, 2.0**300)}
+
+
+#: ``mean² / variance`` above this: the variance from the plain sums would lose digits (an offset
+#: tensor, e.g. 1000 ± 0.01): it is summed again around the mean.
+_OFFSET = 100.0
+
+
 def _summaries(
     now: list[torch.Tensor], last: list[torch.Tensor], grads: list[torch.Tensor]
 ) -> tuple[list[dict[str, float]], list[dict[str, float]], list[dict[str, float]]]:
     """(Writer thread.) The statistics of the parameters ``now``, of their gradients ``grads`` (those
-    that have one) and of the update ``now - last``, in fused kernels over all tensors (about 25
-    kernel calls whatever the number of parameters) and one transfer to the host. Overwrites
-    ``last`` (with ``-update``, scaled) and ``grads``; ``now`` is kept (the next step's ``last``)."""
-    torch._foreach_sub_(last, now)  # -update: same norm and max |x|
-    rows = [
-        _moments(now, inplace=False, full=True, l1=False),
-        _moments(last, inplace=True, full=False, l1=False),
-    ]
-    if grads:
-        rows.append(_moments(grads, inplace=True, full=True, l1=True))
-    host = torch.cat([r.double().reshape(-1) for r in rows]).tolist()
-    sizes = [x.numel() for x in now]
+    that have one) and of the update ``now - last``. Overwrites ``last`` (with ``-update``) and
+    ``grads``; ``now`` is kept (the next step's ``last``).
+
+    In passes over the tensors, each ending in one transfer of every number to the host: (1) the
+    min and max (and sum) of each tensor; (2) ``Σx²`` (and ``Σ|x|``) of those whose ``max |x|`` is in
+    :data:`_SAFE`; (3) only for a tensor with a large offset (:data:`_OFFSET`), ``Σd`` and ``Σd²``
+    of ``d = x - mean``. A tensor with a non-finite, huge or tiny element takes the scaled sums of
+    :func:`_moments` instead. About 3 reading passes per tensor and kind (the old per-tensor
+    summaries: about 11, 7 of them writing).
+    """
+    torch._foreach_sub_(last, now)  # -update: the same norm and max |x|
+    kinds = [("data", now, True, False), ("update", last, False, False), ("grad", grads, True, True)]
+    first: list[torch.Tensor] = []
+    for _, xs, full, _ in kinds:
+        for x in xs:
+            lo, hi = torch.aminmax(x)
+            first += [lo, hi, x.sum()] if full else [lo, hi]
+    h1 = torch.stack(first).tolist() if first else []
+    dtype = now[0].dtype
+    small, big = _SAFE[dtype]
+    out: dict[str, list[dict[str, float]]] = {}
+    plain: list[tuple[dict[str, float], str, torch.Tensor, float, bool]] = []  # (row, prefix, x, sum, l1)
+    second: list[torch.Tensor] = []
+    scaled: list[tuple[dict[str, float], str, torch.Tensor, bool, bool]] = []
     at = 0
-
-    def take(width: int, prefix: str, n_of: list[int], full: bool) -> list[dict[str, float]]:
-        nonlocal at
-        out = []
-        for n in n_of:
-            f = host[at : at + width]
-            at += width
-            mx, inv, nrm = f[0], f[1], f[2]
-            unit = 1.0 / inv
-            r = {f"{prefix}_max_abs": mx, f"{prefix}_norm": unit * math.sqrt(nrm) if math.isfinite(mx) else nrm}
-            if full:
-                c, s1, s2, a = f[3:7]
-                finite = math.isfinite(mx)
-                r[f"{prefix}_mean"] = unit * (c + s1 / n) if finite else math.nan
-                r[f"{prefix}_std"] = unit * math.sqrt(max(s2 - s1 * s1 / n, 0.0) / n) if finite else math.nan
-                r[f"{prefix}_abs_mean"] = unit * (a / n) if finite else math.nan
-            out.append(r)
-        return out
-
-    data = take(7, "data", sizes, True)
-    upd = take(3, "update", sizes, False)
-    grad = take(7, "grad", [g.numel() for g in grads], True)
-    return data, grad, upd
+    for prefix, xs, full, l1 in kinds:
+        rows = out[prefix] = []
+        for x in xs:
+            lo, hi = h1[at], h1[at + 1]
+            total = h1[at + 2] if full else 0.0
+            at += 3 if full else 2
+            mx = max(-lo, hi) if lo == lo and hi == hi else math.nan
+            row = {f"{prefix}_max_abs": mx}
+            rows.append(row)
+            if mx == 0.0:  # all zeros (an update of a parameter that did not move)
+                row.update({f"{prefix}_{k}": 0.0 for k in ("norm", "mean", "std", "abs_mean")})
+            elif small <= mx <= big:
+                flat = x.view(-1)
+                second.append(torch.dot(flat, flat))
+                if l1:
+                    second.append(flat.abs().sum())
+                plain.append((row, prefix, x, total, l1))
+            else:
+                scaled.append((row, prefix, x, full, l1))
+    h2 = torch.stack(second).tolist() if second else []
+    third: list[torch.Tensor] = []
+    again: list[tuple[dict[str, float], str, int, float]] = []
+    at = 0
+    for row, prefix, x, total, l1 in plain:
+        n = x.numel()
+        sq = h2[at]
+        at += 1
+        row[f"{prefix}_norm"] = math.sqrt(sq)
+        if l1:
+            row[f"{prefix}_abs_mean"] = h2[at] / n
+            at += 1
+        if prefix == "update":
+            continue
+        mean = total / n
+        var = sq / n - mean * mean
+        row[f"{prefix}_mean"] = mean
+        row[f"{prefix}_std"] = math.sqrt(max(var, 0.0))
+        if mean * mean > _OFFSET * max(var, 0.0):  # summed again around the mean
+            d = x.view(-1) - mean
+            third += [d.sum(), torch.dot(d, d)]
+            again.append((row, prefix, n, mean))
+    if third:
+        h3 = torch.stack(third).tolist()
+        for k, (row, prefix, n, mean) in enumerate(again):
+            s1, s2 = h3[2 * k], h3[2 * k + 1]
+            row[f"{prefix}_mean"] = mean + s1 / n
+            row[f"{prefix}_std"] = math.sqrt(max(s2 - s1 * s1 / n, 0.0) / n)
+    for row, prefix, x, full, l1 in scaled:  # non-finite, huge or tiny elements: the scaled sums
+        f = _moments([x.clone()], inplace=True, full=full, l1=l1).double().reshape(-1).tolist()
+        mx, inv, sq = f[0], f[1], f[2]
+        finite, unit, n = math.isfinite(mx), 1.0 / inv, x.numel()
+        row[f"{prefix}_norm"] = unit * math.sqrt(sq) if finite else sq
+        if full:
+            c, s1, s2, a = f[3:7]
+            row[f"{prefix}_mean"] = unit * (c + s1 / n) if finite else math.nan
+            row[f"{prefix}_std"] = unit * math.sqrt(max(s2 - s1 * s1 / n, 0.0) / n) if finite else math.nan
+            row[f"{prefix}_abs_mean"] = unit * (a / n) if finite else math.nan
+    return out["data"], out["grad"], out["update"]
