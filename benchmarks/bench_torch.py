@@ -19,7 +19,8 @@ the machine hits every variant; medians, with the range of the per-repetition ra
 3. The ResNet-18 trace's collapsed page: first draw in headless Chromium (<= 500 ms).
 
 ``GT_BENCH_QUICK=1`` runs fewer repetitions and skips the large models; ``GT_BENCH_TRACING_ONLY=1``
-runs part 1 alone. Run: ``make bench`` or
+(or ``--only tracing``) runs part 1 alone, ``--only recording`` (or ``page``) another part, and
+``--record-only`` the recording loops without the other tools' variants. Run: ``make bench`` or
 ``python benchmarks/bench_torch.py``.
 """
 
@@ -148,6 +149,9 @@ def _wandb() -> Any:
     return wandb
 
 
+RECORD_ONLY = False  # --record-only: plain and gt.record loops only
+
+
 def loops(name: str, make: Callable[[], torch.nn.Module], batch: tuple[Any, Any], steps: int, reps: int) -> None:
     """Whole SGD loops of ``steps`` steps, each variant opened and closed, interleaved by repetition."""
     torch.manual_seed(0)
@@ -219,11 +223,15 @@ def loops(name: str, make: Callable[[], torch.nn.Module], batch: tuple[Any, Any]
         "gt trace + record every step": (recorded, True),
         "detect_anomaly(check_nan=True)": (anomaly, False),
     }
-    if importlib.util.find_spec("tensorboard") is not None:  # what torch.utils.tensorboard needs
+    if RECORD_ONLY:
+        variants = {v: variants[v] for v in ("plain", "gt.record + run.log")}
+    elif importlib.util.find_spec("tensorboard") is not None:  # what torch.utils.tensorboard needs
         variants["TensorBoard add_histogram"] = (tensorboard, False)
     else:
         print("  (TensorBoard: torch.utils.tensorboard needs the tensorboard package; skipped)")
-    if wandb is not None:
+    if RECORD_ONLY:
+        pass
+    elif wandb is not None:
         variants["wandb.watch(log='all', log_freq=1)"] = (weights_biases, False)
     else:
         print("  (Weights & Biases: wandb is not installed; skipped)")
@@ -272,13 +280,34 @@ def first_draw(G: object) -> tuple[list[float], int] | None:
 
 
 def main() -> None:
+    import argparse
+
+    global RECORD_ONLY
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", choices=("tracing", "recording", "page"), help="run one part")
+    ap.add_argument("--record-only", action="store_true", help="recording loops: plain and gt.record only")
+    args = ap.parse_args()
+    RECORD_ONLY = args.record_only
+    parts = {args.only} if args.only else {"tracing"} if TRACING_ONLY else {"tracing", "recording", "page"}
     torch.set_num_threads(1)
     print(f"PyTorch bridge (torch {torch.__version__}, 1 thread), load average {os.getloadavg()[0]:.1f}:")
-    print("1. forward + backward, ratios to plain (median, range over interleaved repetitions):")
-    torch.manual_seed(0)
-    resnet = ResNet18()
-    x64 = torch.randn(1, 3, 64, 64)
-    G = tracing("ResNet-18 1x3x64x64 (<= 1.5x)", resnet, lambda: resnet(x64).sum(), 5 if QUICK else 12)
+    G = None
+    if parts & {"tracing", "page"}:
+        print("1. forward + backward, ratios to plain (median, range over interleaved repetitions):")
+        torch.manual_seed(0)
+        resnet = ResNet18()
+        x64 = torch.randn(1, 3, 64, 64)
+        G = tracing("ResNet-18 1x3x64x64 (<= 1.5x)", resnet, lambda: resnet(x64).sum(), 5 if QUICK else 12)
+    if "tracing" in parts:
+        _tracing_rest(resnet)
+    if "recording" in parts:
+        _recording()
+    if "page" in parts:
+        _page(G)
+    sys.stdout.flush()
+
+
+def _tracing_rest(resnet: torch.nn.Module) -> None:
     gpt = GPT()
     idx = torch.randint(0, 1000, (8, 65))
     tracing("GPT-style d=128 (<= 1.5x)", gpt, lambda: lm_loss(gpt, idx), 4 if QUICK else 10)
@@ -289,8 +318,9 @@ def main() -> None:
         idx2 = torch.randint(0, 50257, (2, 65))
         tracing("GPT-2 small seq 64 batch 2 (<= 1.25x)", big, lambda: lm_loss(big, idx2), 3)
         del big
-    if TRACING_ONLY:
-        return
+
+
+def _recording() -> None:
     print("2. training loops, ratios to the plain loop (median, range):")
     loops(
         "MLP 784-512-512-10 batch 128 (gt.record <= +5%)",
@@ -308,6 +338,9 @@ def main() -> None:
             steps,
             3,
         )
+
+
+def _page(G: Any) -> None:
     drawn = first_draw(G)
     if drawn is None:
         print("3. collapsed page: chromium is not installed; skipped")
@@ -315,11 +348,10 @@ def main() -> None:
         loads, boxes = drawn
         med = statistics.median(loads)
         print(
-            f"3. ResNet-18 trace's collapsed page ({G.number_of_nodes()} nodes, {boxes} boxes): first draw "  # type: ignore[attr-defined]
+            f"3. ResNet-18 trace's collapsed page ({G.number_of_nodes()} nodes, {boxes} boxes): first draw "
             f"median {med:.0f} ms of 5 loads ({', '.join(f'{t:.0f}' for t in loads)}), target <= 500 ms: "
             f"{'ok' if med <= 500 else 'MISSED'}"
         )
-    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ recomputation and ``torch.autograd.grad`` of the same quantities are the oracles
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import warnings
@@ -1040,6 +1041,7 @@ def test_a_failed_write_of_a_torch_run_is_raised_and_never_hangs_the_loop(
         real(path, table)
 
     monkeypatch.setattr(runs, "_write_table", failing)
+    monkeypatch.setattr(runs, "FLUSH_SECONDS", 0.0)  # every step its own batch of files
     model = torch.nn.Linear(3, 1)
     x = torch.randn(4, 3)
     outcome: list[BaseException | None] = []
@@ -1056,13 +1058,83 @@ def test_a_failed_write_of_a_torch_run_is_raised_and_never_hangs_the_loop(
         except BaseException as exc:
             outcome.append(exc)
         finally:
-            try:
+            with contextlib.suppress(BaseException):
                 run.close()
-            except BaseException:
-                pass
 
     t = threading.Thread(target=loop, daemon=True)
     t.start()
     t.join(120)
     assert not t.is_alive(), "run.log waits forever for a writer that failed"
     assert isinstance(outcome[0], OSError) and "No space left" in str(outcome[0]), outcome
+
+
+# ---- #28 item 3: a recorded run's rows, from the writer's batched passes -----------------------------
+def test_every_params_row_of_a_recorded_run_is_its_float64_recomputation_step_after_step(tmp_path: Path) -> None:
+    """The writer summarises all parameters in a few passes (min/max/sum, then Σx², then an offset
+    tensor around its mean; huge, tiny and non-finite tensors scaled) and keeps the logged values as
+    the next step's "before" (no copy): every column, every step, against float64 recomputation,
+    to the digits the per-tensor summaries gave."""
+
+    class Mixed(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            g = torch.Generator().manual_seed(3)
+            self.w = torch.nn.Parameter(torch.randn(300, 200, generator=g))
+            self.off = torch.nn.Parameter((1000.0 + 0.01 * torch.randn(5000, generator=g, dtype=torch.float64)).float())
+            self.huge = torch.nn.Parameter(torch.tensor([3e38, -3e38, 1.0]))
+            self.zero = torch.nn.Parameter(torch.zeros(7))  # its gradient is zero: an update of zeros
+            self.frozen = torch.nn.Parameter(torch.randn(4, generator=g))  # never gets a gradient
+
+        def forward(self, x: Any) -> Any:
+            return (
+                (self.w.sum(1) * x).sum()
+                + 1e-3 * self.off.square().sum()
+                + (self.huge * 1e-38).sum()
+                + 0 * self.zero.sum()
+            )
+
+    model = Mixed()
+    opt = torch.optim.SGD([p for n, p in model.named_parameters() if n != "frozen"], lr=1e-3, momentum=0.9)
+    g = torch.Generator().manual_seed(4)
+    truth: list[dict[str, dict[str, float]]] = []
+    with gt.record(tmp_path / "run", model) as run:
+        before = {n: p.detach().double().clone() for n, p in model.named_parameters()}
+        for step in range(3):
+            opt.zero_grad()
+            loss = model(torch.randn(300, generator=g))
+            loss.backward()
+            if step == 2:
+                with torch.no_grad():
+                    model.w.grad[5, 5] = float("nan")
+            opt.step() if step < 2 else None
+            rows: dict[str, dict[str, float]] = {}
+            for n, p in model.named_parameters():
+                x, u = p.detach().double(), p.detach().double() - before[n]
+                r = {"data": x.norm(), "data_mean": x.mean(), "data_std": x.std(correction=0)}
+                r |= {"data_max_abs": x.abs().max(), "update": u.norm(), "update_max_abs": u.abs().max()}
+                if p.grad is not None:
+                    gr = p.grad.double()
+                    r |= {"grad": gr.norm(), "grad_mean": gr.mean(), "grad_std": gr.std(correction=0)}
+                    r |= {"grad_abs_mean": gr.abs().mean(), "grad_max_abs": gr.abs().max()}
+                rows[n] = {k: float(v) for k, v in r.items()}
+                before[n] = x.clone()
+            truth.append(rows)
+            run.log(step, loss)
+    df = gt.open_run(tmp_path / "run").sql("SELECT * FROM params").df()
+    for step, rows in enumerate(truth):
+        for n, want in rows.items():
+            got = df[(df["step"] == step) & (df["name"] == n)].iloc[0]
+            scale = max(abs(want["data_max_abs"]), 1.0)
+            for k, v in want.items():
+                if step == 2 and n == "w" and k.startswith("grad"):
+                    assert math.isnan(got[k]), (step, n, k, got[k])  # a NaN in the gradient
+                elif n == "huge" and k in ("data_mean", "data_std"):
+                    assert got[k] == pytest.approx(v, abs=1e-6 * scale), (step, n, k)  # (its mean cancels)
+                else:
+                    # (norms: float32 dot products, as torch's own float32 norm)
+                    rel = (
+                        1e-4 if k.endswith("std") or k.startswith("update") else 1e-5 if k in ("data", "grad") else 1e-6
+                    )
+                    assert got[k] == pytest.approx(v, rel=rel, abs=1e-30), (step, n, k, got[k], v)
+            if n == "frozen":
+                assert pd.isna(got["grad"]) and pd.isna(got["grad_mean"])

@@ -526,3 +526,67 @@ def test_exporting_twice_into_one_logdir_replaces_the_runs_earlier_events(tmp_pa
     assert len(list((tmp_path / "tb" / "run").glob("events.out.tfevents.*"))) == 1
     assert (tmp_path / "tb" / "other" / "notes.txt").read_text() == "not ours"
     assert not [p for p in (tmp_path / "tb").iterdir() if p.name.startswith(".")]  # no staging left
+
+
+# ---- #28 item 3: a batch of steps per staged file -----------------------------------------------------
+def test_the_steps_of_the_last_second_are_staged_as_one_file_per_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer keeps the steps of the last second in memory and stages them as one file per
+    table (a file per table and step, each fsynced, was most of the writer's time): every step is
+    read from it. (FLUSH_SECONDS raised: the batch's end does not depend on the machine's speed.)"""
+    from graphtrace.runs import recorder
+
+    monkeypatch.setattr(recorder, "FLUSH_SECONDS", 3600.0)
+    path = tmp_path / "run"
+    model, X, y = moons_demo(samples=12, hidden=(4,))
+    with gt.record(path, model, chunk_steps=1000) as run:
+        list(train_steps(model, X, y, 20, run=run))
+        run.flush()
+        staged = sorted(f.relative_to(path).as_posix() for f in (path / ".staged").rglob("*.parquet"))
+        assert staged == [f".staged/{t}/step=0.parquet" for t in ("params", "scopes", "steps")]
+        assert complete_steps(path) == list(range(20))
+        con = gt.open_run(path)
+        assert con.sql("SELECT count(*), count(DISTINCT step) FROM steps").fetchall() == [(20, 20)]
+        n = len(model.parameters())
+        assert con.sql("SELECT count(*), count(DISTINCT step) FROM params").fetchall() == [(20 * n, 20)]
+        run.log(20, 0.5)  # the next batch: its own file
+        run.flush()
+        assert (path / ".staged" / "steps" / "step=20.parquet").is_file() and complete_steps(path)[-1] == 20
+    assert not (path / ".staged").exists()  # merged at close
+    con = gt.open_run(path)
+    assert con.sql("SELECT count(*), count(DISTINCT step) FROM steps").fetchall() == [(21, 21)]
+
+
+def test_a_batch_whose_steps_file_was_never_written_is_removed_when_the_run_is_resumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed between a batch's params file and its steps file, the batch's steps are incomplete; a
+    resumed run that logs some of them again must read its own rows, never the killed batch's."""
+    from graphtrace.runs import recorder
+
+    monkeypatch.setattr(recorder, "FLUSH_SECONDS", 3600.0)
+    killed, path = tmp_path / "killed", tmp_path / "run"
+    other, _, _ = moons_demo(samples=12, hidden=(4,), seed=1)
+    with gt.record(killed, other) as run:  # a batch of steps 4-11 with other numbers
+        for step in range(4, 12):
+            run.log(step, 1.0)
+        run.flush()
+        orphan = (killed / ".staged" / "params" / "step=4.parquet").read_bytes()
+    model, _, _ = moons_demo(samples=12, hidden=(4,))
+    with gt.record(path, model) as run:
+        for step in range(4):
+            run.log(step, 1.0)
+    (path / ".staged" / "params").mkdir(parents=True)
+    (path / ".staged" / "params" / "step=4.parquet").write_bytes(orphan)  # its steps file never came
+    assert complete_steps(path) == [0, 1, 2, 3]
+    with gt.record(path, model, mode="resume") as run:
+        for step in (10, 11):  # (their batch, step=10, lists before step=4)
+            run.log(step, 1.0)
+        run.flush()
+        mine = [p.data for p in model.parameters()]
+        con = gt.open_run(path)
+        for step in (10, 11):
+            got = [d for (d,) in con.sql(f"SELECT data FROM params WHERE step = {step}").fetchall()]
+            assert sorted(got) == sorted(mine)
+        assert not (path / ".staged" / "params" / "step=4.parquet").exists()

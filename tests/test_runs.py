@@ -448,6 +448,7 @@ def test_a_failed_write_is_raised_by_the_next_call_and_nothing_later_is_written(
         real(path, table)  # type: ignore[arg-type]
 
     monkeypatch.setattr(runs, "_write_table", failing)
+    monkeypatch.setattr(runs, "FLUSH_SECONDS", 0.0)  # each step staged apart (as a batch of one step)
     model, X, y = moons_demo(samples=12, hidden=(4,))
     run = gt.record(tmp_path / "run", model)
     with pytest.raises(OSError, match="No space left") as info:  # raised by a later log, else by flush

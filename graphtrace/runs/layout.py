@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .._files import atomic_write
@@ -354,15 +355,46 @@ _COMPACTED = ("params", "scopes", "anomalies", "steps")  # "steps" last: a step 
 
 
 def _staged_files(part: Part, table: str) -> dict[int, Path]:
+    """Each staged step of ``table`` and its file. A staged file ``step=K.parquet`` holds the rows of
+    one batch of steps, the first of them K (graphtrace before batches: step K only); its ``step``
+    column says which. A file merged away while this reads is left out (its steps are in a chunk)."""
     base = part.staged(table)
     if not base.is_dir():
         return {}
     out = {}
-    for f in base.iterdir():
+    for f in sorted(base.iterdir(), key=lambda f: f.name):
         m = _STAGED_FILE.fullmatch(f.name)
         if m and f.is_file():
-            out[int(m.group(1))] = f
+            try:
+                steps = pq.read_table(f, columns=["step"]).column("step").to_pylist()
+            except FileNotFoundError:
+                continue
+            except Exception as exc:  # a damaged or foreign file: name it
+                raise ValueError(f"{f}: not a readable staged graphtrace file ({exc})") from None
+            for k in steps or [int(m.group(1))]:
+                out[int(k)] = f
     return out
+
+
+def _files_of(steps: dict[int, Path]) -> dict[Path, list[int]]:
+    """The steps of each staged file (:func:`_staged_files` inverted), in the order of their first step."""
+    out: dict[Path, list[int]] = {}
+    for k in sorted(steps):
+        out.setdefault(steps[k], []).append(k)
+    return out
+
+
+def _remove_orphans(part: Part) -> None:
+    """Delete the staged files of a batch whose steps file was never written (a recorder killed in
+    between): their steps are not complete, and a resumed run may log those steps again. (Only while
+    no recorder writes ``part``: a batch's steps file comes last.)"""
+    done = {f.name for f in part.staged("steps").iterdir()} if part.staged("steps").is_dir() else set()
+    for table in _COMPACTED:
+        base = part.staged(table)
+        if table != "steps" and base.is_dir():
+            for f in base.iterdir():
+                if _STAGED_FILE.fullmatch(f.name) and f.name not in done and f.is_file():
+                    f.unlink(missing_ok=True)
 
 
 def _chunk_files(part: Part, table: str) -> list[Path]:
@@ -421,7 +453,13 @@ def _compact(part: Part, chunked: dict[str, set[int]] | None) -> dict[str, set[i
         in_chunks = chunked[table]
         merging = [k for k in todo if k in staged and k not in in_chunks]
         if merging:
-            tables = [_normalized(pq.read_table(staged[k])) for k in merging]
+            wanted = set(merging)
+            tables = []
+            for f in _files_of({k: staged[k] for k in merging}):
+                t = _normalized(pq.read_table(f))
+                if not set(t.column("step").to_pylist()) <= wanted:  # (a file of steps merged before)
+                    t = t.filter(pc.is_in(t.column("step"), pa.array(merging, pa.int64())))
+                tables.append(t)
             merged = pa.concat_tables(tables, promote_options="default")
             first, last = min(todo), max(todo)
             folder = part.table(table)
@@ -431,8 +469,8 @@ def _compact(part: Part, chunked: dict[str, set[int]] | None) -> dict[str, set[i
                 name = f"part-{first:019d}-{last:019d}-{n}.parquet"
             _write_table(folder / name, _encode(merged))
         # the staged files now in a chunk (these, and any a killed merge left behind)
-        for k, f in staged.items():
-            if k in in_chunks or k in todo or (table != "steps" and k in done_steps):
+        for f, steps in _files_of(staged).items():
+            if all(k in in_chunks or k in todo or (table != "steps" and k in done_steps) for k in steps):
                 f.unlink(missing_ok=True)
         in_chunks.update(merging)
     return chunked

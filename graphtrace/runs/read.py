@@ -20,6 +20,7 @@ from .layout import (
     _TABLES,
     Part,
     _chunk_files,
+    _files_of,
     _layout,
     _lock_free,
     _normalized,
@@ -176,9 +177,13 @@ def _read_part(part: Part, found: dict[str, _Found]) -> set[int]:
                 rows = _staged_rows(f, name)
                 keep = pa.array(sorted(complete), pa.int64())
                 found[name].rows.append(_with_rank(rows.filter(pc.is_in(rows.column("step"), keep)), rank))
-        for k in sorted(staged):
-            if k not in covered and k in complete:
-                found[name].rows.append(_with_rank(_staged_rows(staged[k], name), rank))
+        for f, batch in _files_of(staged).items():  # a staged file holds a batch of steps
+            wanted = [k for k in batch if k not in covered and k in complete]
+            if wanted:
+                rows = _staged_rows(f, name)
+                if len(wanted) < len(set(rows.column("step").to_pylist())):
+                    rows = rows.filter(pc.is_in(rows.column("step"), pa.array(wanted, pa.int64())))
+                found[name].rows.append(_with_rank(rows, rank))
     base = part.table("snapshots")
     if base.is_dir():
         for d in sorted(base.iterdir()):
