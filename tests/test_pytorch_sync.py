@@ -131,6 +131,7 @@ def test_run_log_of_a_torch_model_never_waits_for_the_device_in_the_training_thr
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
     expected: dict[int, list[float]] = {}
+    accs: dict[int, float] = {}
     for every, path in ((1, tmp_path / "all"), (2, tmp_path / "half")):
         with gt.record(path, model, every=every) as run, _counting(monkeypatch) as calls:
             in_log: list[str] = []
@@ -141,7 +142,10 @@ def test_run_log_of_a_torch_model_never_waits_for_the_device_in_the_training_thr
                 opt.step()
                 run.flush()
                 del calls[:]
-                run.log(step, loss)
+                acc = (model(x).argmax(1) == y).float().mean()  # tensors: read in the writer thread
+                run.log(step, loss, accuracy=acc, learning_rate=torch.tensor(0.1 / (step + 1)))
+                if every == 1:
+                    accs[step] = float(acc)
                 # (the writer thread's transfers come after the job is queued, the last thing log does)
                 in_log += [c for c in calls if c != "writer"]
                 if every == 1:
@@ -149,11 +153,33 @@ def test_run_log_of_a_torch_model_never_waits_for_the_device_in_the_training_thr
         assert in_log == [], f"run.log waited for the device in the training thread: {in_log}"
         con = gt.open_run(path)
         params = con.sql("SELECT step, name, data FROM params ORDER BY step").df()
-        steps = con.sql("SELECT step, loss FROM steps ORDER BY step").df()
+        steps = con.sql("SELECT step, loss, accuracy, learning_rate FROM steps ORDER BY step").df()
         assert steps["step"].tolist() == [0, 1, 2, 3] and steps["loss"].notna().all()
+        assert steps["learning_rate"].tolist() == pytest.approx([0.1, 0.05, 0.1 / 3, 0.025])
+        if every == 1:
+            assert steps["accuracy"].tolist() == pytest.approx([accs[s] for s in range(4)])
         assert sorted(set(params["step"])) == ([0, 1, 2, 3] if every == 1 else [0, 2])
         if every == 1:
             names = [n for n, _ in model.named_parameters()]
             for step, want in expected.items():
                 got = params[params["step"] == step].set_index("name").loc[names, "data"].tolist()
                 assert got == pytest.approx(want, rel=1e-6)
+
+
+def test_an_accuracy_tensor_outside_0_1_is_left_out_of_its_step_and_raised_by_the_next_call(tmp_path: Path) -> None:
+    """Its value is known only in the writer thread: the step keeps its loss, loses the accuracy,
+    and the next call says which step and why; the run goes on."""
+    model = torch.nn.Linear(2, 1)
+    run = gt.record(tmp_path / "r", model)
+    run.log(0, torch.tensor(1.0), accuracy=torch.tensor(0.5))
+    run.log(1, torch.tensor(0.5), accuracy=torch.tensor(57.0))  # a percentage
+    with pytest.raises(ValueError, match=r"accuracy is a share from 0 to 1, got 57.0 at step 1"):
+        run.flush()
+    run.log(2, torch.tensor(0.25), accuracy=torch.tensor(1.0))
+    run.close()
+    steps = gt.open_run(tmp_path / "r").sql("SELECT step, loss, accuracy FROM steps ORDER BY step").df()
+    assert steps["step"].tolist() == [0, 1, 2]
+    assert steps["loss"].tolist() == [1.0, 0.5, 0.25]
+    assert steps["accuracy"].iloc[0] == 0.5 and steps["accuracy"].isna().iloc[1] and steps["accuracy"].iloc[2] == 1.0
+    with pytest.raises(TypeError, match="accuracy must be one number, got a tensor of shape 2"):
+        gt.record(tmp_path / "s", model).log(0, 1.0, accuracy=torch.tensor([0.5, 0.5]))

@@ -337,6 +337,7 @@ class Run:
         self._staged = len(_staged_steps(self._part)) if self._compacting else 0
         self._write_manifest()
         self._writer = _Writer(partial(_write_batch, self._part))  # (not a method: no cycle)
+        self._late_error: ValueError | None = None  # a value found wrong by the writer (raised by the next call)
         weakref.finalize(self, self._writer.close)  # an unclosed run still writes what it logged
         weakref.finalize(self, self._lock.release)
 
@@ -561,6 +562,11 @@ class Run:
         row (see :class:`graphtrace.pytorch.TorchParams`), and the ``scopes`` table is written from
         ``graph`` (the step's :func:`graphtrace.pytorch.trace` graph) when given.
 
+        A torch run's ``loss``, ``accuracy`` and ``learning_rate`` may be one-element tensors on any
+        device: they are copied there and read in the writer thread, so ``log`` never waits for the
+        device. An accuracy tensor outside [0, 1] is known only then: that step is recorded without
+        its accuracy, and the next call (``log``, ``flush`` or ``close``) raises the ValueError.
+
         Raises
         ------
         ValueError
@@ -580,27 +586,20 @@ class Run:
         step = _check_step(step)
         if step in self._done:
             raise ValueError(f"log: step {step} is already recorded in {self.path}; nothing is rewritten")
-        detach = getattr(loss, "detach", None) if self._torch is not None else None
-        loss_tensor: Any = None
-        if callable(detach):  # a torch loss tensor: its value comes to the host in the writer thread
-            numel = loss.numel() if callable(getattr(loss, "numel", None)) else 1  # type: ignore[union-attr]
-            if numel != 1:
-                shape = "×".join(str(d) for d in loss.shape)  # type: ignore[union-attr]
-                raise TypeError(
-                    f"log: loss must be one number, got a tensor of shape {shape} ({numel} elements); "
-                    "log the value the optimizer minimises, e.g. loss.mean()"
-                )
-            if loss.is_complex() or loss.device.type == "meta":  # type: ignore[union-attr]
-                raise TypeError(
-                    f"log: loss must be a real number, got a {loss.dtype} tensor on {loss.device}"  # type: ignore[union-attr]
-                )
-            loss_tensor = detach().clone()
+        # a torch tensor (the loss, an accuracy, a learning rate) comes to the host in the writer thread
+        late: dict[int, Any] = {}  # position in the steps row -> the tensor copied on its device
+        loss_tensor = self._tensor_number("loss", loss)
+        if loss_tensor is not None:
+            late[0] = loss_tensor
         loss_value = math.nan if loss_tensor is not None else loss.data if isinstance(loss, Value) else as_float(loss)
         if loss_value is None:
             raise TypeError(f"log: loss must be a Value or a real number, got {type(loss).__name__}: {loss!r}")
         extra = {}
-        for name, v in (("accuracy", accuracy), ("learning_rate", learning_rate)):
-            f = math.nan if v is None else as_float(v)
+        for i, (name, v) in enumerate((("accuracy", accuracy), ("learning_rate", learning_rate)), start=1):
+            t = self._tensor_number(name, v)
+            if t is not None:
+                late[i] = t
+            f = math.nan if v is None or t is not None else as_float(v)
             if f is None:
                 raise ValueError(f"log: {name} must be a real number, got {v!r}")
             extra[name] = f
@@ -666,8 +665,8 @@ class Run:
             target = self._part.snapshot(step)
             job.append(("call", partial(_write_snapshot, target, TraceCopy(loss), self._last_snapshot)))
         row = (loss_value, extra["accuracy"], extra["learning_rate"], datetime.datetime.now(datetime.UTC))
-        if loss_tensor is not None:
-            rows(partial(self._steps_rows, loss_tensor, row, t0))
+        if late:
+            rows(partial(self._steps_rows, late, row, t0, step))
         else:
             rows(partial(list, [("steps", _steps_table(row, time.perf_counter() - t0))]))
         if self._compacting:
@@ -712,17 +711,49 @@ class Run:
             out.append(("anomalies", _origins(graph)))
         return out
 
-    def _steps_rows(self, loss: Any, row: tuple[Any, ...], t0: float) -> list[tuple[str, pa.Table]]:
-        """(In the writer thread.) The steps row of a torch loss, whose value comes to the host here."""
+    def _steps_rows(
+        self, late: dict[int, Any], row: tuple[Any, ...], t0: float, step: int
+    ) -> list[tuple[str, pa.Table]]:
+        """(In the writer thread.) The steps row of a torch run, whose tensors (``late``: the loss, an
+        accuracy, a learning rate, by position in ``row``) come to the host here. An accuracy outside
+        [0, 1], known only now, is left out of the row (NaN: not logged) and raised by the next call."""
         seconds = time.perf_counter() - t0  # (includes the wait for the writer: an upper bound)
-        return [("steps", _steps_table((float(loss), *row[1:]), seconds))]
+        values = list(row)
+        for i, t in late.items():
+            values[i] = float(t)
+        if 1 in late and not (math.isnan(values[1]) or 0.0 <= values[1] <= 1.0):
+            self._late_error = ValueError(
+                f"log: accuracy is a share from 0 to 1, got {values[1]!r} at step {step} (a percentage: divide it "
+                "by 100); that step was recorded without its accuracy"
+            )
+            values[1] = math.nan
+        return [("steps", _steps_table(tuple(values), seconds))]
+
+    def _tensor_number(self, name: str, v: Any) -> Any:
+        """``v`` copied on its device if it is a torch tensor of a torch run (None otherwise): its value
+        is read in the writer thread, so that ``log`` never waits for the device."""
+        detach = getattr(v, "detach", None) if self._torch is not None else None
+        if not callable(detach):
+            return None
+        numel = v.numel() if callable(getattr(v, "numel", None)) else 1
+        if numel != 1:
+            shape = "×".join(str(d) for d in v.shape)
+            hint = "; log the value the optimizer minimises, e.g. loss.mean()" if name == "loss" else ""
+            raise TypeError(f"log: {name} must be one number, got a tensor of shape {shape} ({numel} elements){hint}")
+        if v.is_complex() or v.device.type == "meta":
+            raise TypeError(f"log: {name} must be a real number, got a {v.dtype} tensor on {v.device}")
+        return detach().clone()
 
     def _compact(self) -> None:
         """(In the writer thread.) Merge the staged complete steps into one file per table."""
         self._chunked = _compact(self._part, self._chunked)
 
     def _raise_write_error(self, *, again: bool = True) -> None:
-        """Raise the writer's failure (once), then (``again``) refuse to go on."""
+        """Raise the writer's failure (once), then (``again``) refuse to go on; or a value found wrong
+        in the writer thread (once: the run goes on)."""
+        late, self._late_error = self._late_error, None
+        if late is not None and self._writer.error is None:
+            raise late
         exc = self._writer.error
         if exc is not None:
             self._writer.error = None  # raised once; the writer stays failed: nothing more is written
