@@ -234,6 +234,11 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         session = self.session
+        if _SESSION.get() is not session and not session.higher:
+            # another asyncio task's op, run while this thread's trace waits at an ``await`` (the mode
+            # stack is the thread's, not the task's): not the traced code's (a create_graph backward
+            # may run in autograd's own threads, outside the context: it stays recorded)
+            return func(*args, **(kwargs or {}))
         with _own_kernels(0):
             for tr in session.traces:
                 if tr.pending:
@@ -307,8 +312,8 @@ class _Functions(TorchFunctionMode):
         self.session = session
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        if func not in _BACKWARD_CALLS:
-            return func(*args, **(kwargs or {}))
+        if func not in _BACKWARD_CALLS or _SESSION.get() is not self.session:
+            return func(*args, **(kwargs or {}))  # (another asyncio task's backward: not the trace's)
         session = self.session
         traces = list(session.traces)
         with _own_kernels(1):
@@ -772,6 +777,12 @@ class Trace:
     def __enter__(self) -> Trace:
         if self._active or self._graph is not None:
             raise RuntimeError("trace: this trace was already used; make a new one with gt.pytorch.trace(model)")
+        if _SESSION.get() is None and any(isinstance(m, _Recorder) for m in _get_current_dispatch_mode_stack()):
+            raise RuntimeError(
+                "trace: another asyncio task (or context) of this thread has a trace open; torch's mode "
+                "stack belongs to the thread, so two tasks cannot trace at once in one thread: trace "
+                "one task at a time, or run each traced task in its own thread"
+            )
         if self.model is not None:
             root = type(self.model).__name__
             self._params = module_paths(self.model)
@@ -895,7 +906,10 @@ def trace(model: Any = None, stats: str = "full") -> Trace:
 
     Traces may nest: an op run inside both is recorded into both (summarised once). A trace
     records what runs in the context that entered it (its thread, or asyncio task): another thread
-    running the same model, traced or not, never enters its graph or its module scopes.
+    running the same model, traced or not, never enters its graph or its module scopes, and neither
+    does another task of the same thread running while the traced one waits at an ``await``. Two
+    tasks of one thread cannot trace at once (torch's mode stack is the thread's): the second
+    trace's ``with`` raises ``RuntimeError``.
 
     ``torch.utils.checkpoint(..., use_reentrant=True)`` runs its function without autograd, so
     nothing inside can be recorded: a ``RuntimeWarning`` names the module and its parameters and
