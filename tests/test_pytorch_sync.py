@@ -183,3 +183,21 @@ def test_an_accuracy_tensor_outside_0_1_is_left_out_of_its_step_and_raised_by_th
     assert steps["accuracy"].iloc[0] == 0.5 and steps["accuracy"].isna().iloc[1] and steps["accuracy"].iloc[2] == 1.0
     with pytest.raises(TypeError, match="accuracy must be one number, got a tensor of shape 2"):
         gt.record(tmp_path / "s", model).log(0, 1.0, accuracy=torch.tensor([0.5, 0.5]))
+
+
+def test_run_log_refuses_the_trace_of_another_model_before_writing(tmp_path: Path) -> None:
+    recorded = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1))
+    other = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 4), torch.nn.Linear(4, 1))
+    x = torch.randn(2, 3)
+    with gt.pytorch.trace(other) as wrong:
+        other(x).sum().backward()
+    with gt.pytorch.trace(recorded) as right:
+        loss = recorded(x).sum()
+        loss.backward()
+    with gt.record(tmp_path / "r", recorded) as run:
+        with pytest.raises(ValueError, match=r"graph is a trace of another model: its parameter '1.weight'"):
+            run.log(0, loss, graph=wrong.graph)
+        run.log(0, loss, graph=right.graph)  # step 0 was not taken by the refused call
+    con = gt.open_run(tmp_path / "r")
+    assert con.sql("SELECT count(*) AS n FROM steps").df()["n"][0] == 1
+    assert con.sql("SELECT count(*) AS n FROM scopes").df()["n"][0] > 0

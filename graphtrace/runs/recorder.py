@@ -337,6 +337,7 @@ class Run:
         self._staged = len(_staged_steps(self._part)) if self._compacting else 0
         self._write_manifest()
         self._writer = _Writer(partial(_write_batch, self._part))  # (not a method: no cycle)
+        self._graphs_checked: weakref.WeakSet[Any] = weakref.WeakSet()  # trace graphs given to log, checked
         self._late_error: ValueError | None = None  # a value found wrong by the writer (raised by the next call)
         weakref.finalize(self, self._writer.close)  # an unclosed run still writes what it logged
         weakref.finalize(self, self._lock.release)
@@ -618,6 +619,7 @@ class Run:
                     "log: graph must be the graph of gt.pytorch.trace (tr.graph, a networkx.DiGraph "
                     f"with graph['kind'] == 'torch'), got {type(graph).__name__}"
                 )
+            self._check_model(graph)
         t0 = time.perf_counter()
         data = [p.data for _, p in self._params]
         job: list[Any] = []
@@ -728,6 +730,21 @@ class Run:
             )
             values[1] = math.nan
         return [("steps", _steps_table(tuple(values), seconds))]
+
+    def _check_model(self, graph: Any) -> None:
+        """Refuse the trace of another model: each of its parameters must be one of the run's (by
+        name and module scope). Checked once per graph."""
+        if self._torch is None or graph in self._graphs_checked:
+            return
+        ours = {(name, scope) for (name, _), scope in zip(self._torch.named, self._torch.scopes, strict=True)}
+        for _, d in graph.nodes(data=True):
+            if d.get("role") == "parameter" and (d.get("label"), d.get("scope")) not in ours:
+                raise ValueError(
+                    f"log: graph is a trace of another model: its parameter {d.get('label')!r} (in "
+                    f"{d.get('scope')!r}) is not one of the recorded model's; trace the model given to "
+                    "gt.record (gt.pytorch.trace(model))"
+                )
+        self._graphs_checked.add(graph)
 
     def _tensor_number(self, name: str, v: Any) -> Any:
         """``v`` copied on its device if it is a torch tensor of a torch run (None otherwise): its value
