@@ -63,7 +63,8 @@ def report_html(path: str | os.PathLike[str], *, reload_every: float | None = No
         f"<style>{_STYLE}</style></head><body>",
         f"<h1>graphtrace run: {esc(root.name)}</h1>",
         f"<p>status <b>{esc(state)}</b>, started {esc(str(manifest.get('started')))}, "
-        f"finished {esc(str(manifest.get('finished')))}, graphtrace {esc(str(manifest.get('graphtrace')))}, "
+        + (f"finished {esc(str(manifest.get('finished')))}, " if manifest.get("finished") else "")
+        + f"graphtrace {esc(str(manifest.get('graphtrace')))}, "
         f"{len(steps)} complete steps" + (f" (rank 0; {world} ranks)" if world > 1 else "") + ".</p>",
         f"<p>hyper-parameters: <code>{esc(json.dumps(manifest.get('hparams'), ensure_ascii=False))}</code></p>",
     ]
@@ -73,10 +74,10 @@ def report_html(path: str | os.PathLike[str], *, reload_every: float | None = No
         parts.append("<p>No complete step yet.</p></body></html>")
         return "".join(parts)
     last = steps.iloc[-1]
-    shown = [f"loss {esc(repr(float(last['loss'])))}"]
+    shown = [f"loss {esc(_num(float(last['loss'])))}"]
     for col, name in (("accuracy", "accuracy"), ("learning_rate", "learning rate")):
         if not math.isnan(float(last[col])):  # NaN: not logged
-            shown.append(f"{name} {esc(repr(float(last[col])))}")
+            shown.append(f"{name} {esc(_num(float(last[col])))}")
     parts.append(f"<p>last step {int(last['step'])}: {', '.join(shown)}</p>")
     parts.append(_model_summary(con, root))
     rows = all_steps[["step", "rank", "loss", "accuracy", "learning_rate"]].to_dict("records")
@@ -171,7 +172,7 @@ def report_html(path: str | os.PathLike[str], *, reload_every: float | None = No
     if bad_loss:
         parts.append(
             f"<p>First step whose loss is not finite: {bad_loss[0]} (loss "
-            f"{esc(repr(float(steps.loc[steps['step'] == bad_loss[0], 'loss'].iloc[0])))}).</p>"
+            f"{esc(_num(float(steps.loc[steps['step'] == bad_loss[0], 'loss'].iloc[0])))}).</p>"
         )
     if not bad.empty:
         first = bad["step"].min()
@@ -228,7 +229,7 @@ def _ranks_section(root: Path, steps: pd.DataFrame) -> str:
             "status": list(states.values()),
             "complete steps": [int((steps["rank"] == k).sum()) for k in states],
             "last loss": [
-                repr(float(steps.loc[steps["rank"] == k, "loss"].iloc[-1])) if (steps["rank"] == k).any() else "-"
+                _num(float(steps.loc[steps["rank"] == k, "loss"].iloc[-1])) if (steps["rank"] == k).any() else "-"
                 for k in states
             ],
         }
@@ -359,6 +360,13 @@ def _model_summary(con: Any, root: Path) -> str:
     )
 
 
+def _num(x: float) -> str:
+    """A logged number as people read it: as written when it is short (``1.0``, ``0.05``), else 6
+    significant digits (``0.109``, not ``0.10899999999999987``)."""
+    r = repr(x)
+    return r if len(r) <= 10 else f"{x:.6g}"
+
+
 def _esc(text: str) -> str:
     """User text for the page: escaped, and isolated when it holds bidi controls (see :mod:`graphtrace._bidi`)."""
     return html.escape(isolate(text))
@@ -411,7 +419,7 @@ def compare_html(paths: list[str | os.PathLike[str]]) -> str:
     ]
     for n, m in zip(names, manifests, strict=True):
         df = per_run[n]
-        last = repr(float(df["loss"].iloc[-1])) if len(df) else "-"
+        last = _num(float(df["loss"].iloc[-1])) if len(df) else "-"
         parts.append(
             f"<tr><td>{esc(n)}</td><td>{esc(str(m.get('status')))}</td><td>{len(df)}</td><td>{esc(last)}</td></tr>"
         )

@@ -283,3 +283,20 @@ def test_a_frozen_parameter_has_no_gradient_rather_than_a_non_finite_one(tmp_pat
     assert found.nonfinite.empty and str(found) == "The 2 ranks agree at every step.", str(found)
     page = report_html(path)
     assert "On rank 0, no parameter, gradient or loss went non-finite." in page
+
+
+def test_a_live_runs_report_reads_as_people_write_numbers(tmp_path: Path) -> None:
+    """While the run is live there is no "finished None"; logged numbers show 6 significant digits."""
+    model = gt.nn.MLP(1, [2, 1])
+    run = gt.record(tmp_path / "r", model)
+    lr = 0.1 + 0.2  # 0.30000000000000004
+    loss = (model([0.5]) - 1.0) ** 2
+    loss.backward()
+    run.log(0, loss, learning_rate=lr)
+    run.flush()
+    page = report_html(tmp_path / "r")
+    assert "finished None" not in page and "status <b>running</b>" in page
+    assert "learning rate 0.3</p>" in page
+    assert repr(lr) not in page
+    run.close()
+    assert "finished 20" in report_html(tmp_path / "r")
