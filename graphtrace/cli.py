@@ -196,8 +196,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.watch:
         if len(args.run) != 1:
             raise CLIError("--watch follows one run")
+        target = Path(args.run[0]) / "report.html" if args.out is None else Path(args.out)
+        told: list[bool] = []
+
+        def tell(page: str) -> None:  # said once, at the first page: the watch then runs quietly
+            if not told and 'http-equiv="refresh"' in page:
+                told.append(True)
+                _console().print(
+                    f"watching {args.run[0]}: wrote {target}; open it in a browser, it reloads itself every "
+                    "5 s while the run records (Ctrl-C stops watching)"
+                )
+
         try:
-            path = watch(args.run[0], args.out, interval=args.interval)
+            path = watch(args.run[0], args.out, interval=args.interval, on_write=tell)
         except ValueError as exc:
             raise CLIError(str(exc)) from None
         except KeyboardInterrupt:

@@ -300,3 +300,32 @@ def test_a_live_runs_report_reads_as_people_write_numbers(tmp_path: Path) -> Non
     assert repr(lr) not in page
     run.close()
     assert "finished 20" in report_html(tmp_path / "r")
+
+
+def test_watch_says_where_the_page_is_while_the_run_records(tmp_path: Path) -> None:
+    """--watch used to print nothing until the run ended: a person saw a silent terminal."""
+    import subprocess
+    import sys
+    import threading
+
+    path = tmp_path / "run"
+    with gt.record(path, gt.nn.MLP(1, [1])) as run:
+        run.log(0, 1.0)
+        run.flush()
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "graphtrace", "report", str(path), "--watch", "--interval", "0.05"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env={**__import__("os").environ, "COLUMNS": "200"},
+        )
+        first: list[str] = []
+        reader = threading.Thread(target=lambda: first.append(watcher.stdout.readline()))  # type: ignore[union-attr]
+        reader.start()
+        reader.join(120)
+        assert first and f"watching {path}" in first[0] and "report.html" in first[0], first
+        assert watcher.poll() is None  # still watching: the run records
+    out, err = watcher.communicate(timeout=120)
+    assert watcher.returncode == 0, err
+    assert "the run is finished" in out
