@@ -712,13 +712,24 @@ def _summaries(
     return out
 
 
+_NAN_ROWS: dict[str, dict[str, Any]] = {}
+
+
+def _nan_row(prefix: str) -> dict[str, Any]:
+    """A fresh summary with every statistic NaN (not recorded), copied from one made once per prefix."""
+    row = _NAN_ROWS.get(prefix)
+    if row is None:
+        row = _NAN_ROWS[prefix] = {f"{prefix}_{s}": math.nan for s in STATS}
+    return dict(row)
+
+
 def _norms_summary(
     r: Raw, prefix: str, stats: dict[int, list[float]], values: dict[int, list[float]]
 ) -> dict[str, Any]:
     """The summary of a "norms" level Raw (or of several merged): the norm, the exact non-finite
     count and the small values; every other statistic NaN (not recorded)."""
     parts = r.parts or [r]
-    d: dict[str, Any] = {f"{prefix}_{s}": math.nan for s in STATS}
+    d = _nan_row(prefix)
     total, bad, has_nan, has_inf, overflow, unknown = 0.0, 0, False, False, False, False
     for q in parts:
         if q.stats is None:  # no elements
