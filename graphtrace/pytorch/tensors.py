@@ -289,12 +289,12 @@ class _Batch:
         self.raws = []
 
 
-def flush() -> None:
-    """Launch the statistics of every tensor this thread has waiting in a batch, and free the
-    batches' buffers (a trace's exit)."""
+def flush(release: bool = True) -> None:
+    """Launch the statistics of every tensor this thread has waiting in a batch, and (``release``)
+    free the batches' buffers (a trace's exit; a backward call's end keeps them)."""
     scratch = getattr(_THREAD, "scratch", None)
     if scratch is not None:
-        scratch.flush(release=True)
+        scratch.flush(release=release)
 
 
 def merge(raws: list[Raw]) -> Raw:

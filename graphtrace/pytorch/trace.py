@@ -339,6 +339,11 @@ class _Functions(TorchFunctionMode):
         if func is torch.autograd.grad and bound is not None:
             for tr in traces:
                 tr.grad_results(bound.arguments.get("inputs"), out)
+        if not higher:
+            # the pass's last gradients wait in partly filled batches: their statistics are launched
+            # now (on a GPU they run while the code goes on), not at the trace's exit
+            with _disable_current_modes(), torch.no_grad():
+                flush(release=False)
         return out
 
 
