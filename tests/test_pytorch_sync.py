@@ -195,9 +195,60 @@ def test_run_log_refuses_the_trace_of_another_model_before_writing(tmp_path: Pat
         loss = recorded(x).sum()
         loss.backward()
     with gt.record(tmp_path / "r", recorded) as run:
-        with pytest.raises(ValueError, match=r"graph is a trace of another model: its parameter '1.weight'"):
+        with pytest.raises(
+            ValueError, match=r"graph is a trace of another model: its parameter '0.weight' .* is 4×3, not 2×3"
+        ):
             run.log(0, loss, graph=wrong.graph)
         run.log(0, loss, graph=right.graph)  # step 0 was not taken by the refused call
     con = gt.open_run(tmp_path / "r")
     assert con.sql("SELECT count(*) AS n FROM steps").df()["n"][0] == 1
     assert con.sql("SELECT count(*) AS n FROM scopes").df()["n"][0] > 0
+
+
+def test_late_accuracy_errors_never_drop_a_step_and_each_bad_step_is_named(tmp_path: Path) -> None:
+    """The error about an earlier step comes from a later call, which still records its own step; two
+    bad steps before it are both named; a dense one-element tensor is the only kind taken."""
+    model = torch.nn.Linear(2, 1)
+    run = gt.record(tmp_path / "r", model)
+    run.log(0, torch.tensor(1.0), accuracy=torch.tensor(2.0))
+    run.log(1, torch.tensor(0.9), accuracy=torch.tensor(3.0))
+    run._writer.flush()  # (the writer has read both)
+    with pytest.raises(ValueError, match=r"got 2.0 at step 0; 3.0 at step 1 .*those steps were recorded"):
+        run.flush()
+    run.log(2, torch.tensor(0.8), accuracy=torch.tensor(4.0))
+    run._writer.flush()  # the writer read step 2; the next log names it and records its own step
+    with pytest.raises(ValueError, match=r"4.0 at step 2 .*; step 3 \(this call\) was recorded"):
+        run.log(3, torch.tensor(0.7), accuracy=torch.tensor(0.25))
+    for bad, kind in (
+        (torch.tensor([[0.5]]).to_sparse_csr(), "sparse_csr"),
+        (torch.tensor([0.5]).to_sparse(), "sparse_coo"),
+    ):
+        with pytest.raises(TypeError, match=f"accuracy must be one number, got a {kind} tensor"):
+            run.log(4, torch.tensor(0.6), accuracy=bad)
+    run.close()
+    steps = gt.open_run(tmp_path / "r").sql("SELECT step, loss, accuracy FROM steps ORDER BY step").df()
+    assert steps["step"].tolist() == [0, 1, 2, 3]
+    assert steps["accuracy"].isna().tolist() == [True, True, True, False]
+
+
+def test_a_body_exception_is_not_replaced_by_the_runs_close(tmp_path: Path) -> None:
+    model = torch.nn.Linear(2, 1)
+    with pytest.raises(RuntimeError, match="the real failure") as caught, gt.record(tmp_path / "r", model) as run:
+        run.log(0, torch.tensor(1.0), accuracy=torch.tensor(50.0))
+        run._writer.flush()
+        raise RuntimeError("the real failure")
+    assert any("closing the run" in n and "accuracy is a share" in n for n in caught.value.__notes__)
+    assert gt.runs.status(tmp_path / "r") == "failed"
+
+
+def test_run_log_checks_the_traced_parameters_shapes_and_the_kind_of_run(tmp_path: Path) -> None:
+    recorded = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    same_names = torch.nn.Sequential(torch.nn.Linear(3, 50))
+    with gt.pytorch.trace(same_names) as tr:
+        same_names(torch.randn(1, 3)).sum().backward()
+    shapes = r"parameter '0.weight' \(in 'Sequential/0'\) is 50×3, not 2×3"
+    with gt.record(tmp_path / "r", recorded) as run, pytest.raises(ValueError, match=shapes):
+        run.log(0, 1.0, graph=tr.graph)
+    with gt.record(tmp_path / "s", gt.nn.MLP(1, [1])) as run, pytest.raises(ValueError, match="records a graphtrace"):
+        run.log(0, 1.0, graph=tr.graph)
+    assert gt.runs.complete_steps(tmp_path / "r") == [] and gt.runs.complete_steps(tmp_path / "s") == []

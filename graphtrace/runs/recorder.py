@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import collections
 import datetime
 import json
 import math
@@ -338,7 +339,8 @@ class Run:
         self._write_manifest()
         self._writer = _Writer(partial(_write_batch, self._part))  # (not a method: no cycle)
         self._graphs_checked: weakref.WeakSet[Any] = weakref.WeakSet()  # trace graphs given to log, checked
-        self._late_error: ValueError | None = None  # a value found wrong by the writer (raised by the next call)
+        # values found wrong by the writer thread (an accuracy tensor outside [0, 1]): raised by the next call
+        self._late: collections.deque[str] = collections.deque()
         weakref.finalize(self, self._writer.close)  # an unclosed run still writes what it logged
         weakref.finalize(self, self._lock.release)
 
@@ -566,17 +568,22 @@ class Run:
         A torch run's ``loss``, ``accuracy`` and ``learning_rate`` may be one-element tensors on any
         device: they are copied there and read in the writer thread, so ``log`` never waits for the
         device. An accuracy tensor outside [0, 1] is known only then: that step is recorded without
-        its accuracy, and the next call (``log``, ``flush`` or ``close``) raises the ValueError.
+        its accuracy, and a later call raises the ValueError naming it (``log`` once the writer has
+        read it, after recording its own step; ``flush`` and ``close`` always).
 
         Raises
         ------
         ValueError
             If ``step`` is not an int >= 0 or was recorded already (nothing is ever rewritten),
-            ``accuracy`` / ``learning_rate`` is not a real number, ``accuracy`` is outside [0, 1], or
-            ``graph`` is given with a Value loss (which carries its own graph).
+            ``accuracy`` / ``learning_rate`` is not a real number, ``accuracy`` is outside [0, 1],
+            ``graph`` is given with a Value loss (which carries its own graph) or to the run of a
+            graphtrace model, or ``graph`` is the trace of another model (a parameter the recorded
+            model does not have, or of another shape).
         TypeError
             If ``loss`` is neither a Value nor a real number (nor, for a torch model, a one-element
-            tensor), or ``graph`` is not a :func:`graphtrace.pytorch.trace` graph.
+            tensor), ``accuracy`` / ``learning_rate`` is a tensor that is not one real number (sparse,
+            nested, complex, on ``meta``, several elements), or ``graph`` is not a
+            :func:`graphtrace.pytorch.trace` graph.
         RuntimeError
             If called in a process forked from the one that opened the run.
         """
@@ -678,6 +685,7 @@ class Run:
                 self._staged = 0
         self._writer.put(job)
         self._done.add(step)
+        self._raise_late(f"step {step} (this call) was recorded")
 
     def _capture(self) -> Any:
         """A torch model's parameters copied for the writer; a writer that failed meanwhile (it gives no
@@ -724,25 +732,36 @@ class Run:
         for i, t in late.items():
             values[i] = float(t)
         if 1 in late and not (math.isnan(values[1]) or 0.0 <= values[1] <= 1.0):
-            self._late_error = ValueError(
-                f"log: accuracy is a share from 0 to 1, got {values[1]!r} at step {step} (a percentage: divide it "
-                "by 100); that step was recorded without its accuracy"
-            )
+            self._late.append(f"{values[1]!r} at step {step}")  # (deque.append: safe across threads)
             values[1] = math.nan
         return [("steps", _steps_table(tuple(values), seconds))]
 
     def _check_model(self, graph: Any) -> None:
-        """Refuse the trace of another model: each of its parameters must be one of the run's (by
-        name and module scope). Checked once per graph."""
-        if self._torch is None or graph in self._graphs_checked:
+        """Refuse the trace of another model: each of its parameters must be one of the run's, by
+        name, module scope and shape (a trace of ``model=None`` names none: it cannot be told).
+        Checked once per graph."""
+        if self._torch is None:
+            raise ValueError(
+                "log: graph= is a torch model's trace (gt.pytorch.trace(...).graph), and this run records a "
+                "graphtrace model: give its loss Value (it carries its own graph) and leave graph out"
+            )
+        if graph in self._graphs_checked:
             return
-        ours = {(name, scope) for (name, _), scope in zip(self._torch.named, self._torch.scopes, strict=True)}
+        from ..pytorch.tensors import shape_text
+
+        ours = {
+            (name, scope): shape_text(p.shape)
+            for (name, p), scope in zip(self._torch.named, self._torch.scopes, strict=True)
+        }
         for _, d in graph.nodes(data=True):
-            if d.get("role") == "parameter" and (d.get("label"), d.get("scope")) not in ours:
+            if d.get("role") != "parameter":
+                continue
+            shape = ours.get((d.get("label"), d.get("scope")))
+            if shape != d.get("shape"):
+                what = "is not one of the recorded model's" if shape is None else f"is {d.get('shape')}, not {shape}"
                 raise ValueError(
                     f"log: graph is a trace of another model: its parameter {d.get('label')!r} (in "
-                    f"{d.get('scope')!r}) is not one of the recorded model's; trace the model given to "
-                    "gt.record (gt.pytorch.trace(model))"
+                    f"{d.get('scope')!r}) {what}; trace the model given to gt.record (gt.pytorch.trace(model))"
                 )
         self._graphs_checked.add(graph)
 
@@ -752,6 +771,13 @@ class Run:
         detach = getattr(v, "detach", None) if self._torch is not None else None
         if not callable(detach):
             return None
+        import torch  # (a torch run: torch is imported already)
+
+        if not isinstance(v, torch.Tensor):
+            return None
+        if v.is_nested or v.layout != torch.strided:
+            kind = "nested" if v.is_nested else str(v.layout).removeprefix("torch.")
+            raise TypeError(f"log: {name} must be one number, got a {kind} tensor (give a dense tensor, or a float)")
         numel = v.numel() if callable(getattr(v, "numel", None)) else 1
         if numel != 1:
             shape = "×".join(str(d) for d in v.shape)
@@ -765,12 +791,21 @@ class Run:
         """(In the writer thread.) Merge the staged complete steps into one file per table."""
         self._chunked = _compact(self._part, self._chunked)
 
+    def _raise_late(self, after: str = "") -> None:
+        """Raise (once) the accuracy tensors the writer found outside [0, 1], every one since the last
+        call: their steps were recorded without an accuracy; the run goes on."""
+        found = []
+        while self._late:
+            found.append(self._late.popleft())
+        if found:
+            raise ValueError(
+                f"log: accuracy is a share from 0 to 1, got {'; '.join(found)} (a percentage: divide it by 100); "
+                f"{'that step was' if len(found) == 1 else 'those steps were'} recorded without an accuracy"
+                + (f"; {after}" if after else "")
+            )
+
     def _raise_write_error(self, *, again: bool = True) -> None:
-        """Raise the writer's failure (once), then (``again``) refuse to go on; or a value found wrong
-        in the writer thread (once: the run goes on)."""
-        late, self._late_error = self._late_error, None
-        if late is not None and self._writer.error is None:
-            raise late
+        """Raise the writer's failure (once), then (``again``) refuse to go on."""
         exc = self._writer.error
         if exc is not None:
             self._writer.error = None  # raised once; the writer stays failed: nothing more is written
@@ -796,6 +831,7 @@ class Run:
         self._check_process("flush")
         self._writer.flush()
         self._raise_write_error()
+        self._raise_late()
 
     def close(self, status: str = "finished") -> None:
         """Write what is queued, then mark the run finished (or ``"failed"``) in its manifest;
@@ -815,6 +851,7 @@ class Run:
         finally:
             self._lock.release()
         self._raise_write_error(again=False)
+        self._raise_late()
 
     def _check_process(self, what: str) -> None:
         """Refuse ``what`` in a process forked from the one that opened the run: its writer thread did
@@ -833,7 +870,13 @@ class Run:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close("finished" if exc_type is None else "failed")
+        if exc is None:
+            self.close("finished")
+            return
+        try:  # the body's exception is the one raised: a failure of the close goes with it as a note
+            self.close("failed")
+        except Exception as also:
+            exc.add_note(f"graphtrace: closing the run at {self.path} also failed: {also!r}")
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, steps={len(self._done)}, status={self.manifest['status']!r})"
