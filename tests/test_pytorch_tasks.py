@@ -81,3 +81,84 @@ def test_two_tasks_of_one_thread_cannot_trace_at_once() -> None:
     with gt.pytorch.trace(a) as tr:
         a(torch.randn(1, 2)).sum().backward()
     assert tr.graph.number_of_nodes() > 0
+
+
+def test_a_trace_in_a_worker_thread_records_that_thread_only() -> None:
+    """``asyncio.to_thread`` copies the context (and the traced task's session) into a worker thread:
+    the worker's own trace recorded the loop thread's ops, and none of its own."""
+    import threading
+
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    x = torch.randn(3, 2)
+    res: dict[str, object] = {}
+
+    def plain() -> None:
+        b(x).exp().mean().backward()  # under the traced task's await, in a worker thread: not the trace's
+
+    def traced(ready: threading.Event, go: threading.Event) -> None:
+        with gt.pytorch.trace(b) as tb:
+            ready.set()
+            go.wait(60)  # the loop thread's trace runs ops meanwhile
+            b(x).exp().sum().backward()
+        res["worker"] = _ops(tb.graph)
+
+    async def main() -> None:
+        with gt.pytorch.trace(a) as ta:
+            await asyncio.to_thread(plain)
+            ready, go = threading.Event(), threading.Event()
+            fut = asyncio.ensure_future(asyncio.to_thread(traced, ready, go))
+            await asyncio.to_thread(ready.wait, 60)
+            a(x).tanh().sum().backward()
+            go.set()
+            await fut
+        res["main"] = _ops(ta.graph)
+        res["main_scopes"] = {d["scope"] for _, d in ta.graph.nodes(data=True)}
+
+    asyncio.run(main())
+    assert res["worker"] == ["addmm", "exp", "sum", "t"]
+    assert res["main"] == ["addmm", "sum", "t", "tanh"]
+
+
+def test_a_task_made_inside_a_trace_traces_on_its_own_after_that_trace_exits() -> None:
+    """A child task keeps the context it was made in: its trace joined the parent's session, then
+    failed at its exit ("Token ... created in a different Context") with hooks left on the model, or
+    joined a session already closed."""
+    from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    x = torch.randn(3, 2)
+    res: dict[str, object] = {}
+
+    async def nested_child(started: asyncio.Event, go: asyncio.Event) -> None:
+        with gt.pytorch.trace(b) as tb:
+            b(x).sum().backward()
+            started.set()
+            await go.wait()  # the parent's trace exits meanwhile
+            b(x).tanh().sum().backward()
+        res["nested"] = _ops(tb.graph)
+
+    async def late_child(go: asyncio.Event) -> None:
+        await go.wait()  # the parent's trace has exited
+        with gt.pytorch.trace(b) as tb:
+            b(x).tanh().sum().backward()
+        res["late"] = _ops(tb.graph)
+
+    async def main() -> None:
+        started, go, go2 = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        with gt.pytorch.trace(a) as ta:
+            a(x).sum().backward()
+            t = asyncio.create_task(nested_child(started, go))
+            t2 = asyncio.create_task(late_child(go2))
+            await started.wait()
+        res["parent"] = _ops(ta.graph)
+        go.set()
+        await t
+        go2.set()
+        await t2
+
+    asyncio.run(main())
+    assert res["parent"] == ["addmm", "addmm", "sum", "sum", "t", "t"]  # its own, and the child's first pass
+    assert res["nested"] == ["addmm", "addmm", "sum", "sum", "t", "t", "tanh"]
+    assert res["late"] == ["addmm", "sum", "t", "tanh"]
+    assert _get_current_dispatch_mode_stack() == []
+    assert not b._forward_pre_hooks and not b._forward_hooks and not a._forward_hooks

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import itertools
+import threading
 import warnings
 import weakref
 from contextvars import ContextVar
@@ -125,6 +126,8 @@ class _Session:
         self.higher = False  # a backward call with create_graph=True is running (the mode stays on)
         self.token: Any = None
         self.norms = False  # every trace on records the "norms" level (one full trace: every statistic)
+        self.open = True  # False once its last trace exited: a context still holding it starts anew
+        self.thread = threading.get_ident()  # the thread whose mode stacks hold its modes
 
     def levels(self) -> None:
         """The level of the summaries made once for every trace: "norms" if each trace asks for it."""
@@ -223,6 +226,14 @@ class _Session:
 _SESSION: ContextVar[_Session | None] = ContextVar("graphtrace_pytorch_session", default=None)
 
 
+def _session() -> _Session | None:
+    """The session of this context, if it is still open and belongs to this thread: a context copied
+    into another thread (``asyncio.to_thread``) or kept by a task after its parent's traces closed
+    holds a session it must not record into."""
+    s = _SESSION.get()
+    return s if s is not None and s.open and s.thread == threading.get_ident() else None
+
+
 class _Recorder(TorchDispatchMode):
     """Sees every aten op below autograd: the output of an op that needs a gradient is summarised
     right after it runs (before any in-place change); its ``grad_fn`` is read on the next op, once
@@ -234,7 +245,7 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         session = self.session
-        if _SESSION.get() is not session and not session.higher:
+        if _session() is not session and not session.higher:
             # another asyncio task's op, run while this thread's trace waits at an ``await`` (the mode
             # stack is the thread's, not the task's): not the traced code's (a create_graph backward
             # may run in autograd's own threads, outside the context: it stays recorded)
@@ -312,7 +323,7 @@ class _Functions(TorchFunctionMode):
         self.session = session
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        if func not in _BACKWARD_CALLS or _SESSION.get() is not self.session:
+        if func not in _BACKWARD_CALLS or _session() is not self.session:
             return func(*args, **(kwargs or {}))  # (another asyncio task's backward: not the trace's)
         session = self.session
         traces = list(session.traces)
@@ -461,7 +472,7 @@ class Trace:
 
     # ---- module scopes ---------------------------------------------------------------------------
     def _pre(self, module: Any, args: Any) -> None:
-        if _SESSION.get() is not self._session:  # another thread's (or context's) call of the model
+        if _session() is not self._session:  # another thread's (or context's) call of the model
             return
         static = self._static.get(module, type(module).__name__)
         if self._stack:
@@ -485,7 +496,7 @@ class Trace:
                 self._no_grad_calls.setdefault(static, path)
 
     def _post(self, module: Any, args: Any, output: Any) -> None:
-        if _SESSION.get() is not self._session:
+        if _session() is not self._session:
             return
         if self.pending:  # the module's last op belongs to it
             with _own_kernels(1):
@@ -782,7 +793,7 @@ class Trace:
     def __enter__(self) -> Trace:
         if self._active or self._graph is not None:
             raise RuntimeError("trace: this trace was already used; make a new one with gt.pytorch.trace(model)")
-        if _SESSION.get() is None and any(isinstance(m, _Recorder) for m in _get_current_dispatch_mode_stack()):
+        if _session() is None and any(isinstance(m, _Recorder) for m in _get_current_dispatch_mode_stack()):
             raise RuntimeError(
                 "trace: another asyncio task (or context) of this thread has a trace open; torch's mode "
                 "stack belongs to the thread, so two tasks cannot trace at once in one thread: trace "
@@ -795,7 +806,7 @@ class Trace:
                 self._static[m] = scope_path(root, dotted)
                 self._handles.append(m.register_forward_pre_hook(self._pre))
                 self._handles.append(m.register_forward_hook(self._post, always_call=True))
-        session = _SESSION.get()
+        session = _session()
         if session is None:  # the first trace of this context: the modes start
             session = _Session()
             session.functions.__enter__()
@@ -829,7 +840,11 @@ class Trace:
         if not session.traces:  # the last trace of this context: the modes stop
             session.mode.__exit__(*exc)
             session.functions.__exit__(*exc)
-            _SESSION.reset(session.token)
+            session.open = False
+            try:
+                _SESSION.reset(session.token)
+            except ValueError:  # closed in another context than it opened in (a task the trace made)
+                _SESSION.set(None)
             session.seen_inputs.clear()
             session.known.clear()
             session.stale.clear()
