@@ -595,10 +595,10 @@ class Run:
         if step in self._done:
             raise ValueError(f"log: step {step} is already recorded in {self.path}; nothing is rewritten")
         # a torch tensor (the loss, an accuracy, a learning rate) comes to the host in the writer thread
-        late: dict[int, Any] = {}  # position in the steps row -> the tensor copied on its device
+        on_device: dict[int, Any] = {}  # position in the steps row -> the tensor copied on its device
         loss_tensor = self._tensor_number("loss", loss)
         if loss_tensor is not None:
-            late[0] = loss_tensor
+            on_device[0] = loss_tensor
         loss_value = math.nan if loss_tensor is not None else loss.data if isinstance(loss, Value) else as_float(loss)
         if loss_value is None:
             raise TypeError(f"log: loss must be a Value or a real number, got {type(loss).__name__}: {loss!r}")
@@ -606,7 +606,7 @@ class Run:
         for i, (name, v) in enumerate((("accuracy", accuracy), ("learning_rate", learning_rate)), start=1):
             t = self._tensor_number(name, v)
             if t is not None:
-                late[i] = t
+                on_device[i] = t
             f = math.nan if v is None or t is not None else as_float(v)
             if f is None:
                 raise ValueError(f"log: {name} must be a real number, got {v!r}")
@@ -674,8 +674,8 @@ class Run:
             target = self._part.snapshot(step)
             job.append(("call", partial(_write_snapshot, target, TraceCopy(loss), self._last_snapshot)))
         row = (loss_value, extra["accuracy"], extra["learning_rate"], datetime.datetime.now(datetime.UTC))
-        if late:
-            rows(partial(self._steps_rows, late, row, t0, step))
+        if on_device:
+            rows(partial(self._steps_rows, on_device, row, t0, step))
         else:
             rows(partial(list, [("steps", _steps_table(row, time.perf_counter() - t0))]))
         if self._compacting:
@@ -768,8 +768,7 @@ class Run:
     def _tensor_number(self, name: str, v: Any) -> Any:
         """``v`` copied on its device if it is a torch tensor of a torch run (None otherwise): its value
         is read in the writer thread, so that ``log`` never waits for the device."""
-        detach = getattr(v, "detach", None) if self._torch is not None else None
-        if not callable(detach):
+        if self._torch is None:
             return None
         import torch  # (a torch run: torch is imported already)
 
@@ -778,14 +777,14 @@ class Run:
         if v.is_nested or v.layout != torch.strided:
             kind = "nested" if v.is_nested else str(v.layout).removeprefix("torch.")
             raise TypeError(f"log: {name} must be one number, got a {kind} tensor (give a dense tensor, or a float)")
-        numel = v.numel() if callable(getattr(v, "numel", None)) else 1
+        numel = v.numel()
         if numel != 1:
             shape = "×".join(str(d) for d in v.shape)
             hint = "; log the value the optimizer minimises, e.g. loss.mean()" if name == "loss" else ""
             raise TypeError(f"log: {name} must be one number, got a tensor of shape {shape} ({numel} elements){hint}")
         if v.is_complex() or v.device.type == "meta":
             raise TypeError(f"log: {name} must be a real number, got a {v.dtype} tensor on {v.device}")
-        return detach().clone()
+        return v.detach().clone()
 
     def _compact(self) -> None:
         """(In the writer thread.) Merge the staged complete steps into one file per table."""
