@@ -276,14 +276,14 @@ class _Batch:
 
     def _flush_norms(self) -> None:
         """The "norms" level: every row's L2 norm (one row-wise reduction) and its exact non-finite
-        count (``x - x``: 0, or NaN where ``x`` is NaN or ±inf; the NaNs made 1 and summed)."""
+        count (see :func:`_count`; a row's zeros after its tensor's elements are finite)."""
         raws = self.raws
         k = len(raws)
         one, _ = _constants(self.buf.device, self.cdt)
         m = self.buf[:k]
         width = m.shape[1]
-        d = torch.sub(m, m, out=self.scratch.get(k * width, one).view(k, width)).nan_to_num_(1.0, 1.0, 1.0)
-        stats = torch.stack([_norms_of(m), d.sum(1).to(torch.float64)], dim=1)
+        finite = torch.nansum(torch.add(one, m, alpha=0.0, out=self.scratch.get(k * width, one).view(k, width)), 1)
+        stats = torch.stack([_norms_of(m), torch.rsub(finite.to(torch.float64), width)], dim=1)
         for r, row in zip(raws, stats.unbind(0), strict=True):
             r.stats, r.batch = row, None
         self.raws = []
@@ -475,15 +475,17 @@ def _raw_norms(x: torch.Tensor, complex_: bool, cdt: Any, scratch: Scratch, src:
 
 def _count(x: torch.Tensor, cdt: Any, scratch: Scratch) -> list[torch.Tensor]:
     """The non-finite elements of flat tensor ``x``, per chunk of :data:`NORMS_CHUNK` elements (in
-    a reused buffer): ``x - x`` is 0 where ``x`` is finite and NaN where it is NaN or ±inf; the NaNs
-    become 1 and are summed (exact: at most 2**20 of them per chunk)."""
+    a reused buffer): ``1 + 0·x`` is 1 where ``x`` is finite and NaN where it is NaN or ±inf (one
+    kernel), its ``nansum`` the finite elements (exact: at most 2**20 ones per chunk), and the
+    chunk's size less that sum the count (two passes; ``x - x`` made 1 where NaN and summed took
+    three)."""
     one, _ = _constants(x.device, cdt)
     n = x.numel()
     counts = []
     for k in range(0, n, NORMS_CHUNK):
         chunk = x[k : k + NORMS_CHUNK] if n > NORMS_CHUNK else x
-        d = torch.sub(chunk, chunk, out=scratch.get(chunk.numel(), one)) if chunk.dtype == cdt else chunk - chunk
-        counts.append(d.nan_to_num_(1.0, 1.0, 1.0).sum(dtype=cdt))
+        d = torch.add(one, chunk, alpha=0.0, out=scratch.get(chunk.numel(), one))
+        counts.append(torch.rsub(torch.nansum(d), chunk.numel()))
     return counts
 
 
