@@ -162,3 +162,54 @@ def test_a_task_made_inside_a_trace_traces_on_its_own_after_that_trace_exits() -
     assert res["late"] == ["addmm", "sum", "t", "tanh"]
     assert _get_current_dispatch_mode_stack() == []
     assert not b._forward_pre_hooks and not b._forward_hooks and not a._forward_hooks
+
+
+def test_a_trace_closing_while_another_task_holds_a_mode_leaves_that_mode_on() -> None:
+    """Task B enters ``torch.device("meta")`` (a function mode) and a dispatch mode of its own, and
+    waits at an ``await`` while task A's trace exits: the trace takes off its own modes only, so B's
+    ops after the ``await`` still run on the meta device and through B's mode, and B's exits find
+    their own modes."""
+    from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode_stack
+
+    class Seen(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    net = torch.nn.Linear(3, 2)
+    x = torch.randn(4, 3)
+    b_inside = asyncio.Event()
+    a_done = asyncio.Event()
+    out: dict[str, object] = {}
+
+    async def traced_task() -> None:
+        with gt.pytorch.trace(net) as tr:
+            net(x).sum().backward()
+            await b_inside.wait()  # task B enters its modes, then the trace exits under them
+        out["graph"] = tr.graph
+        a_done.set()
+
+    async def other_task() -> None:
+        seen = Seen()
+        with torch.device("meta"), seen:
+            b_inside.set()
+            await a_done.wait()
+            out["device"] = torch.empty(2).device.type
+            out["seen"] = list(seen.ops)
+        out["after"] = torch.empty(2).device.type
+
+    async def main() -> None:
+        await asyncio.gather(traced_task(), other_task())
+
+    asyncio.run(main())
+    assert out["device"] == "meta"
+    assert any("empty" in op for op in out["seen"]), out["seen"]  # type: ignore[attr-defined]
+    assert out["after"] == "cpu"
+    assert _ops(out["graph"]) == ["addmm", "sum", "t"]
+    # nothing of either is left on this thread's stacks
+    assert _get_current_dispatch_mode_stack() == []
+    assert torch.overrides._get_current_function_mode_stack() == []

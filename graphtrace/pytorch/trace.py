@@ -294,6 +294,24 @@ def _put_back(mode: Any, above: list[Any]) -> None:
         _push_mode(m)
 
 
+def _exit_mode(mode: Any, exc: Any, stack: Any, pop: Any, push: Any) -> None:
+    """Exit ``mode`` where it is on its mode stack (``stack()``, ``pop``, ``push``: the dispatch or the
+    function modes'): the modes above it (another asyncio task's ``torch.device("meta")`` or dispatch
+    mode, held across an ``await`` while this trace exits) are set aside while it exits, then put
+    back in their order; a mode no longer on the stack is left alone (its ``__exit__`` would pop
+    another's)."""
+    if not any(m is mode for m in stack()):
+        return
+    above = []
+    while stack()[-1] is not mode:
+        above.append(pop())
+    try:
+        mode.__exit__(*exc)
+    finally:
+        for m in reversed(above):
+            push(m)
+
+
 #: The id of the autograd graph task running in this thread (-1 outside a backward pass).
 _task_id: Any = getattr(torch._C, "_current_graph_task_id", lambda: -1)
 
@@ -838,8 +856,14 @@ class Trace:
             if hit is not None and var is not None and hit[0]() is var and hit[1] == var._version:
                 leaf_data[seq] = hit[2]
         if not session.traces:  # the last trace of this context: the modes stop
-            session.mode.__exit__(*exc)
-            session.functions.__exit__(*exc)
+            _exit_mode(session.mode, exc, _get_current_dispatch_mode_stack, _pop_mode, _push_mode)
+            _exit_mode(
+                session.functions,
+                exc,
+                torch.overrides._get_current_function_mode_stack,
+                torch.overrides._pop_mode,
+                torch.overrides._push_mode,
+            )
             session.open = False
             try:
                 _SESSION.reset(session.token)
