@@ -19,8 +19,8 @@ def as_float(x: object) -> float | None:
     --------
     >>> import numpy as np
     >>> from graphtrace._real import as_float
-    >>> as_float(3), as_float(np.float32(0.5)), as_float("1"), as_float(1j)
-    (3.0, 0.5, None, None)
+    >>> as_float(3), as_float(np.float32(0.5)), as_float("1"), as_float(1j), as_float(np.array([0.5, 1.0]))
+    (3.0, 0.5, None, None, None)
     """
     t = type(x)
     if t is float:
@@ -33,4 +33,9 @@ def as_float(x: object) -> float | None:
         return None
     if getattr(t, "__float__", None) is None:
         return None
-    return float(x)  # type: ignore[arg-type]
+    if type(getattr(x, "ndim", 0)) is int and getattr(x, "ndim", 0) > 0 and t.__module__ == "numpy":
+        return None  # an array of one or more numbers (numpy warns, then raises, on float() of it)
+    try:
+        return float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):  # a __float__ that refuses this value
+        return None

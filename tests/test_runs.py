@@ -250,6 +250,13 @@ def test_bad_arguments_are_named(tmp_path: Path) -> None:
                 run.log(*args)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="accuracy"):
             run.log(0, 1.0, accuracy="high")  # type: ignore[arg-type]
+        import numpy as np
+
+        for arr in (np.array([0.5, 0.6]), np.array([0.5])):  # an array is named, not numpy's own TypeError
+            with pytest.raises(ValueError, match=r"log: accuracy must be a real number, got array"):
+                run.log(0, 1.0, accuracy=arr)  # type: ignore[arg-type]
+            with pytest.raises(ValueError, match=r"log: learning_rate must be a real number, got array"):
+                run.log(0, 1.0, learning_rate=arr)  # type: ignore[arg-type]
         for acc in (-1e300, 87.5, math.inf):  # a share: a percentage is named, not drawn off the chart
             with pytest.raises(ValueError, match="accuracy is a share from 0 to 1"):
                 run.log(0, 1.0, accuracy=acc)
