@@ -563,7 +563,9 @@ class Run:
 
         For a torch model, ``loss`` is its loss tensor (or a number), each parameter tensor is one
         row (see :class:`graphtrace.pytorch.TorchParams`), and the ``scopes`` table is written from
-        ``graph`` (the step's :func:`graphtrace.pytorch.trace` graph) when given.
+        ``graph`` (the step's :func:`graphtrace.pytorch.trace` graph) when given. The writer thread reads
+        ``graph`` after ``log`` returns (the training thread does not wait for its tables): a graph
+        changed after ``log`` shows the change in that step's rows, so leave it as the trace made it.
 
         A torch run's ``loss``, ``accuracy`` and ``learning_rate`` may be one-element tensors on any
         device: they are copied there and read in the writer thread, so ``log`` never waits for the
