@@ -1138,3 +1138,38 @@ def test_every_params_row_of_a_recorded_run_is_its_float64_recomputation_step_af
                     assert got[k] == pytest.approx(v, rel=rel, abs=1e-30), (step, n, k, got[k], v)
             if n == "frozen":
                 assert pd.isna(got["grad"]) and pd.isna(got["grad_mean"])
+
+
+def test_transposed_permuted_expanded_and_sliced_tensors_are_summarised_as_their_values() -> None:
+    """A batch row holds a dense tensor's elements in memory order (a transpose is copied as the
+    block it is) and tensors of any shape with one element count share a batch: every statistic is
+    still the tensor's own, at both levels, for small (batched) and large (direct) tensors, with the
+    values of a small one in their own order."""
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(64, 96, generator=g) * 3 + 1
+    big = torch.randn(8, 96, 256, generator=g)  # 196,608 elements: summarised directly
+    big[1, 2, 3] = float("nan")
+    cases = {
+        "transpose": base.t(),
+        "permute": base.reshape(4, 16, 96).permute(2, 0, 1),
+        "expanded": base[:1].expand(64, 96),
+        "sliced": base[:, ::2],
+        "same count, other shape": base.reshape(96, 64),
+        "big permuted": big.permute(2, 0, 1),
+        "big sliced": big[:, :, 1::2],
+    }
+    batches = [(_tensors.raw(t, l1=True), t) for t in cases.values()]
+    norms = [(_tensors.raw(t, norms=True), t) for t in cases.values()]
+    full = _tensors.finish([r for r, _ in batches], "data")
+    light = _tensors.finish([r for r, _ in norms], "data")
+    for name, (t, a, b) in zip(cases, zip(cases.values(), full, light, strict=True), strict=True):
+        bad = int((~torch.isfinite(t)).sum())
+        assert a["data_nonfinite"] == b["data_nonfinite"] == bad, name
+        if bad:
+            assert math.isnan(a["data_norm"]) and math.isnan(b["data_norm"]), name
+            continue
+        _close(a, "data", t, rel=1e-5)
+        assert b["data_norm"] == pytest.approx(float(t.double().norm()), rel=1e-6), name
+    small = torch.arange(12.0).reshape(3, 4).t()  # kept values: in the tensor's own order
+    s = _tensors.finish([_tensors.raw(small)], "data")[0]
+    assert json.loads(s["data_values"]) == small.reshape(-1).tolist()

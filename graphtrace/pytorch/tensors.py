@@ -112,7 +112,7 @@ class Scratch:
     def __init__(self) -> None:
         self.buffers: dict[tuple[Any, Any, int], torch.Tensor] = {}
         self.slabs: dict[tuple[Any, Any], list[Any]] = {}  # (device, dtype) -> [slab, next free row]
-        self.batches: dict[tuple[Any, Any, Any, bool], _Batch] = {}  # (device, dtype, shape, norms) -> its batch
+        self.batches: dict[tuple[Any, Any, int, bool, bool], _Batch] = {}  # (device, dtype, numel, norms, l1) -> batch
 
     def flush(self, release: bool = False) -> None:
         """Launch the statistics of every tensor waiting in a batch; ``release``: free the batches'
@@ -124,7 +124,8 @@ class Scratch:
 
     def stage(self, x: torch.Tensor, cdt: Any, l1: bool, extras: Any, norms: bool = False) -> Raw:
         """A Raw for ``x`` whose statistics are launched with its batch's (see :class:`_Batch`)."""
-        key = (x.device, cdt, x.shape, norms)
+        # (a tensor asking for Σ|x| (a parameter's) apart: the batch's l1 pass would read every row)
+        key = (x.device, cdt, x.numel(), norms, l1 and not norms)
         b = self.batches.get(key)
         if b is None:
             if len(self.batches) >= BATCH_SHAPES:
@@ -193,30 +194,30 @@ class Raw:
 
 
 class _Batch:
-    """Tensors of one shape, device and dtype waiting to be summarised together.
+    """Tensors of one element count, device and dtype waiting to be summarised together.
 
     Each tensor is copied into a row of the batch's buffer as it is seen (one kernel; the copy keeps
     its values as they were, whatever in-place op comes next), and when the buffer is full or its
     statistics are needed (:func:`finish_many`, a trace's exit) one set of row-wise reductions
     launches the statistics of every row: the same numbers, in the same way, as :func:`raw` gives
     one tensor (min/max, the mean as a shift, a power-of-two scale, the shifted sums with the
-    non-finite sentinel), about 20 kernels for up to :data:`BATCH_ROWS` tensors.
+    non-finite sentinel), about 20 kernels for up to :data:`BATCH_ROWS` tensors. A row holds the
+    tensor's elements in memory order (no statistic depends on their order): a transposed or
+    permuted tensor is copied as the block it is (:func:`_dense_flat`), not gathered element by
+    element, and tensors of any shape with the same element count share a batch.
     """
 
     __slots__ = ("buf", "cdt", "extras", "l1", "n", "norms", "raws", "rows", "scratch")
 
     def __init__(self, like: torch.Tensor, cdt: Any, scratch: Scratch, norms: bool = False) -> None:
         self.n = int(like.numel())
-        if norms:  # rows of a multiple of NORM_GROUP elements (zeros after the tensor's: see _norms_of)
-            width = self.n if self.n <= NORM_GROUP else -(-self.n // NORM_GROUP) * NORM_GROUP
-            capacity = min(BATCH_ROWS, max(1, BATCH_ELEMENTS // width))
-            self.buf = torch.empty((capacity, width), dtype=cdt, device=like.device)
-            if width > self.n:
-                self.buf[:, self.n :].zero_()
-        else:
-            capacity = min(BATCH_ROWS, max(1, BATCH_ELEMENTS // max(self.n, 1)))
-            self.buf = torch.empty((capacity, *like.shape), dtype=cdt, device=like.device)
-        self.rows: list[torch.Tensor] = []  # views of the buffer's rows, made as first needed
+        # rows of a multiple of NORM_GROUP elements at the "norms" level (zeros after the tensor's: see _norms_of)
+        width = self.n if not norms or self.n <= NORM_GROUP else -(-self.n // NORM_GROUP) * NORM_GROUP
+        capacity = min(BATCH_ROWS, max(1, BATCH_ELEMENTS // max(width, 1)))
+        self.buf = torch.empty((capacity, width), dtype=cdt, device=like.device)
+        if width > self.n:
+            self.buf[:, self.n :].zero_()
+        self.rows: list[torch.Tensor] = []  # views of the buffer's rows (1-d), made a few at a time as needed
         self.extras: torch.Tensor | None = None  # (capacity, 2): extra counts per row, NaN if none
         self.raws: list[Raw] = []
         self.cdt = cdt
@@ -226,9 +227,15 @@ class _Batch:
 
     def add(self, x: torch.Tensor, l1: bool, extras: Any) -> Raw:
         k = len(self.raws)
-        if k == len(self.rows):
-            self.rows.append(self.buf[k, : self.n].view(x.shape) if self.norms else self.buf[k])
-        self.rows[k].copy_(x)
+        rows = self.rows
+        if k == len(rows):  # the next rows' views, made in one call (one view per row costs as much as its copy)
+            more = min(self.buf.shape[0] - k, max(8, k))
+            rows.extend(self.buf[k : k + more, : self.n].unbind(0))
+        flat = _dense_flat(x)
+        if flat is not None:
+            rows[k].copy_(flat)
+        else:  # (an expanded or sliced tensor: gathered in its own order)
+            rows[k].view(x.shape).copy_(x)
         if extras is not None and not self.norms:
             if self.extras is None:
                 self.extras = torch.full((self.buf.shape[0], 2), math.nan, dtype=self.cdt, device=self.buf.device)
@@ -343,6 +350,20 @@ def _constants(device: Any, dtype: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return c
 
 
+def _dense_flat(x: torch.Tensor) -> torch.Tensor | None:
+    """The elements of ``x`` as a 1-d view in memory order if they fill one block of memory (a
+    contiguous tensor, or a transpose or permutation of one), else None (an expanded, sliced or
+    overlapping tensor)."""
+    if x.is_contiguous():
+        return x.view(-1)
+    expected = 1
+    for stride, size in sorted((st, sz) for st, sz in zip(x.stride(), x.shape, strict=True) if sz != 1):
+        if stride != expected:
+            return None
+        expected *= size
+    return x.as_strided((x.numel(),), (1,))
+
+
 def _flat(t: torch.Tensor) -> torch.Tensor:
     x = t.detach()
     if x.is_sparse:
@@ -353,6 +374,10 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
         x = x.abs()
     if not x.is_floating_point():
         x = x.double()
+    if x.numel() > SMALL:  # (a small tensor's values are kept from it: in their own order)
+        dense = _dense_flat(x)  # a transposed weight or gradient is read in place, not copied first
+        if dense is not None:
+            return dense
     return x.reshape(-1)
 
 
