@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import itertools
 import threading
@@ -267,9 +266,31 @@ class _Recorder(TorchDispatchMode):
 
 
 def _own_kernels(mine: int) -> Any:
-    """A context in which the trace's own kernels (its summaries) reach no other dispatch mode: the
-    modes on are turned off while they run if there are more than ``mine`` (the trace's own)."""
-    return _disable_current_modes() if torch._C._len_torch_dispatch_stack() > mine else contextlib.nullcontext()
+    """A context in which the trace's own kernels (its summaries) and the tensor attributes it reads
+    reach no other mode: no function mode (the trace's own would see every ``t.grad_fn``, a user's
+    ``torch.device`` would place the trace's buffers), and the dispatch modes on are turned off while
+    they run if there are more than ``mine`` (the trace's own)."""
+    if torch._C._len_torch_dispatch_stack() > mine:
+        return _NoModes()
+    return torch._C.DisableTorchFunction()
+
+
+class _NoModes:
+    """No function mode and no dispatch mode (see :func:`_own_kernels`)."""
+
+    __slots__ = ("functions", "modes")
+
+    def __enter__(self) -> None:
+        self.functions = torch._C.DisableTorchFunction()
+        self.functions.__enter__()
+        self.modes = _disable_current_modes()
+        self.modes.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self.modes.__exit__(*exc)
+        finally:
+            self.functions.__exit__(*exc)
 
 
 def _take_off(mode: Any) -> list[Any] | None:
@@ -845,16 +866,17 @@ class Trace:
             session.traces.pop()
         session.levels()
         self._active = False
-        self.resolve()
         # the parameters' statistics taken when an op read them (a view: ``t`` of a weight), if
         # they have not changed since: not summarised again at the exit
         known = session.known
         leaf_data: dict[int, Raw] = {}
-        for key, seq in self._records.leaf_of.items():
-            hit = known.get(key)
-            var = self._records.nodes[seq].leaf
-            if hit is not None and var is not None and hit[0]() is var and hit[1] == var._version:
-                leaf_data[seq] = hit[2]
+        with _own_kernels(1):
+            self.resolve()
+            for key, seq in self._records.leaf_of.items():
+                hit = known.get(key)
+                var = self._records.nodes[seq].leaf
+                if hit is not None and var is not None and hit[0]() is var and hit[1] == var._version:
+                    leaf_data[seq] = hit[2]
         if not session.traces:  # the last trace of this context: the modes stop
             _exit_mode(session.mode, exc, _get_current_dispatch_mode_stack, _pop_mode, _push_mode)
             _exit_mode(
