@@ -213,7 +213,7 @@ def loops(name: str, make: Callable[[], torch.nn.Module], batch: tuple[Any, Any]
         run = wandb.init(project="graphtrace-bench", dir=str(d))
         wandb.watch(model, log="all", log_freq=1)
         try:
-            yield lambda k, m, loss, tr: wandb.log({"loss": float(loss)}, step=k)
+            yield lambda k, m, loss, tr: wandb.log({"loss": loss.item()}, step=k)  # (as W&B users log it)
         finally:
             run.finish()
 

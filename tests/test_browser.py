@@ -631,6 +631,8 @@ def test_a_click_shows_the_chain_rule_with_its_numbers(browser: Any, tmp_path: P
     details = page.page.inner_text("#details")
     # grad(e) = local_grad(e -> d) * grad(d) = 1 * -2
     assert "chain rule: grad(e)" in details and "1 \u00d7 -2 = -2" in details, details
+    # the user is "user", never a letter the seed names a node by (it read "over its users c: ... grad(c)")
+    assert "\u03a3 over the users of e: local_grad(e \u2192 user) \u00b7 grad(user)" in details, details
     assert page.page.get_attribute("#details [data-sum]", "data-sum") == "-2"
     page.page.click("#details [data-term] a")  # the link to the child d
     assert "chain rule: grad(d)" in page.page.inner_text("#details")
@@ -649,7 +651,10 @@ def test_colour_scales_are_drawn_with_their_ends_and_the_png_button_saves_a_pict
     colours = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.color.background)")
     assert len(set(colours)) >= 4
     page.page.select_option("#gt-colour", "absgrad")
-    assert page.page.get_attribute("#gt-scale", "data-high") == "1e0.8"  # log10(6)
+    # the ends of the log scale as the magnitudes they are (they read "1e0.8" before)
+    assert page.page.get_attribute("#gt-scale", "data-high") == "6"
+    assert page.page.get_attribute("#gt-scale", "data-low") == "1"
+    assert page.page.inner_text("#gt-scale").split() == ["1", "6"], page.page.inner_text("#gt-scale")
     with page.page.expect_download() as info:
         page.page.click("#gt-png")
     png = Path(info.value.path()).read_bytes()

@@ -448,8 +448,10 @@ def raw(
     return out
 
 
-#: Elements per pass of the "norms" level's non-finite count (its float32 sum of ones is exact).
-NORMS_CHUNK = 1 << 20
+#: Elements per pass of the "norms" level's non-finite count (its float32 sum of ones is exact), and per
+#: piece of a large tensor whose norm and count are taken together (a multiple of :data:`NORM_GROUP`:
+#: 2 MiB of float32, so the count's passes read the piece from the cache the norm's pass brought it to).
+NORMS_CHUNK = 1 << 19
 #: The "norms" level sums the squares of this many elements at a time in the tensor's dtype, and those
 #: sums in float64: as fast as one float32 sum and as exact as float64 (a float32 sum of 2.4M squares
 #: is off by 1e-4; in groups of 256, by 4e-9).
@@ -466,16 +468,26 @@ def _norms_of(m: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _norm_flat(x: torch.Tensor, cdt: Any) -> torch.Tensor:
-    """The L2 norm of flat tensor ``x`` as a 0-d float64 tensor (see :data:`NORM_GROUP`)."""
+def _norm_parts(x: torch.Tensor, cdt: Any) -> list[torch.Tensor]:
+    """The L2 norms of flat tensor ``x``'s groups of :data:`NORM_GROUP` elements (and of the rest), in
+    ``cdt``: the norm of ``x`` is their norm (see :func:`_norm_flat`)."""
     n = x.numel()
     whole = n - n % NORM_GROUP
     dt = cdt if x.dtype != cdt else None
     parts = [torch.linalg.vector_norm(x[:whole].view(-1, NORM_GROUP), dim=1, dtype=dt)] if whole else []
     if whole < n:
         parts.append(torch.linalg.vector_norm(x[whole:], dtype=dt).reshape(1))
+    return parts
+
+
+def _norm_of_parts(parts: list[torch.Tensor]) -> torch.Tensor:
     out: torch.Tensor = torch.linalg.vector_norm(parts[0] if len(parts) == 1 else torch.cat(parts), dtype=torch.float64)
     return out
+
+
+def _norm_flat(x: torch.Tensor, cdt: Any) -> torch.Tensor:
+    """The L2 norm of flat tensor ``x`` as a 0-d float64 tensor (see :data:`NORM_GROUP`)."""
+    return _norm_of_parts(_norm_parts(x, cdt))
 
 
 def _raw_norms(x: torch.Tensor, complex_: bool, cdt: Any, scratch: Scratch, src: torch.Tensor | None) -> Raw:
@@ -483,13 +495,19 @@ def _raw_norms(x: torch.Tensor, complex_: bool, cdt: Any, scratch: Scratch, src:
     non-finite count (:func:`_count`), or ``src`` to count later."""
     n = x.numel()
     nan = _constants(x.device, torch.float64)[1]
-    norm = _norm_flat(x, cdt)
     out = Raw(None, n, x.clone() if n <= SMALL else None, complex_, norms=True)
     if src is not None:
-        out.stats = torch.stack([norm, nan])
+        out.stats = torch.stack([_norm_flat(x, cdt), nan])
         out.src, out.version = src, src._version
         return out
-    counts = _count(x, cdt, scratch)
+    # piece by piece, the count's passes right after the norm's: a piece is read from memory once
+    parts: list[torch.Tensor] = []
+    counts: list[torch.Tensor] = []
+    for k in range(0, n, NORMS_CHUNK):
+        piece = x[k : k + NORMS_CHUNK] if n > NORMS_CHUNK else x
+        parts += _norm_parts(piece, cdt)
+        counts += _count(piece, cdt, scratch)
+    norm = _norm_of_parts(parts)
     if len(counts) == 1:
         out.stats = torch.stack([norm, counts[0].to(torch.float64)])
     else:  # (a float32 sum of more than 2**24 ones is not exact: the count apart, as integers)

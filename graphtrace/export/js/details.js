@@ -82,10 +82,12 @@ GT.details = function (M, T, el, hooks) {
     const v = E.gn[e];
     return isNaN(v) && !(E.gbad && E.gbad[e]) ? "not recorded" : fmt(v);
   }
-  // grad(x) = Σ over its users c: local_grad(x → c) · grad(c), terms of alike users grouped
+  // grad(x) = Σ over the users of x: local_grad(x → user) · grad(user), terms of alike users grouped
   function chainRule(box, i) {
     const name = M.label[i], users = Array.from(M.users(i));
-    div(box, "chain rule: grad(" + name + ") = \u03a3 over its users c: local_grad(" + name + " \u2192 c) \u00b7 grad(c)", "head");
+    // (the user is written "user", not a letter: a node may be named c)
+    div(box, "chain rule: grad(" + name + ") = \u03a3 over the users of " + name + ": local_grad(" + name +
+        " \u2192 user) \u00b7 grad(user)", "head");
     if (!users.length) {
       div(box, "no users: the output, whose grad is the seed " + fmt(M.grad[i]) + " (\u2202out/\u2202out = 1)");
       return;

@@ -35,7 +35,7 @@ GT.legend = (function () {
       });
       return { color: function (v) { return logColor(v, lo, hi); }, name: "|grad| (log)",
                gradient: "linear-gradient(to right, #ffffff, rgb(255,75,35))",
-               low: isFinite(lo) ? "1e" + lo.toFixed(1) : "0", high: isFinite(hi) ? "1e" + hi.toFixed(1) : "0",
+               low: isFinite(lo) ? fmt(Math.pow(10, lo)) : "0", high: isFinite(hi) ? fmt(Math.pow(10, hi)) : "0",
                note: "white: 0, grey: none" };
     }
     let vmax = 0;
