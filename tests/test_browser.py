@@ -632,11 +632,15 @@ def test_a_click_shows_the_chain_rule_with_its_numbers(browser: Any, tmp_path: P
     # grad(e) = local_grad(e -> d) * grad(d) = 1 * -2
     assert "chain rule: grad(e)" in details and "1 \u00d7 -2 = -2" in details, details
     # the user is "user", never a letter the seed names a node by (it read "over its users c: ... grad(c)")
-    assert "\u03a3 over the users of e: local_grad(e \u2192 user) \u00b7 grad(user)" in details, details
+    assert "\u03a3 over its users: local_grad(e \u2192 user) \u00b7 grad(user)" in details, details
     assert page.page.get_attribute("#details [data-sum]", "data-sum") == "-2"
     page.page.click("#details [data-term] a")  # the link to the child d
     assert "chain rule: grad(d)" in page.page.inner_text("#details")
     assert page.page.evaluate("window.graphtraceNetwork.getSelectedNodes()") != []
+    page.page.evaluate("window.graphtraceSearch('L')")  # the output: its grad is the seed, no sum over users
+    head = page.page.inner_text("#details").splitlines()
+    assert any(line.startswith("chain rule: grad(L) is the seed 1") for line in head), head
+    assert not any("\u03a3" in line for line in head), head
     page.page.close()
 
 
@@ -650,7 +654,13 @@ def test_colour_scales_are_drawn_with_their_ends_and_the_png_button_saves_a_pict
     assert page.page.get_attribute("#gt-scale", "data-high") == "6"
     colours = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.color.background)")
     assert len(set(colours)) >= 4
+    # a page without scopes has no box to open: its first hint does not speak of boxes
+    assert "box" not in page.page.inner_text("#details"), page.page.inner_text("#details")
     page.page.select_option("#gt-colour", "absgrad")
+    # the smallest |grad| (L's, 1) is not drawn white like a zero gradient would be
+    drawn = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => [n.label, n.color.background])")
+    low = [bg for label, bg in drawn if label.split()[0] == "L"]
+    assert low and low[0] not in ("#ffffff", "rgb(255,255,255)"), drawn
     # the ends of the log scale as the magnitudes they are (they read "1e0.8" before)
     assert page.page.get_attribute("#gt-scale", "data-high") == "6"
     assert page.page.get_attribute("#gt-scale", "data-low") == "1"

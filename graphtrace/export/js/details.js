@@ -85,13 +85,14 @@ GT.details = function (M, T, el, hooks) {
   // grad(x) = Σ over the users of x: local_grad(x → user) · grad(user), terms of alike users grouped
   function chainRule(box, i) {
     const name = M.label[i], users = Array.from(M.users(i));
-    // (the user is written "user", not a letter: a node may be named c)
-    div(box, "chain rule: grad(" + name + ") = \u03a3 over the users of " + name + ": local_grad(" + name +
-        " \u2192 user) \u00b7 grad(user)", "head");
-    if (!users.length) {
-      div(box, "no users: the output, whose grad is the seed " + fmt(M.grad[i]) + " (\u2202out/\u2202out = 1)");
+    if (!users.length) {  // (no sum to show: the output's grad is where the backward pass starts)
+      div(box, "chain rule: grad(" + name + ") is the seed " + fmt(M.grad[i]) +
+          ": the output, used by no node (\u2202out/\u2202out = 1)", "head");
       return;
     }
+    // (the user is written "user", not a letter: a node may be named c)
+    div(box, "chain rule: grad(" + name + ") = \u03a3 over its users: local_grad(" + name + " \u2192 user) \u00b7 grad(user)",
+        "head");
     let total = 0;
     const groups = grouped(users).map(function (G) {
       let sum = 0;

@@ -16,14 +16,16 @@ GT.legend = (function () {
     if (v < 0) { return "rgb(" + Math.round(255 - 200 * t) + "," + Math.round(255 - 160 * t) + ",255)"; }
     return "#ffffff";
   }
-  // |grad| on a log scale from 10^lo (white) to 10^hi (red); exactly 0 white, non-finite dark red
+  // |grad| on a log scale from 10^lo (a light orange: the smallest is not 0) to 10^hi (red); exactly 0
+  // white, non-finite dark red
+  const LOG_LOW = "rgb(253,224,200)", LOG_HIGH = "rgb(255,75,35)";
   function logColor(g, lo, hi) {
     g = Math.abs(num(g));
     if (isNaN(g)) { return NO_VALUE; }
     if (!isFinite(g)) { return ANOMALY; }
-    if (g === 0 || hi <= lo) { return g === 0 ? "#ffffff" : "rgb(255,75,35)"; }
+    if (g === 0 || hi <= lo) { return g === 0 ? "#ffffff" : LOG_HIGH; }
     const t = Math.max(0, Math.min(1, (Math.log10(g) - lo) / (hi - lo)));
-    return "rgb(255," + Math.round(255 - 180 * t) + "," + Math.round(255 - 220 * t) + ")";
+    return "rgb(" + Math.round(253 + 2 * t) + "," + Math.round(224 - 149 * t) + "," + Math.round(200 - 165 * t) + ")";
   }
   // the scale of mode "data", "grad", "value" (diverging) or "absgrad" (log) over `values`
   function scale(mode, values, name) {
@@ -34,7 +36,7 @@ GT.legend = (function () {
         if (isFinite(a) && a > 0) { const l = Math.log10(a); if (l < lo) { lo = l; } if (l > hi) { hi = l; } }
       });
       return { color: function (v) { return logColor(v, lo, hi); }, name: "|grad| (log)",
-               gradient: "linear-gradient(to right, #ffffff, rgb(255,75,35))",
+               gradient: "linear-gradient(to right, " + LOG_LOW + ", " + LOG_HIGH + ")",
                low: isFinite(lo) ? fmt(Math.pow(10, lo)) : "0", high: isFinite(hi) ? fmt(Math.pow(10, hi)) : "0",
                note: "white: 0, grey: none" };
     }

@@ -21,7 +21,12 @@
     window.graphtraceFirstDraw = performance.now();
     document.body.setAttribute("data-drawn", "1");
   });
-  const detailsEl = document.getElementById("details"), hint = detailsEl.textContent;
+  const detailsEl = document.getElementById("details");
+  if (M.P.scopes.length <= 1) {  // no scope: no box to open (the template's hint speaks of boxes)
+    detailsEl.textContent = "Click a node for its numbers and how the chain rule makes its gradient. " +
+      "Step through the backward pass with the buttons above.";
+  }
+  const hint = detailsEl.textContent;
   let view = null, rp = null;
   const details = GT.details(M, T, detailsEl, { go: function (i) { reveal(i); } });
   const colours = {};
