@@ -1310,6 +1310,13 @@ def test_a_torch_page_labels_its_numbers_and_shows_nan_only_for_a_real_one(
     assert page.page.evaluate("window.graphtraceSearch('convolution')")["found"]
     panel = page.page.inner_text("#details")
     assert "gradient of " in panel and "(\u2016\u2207\u2016 along the edge)" in panel and "nan" not in panel, panel
+    # norms are never negative: coloured by them, the scale runs from 0 (white) to the largest (red), with no
+    # blue half that nothing could use (it ran from -max to max)
+    page.page.select_option("#gt-colour", "data")
+    assert page.page.get_attribute("#gt-scale", "data-low") == "0"
+    assert float(page.page.get_attribute("#gt-scale", "data-high") or "0") > 0
+    bar = page.page.eval_on_selector("#gt-scale [data-scale=bar]", "e => getComputedStyle(e).backgroundImage")
+    assert "rgb(255, 55, 55)" in bar and "rgb(55, 95, 255)" not in bar, bar
     page.page.close()
     # a graph walked after the fact knows op gradients for leaves only: "not recorded", never "nan"
     from torch import nn

@@ -40,8 +40,17 @@ GT.legend = (function () {
                low: isFinite(lo) ? fmt(Math.pow(10, lo)) : "0", high: isFinite(hi) ? fmt(Math.pow(10, hi)) : "0",
                note: "white: 0, grey: none" };
     }
-    let vmax = 0;
-    values.forEach(function (v) { const a = Math.abs(num(v)); if (isFinite(a) && a > vmax) { vmax = a; } });
+    let vmax = 0, negative = false;
+    values.forEach(function (v) {
+      const x = num(v), a = Math.abs(x);
+      if (isFinite(a) && a > vmax) { vmax = a; }
+      if (x < 0) { negative = true; }
+    });
+    if (!negative) {  // (norms: a torch trace's values and gradients): white at 0 to red, no unused blue half
+      return { color: function (v) { return diverging(v, vmax); }, name: name || mode,
+               gradient: "linear-gradient(to right, #ffffff, rgb(255,55,55))",
+               low: "0", high: fmt(vmax), note: "square-root scale, white: 0, grey: none" };
+    }
     return { color: function (v) { return diverging(v, vmax); }, name: name || mode,
              gradient: "linear-gradient(to right, rgb(55,95,255), #ffffff, rgb(255,55,55))",
              low: fmt(-vmax), high: fmt(vmax), note: "square-root scale, white: 0, grey: none" };
