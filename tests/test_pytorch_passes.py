@@ -134,6 +134,47 @@ def test_a_users_dispatch_mode_sees_the_same_ops_with_a_trace_open() -> None:
     assert torch.utils._python_dispatch._get_current_dispatch_mode_stack() == []
 
 
+class _Calls(torch.overrides.TorchFunctionMode):
+    """A user's function mode: the torch functions it sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.calls.append(getattr(func, "__qualname__", str(func)))
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_users_function_mode_sees_the_same_calls_with_a_trace_open() -> None:
+    """Entered outside the trace (below its function mode) or inside it, a user's function mode sees
+    the model's calls and none of the trace's own (its kernels after a backward call, at the exit)."""
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    x = torch.randn(8, 16)
+
+    def step() -> None:
+        net.zero_grad()
+        loss = net(x).pow(2).mean()
+        loss.backward(retain_graph=True)
+        torch.autograd.grad(loss, list(net.parameters()))
+        net(x).sum().backward()
+
+    step()  # (every run below starts with gradients in .grad: zero_grad's calls are the same)
+    for stats in ("full", "norms"):
+        with _Calls() as alone:
+            step()
+        with _Calls() as outside, gt.pytorch.trace(net, stats=stats) as tr:
+            step()
+        with gt.pytorch.trace(net, stats=stats), _Calls() as inside:
+            step()
+        assert alone.calls
+        assert outside.calls == alone.calls, stats
+        assert inside.calls == alone.calls, stats
+        assert any(a["op"] == "addmm" for _, a in tr.graph.nodes(data=True))
+    assert torch.overrides._get_current_function_mode_stack() == []
+
+
 def test_a_gradient_penalty_records_the_backward_of_backward_ops() -> None:
     torch.manual_seed(4)
     net = _net()

@@ -392,7 +392,7 @@ class _Functions(TorchFunctionMode):
         if not higher:
             # the pass's last gradients wait in partly filled batches: their statistics are launched
             # now (on a GPU they run while the code goes on), not at the trace's exit
-            with _disable_current_modes(), torch.no_grad():
+            with _NoModes(), torch.no_grad():
                 flush(release=False)
         return out
 
@@ -633,7 +633,7 @@ class Trace:
             if self._quiet():
                 record(grad_inputs, grad_outputs)
             else:
-                with _disable_current_modes(), torch.no_grad():  # the hook's own ops are not the model's
+                with _NoModes(), torch.no_grad():  # the hook's own ops are not the model's
                     record(grad_inputs, grad_outputs)
 
         def record(grad_inputs: Any, grad_outputs: Any) -> None:
@@ -728,7 +728,7 @@ class Trace:
             if self._quiet():
                 take()
             else:
-                with _disable_current_modes(), torch.no_grad():
+                with _NoModes(), torch.no_grad():
                     take()
 
         return prehook
@@ -775,7 +775,7 @@ class Trace:
         """``torch.autograd.grad``'s gradients of the leaves the trace holds: what that pass sent them
         (it does not accumulate into ``.grad``), kept by reference (the caller's tensors)."""
         ins = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs or ())
-        with _disable_current_modes(), torch.no_grad():
+        with _NoModes(), torch.no_grad():
             for t, g in zip(ins, grads or (), strict=False):
                 seq = self._records.leaf_of.get(id(t))
                 if self._session is not None:
@@ -799,7 +799,7 @@ class Trace:
             info.edge_kept = {}
             inexact += info.inexact
         self._warn_reentrant()
-        with _disable_current_modes(), torch.no_grad():
+        with _NoModes(), torch.no_grad():
             for leaf in self._leaves.values():
                 if leaf.raw is None and leaf.total is not None:  # a sum over passes
                     leaf.raw = raw(leaf.total, l1=True, norms=self._norms, defer=True)
@@ -900,7 +900,7 @@ class Trace:
         self._handles.clear()
         self._stack.clear()
         try:
-            with _disable_current_modes():  # the summaries at the exit reach no user's mode
+            with _NoModes():  # the summaries at the exit reach no user's mode
                 self._finish_passes()
                 leaves = {seq: leaf.raw for seq, leaf in self._leaves.items()}
                 self._graph = assemble(
@@ -908,7 +908,8 @@ class Trace:
                 )
         finally:
             if not session.traces:
-                flush()  # frees the batches' buffers
+                with _NoModes():
+                    flush()  # frees the batches' buffers
             # drop every reference to the model and its tensors
             self._records = Records(self._records.key)
             self._static, self._leaves = {}, {}
