@@ -175,6 +175,34 @@ def test_a_users_function_mode_sees_the_same_calls_with_a_trace_open() -> None:
     assert torch.overrides._get_current_function_mode_stack() == []
 
 
+@pytest.mark.parametrize("stats", ["full", "norms"])
+def test_meta_and_fake_tensors_in_a_trace_are_left_out_and_the_model_is_recorded(stats: str) -> None:
+    """A model run on the meta device (for its shapes) or under ``FakeTensorMode`` inside a trace:
+    its tensors hold no values, so its ops are not recorded (the trace's exit copied a meta tensor's
+    statistics to the host and raised; a fake one's were copied into a real buffer as the op ran)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    torch.manual_seed(5)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    x = torch.randn(16, 4)
+    with gt.pytorch.trace(net, stats=stats) as tr:
+        loss = net(x).pow(2).mean()
+        with torch.device("meta"):
+            shadow = torch.nn.Linear(300, 300)
+            shadow(torch.randn(2, 300)).sum().backward()
+        with FakeTensorMode():
+            fake = torch.nn.Linear(4, 2)
+            fake(torch.randn(3, 4)).sum()
+        loss.backward()
+    G = tr.graph
+    assert [a["op"] for _, a in G.nodes(data=True) if a["op"]] == ["t", "addmm", "relu", "t", "addmm", "pow", "mean"]
+    mean = next(a for _, a in G.nodes(data=True) if a["op"] == "mean")
+    assert mean["data"] == pytest.approx(loss.item(), rel=1e-6)
+    for name, p in net.named_parameters():
+        n = _node(G, name)
+        assert G.nodes[n]["grad_norm"] == pytest.approx(float(p.grad.double().norm()), rel=1e-5), name
+
+
 def test_a_gradient_penalty_records_the_backward_of_backward_ops() -> None:
     torch.manual_seed(4)
     net = _net()

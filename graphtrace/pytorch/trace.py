@@ -12,6 +12,7 @@ from typing import Any
 
 import networkx as nx
 import torch
+from torch._subclasses.fake_tensor import is_fake
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import (
     TorchDispatchMode,
@@ -95,6 +96,14 @@ _NO_GRAD_OUT = frozenset(
 )
 
 
+def _has_values(t: torch.Tensor) -> bool:
+    """Whether ``t`` holds values to summarise: not a tensor on the ``meta`` device (a model built or
+    run under ``torch.device("meta")`` for its shapes) nor a ``FakeTensor`` (``FakeTensorMode``)."""
+    if t.device.type == "meta":
+        return False
+    return type(t) is torch.Tensor or not is_fake(t)
+
+
 def _needs_grad(args: Any) -> bool:
     """Whether a tensor among ``args`` (or in a list or tuple among them) requires grad."""
     for a in args:
@@ -142,6 +151,8 @@ class _Session:
         items = []
         for o in outs:
             if isinstance(o, torch.Tensor) and (o.is_floating_point() or o.is_complex()):
+                if not _has_values(o):  # a meta or fake tensor: nothing to summarise, not the traced run's
+                    continue
                 meta = tensor_meta(o)
                 n = meta["numel"]
                 data = None
@@ -977,6 +988,9 @@ def trace(model: Any = None, stats: str = "full") -> Trace:
     does another task of the same thread running while the traced one waits at an ``await``. Two
     tasks of one thread cannot trace at once (torch's mode stack is the thread's): the second
     trace's ``with`` raises ``RuntimeError``.
+
+    Ops on tensors that hold no values (the ``meta`` device: a model built or run under
+    ``torch.device("meta")`` for its shapes; ``FakeTensorMode``) are not recorded.
 
     ``torch.utils.checkpoint(..., use_reentrant=True)`` runs its function without autograd, so
     nothing inside can be recorded: a ``RuntimeWarning`` names the module and its parameters and
