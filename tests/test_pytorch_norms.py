@@ -251,6 +251,24 @@ def test_a_gradient_changed_in_place_before_the_exit_says_its_count_is_not_recor
     assert a["data_nonfinite"] == 1
 
 
+def test_a_parameter_fixed_through_data_before_the_exit_never_reads_as_finite() -> None:
+    """A large parameter's non-finite count is taken at the exit if its norm is not finite; a write
+    through ``.data`` leaves its version alone, so a NaN removed that way after the op read it was
+    counted 0 beside its NaN norm (read as an overflow): some, how many not recorded."""
+    lin = torch.nn.Linear(600, 300)  # 180,000 weights: more than a batch holds, counted at the exit
+    with torch.no_grad():
+        lin.weight[3, 4] = math.nan
+    x = torch.randn(4, 600)
+    with gt.pytorch.trace(lin, stats="norms") as tr:
+        y = lin(x).sum()
+        assert _bad(lin.weight) == 1  # what the op read
+        lin.weight.data[3, 4] = 0.5
+        y.backward()
+    a = next(a for _, a in tr.graph.nodes(data=True) if a["label"] == "weight")
+    assert math.isnan(a["data_norm"]) and a["data_nonfinite"] == -1
+    assert "overflow" not in tensor_info(a)
+
+
 def test_a_norm_that_overflows_float32_is_not_recorded_not_infinite() -> None:
     lin = torch.nn.Linear(4, 300)  # 900 outputs: their squares are summed in float32 by groups of 256
     with gt.pytorch.trace(lin, stats="norms") as tr:

@@ -561,7 +561,10 @@ def _counted_later(leaves: list[Raw], stats: dict[int, list[float]]) -> None:
         for items in by_device.values():
             counts = torch.stack([c for _, c in items]).tolist()
             for (q, _), c in zip(items, counts, strict=True):
-                stats[id(q)][1] = float(c)
+                f = stats[id(q)]
+                # a NaN norm has a NaN behind it: none now, the tensor changed where its version does
+                # not tell (``p.data[...] = ...``): some, how many not recorded
+                f[1] = -1.0 if c == 0 and math.isnan(f[0]) else float(c)
 
 
 class _Moments:
