@@ -21,6 +21,8 @@ def as_float(x: object) -> float | None:
     >>> from graphtrace._real import as_float
     >>> as_float(3), as_float(np.float32(0.5)), as_float("1"), as_float(1j), as_float(np.array([0.5, 1.0]))
     (3.0, 0.5, None, None, None)
+    >>> as_float(np.array(0.5)), as_float(np.array("1.5"))
+    (0.5, None)
     """
     t = type(x)
     if t is float:
@@ -33,9 +35,13 @@ def as_float(x: object) -> float | None:
         return None
     if getattr(t, "__float__", None) is None:
         return None
-    if type(getattr(x, "ndim", 0)) is int and getattr(x, "ndim", 0) > 0 and t.__module__ == "numpy":
-        return None  # an array of one or more numbers (numpy warns, then raises, on float() of it)
+    if t.__module__ == "numpy":
+        if type(getattr(x, "ndim", 0)) is int and getattr(x, "ndim", 0) > 0:
+            return None  # an array of one or more numbers (numpy warns, then raises, on float() of it)
+        kind = getattr(getattr(x, "dtype", None), "kind", "f")
+        if kind not in ("b", "i", "u", "f"):
+            return None  # text, bytes, objects, dates, complex: float() of np.array("1.5") parses it
     try:
         return float(x)  # type: ignore[arg-type]
-    except (TypeError, ValueError, OverflowError):  # a __float__ that refuses this value
-        return None
+    except (TypeError, ValueError, OverflowError, RuntimeError):  # a __float__ that refuses this value
+        return None  # (RuntimeError: a complex or meta torch tensor)

@@ -327,6 +327,18 @@ def test_bad_inputs_get_clear_errors() -> None:
         summary([1.0])
 
 
+def test_a_complex_or_meta_tensor_as_a_values_number_is_graphtraces_type_error() -> None:
+    """A 0-d tensor is a number to a Value (``Value(torch.tensor(2.0))``, ``a * t``); a complex or a
+    meta one is refused by graphtrace's own error (torch's RuntimeError came out of float())."""
+    a = gt.Value(3.0)
+    assert (a * torch.tensor(2.0)).data == 6.0
+    for t in (torch.tensor(1 + 2j), torch.tensor(2.0, device="meta")):
+        with pytest.raises(TypeError, match="Tensor"):
+            gt.Value(t)
+        with pytest.raises(TypeError):
+            a * t
+
+
 def test_a_leaf_tensor_is_a_one_node_graph() -> None:
     w = torch.ones(3, requires_grad=True)
     G = gt.pytorch.from_tensor(w)

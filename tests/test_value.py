@@ -160,7 +160,21 @@ def test_repr_and_attributes() -> None:
     assert store.NODE[a.node_id]["data"] == 5.0  # the attribute *is* the node attribute
 
 
-@pytest.mark.parametrize("bad", ["x", None, 1 + 2j, np.complex128(1 + 1j), b"1", [1.0], object()])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "x",
+        None,
+        1 + 2j,
+        np.complex128(1 + 1j),
+        b"1",
+        [1.0],
+        object(),
+        np.array("1.5"),
+        np.array(b"1"),
+        np.array(2.0, dtype=object),
+    ],
+)
 def test_bad_data_raises_type_error_naming_the_type(bad: object, graph_state: Callable[[], tuple[int, int]]) -> None:
     before = graph_state()
     with pytest.raises(TypeError, match=type(bad).__name__):
