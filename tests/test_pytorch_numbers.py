@@ -67,6 +67,19 @@ def test_std_of_float32_values_with_a_common_offset_matches_float64(offset: floa
     assert summary(x.double())["data_std"] == pytest.approx(truth, rel=1e-6)
 
 
+@pytest.mark.parametrize("n", [CHUNK + 1, CHUNK * 3, 1_000_000])
+def test_the_std_and_norm_of_a_large_relu_output_keep_float32s_digits(n: int) -> None:
+    """A ReLU output of several chunks: half its elements are 0, the same shifted value, squared and
+    summed 65,536 times a chunk; a float32 BLAS dot added them in a few lanes, off by ~1e-5."""
+    g = torch.Generator().manual_seed(n)
+    x = torch.relu(torch.randn(n, generator=g))
+    s = summary(x)
+    x64 = x.double()
+    assert s["data_std"] == pytest.approx(float(x64.std(correction=0)), rel=1e-6)
+    assert s["data_norm"] == pytest.approx(float(x64.norm()), rel=1e-6)
+    assert s["data_mean"] == pytest.approx(float(x64.mean()), rel=1e-6)
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_half_precision_tensors_summarised_traced_and_recorded_match_float64(dtype: str, tmp_path: Path) -> None:
     dt = getattr(torch, dtype)

@@ -431,7 +431,9 @@ def raw(
         d = torch.mul(chunk, inv, out=scratch.get(chunk.numel(), one))
         a = torch.abs(d, out=scratch.get(chunk.numel(), one, 1)).sum() if l1 else nan  # Σ|x|·inv
         d.sub_(c).nan_to_num_(sentinel, sentinel, sentinel)
-        parts.append([d.sum(), torch.dot(d, d), a])
+        # Σd²: squared into the second buffer and summed (torch's sum adds in a tree; a BLAS dot adds
+        # in a few float32 lanes, off by ~1e-5 where many elements are equal: a ReLU output's zeros)
+        parts.append([d.sum(), torch.mul(d, d, out=scratch.get(chunk.numel(), one, 1)).sum(), a])
         if n > CHUNK:  # this chunk's non-finite count (exact: at most CHUNK sentinels), summed as integers
             bad.append(torch.round(parts[-1][0] * (1.0 / sentinel)))
     e1, e2 = extras if extras is not None else (nan, nan)
