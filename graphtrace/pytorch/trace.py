@@ -964,9 +964,11 @@ def trace(model: Any = None, stats: str = "full") -> Trace:
     A parameter's node shows its values as the trace's last op to read them read them (for one
     forward pass: the values its gradient is taken at), or as they are at the exit where torch
     counted a change since (an optimizer's step, ``load_state_dict``: the parameter's ``_version``).
-    Each op shows the values it read, also after an update between two forward passes in one trace
-    through ``.data`` (micrograd's ``p.data -= lr * p.grad``, which torch does not count); such an
-    update after the last forward pass does not show on the parameter's node.
+    An update through ``.data`` (micrograd's ``p.data -= lr * p.grad``, which torch does not count)
+    shows when a backward pass ran between it and the next forward pass, as in a training loop
+    (graphtrace reads a parameter again after each backward pass); an update through ``.data`` with
+    no backward pass before the next read, or after the last forward pass, does not show on the
+    parameter's node (the ops' own values are what they computed).
 
     A backward pass that builds a graph of its own (``create_graph=True``: a gradient penalty,
     higher-order derivatives) is recorded as it runs: its ops (``t``, ``mm``, ``tanh_backward``, whose
