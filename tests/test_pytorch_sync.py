@@ -166,13 +166,26 @@ def test_run_log_of_a_torch_model_never_waits_for_the_device_in_the_training_thr
                 assert got == pytest.approx(want, rel=1e-6)
 
 
+@contextmanager
+def _writer_held(run: Any) -> Iterator[None]:
+    """The run's writer waits while the block logs: a bad accuracy it would read at once cannot be raised by
+    the very call that logged it (the verdict would depend on the machine's pace)."""
+    gate = threading.Event()
+    run._writer.put([("call", lambda: gate.wait(timeout=60))])
+    try:
+        yield
+    finally:
+        gate.set()
+
+
 def test_an_accuracy_tensor_outside_0_1_is_left_out_of_its_step_and_raised_by_the_next_call(tmp_path: Path) -> None:
     """Its value is known only in the writer thread: the step keeps its loss, loses the accuracy,
     and the next call says which step and why; the run goes on."""
     model = torch.nn.Linear(2, 1)
     run = gt.record(tmp_path / "r", model)
     run.log(0, torch.tensor(1.0), accuracy=torch.tensor(0.5))
-    run.log(1, torch.tensor(0.5), accuracy=torch.tensor(57.0))  # a percentage
+    with _writer_held(run):
+        run.log(1, torch.tensor(0.5), accuracy=torch.tensor(57.0))  # a percentage
     with pytest.raises(ValueError, match=r"accuracy is a share from 0 to 1, got 57.0 at step 1"):
         run.flush()
     run.log(2, torch.tensor(0.25), accuracy=torch.tensor(1.0))
@@ -210,12 +223,14 @@ def test_late_accuracy_errors_never_drop_a_step_and_each_bad_step_is_named(tmp_p
     bad steps before it are both named; a dense one-element tensor is the only kind taken."""
     model = torch.nn.Linear(2, 1)
     run = gt.record(tmp_path / "r", model)
-    run.log(0, torch.tensor(1.0), accuracy=torch.tensor(2.0))
-    run.log(1, torch.tensor(0.9), accuracy=torch.tensor(3.0))
+    with _writer_held(run):  # (else it may read step 0 before log(1) returns, and log(1) would name it)
+        run.log(0, torch.tensor(1.0), accuracy=torch.tensor(2.0))
+        run.log(1, torch.tensor(0.9), accuracy=torch.tensor(3.0))
     run._writer.flush()  # (the writer has read both)
     with pytest.raises(ValueError, match=r"got 2.0 at step 0; 3.0 at step 1 .*those steps were recorded"):
         run.flush()
-    run.log(2, torch.tensor(0.8), accuracy=torch.tensor(4.0))
+    with _writer_held(run):
+        run.log(2, torch.tensor(0.8), accuracy=torch.tensor(4.0))
     run._writer.flush()  # the writer read step 2; the next log names it and records its own step
     with pytest.raises(ValueError, match=r"4.0 at step 2 .*; step 3 \(this call\) was recorded"):
         run.log(3, torch.tensor(0.7), accuracy=torch.tensor(0.25))
@@ -234,7 +249,8 @@ def test_late_accuracy_errors_never_drop_a_step_and_each_bad_step_is_named(tmp_p
 def test_a_body_exception_is_not_replaced_by_the_runs_close(tmp_path: Path) -> None:
     model = torch.nn.Linear(2, 1)
     with pytest.raises(RuntimeError, match="the real failure") as caught, gt.record(tmp_path / "r", model) as run:
-        run.log(0, torch.tensor(1.0), accuracy=torch.tensor(50.0))
+        with _writer_held(run):
+            run.log(0, torch.tensor(1.0), accuracy=torch.tensor(50.0))
         run._writer.flush()
         raise RuntimeError("the real failure")
     assert any("closing the run" in n and "accuracy is a share" in n for n in caught.value.__notes__)

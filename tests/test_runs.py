@@ -470,3 +470,17 @@ def test_a_failed_write_is_raised_by_the_next_call_and_nothing_later_is_written(
     assert complete_steps(tmp_path / "run") == [0]
     assert not (tmp_path / "run" / ".staged" / "params" / "step=2.parquet").exists()
     assert json.loads((tmp_path / "run" / "manifest.json").read_text())["status"] == "failed"
+
+
+def test_an_unclosed_runs_finalizer_running_in_its_writer_thread_neither_fails_nor_loses_steps(tmp_path: Path) -> None:
+    """The garbage collector may collect an unclosed run in its own writer thread: the finalizer's close
+    cannot wait for that thread (it raised "cannot join current thread"); what was logged is written."""
+    model, _, _ = moons_demo(samples=12, hidden=(4,))
+    run = gt.record(tmp_path / "r", model)
+    run.log(0, 1.0)
+    writer = run._writer
+    writer.put([("call", writer.close)])  # the finalizer, as the collector would run it in the writer thread
+    writer._thread.join(timeout=60)
+    assert not writer._thread.is_alive() and not writer.failed, writer.error
+    run._lock.release()
+    assert gt.runs.complete_steps(tmp_path / "r") == [0]

@@ -255,7 +255,10 @@ class _Writer:
     def close(self) -> None:
         if self._thread.is_alive():
             self._jobs.put(None)
-            self._thread.join()
+            # (an unclosed run's finalizer may run in this very thread, when the garbage collector runs
+            # there: it cannot wait for itself; the thread ends after what is queued)
+            if threading.current_thread() is not self._thread:
+                self._thread.join()
         atexit.unregister(self.close)
 
 
