@@ -283,7 +283,7 @@ class _Batch:
 
     def _flush_norms(self) -> None:
         """The "norms" level: every row's L2 norm (one row-wise reduction) and its exact non-finite
-        count (see :func:`_count`; a row's zeros after its tensor's elements are finite)."""
+        count (as :func:`_count_chunk` takes it; a row's zeros after its tensor's elements are finite)."""
         raws = self.raws
         k = len(raws)
         one, _ = _constants(self.buf.device, self.cdt)
@@ -494,7 +494,7 @@ def _norm_flat(x: torch.Tensor, cdt: Any) -> torch.Tensor:
 
 def _raw_norms(x: torch.Tensor, complex_: bool, cdt: Any, scratch: Scratch, src: torch.Tensor | None) -> Raw:
     """The "norms" level of a flat tensor ``x`` (see :func:`raw`): its L2 norm in one read, and its
-    non-finite count (:func:`_count`), or ``src`` to count later."""
+    non-finite count (:func:`_count_chunk`, piece by piece), or ``src`` to count later."""
     n = x.numel()
     nan = _constants(x.device, torch.float64)[1]
     out = Raw(None, n, x.clone() if n <= SMALL else None, complex_, norms=True)
@@ -508,7 +508,7 @@ def _raw_norms(x: torch.Tensor, complex_: bool, cdt: Any, scratch: Scratch, src:
     for k in range(0, n, NORMS_CHUNK):
         piece = x[k : k + NORMS_CHUNK] if n > NORMS_CHUNK else x
         parts += _norm_parts(piece, cdt)
-        counts += _count(piece, cdt, scratch)
+        counts.append(_count_chunk(piece, cdt, scratch))
     norm = _norm_of_parts(parts)
     if len(counts) == 1:
         out.stats = torch.stack([norm, counts[0].to(torch.float64)])
@@ -519,19 +519,22 @@ def _raw_norms(x: torch.Tensor, complex_: bool, cdt: Any, scratch: Scratch, src:
 
 
 def _count(x: torch.Tensor, cdt: Any, scratch: Scratch) -> list[torch.Tensor]:
-    """The non-finite elements of flat tensor ``x``, per chunk of :data:`NORMS_CHUNK` elements (in
-    a reused buffer): ``1 + 0·x`` is 1 where ``x`` is finite and NaN where it is NaN or ±inf (one
-    kernel), its ``nansum`` the finite elements (exact: at most 2**20 ones per chunk), and the
-    chunk's size less that sum the count (two passes; ``x - x`` made 1 where NaN and summed took
-    three)."""
-    one, _ = _constants(x.device, cdt)
+    """The non-finite elements of flat tensor ``x``, one 0-d count per chunk of :data:`NORMS_CHUNK`
+    elements (see :func:`_count_chunk`)."""
     n = x.numel()
-    counts = []
-    for k in range(0, n, NORMS_CHUNK):
-        chunk = x[k : k + NORMS_CHUNK] if n > NORMS_CHUNK else x
-        d = torch.add(one, chunk, alpha=0.0, out=scratch.get(chunk.numel(), one))
-        counts.append(torch.rsub(torch.nansum(d), chunk.numel()))
-    return counts
+    return [
+        _count_chunk(x[k : k + NORMS_CHUNK] if n > NORMS_CHUNK else x, cdt, scratch) for k in range(0, n, NORMS_CHUNK)
+    ]
+
+
+def _count_chunk(chunk: torch.Tensor, cdt: Any, scratch: Scratch) -> torch.Tensor:
+    """The non-finite elements of ``chunk`` (at most :data:`NORMS_CHUNK`), in a reused buffer: ``1 + 0·x``
+    is 1 where ``x`` is finite and NaN where it is NaN or ±inf (one kernel), its ``nansum`` the finite
+    elements (exact: at most 2**19 ones), and the chunk's size less that sum the count (two passes;
+    ``x - x`` made 1 where NaN and summed took three)."""
+    one, _ = _constants(chunk.device, cdt)
+    d = torch.add(one, chunk, alpha=0.0, out=scratch.get(chunk.numel(), one))
+    return torch.rsub(torch.nansum(d), chunk.numel())
 
 
 def _counted_later(leaves: list[Raw], stats: dict[int, list[float]]) -> None:
