@@ -13,12 +13,37 @@ import torch
 from .graph import module_paths
 from .tensors import _constants, _top, finish, raw, shape_text
 
-__all__ = ["Capture", "TorchParams"]
+__all__ = ["SCHEMA", "Capture", "TorchParams"]
+
+_F64 = pa.float64()
+#: The ``params`` table of a torch model's recorded run (:meth:`TorchParams.table`).
+SCHEMA = pa.schema(
+    [("name", pa.string()), ("scope", pa.string()), ("shape", pa.string()), ("numel", pa.int64())]
+    + [
+        (c, _F64)
+        for c in (
+            "data",
+            "grad",
+            "update",
+            "data_mean",
+            "data_std",
+            "data_max_abs",
+            "grad_mean",
+            "grad_std",
+            "grad_abs_mean",
+            "grad_max_abs",
+            "update_max_abs",
+            "update_data",
+        )
+    ]
+)
 
 #: Copies of the parameters that may wait for the writer at once: the training thread waits for
 #: one to come back beyond this (a writer slower than the steps slows the loop instead of filling
 #: memory).
 SLOTS = 2
+
+_NAMES = SCHEMA.names
 
 
 class Capture:
@@ -55,6 +80,9 @@ class TorchParams:
         self.named = list(model.named_parameters())
         paths = module_paths(model)
         self.scopes = [paths[id(p)][1] for _, p in self.named]
+        self._names = [n for n, _ in self.named]
+        self._shapes = [shape_text(p.shape) for _, p in self.named]
+        self._numels = [p.numel() for _, p in self.named]
         self._free: queue.Queue[Capture] = queue.Queue()
         self._slots = 0
         with torch.no_grad():
@@ -96,17 +124,22 @@ class TorchParams:
         return cap
 
     def table(self, cap: Capture | None = None) -> pa.Table:
-        """This step's rows (of ``cap``, else of the parameters as they are now); remembers the
-        parameters' values for the next step's ``update``. Brings the numbers to the host (in a
-        recorded run, the writer thread calls it)."""
+        """This step's rows (of ``cap``, else of the parameters as they are now) as an Arrow table of
+        :data:`SCHEMA`; remembers the parameters' values for the next step's ``update``. Brings the
+        numbers to the host."""
+        return pa.Table.from_pydict(self.columns(cap), schema=SCHEMA)
+
+    def columns(self, cap: Capture | None = None) -> dict[str, list[Any]]:
+        """:meth:`table`'s columns as Python lists (``None``: null), in :data:`SCHEMA`'s order: what a
+        recorded run's writer thread keeps until it writes a batch of steps."""
         if cap is None:
             cap = self.capture()
         try:
-            return self._table(cap)
+            return self._columns(cap)
         finally:
             self._free.put(cap)
 
-    def _table(self, cap: Capture) -> pa.Table:
+    def _columns(self, cap: Capture) -> dict[str, list[Any]]:
         with torch.no_grad():
             now, last = cap.data, self.last
             grads = [g for g, h in zip(cap.grads, cap.has_grad, strict=True) if h]
@@ -127,14 +160,15 @@ class TorchParams:
             self.last, cap.data = now, last
             before = self.last_norm
             self.last_norm = [r["data_norm"] for r in data]
-        cols: dict[str, Any] = {
-            "name": pa.array([n for n, _ in self.named], pa.string()),
-            "scope": pa.array(self.scopes, pa.string()),
-            "shape": pa.array([shape_text(p.shape) for _, p in self.named], pa.string()),
-            "numel": pa.array([p.numel() for _, p in self.named], pa.int64()),
-            "data": pa.array([d["data_norm"] for d in data], pa.float64()),
-            "grad": pa.array([g["grad_norm"] for g in grad_all], pa.float64()),
-            "update": pa.array([u["update_norm"] for u in upd], pa.float64()),
+        names = self._names
+        cols: dict[str, list[Any]] = {
+            "name": names,
+            "scope": self.scopes,
+            "shape": self._shapes,
+            "numel": self._numels,
+            "data": [d["data_norm"] for d in data],
+            "grad": [g["grad_norm"] for g in grad_all],
+            "update": [u["update_norm"] for u in upd],
         }
         for prefix, rows, stats in (
             ("data", data, ("mean", "std", "max_abs")),
@@ -142,14 +176,12 @@ class TorchParams:
             ("update", upd, ("max_abs",)),
         ):
             for s in stats:
-                cols[f"{prefix}_{s}"] = pa.array([r[f"{prefix}_{s}"] for r in rows], pa.float64())
-        ratio = [u["update_norm"] / b if b > 0 else math.nan for u, b in zip(upd, before, strict=True)]
-        cols["update_data"] = pa.array(ratio, pa.float64())
+                cols[f"{prefix}_{s}"] = [r[f"{prefix}_{s}"] for r in rows]
+        cols["update_data"] = [u["update_norm"] / b if b > 0 else math.nan for u, b in zip(upd, before, strict=True)]
         if not all(cap.has_grad):  # no gradient (a frozen parameter, a step before backward): null, not NaN
-            none = pa.array([not h for h in cap.has_grad], pa.bool_())
             for k in [c for c in cols if c == "grad" or c.startswith("grad_")]:
-                cols[k] = pa.array(cols[k].to_pylist(), pa.float64(), mask=none)
-        return pa.table(cols)
+                cols[k] = [v if h else None for v, h in zip(cols[k], cap.has_grad, strict=True)]
+        return {k: cols[k] for k in _NAMES}
 
 
 _GRAD_KEYS = ("grad_norm", "grad_mean", "grad_std", "grad_abs_mean", "grad_max_abs")
@@ -213,69 +245,73 @@ def _summaries(
     that have one) and of the update ``now - last``. Overwrites ``last`` (with ``-update``) and
     ``grads``; ``now`` is kept (the next step's ``last``).
 
-    In passes over the tensors, each ending in one transfer of every number to the host: (1) the
-    min and max (and sum) of each tensor; (2) ``Σx²`` (and ``Σ|x|``) of those whose ``max |x|`` is in
-    :data:`_SAFE`; (3) only for a tensor with a large offset (:data:`_OFFSET`), ``Σd`` and ``Σd²``
-    of ``d = x - mean``. A tensor with a non-finite, huge or tiny element takes the scaled sums of
-    :func:`_moments` instead. About 3 reading passes per tensor and kind (the old per-tensor
-    summaries: about 11, 7 of them writing).
+    One round of reductions over every tensor, ending in one transfer of every number to the host:
+    the min and max, ``Σx²``, and the sum and ``Σ|x|`` where asked. Then, only for what needs it: a
+    tensor with a large offset (:data:`_OFFSET`) has ``Σd`` and ``Σd²`` of ``d = x - mean`` summed
+    again, and a tensor with a non-finite, huge or tiny element (outside :data:`_SAFE`) takes the
+    scaled sums of :func:`_moments` instead. About 3 reading passes per tensor and kind; few calls
+    from Python (the writer thread holds the interpreter lock while it makes them).
     """
     torch._foreach_sub_(last, now)  # -update: the same norm and max |x|
-    kinds = [("data", now, True, False), ("update", last, False, False), ("grad", grads, True, True)]
+    kinds = (("data", now, True, False), ("update", last, False, False), ("grad", grads, True, True))
     first: list[torch.Tensor] = []
-    for _, xs, full, _ in kinds:
+    for _, xs, full, l1 in kinds:
         for x in xs:
-            lo, hi = torch.aminmax(x)
-            first += [lo, hi, x.sum()] if full else [lo, hi]
-    h1 = torch.stack(first).tolist() if first else []
-    dtype = now[0].dtype
-    small, big = _SAFE[dtype]
+            flat = x.view(-1)
+            first.extend(torch.aminmax(flat))
+            first.append(torch.dot(flat, flat))
+            if full:
+                first.append(flat.sum())
+            if l1:
+                first.append(flat.abs().sum())
+    h = torch.stack(first).tolist() if first else []
+    small, big = _SAFE[now[0].dtype]
     out: dict[str, list[dict[str, float]]] = {}
-    plain: list[tuple[dict[str, float], str, torch.Tensor, float, bool]] = []  # (row, prefix, x, sum, l1)
-    second: list[torch.Tensor] = []
+    third: list[torch.Tensor] = []
+    again: list[tuple[dict[str, float], str, int, float]] = []
     scaled: list[tuple[dict[str, float], str, torch.Tensor, bool, bool]] = []
     at = 0
     for prefix, xs, full, l1 in kinds:
         rows = out[prefix] = []
+        k_max, k_norm, k_mean, k_std, k_abs = (
+            f"{prefix}_max_abs",
+            f"{prefix}_norm",
+            f"{prefix}_mean",
+            f"{prefix}_std",
+            f"{prefix}_abs_mean",
+        )
         for x in xs:
-            lo, hi = h1[at], h1[at + 1]
-            total = h1[at + 2] if full else 0.0
-            at += 3 if full else 2
+            lo, hi, sq = h[at], h[at + 1], h[at + 2]
+            at += 3
+            if full:
+                total = h[at]
+                at += 1
+            if l1:
+                a = h[at]
+                at += 1
             mx = max(-lo, hi) if lo == lo and hi == hi else math.nan
-            row = {f"{prefix}_max_abs": mx}
+            row = {k_max: mx}
             rows.append(row)
             if mx == 0.0:  # all zeros (an update of a parameter that did not move)
-                row.update({f"{prefix}_{k}": 0.0 for k in ("norm", "mean", "std", "abs_mean")})
-            elif small <= mx <= big:
-                flat = x.view(-1)
-                second.append(torch.dot(flat, flat))
-                if l1:
-                    second.append(flat.abs().sum())
-                plain.append((row, prefix, x, total, l1))
-            else:
+                row.update({k_norm: 0.0, k_mean: 0.0, k_std: 0.0, k_abs: 0.0})
+                continue
+            if not small <= mx <= big:
                 scaled.append((row, prefix, x, full, l1))
-    h2 = torch.stack(second).tolist() if second else []
-    third: list[torch.Tensor] = []
-    again: list[tuple[dict[str, float], str, int, float]] = []
-    at = 0
-    for row, prefix, x, total, l1 in plain:
-        n = x.numel()
-        sq = h2[at]
-        at += 1
-        row[f"{prefix}_norm"] = math.sqrt(sq)
-        if l1:
-            row[f"{prefix}_abs_mean"] = h2[at] / n
-            at += 1
-        if prefix == "update":
-            continue
-        mean = total / n
-        var = sq / n - mean * mean
-        row[f"{prefix}_mean"] = mean
-        row[f"{prefix}_std"] = math.sqrt(max(var, 0.0))
-        if mean * mean > _OFFSET * max(var, 0.0):  # summed again around the mean
-            d = x.view(-1) - mean
-            third += [d.sum(), torch.dot(d, d)]
-            again.append((row, prefix, n, mean))
+                continue
+            n = x.numel()
+            row[k_norm] = math.sqrt(sq)
+            if l1:
+                row[k_abs] = a / n
+            if not full:
+                continue
+            mean = total / n
+            var = max(sq / n - mean * mean, 0.0)
+            row[k_mean] = mean
+            row[k_std] = math.sqrt(var)
+            if mean * mean > _OFFSET * var:  # summed again around the mean
+                d = x.view(-1) - mean
+                third += [d.sum(), torch.dot(d, d)]
+                again.append((row, prefix, n, mean))
     if third:
         h3 = torch.stack(third).tolist()
         for k, (row, prefix, n, mean) in enumerate(again):

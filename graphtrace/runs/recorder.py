@@ -59,6 +59,7 @@ from .layout import (
     _steps_on_disk,
     _write_table,
 )
+from .rows import Rows, to_table
 
 _MODES = ("new", "resume", "overwrite")
 
@@ -158,13 +159,13 @@ def _write_snapshot(path: Path, copy: TraceCopy, last: dict[str, Any]) -> None:
 FLUSH_SECONDS = 1.0
 
 
-def _write_batch(part: Part, first: int, rows: dict[str, list[pa.Table]]) -> None:
+def _write_batch(part: Part, first: int, rows: dict[str, list[Rows | pa.Table]]) -> None:
     """(In the writer thread.) The kept rows of several steps as one staged file per table,
     ``.staged/TABLE/step=FIRST.parquet``; the steps table last (its rows complete the steps)."""
     for name in ("params", "scopes", "anomalies", "steps"):
         tables = rows.get(name)
         if tables:
-            t = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
+            t = to_table(tables)
             _write_table(part.staged(name) / f"step={first}.parquet", _encode(t))
 
 
@@ -173,8 +174,9 @@ class _Writer:
     (``put`` blocks beyond that, so a slow disk slows the loop instead of filling memory).
 
     A job is a list of items: ``("rows", step, make)`` (``make()`` gives the step's ``(table,
-    pa.Table)`` pairs), ``("call", f)`` (a snapshot's file), ``("barrier", f)`` (the rows kept so
-    far are written first, then ``f()`` runs: a compaction) or ``(path, bytes)`` (a format-1 file).
+    rows)`` pairs, rows a :class:`~graphtrace.runs.rows.Rows` or a ``pa.Table``), ``("call", f)``
+    (a snapshot's file), ``("barrier", f)`` (the rows kept so far are written first, then ``f()``
+    runs: a compaction) or ``(path, bytes)`` (a format-1 file).
     Rows are kept in memory and written as one staged file per table for several steps (``write``,
     the steps table last: it completes them), at least every :data:`FLUSH_SECONDS` and before every
     barrier; a step's files are written once per batch instead of once per step.
@@ -185,7 +187,7 @@ class _Writer:
         self.error: BaseException | None = None  # a failure not reported yet (the Run clears it)
         self.failed = False  # a write failed: nothing more is written, whatever was reported
         self._write = write  # write(first_step, {table: [pa.Table, ...]}): one batch's staged files
-        self._rows: dict[str, list[pa.Table]] = {}
+        self._rows: dict[str, list[Rows | pa.Table]] = {}
         self._first: int | None = None  # the first step of the rows kept (names the batch's files)
         self._since = 0.0  # when the first of them came
         self._thread = threading.Thread(target=self._work, name="graphtrace-run-writer", daemon=True)
@@ -637,7 +639,7 @@ class Run:
         job: list[Any] = []
 
         def rows(make: Any) -> None:
-            """``make()``: the step's ``(table, pa.Table)`` pairs, made in the writer thread."""
+            """``make()``: the step's ``(table, rows)`` pairs, made in the writer thread."""
             if self._compacting:  # format 2 and 3: kept, then staged with the next batch; the step is a column
                 job.append(("rows", step, partial(self._with_step, make, step)))
             else:  # a resumed format-1 run: a folder per step, written at once
@@ -703,18 +705,28 @@ class Run:
             self._raise_write_error()
             raise
 
-    def _with_step(self, make: Any, step: int) -> list[tuple[str, pa.Table]]:
-        """(In the writer thread.) ``make()``'s tables with the ``step`` column first."""
-        return [(name, t.add_column(0, "step", pa.array([step] * t.num_rows, pa.int64()))) for name, t in make()]
+    def _with_step(self, make: Any, step: int) -> list[tuple[str, Rows | pa.Table]]:
+        """(In the writer thread.) ``make()``'s rows with the ``step`` column first."""
+        return [
+            (
+                name,
+                t.with_step(step)
+                if isinstance(t, Rows)
+                else t.add_column(0, "step", pa.array([step] * t.num_rows, pa.int64())),
+            )
+            for name, t in make()
+        ]
 
     def _write_folders(self, make: Any, step: int) -> None:
         """(In the writer thread.) A format-1 run's step: a ``TABLE/step=K/part.parquet`` per table."""
         for name, t in make():
-            _write_table(self.path / name / f"step={step}" / "part.parquet", _encode(t))
+            _write_table(self.path / name / f"step={step}" / "part.parquet", _encode(to_table([t])))
 
-    def _params_rows(self, capture: Any) -> list[tuple[str, pa.Table]]:
+    def _params_rows(self, capture: Any) -> list[tuple[str, Rows]]:
         """(In the writer thread.) Summarise a torch model's parameters as copied at ``log``."""
-        return [("params", self._torch.table(capture))]
+        from ..pytorch.record import SCHEMA
+
+        return [("params", Rows(SCHEMA, self._torch.columns(capture)))]
 
     def _scopes_rows(self, graph: Any) -> list[tuple[str, pa.Table]]:
         """(In the writer thread.) A torch trace's scope table, and its anomaly origins if any."""
@@ -726,9 +738,7 @@ class Run:
             out.append(("anomalies", _origins(graph)))
         return out
 
-    def _steps_rows(
-        self, late: dict[int, Any], row: tuple[Any, ...], t0: float, step: int
-    ) -> list[tuple[str, pa.Table]]:
+    def _steps_rows(self, late: dict[int, Any], row: tuple[Any, ...], t0: float, step: int) -> list[tuple[str, Rows]]:
         """(In the writer thread.) The steps row of a torch run, whose tensors (``late``: the loss, an
         accuracy, a learning rate, by position in ``row``) come to the host here. An accuracy outside
         [0, 1], known only now, is left out of the row (NaN: not logged) and raised by the next call."""
@@ -886,17 +896,29 @@ class Run:
         return f"Run({str(self.path)!r}, steps={len(self._done)}, status={self.manifest['status']!r})"
 
 
-def _steps_table(row: tuple[Any, ...], seconds: float) -> pa.Table:
+_STEPS_SCHEMA = pa.schema(
+    [
+        ("loss", pa.float64()),
+        ("accuracy", pa.float64()),
+        ("learning_rate", pa.float64()),
+        ("wall_time", WALL_TIME),
+        ("record_seconds", pa.float64()),
+    ]
+)
+
+
+def _steps_table(row: tuple[Any, ...], seconds: float) -> Rows:
     """A ``steps`` row: loss, accuracy, learning rate, wall time and the seconds ``log`` took."""
     loss, accuracy, lr, wall = row
-    return pa.table(
+    return Rows(
+        _STEPS_SCHEMA,
         {
-            "loss": pa.array([loss], pa.float64()),
-            "accuracy": pa.array([accuracy], pa.float64()),
-            "learning_rate": pa.array([lr], pa.float64()),
-            "wall_time": pa.array([wall], WALL_TIME),
-            "record_seconds": pa.array([seconds], pa.float64()),
-        }
+            "loss": [loss],
+            "accuracy": [accuracy],
+            "learning_rate": [lr],
+            "wall_time": [wall],
+            "record_seconds": [seconds],
+        },
     )
 
 
