@@ -32,7 +32,8 @@ def svm_loss(model: MLP, X: Any, y: Any, alpha: float = 1e-4) -> tuple[Value, fl
     """micrograd's demo loss: mean SVM max-margin hinge + ``alpha`` * L2, and the accuracy.
 
     ``y`` holds labels -1 / +1. The expression is built in micrograd's order, so with micrograd's
-    weights it gives micrograd's loss to the last bit.
+    weights it gives micrograd's loss to the last bit. Its last three nodes are labelled
+    ``data_loss``, ``reg_loss`` and ``loss`` (the returned Value).
 
     Examples
     --------
@@ -40,8 +41,8 @@ def svm_loss(model: MLP, X: Any, y: Any, alpha: float = 1e-4) -> tuple[Value, fl
     >>> from graphtrace.nn import MLP
     >>> random.seed(0)
     >>> loss, acc = svm_loss(MLP(2, [4, 1]), np.array([[0.5, -0.5], [1.0, 1.0]]), np.array([1, -1]))
-    >>> loss.op, 0.0 <= acc <= 1.0
-    ('+', True)
+    >>> loss.op, loss.label, 0.0 <= acc <= 1.0
+    ('+', 'loss', True)
     """
     inputs = [list(map(Value, xrow)) for xrow in X]
     scores = list(map(model, inputs))
@@ -49,6 +50,9 @@ def svm_loss(model: MLP, X: Any, y: Any, alpha: float = 1e-4) -> tuple[Value, fl
     data_loss = sum(losses) * (1.0 / len(losses))
     reg_loss = alpha * sum(p * p for p in model.parameters())
     total_loss = data_loss + reg_loss
+    for term, name in ((data_loss, "data_loss"), (reg_loss, "reg_loss"), (total_loss, "loss")):
+        if isinstance(term, Value):  # (named on the page and in the frames)
+            term.label = name
     accuracy = [(yi > 0) == (scorei.data > 0) for yi, scorei in zip(y, scores, strict=True)]
     return total_loss, float(sum(accuracy)) / len(accuracy)
 

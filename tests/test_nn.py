@@ -92,3 +92,17 @@ def test_width_one_layers_anywhere_in_an_mlp() -> None:
     out.backward()
     assert all(isinstance(p.grad, float) for p in model.parameters())
     assert len(gt.nn.MLP(3, [1]).parameters()) == 4
+
+
+def test_the_demo_loss_is_named_loss_and_its_two_terms_are_named() -> None:
+    """A newcomer looking for the loss on the training step's page (or in its nodes frame) finds a
+    node called ``loss``, made of ``data_loss`` and ``reg_loss``."""
+    from graphtrace.train import moons_demo, svm_loss
+
+    model, X, y = moons_demo(samples=8, hidden=(4,))
+    loss, _ = svm_loss(model, X, y)
+    nodes = gt.nodes_frame(loss)
+    assert nodes.loc[nodes["label"] == "loss", "data"].tolist() == [loss.data]
+    terms = nodes[nodes["label"].isin(["data_loss", "reg_loss"])]
+    assert len(terms) == 2
+    assert sum(terms["data"]) == pytest.approx(loss.data, rel=1e-12)

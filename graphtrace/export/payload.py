@@ -115,7 +115,8 @@ def _generated(a: dict[str, Any], label: str) -> bool:
 
 def trace_name(G: nx.DiGraph) -> str:
     """The name of a trace for its page: the root's label when a person gave it, else the model's
-    name (the outermost scope of its parameters, or of its nodes) with "loss", else the root's name.
+    name (the outermost scope of its parameters, or of its nodes) with "loss" (also for a root a
+    person named "loss"), else the root's name.
 
     Examples
     --------
@@ -128,7 +129,7 @@ def trace_name(G: nx.DiGraph) -> str:
     root = G.graph.get("root", roots[-1] if roots else None)
     a = G.nodes[root] if root is not None and root in G else {}
     label = str(a.get("label", ""))
-    if label and not _generated(a, label):
+    if label and label != "loss" and not _generated(a, label):
         return label
     tops = {str(b.get("scope", "")).split("/", 1)[0] for b in G._node.values() if b.get("role") == "parameter"}
     tops.discard("")
@@ -136,7 +137,7 @@ def trace_name(G: nx.DiGraph) -> str:
         tops = {str(b.get("scope", "")).split("/", 1)[0] for b in G._node.values()}
         tops.discard("")
     models = {_INDEX.sub("", t) for t in tops}
-    if len(models) == 1:
+    if len(models) == 1:  # (a root named just "loss" says which model's)
         return f"{models.pop()} loss"
     return label or "graph"
 
