@@ -6,6 +6,7 @@ which turns a missing browser into a failure.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
@@ -68,12 +69,25 @@ DRAWN = """() => { const n = window.graphtraceNetwork, c = n.body.container.getB
     items: n.body.data.nodes.get().map(d => {
       const b = n.getBoundingBox(d.id), tl = n.canvasToDOM({x: b.left, y: b.top}),
             br = n.canvasToDOM({x: b.right, y: b.bottom});
-      return { id: d.id, label: d.label, background: d.color.background, border: d.color.border,
+      const lines = n.body.nodes[d.id].labelModule.lines || [];  // the text drawn, line by line (no spacer)
+      const label = lines.map(l => l.blocks.map(b => b.text).join("")).filter(t => t.trim() !== "").join("\\n");
+      return { id: d.id, label: label, background: d.color.background, border: d.color.border,
                borderWidth: d.borderWidth, font: d.font && d.font.color, pending: !!(d.shapeProperties &&
                d.shapeProperties.borderDashes && d.color.background === "#f4f4f4"),
                left: tl.x, top: tl.y, right: br.x, bottom: br.y, px: 14 * s }; }),
     edges: n.body.data.edges.get().map(e => ({ id: e.id, from: e.from, to: e.to, label: e.text || e.label || "",
       color: e.color && e.color.color })) }; }"""
+
+
+def _text(label: str) -> str:
+    """A box's text as drawn from its vis label (each line a ``<code>`` block, an empty spacer line between two)."""
+    return label.replace("<code>", "").replace("</code>", "").replace("\n\n", "\n")
+
+
+def _labels(page: Page) -> list[str]:
+    """Every box's text as drawn."""
+    got = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.label)")
+    return [_text(x) for x in got]
 
 
 def drawn(page: Page) -> dict[str, Any]:
@@ -213,13 +227,14 @@ def test_a_large_trace_opens_collapsed_and_expands_and_collapses_by_click(
     page.open(gt.to_html(G, tmp_path / "sample.html"))
     first = _count(page)
     assert 3 <= first <= 60, first
-    labels = " ".join(page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.label)"))
+    labels = " ".join(_labels(page))
     for name in ("Layer0", "Layer1", "Layer2", "parameters", "x0", "x1", "loss"):
         assert name in labels, (name, labels)  # inputs -> Layer0 -> Layer1 -> Layer2 -> output
     ids = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.getIds()")
     assert any(i.startswith("s") for i in ids) and "edges; showing" in page.page.inner_text("#stats")
     layer1 = page.page.evaluate(
-        "window.graphtraceNetwork.body.data.nodes.get().filter(n => n.label.startsWith('\u25b8 Layer1'))[0].id"
+        "window.graphtraceNetwork.body.data.nodes.get().filter(n => n.label.replace(/<\\/?code>/g, '')"
+        ".startsWith('\u25b8 Layer1'))[0].id"
     )
     page.page.evaluate("window.graphtraceNetwork.fit({animation: false})")
     page.page.wait_for_timeout(200)
@@ -504,7 +519,8 @@ def test_play_greys_everything_first_and_then_fills_in_order(browser: Any, tmp_p
     while True:  # the labels always agree with the step the header shows
         snap = page.page.evaluate(
             """() => [document.getElementById("gt-step").textContent,
-                      window.graphtraceNetwork.body.data.nodes.get().filter(n => n.label.endsWith("grad ?")).length]"""
+                      window.graphtraceNetwork.body.data.nodes.get().filter(n => n.label.replace(/<\\/?code>/g, "")
+                        .endsWith("grad ?")).length]"""
         )
         k = int(snap[0].split("/")[0].split()[1])
         assert snap[1] == 7 - k, snap
@@ -658,7 +674,12 @@ def test_colour_scales_are_drawn_with_their_ends_and_the_png_button_saves_a_pict
     assert "box" not in page.page.inner_text("#details"), page.page.inner_text("#details")
     page.page.select_option("#gt-colour", "absgrad")
     # the smallest |grad| (L's, 1) is not drawn white like a zero gradient would be
-    drawn = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => [n.label, n.color.background])")
+    drawn = [
+        [_text(t), c]
+        for t, c in page.page.evaluate(
+            "window.graphtraceNetwork.body.data.nodes.get().map(n => [n.label, n.color.background])"
+        )
+    ]
     low = [bg for label, bg in drawn if label.split()[0] == "L"]
     assert low and low[0] not in ("#ffffff", "rgb(255,255,255)"), drawn
     # the ends of the log scale as the magnitudes they are (they read "1e0.8" before)
@@ -721,10 +742,10 @@ def test_the_collapsed_view_replays_the_opened_scope_and_sums_a_parameters_terms
     assert first["of"] == shown and first["step"] == 1
     last = page.page.evaluate("(n) => window.graphtraceStep(n)", shown)
     assert last["step"] == shown and isinstance(last["grad"], (int, float))  # (JSON: 0.0 arrives as 0)
-    labels = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.label)")
+    labels = _labels(page)
     assert not any(label.endswith("grad ?") for label in labels)
     page.page.evaluate("window.graphtraceStep(2)")
-    labels = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.label)")
+    labels = _labels(page)
     assert sum(label.endswith("grad ?") for label in labels) == shown - 2
     page.page.select_option("#gt-colour", "grad")
     assert page.page.get_attribute("#gt-scale", "data-high") not in (None, "0")
@@ -742,7 +763,7 @@ def test_the_training_step_opens_folded_legible_and_an_instance_shows_its_values
     G = gt.to_networkx(loss)
     page = Page(browser)
     page.open(gt.to_html(G, tmp_path / "step.html"))
-    labels = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.label)")
+    labels = _labels(page)
     assert len(labels) <= 15, labels
     assert any("\u00d740" in label for label in labels), labels  # the 40 samples' calls are one stack
     assert page.page.evaluate("window.graphtraceNetwork.getScale()") * 14 >= 10  # labels >= 10 CSS px
@@ -753,7 +774,7 @@ def test_the_training_step_opens_folded_legible_and_an_instance_shows_its_values
     out = [d for _, d in sorted(G.nodes(data=True)) if d["scope"] == "MLP[17]/Layer2/Neuron0"][-1]  # its output
     titles = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.title)")
     assert any(t.startswith(out["label"] + "\n") and f"data: {out['data']!r}\n" in t for t in titles), out
-    shown = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.label)")
+    shown = _labels(page)
     assert any("\u00d740" in label for label in shown)  # boxes of the other scopes still summarise all 40
     assert page.errors == [] and page.blocked == []
     page.page.close()
@@ -842,14 +863,17 @@ def test_a_torch_resnet_page_shows_shapes_and_tensor_summaries(browser: Any, tmp
     page.open(gt.to_html(tr.graph, tmp_path / "resnet.html", collapse=True))
     # layer1's two blocks have the same structure and fold into one stack; layer2's differ (the first
     # downsamples) and stay apart
-    labels = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.label)")
+    labels = _labels(page)
     page.page.evaluate("window.graphtraceExpand('ResNet18/layer1[0]/conv1')")
     clusters = [c["label"] for c in page.page.evaluate("window.graphtraceClusters()")]
     assert "\u25a4 layer1 \u00d72: instance 0 (layer1[0])" in clusters, (clusters, labels)
     page.page.evaluate("window.graphtraceExpand('ResNet18/layer2[0]')")
-    boxes = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => n.label)")
+    boxes = _labels(page)
     assert not any("layer2 \u00d7" in b for b in boxes), boxes
-    titles = page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => [n.label, n.title])")
+    titles = [
+        [_text(t), tip]
+        for t, tip in page.page.evaluate("window.graphtraceNetwork.body.data.nodes.get().map(n => [n.label, n.title])")
+    ]
     # conv1 opened: its convolution and, beside it, the weight it owns (a parameter sits in its module)
     conv = [t for label, t in titles if label.startswith("convolution  2×64×8×8")]
     assert conv, titles
@@ -1027,7 +1051,9 @@ WRITTEN = """() => { const n = window.graphtraceNetwork;
   const dom = (l, t, r, b) => { const a = n.canvasToDOM({x: l, y: t}), c = n.canvasToDOM({x: r, y: b});
                                 return {left: a.x, top: a.y, right: c.x, bottom: c.y}; };
   const boxes = n.body.data.nodes.get().map(d => { const b = n.getBoundingBox(d.id);
-    return Object.assign({kind: "box", text: d.label.split("\\n")[0]}, dom(b.left, b.top, b.right, b.bottom)); });
+    const first = (n.body.nodes[d.id].labelModule.lines || [])[0];  // the first line drawn
+    const text = first ? first.blocks.map(k => k.text).join("") : "";
+    return Object.assign({kind: "box", text: text}, dom(b.left, b.top, b.right, b.bottom)); });
   const numbers = window.graphtraceEdgeLabels ? window.graphtraceEdgeLabels().map(l =>
       ({kind: "edge", text: l.text, left: l.left, top: l.top, right: l.right, bottom: l.bottom}))
     : Object.values(n.body.edges).filter(e => e.options.label).map(e => { const z = e.labelModule.size;
@@ -1555,4 +1581,46 @@ def test_a_norms_trace_says_what_it_did_not_record_and_never_shows_nan(
     loss = next(a for _, a in tr.graph.nodes(data=True) if a["op"] == "mean")
     assert any(f"{loss['data']:.4g}" in t for t in panels)
     assert page.errors == [] and page.blocked == []
+    page.page.close()
+
+
+# every box's text as vis draws it: its lines' heights (in canvas px, spacer lines included), the text's
+# vertical extent and the box's
+LINES = """() => { const n = window.graphtraceNetwork;
+  return n.body.data.nodes.getIds().map(id => { const node = n.body.nodes[id], L = node.labelModule;
+    return { id: id, lines: (L.lines || []).map(l => [l.blocks.map(b => b.text).join(""), l.height]),
+             textTop: L.size.top, textBottom: L.size.top + L.size.height, yLine: L.size.yLine,
+             mono: L.fontOptions.mono.vadjust, top: node.shape.top,
+             bottom: node.shape.top + node.shape.height }; }); }"""
+
+
+@pytest.mark.parametrize("name", ["cnn", "step"])
+def test_the_lines_of_a_box_have_room_between_them_and_stay_inside_it(
+    browser: Any, first_view_pages: dict[str, Path], name: str
+) -> None:
+    """vis-network stacks a label's lines with no space: an underscore ("native_batch_norm") touched the line
+    below and read as a bar over its number. Each text line now has an empty line of 6 px below it,
+    and the first line is drawn at the top of the text, which stays inside its box."""
+    if name not in first_view_pages:
+        pytest.skip("torch is not installed")
+    page = Page(browser)
+    page.open(first_view_pages[name])
+    boxes = page.page.evaluate(LINES)
+    assert boxes
+    with_underscore = 0
+    for b in boxes:
+        lines = b["lines"]
+        text = [j for j, (t, _) in enumerate(lines) if t.strip()]
+        assert len(text) >= 2, b
+        for j, k in itertools.pairwise(text):  # between two lines of text: spacer lines of >= 6 px
+            assert sum(h for _, h in lines[j + 1 : k]) >= 6, b
+            assert all(h == 14 for t, h in lines if t.strip()), b
+        with_underscore += any("_" in t for t, _ in lines)
+        # vis draws line j centred at yLine + (the heights above it) + the text's vadjust: the first line's
+        # middle 7 px below the text's top, the last line inside the box
+        first_mid = b["yLine"] + b["mono"]
+        assert abs(first_mid - (b["textTop"] + 7)) <= 0.5, b
+        assert b["top"] - 0.5 <= b["textTop"] and b["textBottom"] <= b["bottom"] + 0.5, b
+    if name == "cnn":
+        assert with_underscore, [b["lines"][0][0] for b in boxes]  # (a page where the underscore mattered)
     page.page.close()

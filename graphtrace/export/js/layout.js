@@ -7,7 +7,7 @@
 // links: [{from, to, text (the number drawn on it, optional)}], clusters: [{id, parent, label}] outermost first.
 GT.layout = (function () {
   "use strict";
-  const FONT = "14px ui-monospace, monospace", CHAR_PX = 8.45, LINE_PX = 17, PAD_W = 14, PAD_H = 14;
+  const FONT = "14px ui-monospace, monospace", CHAR_PX = 8.45, LINE_PX = 20, PAD_W = 14, PAD_H = 14;
   const LABEL_CHAR_PX = 7.3, DAGRE_MAX = 400, MAX_CLUSTERS = 200, MAX_DEPTH = 24;
   let ctx = null;
   // a box's size for its text, as vis-network draws it (monospace 14 px, margin 6)

@@ -11,7 +11,11 @@
     physics: { enabled: false },
     layout: { improvedLayout: false, hierarchical: { enabled: false } },
     interaction: { hover: true, tooltipDelay: 80 },
-    nodes: { shape: "box", font: { face: "ui-monospace, monospace", size: 14, multi: false }, margin: 6 },
+    // a label's text is monospace blocks of 14 px, the empty lines between them 6 px (view.js's visLabel);
+    // labels are drawn at any zoom (their size for vis is the 6-px lines')
+    nodes: { shape: "box", margin: 6, scaling: { label: { drawThreshold: 0 } },
+             font: { face: "ui-monospace, monospace", size: 6, multi: "html",
+                     mono: { face: "ui-monospace, monospace", size: 14, vadjust: 0 } } },
     edges: { arrows: { to: { enabled: true, scaleFactor: 0.5 } }, smooth: false, color: { color: "#848484", highlight: "#333" },
              font: { size: 12, align: "horizontal", strokeWidth: 4, background: "rgba(255,255,255,0.85)" } }
   });

@@ -113,6 +113,22 @@ GT.view = function (M, T, network, hooks) {
     return v.length ? F.spread(v) : "\u2014";  // (tensors: only the values the trace recorded)
   }
   function textOf(it, pending) { return it.kind === "n" ? nodeText(it.ref, pending) : boxText(it, pending); }
+  // vis-network stacks a label's lines with no space between them: an underscore touched the line below
+  // ("nll_loss" over "x 10.78" read as x̄). Each line is drawn as a monospace block (its spaces kept) with an
+  // empty line of GAP px between two (the page's font options: mono TEXT px, plain GAP px); GT.layout sizes boxes
+  // at 20 px a line. vis centres the first line as if every line were GAP px high: visFont moves the text up to
+  // the box's top.
+  // A text with "&" or "<" is drawn as plain lines instead (vis's markup parser takes a text with "&" for a
+  // regular expression, and "<b>" for a tag).
+  const TEXT = 14, GAP = 6;
+  function plain(text) { return /[&<]/.test(text); }
+  function visLabel(text) {
+    return plain(text) ? text : text.split("\n").map(function (line) { return "<code>" + line + "</code>"; }).join("\n\n");
+  }
+  function visFont(text, colour) {
+    return plain(text) ? { color: colour, multi: false, size: TEXT }
+      : { color: colour, mono: { vadjust: -(TEXT - GAP) / 2 * (text.split("\n").length - 1) } };
+  }
   function boxTitle(it) {
     const tw = instances(it), k = it.ref, o = T.last[k];
     if (T.collects[k]) {
@@ -150,10 +166,11 @@ GT.view = function (M, T, network, hooks) {
     if (pending) { border = Lg.PENDING.border; }
     if (current) { border = Lg.CURRENT; width = 4; }
     const bg = pending ? Lg.PENDING.background : colourOf(it);
+    const text = textOf(it, pending);
     const v = {
-      id: it.id, label: textOf(it, pending), borderWidth: width, borderWidthSelected: width + 1,
+      id: it.id, label: visLabel(text), borderWidth: width, borderWidthSelected: width + 1,
       color: { background: bg, border: border, highlight: { background: bg, border: "#333" }, hover: { background: bg, border: "#333" } },
-      font: { color: pending ? Lg.PENDING.font : "#222" },
+      font: visFont(text, pending ? Lg.PENDING.font : "#222"),
       shapeProperties: { borderDashes: pending || it.kind === "g" ? [6, 3] : false }
     };
     if (pos) { v.title = titleOf(it); v.x = pos.x; v.y = pos.y; }
