@@ -49,11 +49,12 @@ _NAMES = SCHEMA.names
 class Capture:
     """One logged step's parameters and gradients as copied on their devices (:meth:`TorchParams.capture`)."""
 
-    __slots__ = ("data", "grads", "has_grad")
+    __slots__ = ("data", "grads", "has_grad", "odd")
 
     def __init__(self, data: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
         self.data, self.grads = data, grads
         self.has_grad: list[bool] = []
+        self.odd: dict[int, torch.Tensor] = {}  # position -> a gradient unlike its parameter (sparse), copied apart
 
 
 class CaptureStopped(RuntimeError):
@@ -78,6 +79,9 @@ class TorchParams:
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.named = list(model.named_parameters())
+        # where each parameter is registered: a parameter replaced since (``m.weight = Parameter(...)``) is found
+        owners = {name: mod for name, mod in model.named_modules(remove_duplicate=False)}
+        self._slots_of = [(owners[n.rpartition(".")[0]], n.rpartition(".")[2]) for n, _ in self.named]
         paths = module_paths(model)
         self.scopes = [paths[id(p)][1] for _, p in self.named]
         self._names = [n for n, _ in self.named]
@@ -94,6 +98,7 @@ class TorchParams:
         devices; nothing waits for the device. While every slot waits for the writer, ``stop()`` is
         asked every 0.1 s: True (the writer failed and will give none back) raises
         :class:`CaptureStopped`."""
+        self._check_unchanged()
         try:
             cap = self._free.get_nowait()
         except queue.Empty:
@@ -112,16 +117,41 @@ class TorchParams:
                         if stop is not None and stop():
                             raise CaptureStopped("the run's writer stopped: no parameter slot comes back") from None
         params: list[torch.Tensor] = [p for _, p in self.named]
+        if not params:  # (a model without parameters: its steps have no params rows)
+            return cap
         with torch.no_grad():
             torch._foreach_copy_(cap.data, params)
             has = [p.grad is not None for p in params]
-            if any(has):
-                torch._foreach_copy_(
-                    [g for g, h in zip(cap.grads, has, strict=True) if h],
-                    [p.grad for p in params if p.grad is not None],
-                )
+            into, grads = [], []
+            for k, p in enumerate(params):
+                g = p.grad
+                if g is None:
+                    continue
+                if g.layout == torch.strided and g.shape == cap.grads[k].shape and g.dtype == cap.grads[k].dtype:
+                    into.append(cap.grads[k])
+                    grads.append(g)
+                else:  # a sparse (nn.Embedding(sparse=True)) or odd gradient: its own copy, summarised apart
+                    cap.odd[k] = g.detach().clone()
+            if grads:
+                torch._foreach_copy_(into, grads)
         cap.has_grad = has
         return cap
+
+    def _check_unchanged(self) -> None:
+        """Raise ValueError, before anything is copied, if a parameter of the model was replaced or
+        reshaped since the run opened: its rows would be of the old tensor, or the copy would fail."""
+        for (name, p), (mod, attr), shape in zip(self.named, self._slots_of, self._shapes, strict=True):
+            now = mod._parameters.get(attr)
+            if now is not p:
+                raise ValueError(
+                    f"log: the model's parameter {name!r} was replaced since gt.record opened the run (its rows "
+                    "would be the old tensor's): record a new run (or resume this one) with the model as it is now"
+                )
+            if shape_text(p.shape) != shape:
+                raise ValueError(
+                    f"log: the model's parameter {name!r} changed shape since gt.record opened the run ({shape} "
+                    f"-> {shape_text(p.shape)}): record a new run with the model as it is now"
+                )
 
     def table(self, cap: Capture | None = None) -> pa.Table:
         """This step's rows (of ``cap``, else of the parameters as they are now) as an Arrow table of
@@ -142,8 +172,15 @@ class TorchParams:
     def _columns(self, cap: Capture) -> dict[str, list[Any]]:
         with torch.no_grad():
             now, last = cap.data, self.last
-            grads = [g for g, h in zip(cap.grads, cap.has_grad, strict=True) if h]
-            if _batchable(now) and _batchable(grads) and (not grads or grads[0].dtype == now[0].dtype):
+            every = [cap.odd.get(k, g) for k, g in enumerate(cap.grads)]
+            cap.odd = {}
+            grads = [g for g, h in zip(every, cap.has_grad, strict=True) if h]
+            data: list[dict[str, float]] = []
+            grad_all: list[dict[str, float]] = []
+            upd: list[dict[str, float]] = []
+            if not now:  # (no parameters)
+                pass
+            elif _batchable(now) and _batchable(grads) and (not grads or grads[0].dtype == now[0].dtype):
                 data, grad_rows, upd = _summaries(now, last, grads)
                 it = iter(grad_rows)
                 nan_row = dict.fromkeys(_GRAD_KEYS, math.nan)
@@ -153,7 +190,7 @@ class TorchParams:
                 nan = torch.full((1,), math.nan)
                 data = finish([raw(d) for d in now], "data")
                 grad_all = finish(
-                    [raw(g, l1=True) if h else raw(nan) for g, h in zip(cap.grads, cap.has_grad, strict=True)], "grad"
+                    [raw(g, l1=True) if h else raw(nan) for g, h in zip(every, cap.has_grad, strict=True)], "grad"
                 )
                 upd = finish([raw(u) for u in updates], "update")
             # the captured values are the next step's "before"; the old buffers take the next capture

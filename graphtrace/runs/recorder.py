@@ -346,6 +346,7 @@ class Run:
         self._graphs_checked: weakref.WeakSet[Any] = weakref.WeakSet()  # trace graphs given to log, checked
         # values found wrong by the writer thread (an accuracy tensor outside [0, 1]): raised by the next call
         self._late: collections.deque[str] = collections.deque()
+        self._log_lock = threading.Lock()
         weakref.finalize(self, self._writer.close)  # an unclosed run still writes what it logged
         weakref.finalize(self, self._lock.release)
 
@@ -594,105 +595,115 @@ class Run:
         RuntimeError
             If called in a process forked from the one that opened the run.
         """
-        self._check_process("log")
-        if self._closed:
-            raise ValueError(f"log: the run at {self.path} is closed")
-        self._raise_write_error()
-        step = _check_step(step)
-        if step in self._done:
-            raise ValueError(f"log: step {step} is already recorded in {self.path}; nothing is rewritten")
-        # a torch tensor (the loss, an accuracy, a learning rate) comes to the host in the writer thread
-        on_device: dict[int, Any] = {}  # position in the steps row -> the tensor copied on its device
-        loss_tensor = self._tensor_number("loss", loss)
-        if loss_tensor is not None:
-            on_device[0] = loss_tensor
-        loss_value = math.nan if loss_tensor is not None else loss.data if isinstance(loss, Value) else as_float(loss)
-        if loss_value is None:
-            raise TypeError(f"log: loss must be a Value or a real number, got {type(loss).__name__}: {loss!r}")
-        extra = {}
-        for i, (name, v) in enumerate((("accuracy", accuracy), ("learning_rate", learning_rate)), start=1):
-            t = self._tensor_number(name, v)
-            if t is not None:
-                on_device[i] = t
-            f = math.nan if v is None or t is not None else as_float(v)
-            if f is None:
-                raise ValueError(f"log: {name} must be a real number, got {v!r}")
-            extra[name] = f
-        if not (math.isnan(extra["accuracy"]) or 0.0 <= extra["accuracy"] <= 1.0):
-            raise ValueError(f"log: accuracy is a share from 0 to 1, got {accuracy!r} (a percentage: divide it by 100)")
-        if graph is not None:
-            import networkx as nx
-
-            if isinstance(loss, Value):
+        with self._log_lock:  # (one call at a time: two threads logging one step record it once)
+            self._check_process("log")
+            if self._closed:
+                raise ValueError(f"log: the run at {self.path} is closed")
+            self._raise_write_error()
+            step = _check_step(step)
+            if step in self._done:
+                raise ValueError(f"log: step {step} is already recorded in {self.path}; nothing is rewritten")
+            # a torch tensor (the loss, an accuracy, a learning rate) comes to the host in the writer thread
+            on_device: dict[int, Any] = {}  # position in the steps row -> the tensor copied on its device
+            loss_tensor = self._tensor_number("loss", loss)
+            if loss_tensor is not None:
+                on_device[0] = loss_tensor
+            loss_value = (
+                math.nan if loss_tensor is not None else loss.data if isinstance(loss, Value) else as_float(loss)
+            )
+            if loss_value is None:
+                raise TypeError(f"log: loss must be a Value or a real number, got {type(loss).__name__}: {loss!r}")
+            extra = {}
+            for i, (name, v) in enumerate((("accuracy", accuracy), ("learning_rate", learning_rate)), start=1):
+                t = self._tensor_number(name, v)
+                if t is not None:
+                    on_device[i] = t
+                f = math.nan if v is None or t is not None else as_float(v)
+                if f is None:
+                    raise ValueError(f"log: {name} must be a real number, got {v!r}")
+                extra[name] = f
+            if not (math.isnan(extra["accuracy"]) or 0.0 <= extra["accuracy"] <= 1.0):
                 raise ValueError(
-                    "log: graph= is a torch model's trace (gt.pytorch.trace(...).graph); a Value loss "
-                    "carries its own graph: leave graph out"
+                    f"log: accuracy is a share from 0 to 1, got {accuracy!r} (a percentage: divide it by 100)"
                 )
-            if not isinstance(graph, nx.DiGraph) or graph.graph.get("kind") != "torch":
-                raise TypeError(
-                    "log: graph must be the graph of gt.pytorch.trace (tr.graph, a networkx.DiGraph "
-                    f"with graph['kind'] == 'torch'), got {type(graph).__name__}"
+            if graph is not None:
+                import networkx as nx
+
+                if isinstance(loss, Value):
+                    raise ValueError(
+                        "log: graph= is a torch model's trace (gt.pytorch.trace(...).graph); a Value loss "
+                        "carries its own graph: leave graph out"
+                    )
+                if not isinstance(graph, nx.DiGraph) or graph.graph.get("kind") != "torch":
+                    raise TypeError(
+                        "log: graph must be the graph of gt.pytorch.trace (tr.graph, a networkx.DiGraph "
+                        f"with graph['kind'] == 'torch'), got {type(graph).__name__}"
+                    )
+                self._check_model(graph)
+            t0 = time.perf_counter()
+            data = [p.data for _, p in self._params]
+            job: list[Any] = []
+
+            def rows(make: Any) -> None:
+                """``make()``: the step's ``(table, rows)`` pairs, made in the writer thread."""
+                if self._compacting:  # format 2 and 3: kept, then staged with the next batch; the step is a column
+                    job.append(("rows", step, partial(self._with_step, make, step)))
+                else:  # a resumed format-1 run: a folder per step, written at once
+                    job.append(("call", partial(self._write_folders, make, step)))
+
+            if self._torch is not None:
+                # the training thread copies the parameters on their device; the writer thread
+                # summarises, encodes and writes them
+                if self.every and step % self.every == 0:
+                    rows(partial(self._params_rows, self._capture()))
+            elif self.every and step % self.every == 0:
+                params = pa.table(
+                    {
+                        "name": pa.array([n for n, _ in self._params], pa.string()),
+                        "scope": pa.array([p.scope for _, p in self._params], pa.string()),
+                        "data": pa.array(data, pa.float64()),
+                        "grad": pa.array([p.grad for _, p in self._params], pa.float64()),
+                        "update": pa.array([d - b for d, b in zip(data, self._last_data, strict=True)], pa.float64()),
+                    }
                 )
-            self._check_model(graph)
-        t0 = time.perf_counter()
-        data = [p.data for _, p in self._params]
-        job: list[Any] = []
-
-        def rows(make: Any) -> None:
-            """``make()``: the step's ``(table, rows)`` pairs, made in the writer thread."""
-            if self._compacting:  # format 2 and 3: kept, then staged with the next batch; the step is a column
-                job.append(("rows", step, partial(self._with_step, make, step)))
-            else:  # a resumed format-1 run: a folder per step, written at once
-                job.append(("call", partial(self._write_folders, make, step)))
-
-        if self._torch is not None:
-            # the training thread copies the parameters on their device; the writer thread
-            # summarises, encodes and writes them
-            if self.every and step % self.every == 0:
-                rows(partial(self._params_rows, self._capture()))
-        elif self.every and step % self.every == 0:
-            params = pa.table(
-                {
-                    "name": pa.array([n for n, _ in self._params], pa.string()),
-                    "scope": pa.array([p.scope for _, p in self._params], pa.string()),
-                    "data": pa.array(data, pa.float64()),
-                    "grad": pa.array([p.grad for _, p in self._params], pa.float64()),
-                    "update": pa.array([d - b for d, b in zip(data, self._last_data, strict=True)], pa.float64()),
-                }
-            )
-            rows(partial(list, [("params", params)]))
-            self._last_data = data
-        traced = loss if isinstance(loss, Value) else graph
-        if traced is not None and not isinstance(loss, Value) and self.scopes_every and step % self.scopes_every == 0:
-            # a torch trace's graph does not change: its tables are made in the writer thread
-            rows(partial(self._scopes_rows, traced))
-        elif traced is not None and self.scopes_every and step % self.scopes_every == 0:
-            cols = scope_columns(traced)
-            table = pa.Table.from_arrays(
-                [pa.array(cols[f.name], f.type) for f in _SCOPES_SCHEMA], schema=_SCOPES_SCHEMA
-            )
-            made = [("scopes", table)]
-            if self._anomaly_steps < MAX_ANOMALY_STEPS and any(cols["nonfinite"]):
-                self._anomaly_steps += 1
-                made.append(("anomalies", _origins(traced)))
-            rows(partial(list, made))
-        if isinstance(loss, Value) and self.snapshot_every and step % self.snapshot_every == 0:
-            # copied here (the next step changes the store), named and encoded by the writer thread
-            target = self._part.snapshot(step)
-            job.append(("call", partial(_write_snapshot, target, TraceCopy(loss), self._last_snapshot)))
-        row = (loss_value, extra["accuracy"], extra["learning_rate"], datetime.datetime.now(datetime.UTC))
-        if on_device:
-            rows(partial(self._steps_rows, on_device, row, t0, step))
-        else:
-            rows(partial(list, [("steps", _steps_table(row, time.perf_counter() - t0))]))
-        if self._compacting:
-            self._staged += 1
-            if self._staged >= self.chunk_steps:
-                job.append(("barrier", self._compact))
-                self._staged = 0
-        self._writer.put(job)
-        self._done.add(step)
-        self._raise_late(f"step {step} (this call) was recorded")
+                rows(partial(list, [("params", params)]))
+                self._last_data = data
+            traced = loss if isinstance(loss, Value) else graph
+            if (
+                traced is not None
+                and not isinstance(loss, Value)
+                and self.scopes_every
+                and step % self.scopes_every == 0
+            ):
+                # a torch trace's graph does not change: its tables are made in the writer thread
+                rows(partial(self._scopes_rows, traced))
+            elif traced is not None and self.scopes_every and step % self.scopes_every == 0:
+                cols = scope_columns(traced)
+                table = pa.Table.from_arrays(
+                    [pa.array(cols[f.name], f.type) for f in _SCOPES_SCHEMA], schema=_SCOPES_SCHEMA
+                )
+                made = [("scopes", table)]
+                if self._anomaly_steps < MAX_ANOMALY_STEPS and any(cols["nonfinite"]):
+                    self._anomaly_steps += 1
+                    made.append(("anomalies", _origins(traced)))
+                rows(partial(list, made))
+            if isinstance(loss, Value) and self.snapshot_every and step % self.snapshot_every == 0:
+                # copied here (the next step changes the store), named and encoded by the writer thread
+                target = self._part.snapshot(step)
+                job.append(("call", partial(_write_snapshot, target, TraceCopy(loss), self._last_snapshot)))
+            row = (loss_value, extra["accuracy"], extra["learning_rate"], datetime.datetime.now(datetime.UTC))
+            if on_device:
+                rows(partial(self._steps_rows, on_device, row, t0, step))
+            else:
+                rows(partial(list, [("steps", _steps_table(row, time.perf_counter() - t0))]))
+            if self._compacting:
+                self._staged += 1
+                if self._staged >= self.chunk_steps:
+                    job.append(("barrier", self._compact))
+                    self._staged = 0
+            self._writer.put(job)
+            self._done.add(step)
+            self._raise_late(f"step {step} (this call) was recorded")
 
     def _capture(self) -> Any:
         """A torch model's parameters copied for the writer; a writer that failed meanwhile (it gives no
