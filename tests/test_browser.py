@@ -70,7 +70,8 @@ DRAWN = """() => { const n = window.graphtraceNetwork, c = n.body.container.getB
       const b = n.getBoundingBox(d.id), tl = n.canvasToDOM({x: b.left, y: b.top}),
             br = n.canvasToDOM({x: b.right, y: b.bottom});
       const lines = n.body.nodes[d.id].labelModule.lines || [];  // the text drawn, line by line (no spacer)
-      const label = lines.map(l => l.blocks.map(b => b.text).join("")).filter(t => t.trim() !== "").join("\\n");
+      const label = lines.map(l => l.blocks.map(b => b.text).join("").replace(/\u200b/g, ""))
+        .filter(t => t.trim() !== "").join("\\n");
       return { id: d.id, label: label, background: d.color.background, border: d.color.border,
                borderWidth: d.borderWidth, font: d.font && d.font.color, pending: !!(d.shapeProperties &&
                d.shapeProperties.borderDashes && d.color.background === "#f4f4f4"),
@@ -81,7 +82,7 @@ DRAWN = """() => { const n = window.graphtraceNetwork, c = n.body.container.getB
 
 def _text(label: str) -> str:
     """A box's text as drawn from its vis label (each line a ``<code>`` block, an empty spacer line between two)."""
-    return label.replace("<code>", "").replace("</code>", "").replace("\n\n", "\n")
+    return label.replace("<code>", "").replace("</code>", "").replace("\n\n", "\n").replace("\u200b", "")
 
 
 def _labels(page: Page) -> list[str]:
@@ -1588,7 +1589,8 @@ def test_a_norms_trace_says_what_it_did_not_record_and_never_shows_nan(
 # vertical extent and the box's
 LINES = """() => { const n = window.graphtraceNetwork;
   return n.body.data.nodes.getIds().map(id => { const node = n.body.nodes[id], L = node.labelModule;
-    return { id: id, lines: (L.lines || []).map(l => [l.blocks.map(b => b.text).join(""), l.height]),
+    return { id: id, lines: (L.lines || []).map(l => [l.blocks.map(b => b.text).join("").replace(/\u200b/g, ""),
+                                                      l.height]),
              textTop: L.size.top, textBottom: L.size.top + L.size.height, yLine: L.size.yLine,
              mono: L.fontOptions.mono.vadjust, top: node.shape.top,
              bottom: node.shape.top + node.shape.height }; }); }"""
@@ -1623,4 +1625,56 @@ def test_the_lines_of_a_box_have_room_between_them_and_stay_inside_it(
         assert b["top"] - 0.5 <= b["textTop"] and b["textBottom"] <= b["bottom"] + 0.5, b
     if name == "cnn":
         assert with_underscore, [b["lines"][0][0] for b in boxes]  # (a page where the underscore mattered)
+    page.page.close()
+
+
+def test_odd_characters_in_a_label_are_drawn_literally_with_the_same_spacing(browser: Any, tmp_path: Path) -> None:
+    """A label with "<" or "&" (markup to vis-network's label parser) is drawn as written, with the gap between
+    its lines; one that vis would fail on (an "&" in a line that is no regular expression) as plain lines."""
+    a = Value(1.5, label="a<b>&c_d")
+    x = Value(2.0, label="x_1")
+    odd = Value(3.0, label="(*)&y")
+    out = a * x + odd
+    out.label = "out"
+    out.backward()
+    page = Page(browser)
+    page.open(gt.to_html(out, tmp_path / "odd.html"))
+    assert page.errors == []
+    boxes = {b["lines"][0][0].split("  ")[0]: b for b in page.page.evaluate(LINES)}
+    assert {"a<b>&c_d", "x_1", "(*)&y", "out"} <= set(boxes), list(boxes)
+    for name in ("a<b>&c_d", "x_1", "out"):
+        lines = boxes[name]["lines"]
+        assert [t for t, _ in lines if t.strip()][1:] == [
+            t for t, _ in lines if t.strip() and t.startswith(("data", "grad"))
+        ]
+        assert all(h == 14 for t, h in lines if t.strip()) and any(h == 6 and not t.strip() for t, h in lines), lines
+    plain = boxes["(*)&y"]["lines"]
+    assert [t for t, _ in plain] == ["(*)&y", "data 3", "grad 1"], plain  # literal, without the gap
+    assert page.page.evaluate("window.graphtraceSearch('a<b>&c_d')")["found"]
+    page.page.close()
+
+
+def test_the_tooltip_of_a_box_goes_when_the_click_opens_it(browser: Any, first_view_pages: dict[str, Path]) -> None:
+    """Hovering a box shows its tooltip; clicking it opened the box and left the tooltip over the new view (over the
+    node a later search found, too)."""
+    page = Page(browser)
+    page.open(first_view_pages["step"])
+    layer1 = next(d["id"] for d in drawn(page)["items"] if d["label"].startswith("\u25b8 Layer1"))
+    xy = page.page.evaluate(
+        """(id) => { const net = window.graphtraceNetwork; const d = net.canvasToDOM(net.getPositions([id])[id]);
+                     const r = document.getElementById("graph").getBoundingClientRect();
+                     return [d.x + r.left, d.y + r.top]; }""",
+        layer1,
+    )
+    page.page.mouse.move(xy[0] - 5, xy[1] - 5)
+    page.page.mouse.move(xy[0], xy[1])
+    tip = ".vis-tooltip"
+    page.page.wait_for_function(
+        "() => { const t = document.querySelector('.vis-tooltip'); "
+        "return t !== null && getComputedStyle(t).visibility === 'visible'; }",
+        timeout=60_000,
+    )
+    assert "Layer1" in page.page.inner_text(tip)
+    _click_item(page, layer1)
+    assert page.page.evaluate(f"getComputedStyle(document.querySelector('{tip}')).visibility") == "hidden"
     page.page.close()

@@ -118,15 +118,19 @@ GT.view = function (M, T, network, hooks) {
   // empty line of GAP px between two (the page's font options: mono TEXT px, plain GAP px); GT.layout sizes boxes
   // at 20 px a line. vis centres the first line as if every line were GAP px high: visFont moves the text up to
   // the box's top.
-  // A text with "&" or "<" is drawn as plain lines instead (vis's markup parser takes a text with "&" for a
-  // regular expression, and "<b>" for a tag).
+  // A "<" is followed by a zero-width space (never a tag such as "<b>"). At an "&", vis's markup parser tries the
+  // whole line as a regular expression: a line that is not one is drawn as plain lines (no gap) instead.
   const TEXT = 14, GAP = 6;
-  function plain(text) { return /[&<]/.test(text); }
-  function visLabel(text) {
-    return plain(text) ? text : text.split("\n").map(function (line) { return "<code>" + line + "</code>"; }).join("\n\n");
+  function marked(text) {
+    const lines = text.split("\n").map(function (line) { return "<code>" + line.replace(/</g, "<\u200b") + "</code>"; });
+    if (text.indexOf("&") >= 0) {
+      try { lines.forEach(function (l) { new RegExp(l); }); } catch (err) { return null; }
+    }
+    return lines.join("\n\n");
   }
+  function visLabel(text) { const m = marked(text); return m === null ? text : m; }
   function visFont(text, colour) {
-    return plain(text) ? { color: colour, multi: false, size: TEXT }
+    return marked(text) === null ? { color: colour, multi: false, size: TEXT }
       : { color: colour, mono: { vadjust: -(TEXT - GAP) / 2 * (text.split("\n").length - 1) } };
   }
   function boxTitle(it) {
@@ -393,6 +397,9 @@ GT.view = function (M, T, network, hooks) {
     network.setOptions({ interaction: { hideEdgesOnDrag: big, hideEdgesOnZoom: big } });
     network.setData({ nodes: nodes, edges: edges });
     labels.reset(drawnClusters);  // (after setData: setOptions may have drawn the old data)
+    // the tooltip of the box just opened or closed would stay over the new view: hidden until the next hover
+    const tip = network.body.container.querySelector(".vis-tooltip");
+    if (tip) { tip.style.visibility = "hidden"; }
     if (camera === "keep" && keep !== null) { network.moveTo({ position: keep.position, scale: keep.scale, animation: false }); }
     else if (camera && camera.open !== undefined && fitScale(laid.bounds) < LEGIBLE) {
       const inside = boundsInside(camera.open);
