@@ -345,6 +345,9 @@ def test_a_query_on_one_rank_opens_only_that_ranks_files(tmp_path: Path, monkeyp
     counting = _Counting()
     monkeypatch.setattr(read, "_FILESYSTEM", pafs.PyFileSystem(counting))
     con = gt.open_run(path)
+    # (one DuckDB thread: the counting file system is Python, which DuckDB's scan threads call back into; with
+    # several, a fresh-clone CI run hung in this query once, every thread idle)
+    con.execute("SET threads = 1")
     counting.opened.clear()
     n = len(list(_model().parameters()))
     assert con.sql("SELECT count(*), sum(data) IS NOT NULL FROM params WHERE rank = 2").fetchall() == [(6 * n, True)]
