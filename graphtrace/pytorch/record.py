@@ -85,7 +85,8 @@ class TorchParams:
         paths = module_paths(model)
         self.scopes = [paths[id(p)][1] for _, p in self.named]
         self._names = [n for n, _ in self.named]
-        self._shapes = [shape_text(p.shape) for _, p in self.named]
+        self._sizes = [p.shape for _, p in self.named]
+        self._shapes = [shape_text(z) for z in self._sizes]
         self._numels = [p.numel() for _, p in self.named]
         self._free: queue.Queue[Capture] = queue.Queue()
         self._slots = 0
@@ -140,16 +141,17 @@ class TorchParams:
     def _check_unchanged(self) -> None:
         """Raise ValueError, before anything is copied, if a parameter of the model was replaced or
         reshaped since the run opened: its rows would be of the old tensor, or the copy would fail."""
-        for (name, p), (mod, attr), shape in zip(self.named, self._slots_of, self._shapes, strict=True):
+        for (name, p), (mod, attr), size in zip(self.named, self._slots_of, self._sizes, strict=True):
             now = mod._parameters.get(attr)
             if now is not p:
                 raise ValueError(
                     f"log: the model's parameter {name!r} was replaced since gt.record opened the run (its rows "
                     "would be the old tensor's): record a new run (or resume this one) with the model as it is now"
                 )
-            if shape_text(p.shape) != shape:
+            if p.shape != size:
                 raise ValueError(
-                    f"log: the model's parameter {name!r} changed shape since gt.record opened the run ({shape} "
+                    f"log: the model's parameter {name!r} changed shape since gt.record opened the run "
+                    f"({shape_text(size)} "
                     f"-> {shape_text(p.shape)}): record a new run with the model as it is now"
                 )
 

@@ -128,10 +128,10 @@ GT.view = function (M, T, network, hooks) {
     }
     return lines.join("\n\n");
   }
-  function visLabel(text) { const m = marked(text); return m === null ? text : m; }
-  function visFont(text, colour) {
-    return marked(text) === null ? { color: colour, multi: false, size: TEXT }
-      : { color: colour, mono: { vadjust: -(TEXT - GAP) / 2 * (text.split("\n").length - 1) } };
+  function visText(text, colour) {  // a box's vis label and font
+    const m = marked(text);
+    if (m === null) { return { label: text, font: { color: colour, multi: false, size: TEXT } }; }
+    return { label: m, font: { color: colour, mono: { vadjust: -(TEXT - GAP) / 2 * (text.split("\n").length - 1) } } };
   }
   function boxTitle(it) {
     const tw = instances(it), k = it.ref, o = T.last[k];
@@ -170,11 +170,11 @@ GT.view = function (M, T, network, hooks) {
     if (pending) { border = Lg.PENDING.border; }
     if (current) { border = Lg.CURRENT; width = 4; }
     const bg = pending ? Lg.PENDING.background : colourOf(it);
-    const text = textOf(it, pending);
+    const drawn = visText(textOf(it, pending), pending ? Lg.PENDING.font : "#222");
     const v = {
-      id: it.id, label: visLabel(text), borderWidth: width, borderWidthSelected: width + 1,
+      id: it.id, label: drawn.label, borderWidth: width, borderWidthSelected: width + 1,
       color: { background: bg, border: border, highlight: { background: bg, border: "#333" }, hover: { background: bg, border: "#333" } },
-      font: visFont(text, pending ? Lg.PENDING.font : "#222"),
+      font: drawn.font,
       shapeProperties: { borderDashes: pending || it.kind === "g" ? [6, 3] : false }
     };
     if (pos) { v.title = titleOf(it); v.x = pos.x; v.y = pos.y; }
